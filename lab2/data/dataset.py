@@ -1,0 +1,118 @@
+"""``OxfordPetSegmentation``: the binary pet/background data set as a torch ``Dataset``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..paths import dataset_dir
+from .audit import audit_dataset
+from .index import Record, load_split
+from .masks import trimap_to_mask
+from .reading import read_rgb, read_trimap
+
+_announced: set[str] = set()  # data set folders whose skipped files were already printed
+
+
+def as_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    """``512`` → ``(512, 512)``; ``(h, w)`` stays."""
+    if isinstance(image_size, int):
+        return image_size, image_size
+    h, w = image_size
+    return int(h), int(w)
+
+
+def resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Resize an image (area when shrinking, linear when enlarging) and its mask (nearest)."""
+    h, w = size
+    shrink = image.shape[0] * image.shape[1] >= h * w
+    image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+    return image, mask
+
+
+def to_tensors(image: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H, W, 3) uint8 or float array → float (3, H, W) tensor (uint8 scaled to 0–1); mask → long."""
+    if isinstance(image, np.ndarray):
+        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        image = tensor.float().div_(255) if tensor.dtype == torch.uint8 else tensor.float()
+    return image, torch.as_tensor(np.ascontiguousarray(mask), dtype=torch.long)
+
+
+class OxfordPetSegmentation(Dataset):
+    """Oxford-IIIT Pet images with binary masks (pet 1, background 0).
+
+    Args:
+        root: data root holding ``oxford-iiit-pet/`` (real set or generated sample).
+        split: ``train``, ``val``, ``trainval`` or ``test``.
+        image_size: side (or ``(h, w)``) every sample is resized to; ``None`` keeps originals.
+        transform: albumentations-style callable ``transform(image=…, mask=…) -> dict`` applied to
+            the resized uint8 image and mask.
+        border: what the trimap's border band becomes (see :func:`trimap_to_mask`).
+        progress: show a progress bar if the data set has to be audited first.
+
+    Samples that the audit skips (unreadable images, missing or bad trimaps) are excluded, and
+    their names printed once per data set folder. Items are ``(image, mask, name)``: a float
+    tensor (3, H, W), a long tensor (H, W) and the sample's name.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str = "train",
+                 image_size: int | tuple[int, int] | None = 256,
+                 transform: Callable | None = None, border: str = "foreground",
+                 progress: bool = True) -> None:
+        self.root = root
+        self.folder = dataset_dir(root)
+        self.split = split
+        self.image_size = None if image_size is None else as_hw(image_size)
+        self.transform = transform
+        self.border = border
+        trimap_to_mask(np.ones((1, 1), np.uint8), border)  # validate `border` early
+        records = load_split(root, split)
+        self.audit = audit_dataset(root, progress=progress)
+        skipped = self.audit.skipped_names
+        self.records: list[Record] = [r for r in records if r.name not in skipped]
+        excluded = sorted(skipped & {r.name for r in records})
+        key = str(self.folder)
+        if skipped and key not in _announced:
+            _announced.add(key)
+            print(f"lab2: skipping {len(skipped)} unusable file(s) of {self.folder}: "
+                  f"{', '.join(sorted(skipped))} (details: python -m lab2 audit --root {root})",
+                  file=sys.stderr)
+        self.excluded = excluded
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.records]
+
+    def read_original(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The sample at its original size: uint8 RGB image (H, W, 3) and uint8 mask (H, W)."""
+        name = self.records[index].name
+        image = read_rgb(self.folder / "images" / f"{name}.jpg")
+        trimap = read_trimap(self.folder / "annotations" / "trimaps" / f"{name}.png")
+        return image, trimap_to_mask(trimap, self.border)
+
+    def read_resized(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The sample resized to ``image_size`` (uint8 image and mask), before any transform."""
+        image, mask = self.read_original(index)
+        if self.image_size is not None:
+            image, mask = resize_pair(image, mask, self.image_size)
+        return image, mask
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        image, mask = self.read_resized(index)
+        if self.transform is not None:
+            out = self.transform(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        image_t, mask_t = to_tensors(image, mask)
+        return image_t, mask_t, self.records[index].name

@@ -1,0 +1,205 @@
+"""Fetch, verify and safely extract the Oxford-IIIT Pet archives.
+
+``download_oxford_pet(root)`` puts the data set in ``root/oxford-iiit-pet/`` (torchvision's layout):
+
+* hosts are tried in order — the official VGG address, then the second host — or only the mirror
+  given as an argument or in ``LAB2_PET_MIRROR`` (a base URL that holds both archives);
+* bytes go to ``<archive>.part``; an interrupted transfer resumes there with an HTTP Range request,
+  and transient errors are retried with exponential back-off;
+* the md5 is checked before anything is extracted; a mismatch renames the bad file to
+  ``<archive>.md5-mismatch`` (so nothing can pass as complete) and raises :class:`ChecksumError`;
+* extraction auto-detects the compression and refuses the whole archive if any member would land
+  outside the target folder, or is a link or a device file;
+* a ``.<archive>.extracted`` marker makes a second call a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import socket
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from tqdm.auto import tqdm
+
+from ..paths import dataset_dir
+
+#: Base URLs holding both archives, tried in this order.
+OFFICIAL_HOSTS: tuple[str, ...] = (
+    "https://www.robots.ox.ac.uk/~vgg/data/pets/data/",
+    "https://thor.robots.ox.ac.uk/~vgg/data/pets/",
+)
+
+#: (file name, md5) of the two official archives, as torchvision's ``OxfordIIITPet`` lists them.
+RESOURCES: tuple[tuple[str, str], ...] = (
+    ("images.tar.gz", "5c4f3ee8e5d25df40f4fd59a7f44e54c"),
+    ("annotations.tar.gz", "95a8c909bbe2e81eed6a22bccdf3f68f"),
+)
+
+MIRROR_ENV = "LAB2_PET_MIRROR"
+_CHUNK = 1 << 20
+# Answers that mean "this host does not have the file": go to the next host at once.
+_NOT_HERE = {401, 403, 404, 410}
+
+
+class DownloadError(RuntimeError):
+    """No host could deliver an archive (offline, or every host refused)."""
+
+
+class ChecksumError(ValueError):
+    """An archive's md5 differs from the published one."""
+
+
+class UnsafeArchiveError(ValueError):
+    """An archive holds a member that must not be extracted (path escape, link, device file)."""
+
+
+def md5sum(path: str | os.PathLike, chunk: int = _CHUNK) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_oxford_pet(
+    root: str | os.PathLike,
+    mirror: str | None = None,
+    resources: Sequence[tuple[str, str]] | None = None,
+    *,
+    retries: int = 4,
+    backoff_s: float = 1.0,
+    timeout_s: float = 60.0,
+    progress: bool = True,
+) -> Path:
+    """Download, verify and extract the data set into ``root/oxford-iiit-pet``; return that folder.
+
+    ``resources`` defaults to :data:`RESOURCES`; tests pass their own (name, md5) pairs.
+    """
+    folder = dataset_dir(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    mirror = mirror or os.environ.get(MIRROR_ENV) or None
+    bases = [mirror] if mirror else list(OFFICIAL_HOSTS)
+    resources = RESOURCES if resources is None else tuple(resources)
+
+    for filename, md5 in resources:
+        marker = folder / f".{filename}.extracted"
+        if marker.is_file() and marker.read_text().strip() == md5:
+            continue  # verified and extracted by an earlier call
+        archive = folder / filename
+        if not archive.is_file():
+            _fetch_from_hosts(filename, archive, bases, resources, folder,
+                              retries=retries, backoff_s=backoff_s, timeout_s=timeout_s,
+                              progress=progress)
+        _verify(archive, md5)
+        safe_extract(archive, folder, progress=progress)
+        marker.write_text(md5 + "\n")
+    return folder
+
+
+def _verify(archive: Path, expected: str) -> None:
+    actual = md5sum(archive)
+    if actual != expected:
+        bad = archive.with_name(archive.name + ".md5-mismatch")
+        os.replace(archive, bad)
+        raise ChecksumError(
+            f"{archive.name}: md5 {actual} does not match the expected {expected}; the file was "
+            f"moved to {bad.name}. Delete it and run the download again, or copy a good "
+            f"{archive.name} into {archive.parent}."
+        )
+
+
+def _fetch_from_hosts(filename: str, archive: Path, bases: Iterable[str],
+                      resources: Sequence[tuple[str, str]], folder: Path, *, retries: int,
+                      backoff_s: float, timeout_s: float, progress: bool) -> None:
+    part = archive.with_name(archive.name + ".part")
+    failures: list[str] = []
+    for base in bases:
+        url = base.rstrip("/") + "/" + filename
+        for attempt in range(retries):
+            try:
+                _fetch(url, part, timeout_s=timeout_s, progress=progress, desc=filename)
+                os.replace(part, archive)
+                return
+            except urllib.error.HTTPError as e:
+                failures.append(f"{url}: HTTP {e.code}")
+                if e.code in _NOT_HERE:
+                    break
+            except urllib.error.URLError as e:
+                failures.append(f"{url}: {e.reason}")
+                if isinstance(e.reason, socket.gaierror):
+                    break  # the host name does not resolve: offline, or no such host
+            except (OSError, http.client.HTTPException) as e:  # reset, timeout, cut transfer
+                failures.append(f"{url}: {type(e).__name__}: {e}")
+            if attempt + 1 < retries:
+                time.sleep(backoff_s * 2**attempt)
+    names = " and ".join(name for name, _ in resources)
+    raise DownloadError(
+        f"Could not fetch {filename} ({'; '.join(failures[-3:]) or 'no host given'}). "
+        f"If this machine is offline, copy {names} into {folder} and run the command again, "
+        f"or point --mirror / {MIRROR_ENV} at a server that holds them, "
+        f"or use the synthetic sample instead: python -m lab2 sample."
+    )
+
+
+def _fetch(url: str, part: Path, *, timeout_s: float, progress: bool, desc: str) -> None:
+    """Append the rest of ``url`` to ``part`` (resuming with a Range request when it exists)."""
+    start = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "lab2-downloader"}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout_s)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and start:  # nothing left to send: the partial file is whole
+            return
+        raise
+    with response:
+        if start and response.status != 206:
+            start = 0  # the server ignored the Range header: start over
+        length = response.headers.get("Content-Length")
+        total = start + int(length) if length is not None else None
+        with open(part, "ab" if start else "wb") as f, tqdm(
+            total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=desc, disable=not progress, leave=False,
+        ) as bar:
+            while block := response.read(_CHUNK):
+                f.write(block)
+                bar.update(len(block))
+    if total is not None and part.stat().st_size < total:
+        raise ConnectionError(f"transfer stopped at {part.stat().st_size} of {total} bytes")
+
+
+def _check_member(member: tarfile.TarInfo, dest: Path) -> None:
+    if not (member.isfile() or member.isdir()):
+        kind = "link" if (member.issym() or member.islnk()) else "device or special file"
+        raise UnsafeArchiveError(f"refusing to extract {member.name!r}: it is a {kind}")
+    target = (dest / member.name).resolve()
+    if os.path.isabs(member.name) or not target.is_relative_to(dest):
+        raise UnsafeArchiveError(
+            f"refusing to extract {member.name!r}: it would land outside {dest}")
+
+
+def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *,
+                 progress: bool = True) -> None:
+    """Extract a tar archive (any compression) after checking every member; all or nothing.
+
+    Raises :class:`UnsafeArchiveError` before writing anything if a member is a link, a device
+    file, or has a path that escapes ``dest``.
+    """
+    dest = Path(dest).resolve()
+    with tarfile.open(archive, "r:*") as tar:
+        members = tar.getmembers()
+        for member in members:
+            _check_member(member, dest)
+        extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        for member in tqdm(members, desc=f"extract {Path(archive).name}", unit="file",
+                           disable=not progress, leave=False):
+            tar.extract(member, dest, **extra)

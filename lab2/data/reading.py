@@ -1,0 +1,96 @@
+"""Robust reading of the data set's files, and the classification the audit reports.
+
+The real archive holds files that a plain ``cv2.imread`` cannot read (REPORT.md lists them): MATLAB
+files in ``images/``, GIF or RGBA PNG data saved as ``.jpg``, grayscale and CMYK JPEGs, a truncated
+JPEG. Pillow decodes every container and mode, so lab2 reads with it, converts what it can to RGB
+(*recovered*) and refuses only what has no usable pixels (*skipped*).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+OK, RECOVERED, SKIPPED, IGNORED = "ok", "recovered", "skipped", "ignored"
+
+_SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF",
+               b"GIF89a": "GIF"}
+_EXPECTED_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".gif": "GIF"}
+_MODE_NAMES = {"RGBA": "RGBA", "P": "palette", "L": "grayscale", "LA": "grayscale+alpha",
+               "CMYK": "CMYK", "1": "1-bit", "I;16": "16-bit grayscale", "I": "32-bit integer"}
+
+
+def sniff_format(head: bytes) -> str | None:
+    """Image format from a file's first bytes (JPEG, PNG, GIF), or None."""
+    for signature, name in _SIGNATURES.items():
+        if head.startswith(signature):
+            return name
+    return None
+
+
+def check_image(path: str | os.PathLike) -> tuple[str, str]:
+    """Classify an image file: (OK | RECOVERED | SKIPPED, problem description or '')."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(16)
+    fmt = sniff_format(head)
+    if fmt is None:
+        what = f"a {path.suffix} file" if path.suffix.lower() not in _EXPECTED_FORMAT else "unknown data"
+        return SKIPPED, f"not an image ({what})"
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError... on bad data
+        return SKIPPED, f"truncated or corrupt {fmt} data ({e})"
+    problems = []
+    expected = _EXPECTED_FORMAT.get(path.suffix.lower())
+    if expected and fmt != expected:
+        problems.append(f"{fmt} data saved as {path.suffix}")
+    if mode != "RGB":
+        problems.append(f"{_MODE_NAMES.get(mode, mode)} image, converted to RGB")
+    return (RECOVERED, "; ".join(problems)) if problems else (OK, "")
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read any decodable image as a uint8 RGB array (H, W, 3)."""
+    with Image.open(path) as image:
+        if image.mode == "RGB":
+            return np.asarray(image).copy()
+        return np.asarray(image.convert("RGB"))
+
+
+def read_trimap(path: str | os.PathLike) -> np.ndarray:
+    """Read a trimap PNG as a uint8 array (H, W) of its stored values (1/2/3)."""
+    with Image.open(path) as image:
+        if image.mode not in ("L", "P"):
+            image = image.convert("L")
+        return np.asarray(image).copy()
+
+
+def check_trimap(path: str | os.PathLike, image_size: tuple[int, int] | None) -> tuple[str, str]:
+    """Classify a trimap: SKIPPED if missing, unreadable, off-values or of another size than the
+    image ((width, height) as Pillow gives it); OK otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        return SKIPPED, "trimap missing"
+    try:
+        trimap = read_trimap(path)
+    except Exception as e:
+        return SKIPPED, f"trimap unreadable ({e})"
+    values = set(np.unique(trimap).tolist())
+    if not values <= {1, 2, 3}:
+        return SKIPPED, f"trimap values {sorted(values - {1, 2, 3})} outside {{1, 2, 3}}"
+    if image_size is not None and (trimap.shape[1], trimap.shape[0]) != tuple(image_size):
+        return SKIPPED, (f"trimap size {trimap.shape[1]}x{trimap.shape[0]} differs from the image's "
+                         f"{image_size[0]}x{image_size[1]}")
+    return OK, ""
+
+
+def image_size_of(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) from the header, without decoding the pixels."""
+    with Image.open(path) as image:
+        return image.size

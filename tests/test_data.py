@@ -1,0 +1,256 @@
+"""Index, splits, masks, audit, sample generator and Dataset, on generated and hand-made data."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TEST_SAMPLE
+from lab2 import cli
+from lab2.data import (BREEDS, IGNORE_INDEX, OxfordPetSegmentation, audit_dataset, load_split,
+                       make_sample_dataset, parse_list, trimap_to_mask)
+from lab2.data.index import breed_id_of, species_of
+from lab2.data.reading import read_rgb, read_trimap
+from lab2.paths import dataset_dir
+
+
+# ---- index and splits -------------------------------------------------------------------------
+
+def test_breeds_are_the_37_real_ones_with_12_cats():
+    assert len(BREEDS) == 37 == len(set(BREEDS))
+    cats = [b for b in BREEDS if species_of(b) == 1]
+    assert len(cats) == 12 and all(b[0].isupper() for b in cats)
+    assert breed_id_of("Sphynx") == 12 and breed_id_of("yorkshire_terrier") == 25
+
+
+def test_list_parser_skips_header_lines():
+    text = "#Image CLASS-ID SPECIES BREED ID\n#ID: 1:37 Class ids\nAbyssinian_100 1 1 1\n\n" \
+           "yorkshire_terrier_9 37 2 25\n"
+    records = parse_list(text)
+    assert [r.name for r in records] == ["Abyssinian_100", "yorkshire_terrier_9"]
+    assert records[1].class_id == 37 and records[1].species == 2 and records[1].breed_id == 25
+    assert records[1].breed == "yorkshire_terrier"
+
+
+def test_malformed_list_line_names_file_and_line():
+    with pytest.raises(ValueError, match=r"trainval.txt, line 2"):
+        parse_list("Abyssinian_1 1 1 1\nAbyssinian_2 one 1 1\n", source="trainval.txt")
+
+
+def test_every_tenth_trainval_line_is_validation_on_a_hand_made_tree(tmp_path):
+    annotations = dataset_dir(tmp_path) / "annotations"
+    annotations.mkdir(parents=True)
+    lines = [f"beagle_{i} 5 2 4" for i in range(25)]
+    (annotations / "trainval.txt").write_text("\n".join(lines) + "\n")
+    (annotations / "test.txt").write_text("pug_1 26 2 16\npug_2 26 2 16\n")
+    val = [r.name for r in load_split(tmp_path, "val")]
+    train = [r.name for r in load_split(tmp_path, "train")]
+    assert val == ["beagle_0", "beagle_10", "beagle_20"]
+    assert len(train) == 22 and not set(train) & set(val)
+    assert len(load_split(tmp_path, "trainval")) == 25
+    assert len(load_split(tmp_path, "test")) == 2
+    with pytest.raises(ValueError, match="choose one of"):
+        load_split(tmp_path, "validation")
+
+
+def test_split_sizes_on_the_generated_sample(sample_root):
+    n = TEST_SAMPLE["n_trainval"]
+    assert len(load_split(sample_root, "trainval")) == n
+    assert len(load_split(sample_root, "val")) == (n + 9) // 10
+    assert len(load_split(sample_root, "train")) == n - (n + 9) // 10
+    assert len(load_split(sample_root, "test")) == TEST_SAMPLE["n_test"]
+
+
+def test_missing_list_file_says_how_to_get_the_data(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m lab2 download"):
+        load_split(tmp_path, "train")
+
+
+# ---- masks --------------------------------------------------------------------------------------
+
+TRIMAP = np.array([[1, 2, 3], [3, 2, 1]], np.uint8)
+
+
+def test_border_pixels_count_as_foreground_by_default():
+    assert trimap_to_mask(TRIMAP).tolist() == [[1, 0, 1], [1, 0, 1]]
+
+
+def test_border_can_be_background_or_ignored():
+    assert trimap_to_mask(TRIMAP, "background").tolist() == [[1, 0, 0], [0, 0, 1]]
+    assert trimap_to_mask(TRIMAP, "ignore").tolist() == [[1, 0, IGNORE_INDEX],
+                                                         [IGNORE_INDEX, 0, 1]]
+    with pytest.raises(ValueError, match="foreground"):
+        trimap_to_mask(TRIMAP, "border")
+
+
+# ---- sample -------------------------------------------------------------------------------------
+
+def test_sample_has_official_layout_and_real_breed_names(sample_root):
+    folder = dataset_dir(sample_root)
+    list_txt = (folder / "annotations" / "list.txt").read_text().splitlines()
+    assert list_txt[0].startswith("#")
+    records = load_split(sample_root, "trainval") + load_split(sample_root, "test")
+    for r in records:
+        assert r.breed == r.name.rsplit("_", 1)[0]
+        assert r.species == (1 if r.name[0].isupper() else 2)
+        assert (folder / "images" / f"{r.name}.jpg").is_file()
+
+
+def test_sample_trimaps_have_pet_background_and_border_band(sample_root):
+    folder = dataset_dir(sample_root)
+    trimaps = [p for p in (folder / "annotations" / "trimaps").glob("*.png")
+               if not p.name.startswith(".")]
+    fractions = []
+    for path in trimaps:
+        t = read_trimap(path)
+        assert set(np.unique(t)) == {1, 2, 3}
+        fractions.append((t != 2).mean())
+    # pets of varied scale: neither tiny nor filling the frame
+    assert 0.03 < min(fractions) and max(fractions) < 0.9 and np.std(fractions) > 0.03
+
+
+def test_sample_is_deterministic_for_a_seed(tmp_path):
+    def digest(root):
+        folder = dataset_dir(root)
+        return hashlib.md5(b"".join(p.read_bytes() for p in sorted(folder.rglob("*"))
+                                    if p.is_file() and p.suffix != ".json")).hexdigest()
+    small = dict(n_trainval=10, n_test=5, size=64, progress=False)
+    make_sample_dataset(tmp_path / "a", seed=3, **small)
+    make_sample_dataset(tmp_path / "b", seed=3, **small)
+    make_sample_dataset(tmp_path / "c", seed=4, **small)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b") != digest(tmp_path / "c")
+
+
+def test_sample_refuses_to_overwrite_a_foreign_data_set(tmp_path):
+    (dataset_dir(tmp_path) / "images").mkdir(parents=True)
+    (dataset_dir(tmp_path) / "images" / "real.jpg").write_bytes(b"x")
+    with pytest.raises(ValueError, match="not a lab2 sample"):
+        make_sample_dataset(tmp_path, n_trainval=10, n_test=5, size=64, progress=False)
+
+
+# ---- audit --------------------------------------------------------------------------------------
+
+def test_audit_finds_exactly_the_planted_files(sample_root):
+    info = make_sample_dataset(sample_root, progress=False, **TEST_SAMPLE)  # reused, not redrawn
+    report = audit_dataset(sample_root, progress=False, use_cache=False)
+    found = {e.file: e.status for e in report.entries}
+    assert found == {f: status for f, (status, _) in info.planted.items()}
+    kinds = sorted(what for _, what in info.planted.values())
+    assert kinds == sorted(["GIF data saved as .jpg", "RGBA PNG data saved as .jpg",
+                            "grayscale JPEG", "truncated JPEG", "trimap missing",
+                            "not an image (.mat)", "hidden ._ file", "hidden ._ file"])
+
+
+def test_audit_explains_each_problem(sample_root):
+    report = audit_dataset(sample_root, progress=False)
+    problems = " | ".join(e.problem for e in report.entries)
+    for phrase in ("GIF data saved as .jpg", "PNG data saved as .jpg", "RGBA image",
+                   "grayscale image", "truncated", "not an image (a .mat file)", "trimap missing",
+                   "hidden metadata file"):
+        assert phrase in problems
+
+
+def test_audit_flags_bad_trimap_values_and_sizes(tmp_path):
+    make_sample_dataset(tmp_path, n_trainval=10, n_test=5, size=64, progress=False)
+    folder = dataset_dir(tmp_path)
+    names = [r.name for r in load_split(tmp_path, "test")]
+    t_path = folder / "annotations" / "trimaps" / f"{names[0]}.png"
+    import cv2
+    t = read_trimap(t_path)
+    t[0, 0] = 7
+    cv2.imwrite(str(t_path), t)
+    s_path = folder / "annotations" / "trimaps" / f"{names[1]}.png"
+    cv2.imwrite(str(s_path), read_trimap(s_path)[:-3])
+    report = audit_dataset(tmp_path, progress=False)
+    problems = {e.name: e.problem for e in report.entries}
+    assert "outside {1, 2, 3}" in problems[names[0]]
+    assert "differs from the image" in problems[names[1]]
+    assert {names[0], names[1]} <= report.skipped_names
+
+
+def test_audit_is_cached_until_a_file_changes(tmp_path):
+    make_sample_dataset(tmp_path, n_trainval=10, n_test=5, size=64, progress=False)
+    first = audit_dataset(tmp_path, progress=False)
+    assert audit_dataset(tmp_path, progress=False).to_dict() == first.to_dict()
+    extra = dataset_dir(tmp_path) / "images" / "notes.txt"
+    extra.write_text("not an image")
+    again = audit_dataset(tmp_path, progress=False)
+    assert again.fingerprint != first.fingerprint
+    assert "images/notes.txt" in {e.file for e in again.entries}
+
+
+def test_recovered_images_read_as_three_channel_rgb(sample_root):
+    info = make_sample_dataset(sample_root, progress=False, **TEST_SAMPLE)
+    recovered = [f for f, (status, _) in info.planted.items() if status == "recovered"]
+    assert len(recovered) == 3
+    for rel in recovered:
+        image = read_rgb(dataset_dir(sample_root) / rel)
+        assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+
+
+# ---- Dataset ------------------------------------------------------------------------------------
+
+def test_dataset_items_are_float_image_long_mask_and_name(sample_root):
+    ds = OxfordPetSegmentation(sample_root, "train", image_size=(48, 64), progress=False)
+    image, mask, name = ds[0]
+    assert image.shape == (3, 48, 64) and image.dtype == torch.float32
+    assert 0 <= image.min() and image.max() <= 1
+    assert mask.shape == (48, 64) and mask.dtype == torch.long
+    assert set(mask.unique().tolist()) <= {0, 1}
+    assert name == ds.names[0]
+
+
+def test_dataset_excludes_skipped_samples_and_says_so_once(tmp_path, capsys):
+    make_sample_dataset(tmp_path, n_trainval=10, n_test=5, size=64, progress=False)
+    report = audit_dataset(tmp_path, progress=False)
+    for split in ("trainval", "test"):
+        ds = OxfordPetSegmentation(tmp_path, split, image_size=32, progress=False)
+        assert not set(ds.names) & report.skipped_names
+        for i in range(len(ds)):  # every remaining sample reads without error
+            ds[i]
+    err = capsys.readouterr().err
+    assert err.count("lab2: skipping") == 1
+    assert all(name in err for name in report.skipped_names)
+
+
+def test_dataset_applies_an_albumentations_style_transform(sample_root):
+    def flip(image, mask):
+        return {"image": image[:, ::-1], "mask": mask[:, ::-1]}
+    plain = OxfordPetSegmentation(sample_root, "val", image_size=32, progress=False)
+    flipped = OxfordPetSegmentation(sample_root, "val", image_size=32, transform=flip,
+                                    progress=False)
+    assert torch.equal(plain[0][1].flip(-1), flipped[0][1])
+
+
+# ---- command line --------------------------------------------------------------------------------
+
+def test_cli_sample_then_audit_prints_the_planted_files(tmp_path, capsys):
+    assert cli.main(["sample", "--root", str(tmp_path), "--n-trainval", "10", "--n-test", "5",
+                     "--size", "64"]) == 0
+    planted = make_sample_dataset(tmp_path, n_trainval=10, n_test=5, size=64).planted
+    capsys.readouterr()
+    json_path = tmp_path / "audit.json"
+    assert cli.main(["audit", "--root", str(tmp_path), "--json", str(json_path)]) == 0
+    out = capsys.readouterr().out
+    for file in planted:
+        assert file in out
+    assert json_path.is_file()
+
+
+def test_cli_bad_argument_is_one_line_with_exit_2(capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        cli.main(["sample", "--size", "-3"])
+    assert excinfo.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--size" in err and "must be positive" in err
+
+
+def test_cli_every_command_has_help(capsys):
+    for command in ("download", "audit", "sample", "report"):
+        with pytest.raises(SystemExit) as excinfo:
+            cli.main([command, "--help"])
+        assert excinfo.value.code == 0
+        assert "usage:" in capsys.readouterr().out

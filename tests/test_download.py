@@ -1,0 +1,177 @@
+"""Acquisition, proven offline against a loopback HTTP server serving archives of a sample."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+
+import pytest
+
+from lab2 import cli
+from lab2.data import (ChecksumError, DownloadError, UnsafeArchiveError, download_oxford_pet,
+                       make_sample_dataset, safe_extract)
+from lab2.data import download as download_module
+from lab2.paths import dataset_dir
+from loopback import LoopbackServer
+
+
+def _tarball(folder, subdir: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(folder / subdir, arcname=subdir)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory):
+    """(name, bytes, md5) of images.tar.gz and annotations.tar.gz made from a tiny sample."""
+    root = tmp_path_factory.mktemp("source")
+    make_sample_dataset(root, n_trainval=10, n_test=5, size=64, progress=False)
+    folder = dataset_dir(root)
+    out = []
+    for name, sub in (("images.tar.gz", "images"), ("annotations.tar.gz", "annotations")):
+        data = _tarball(folder, sub)
+        out.append((name, data, hashlib.md5(data).hexdigest()))
+    return out
+
+
+@pytest.fixture
+def server(archives):
+    with LoopbackServer() as srv:
+        for name, data, _ in archives:
+            srv.state.files[f"/pets/{name}"] = data
+        yield srv
+
+
+@pytest.fixture(autouse=True)
+def no_backoff_sleep(monkeypatch):
+    monkeypatch.setattr(download_module.time, "sleep", lambda s: None)
+
+
+def _resources(archives):
+    return [(name, md5) for name, _, md5 in archives]
+
+
+def test_fresh_download_verifies_and_extracts(tmp_path, server, archives):
+    folder = download_oxford_pet(tmp_path, mirror=server.url + "/pets",
+                                 resources=_resources(archives), progress=False)
+    assert (folder / "annotations" / "trainval.txt").is_file()
+    assert len(list((folder / "images").glob("*.jpg"))) >= 15
+    for name, _, md5 in archives:
+        assert (folder / name).is_file()
+        assert (folder / f".{name}.extracted").read_text().strip() == md5
+
+
+def test_second_call_fetches_nothing(tmp_path, server, archives):
+    kwargs = dict(mirror=server.url + "/pets", resources=_resources(archives), progress=False)
+    download_oxford_pet(tmp_path, **kwargs)
+    n = len(server.state.requests)
+    download_oxford_pet(tmp_path, **kwargs)
+    assert len(server.state.requests) == n
+
+
+def test_transfer_cut_half_way_resumes_with_range(tmp_path, server, archives):
+    server.state.cut_once.add("/pets/images.tar.gz")
+    with pytest.raises(DownloadError):
+        download_oxford_pet(tmp_path, mirror=server.url + "/pets", resources=_resources(archives),
+                            retries=1, progress=False)
+    part = dataset_dir(tmp_path) / "images.tar.gz.part"
+    assert 0 < part.stat().st_size < len(archives[0][1])
+    folder = download_oxford_pet(tmp_path, mirror=server.url + "/pets",
+                                 resources=_resources(archives), progress=False)
+    ranged = [r for path, r in server.state.requests if path == "/pets/images.tar.gz" and r]
+    assert ranged == [f"bytes={len(archives[0][1]) // 2}-"]
+    assert (folder / "annotations" / "test.txt").is_file()
+    assert not part.exists()
+
+
+def test_cut_transfer_is_retried_within_one_call(tmp_path, server, archives):
+    server.state.cut_once.add("/pets/annotations.tar.gz")
+    folder = download_oxford_pet(tmp_path, mirror=server.url + "/pets",
+                                 resources=_resources(archives), retries=3, progress=False)
+    assert (folder / "annotations" / "trainval.txt").is_file()
+
+
+def test_wrong_md5_raises_clear_error_and_leaves_nothing_passing_as_complete(
+        tmp_path, server, archives):
+    (img_name, _, img_md5), (ann_name, _, ann_md5) = archives
+    wrong = "0" * 32
+    with pytest.raises(ChecksumError) as excinfo:
+        download_oxford_pet(tmp_path, mirror=server.url + "/pets",
+                            resources=[(img_name, img_md5), (ann_name, wrong)], progress=False)
+    message = str(excinfo.value)
+    assert ann_name in message and wrong in message and ann_md5 in message
+    folder = dataset_dir(tmp_path)
+    assert not (folder / ann_name).exists()
+    assert not (folder / f".{ann_name}.extracted").exists()
+    # the verified archive is kept
+    assert (folder / img_name).is_file() and (folder / f".{img_name}.extracted").is_file()
+
+
+def test_first_host_answering_404_falls_through_to_the_next(tmp_path, server, archives,
+                                                            monkeypatch):
+    monkeypatch.setattr(download_module, "OFFICIAL_HOSTS",
+                        (server.url + "/missing/", server.url + "/pets/"))
+    monkeypatch.delenv(download_module.MIRROR_ENV, raising=False)
+    folder = download_oxford_pet(tmp_path, resources=_resources(archives), progress=False)
+    assert (folder / "annotations" / "trainval.txt").is_file()
+    paths = [p for p, _ in server.state.requests]
+    assert paths.count("/missing/images.tar.gz") == 1  # a 404 is not retried
+    assert "/pets/images.tar.gz" in paths
+
+
+def test_offline_gives_one_clear_message_and_nonzero_exit(tmp_path, monkeypatch, capsys):
+    with LoopbackServer() as srv:  # start, note its address, stop: nothing listens there now
+        url = srv.url
+    monkeypatch.setenv(download_module.MIRROR_ENV, url)
+    code = cli.main(["download", "--root", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert len(err.splitlines()) == 1
+    assert "copy images.tar.gz and annotations.tar.gz into" in err
+    assert "python -m lab2 sample" in err and "--mirror" in err
+
+
+def _tar_with(member: tarfile.TarInfo, data: bytes = b"x") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:  # uncompressed: detection is automatic
+        ok = tarfile.TarInfo("images/fine.txt")
+        ok.size = 1
+        tar.addfile(ok, io.BytesIO(b"x"))
+        tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "hardlink", "device"])
+def test_unsafe_archive_members_are_refused_before_extracting_anything(tmp_path, kind):
+    member = tarfile.TarInfo({"dotdot": "../evil.txt", "absolute": "/tmp/evil.txt"}.get(kind,
+                                                                                       "images/l"))
+    if kind in ("dotdot", "absolute"):
+        member.size = 1
+    elif kind == "symlink":
+        member.type, member.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    elif kind == "hardlink":
+        member.type, member.linkname = tarfile.LNKTYPE, "images/fine.txt"
+    else:
+        member.type = tarfile.CHRTYPE
+    archive = tmp_path / "bad.tar"
+    archive.write_bytes(_tar_with(member))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(UnsafeArchiveError):
+        safe_extract(archive, dest, progress=False)
+    assert not any(dest.rglob("*"))
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_unsafe_archive_from_a_host_is_refused(tmp_path, server):
+    member = tarfile.TarInfo("../outside.txt")
+    member.size = 1
+    data = _tar_with(member)
+    server.state.files["/pets/evil.tar"] = data
+    with pytest.raises(UnsafeArchiveError):
+        download_oxford_pet(tmp_path / "root", mirror=server.url + "/pets",
+                            resources=[("evil.tar", hashlib.md5(data).hexdigest())],
+                            progress=False)
+    assert not (tmp_path / "root" / "outside.txt").exists()
