@@ -1,0 +1,48 @@
+"""Parameters and forward GMACs of lab2's two networks at the report's 512×512.
+
+FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (convolutions, transposed
+convolutions and matrix products; element-wise ops such as BatchNorm and ReLU are not counted) on
+the meta device, so nothing is computed; GMACs = FLOPs / 2.
+
+    python benchmarks/model_size.py [--size 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from lab2.models import MODELS, build_model
+from results import append_section, markdown_table
+
+
+def forward_macs(name: str, size: int) -> int:
+    with torch.device("meta"):
+        model = build_model(name)
+        x = torch.empty(1, 3, size, size)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(x)
+    return counter.get_total_flops() // 2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=512)
+    args = parser.parse_args()
+    rows = []
+    for name in MODELS:
+        params = sum(p.numel() for p in build_model(name).parameters())
+        rows.append((name, f"{params:,}", f"{forward_macs(name, args.size) / 1e9:.1f}"))
+    table = markdown_table(("model", "parameters", f"forward GMACs at {args.size}x{args.size}, batch 1"),
+                           rows)
+    print(table)
+    append_section("Model size and cost", table + "\n\nTool: torch.utils.flop_counter.FlopCounterMode "
+                   "(conv/matmul only), meta device.", "python " + " ".join(sys.argv))
+
+
+if __name__ == "__main__":
+    main()

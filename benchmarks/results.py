@@ -1,0 +1,43 @@
+"""Shared by the benchmark scripts: a Markdown table, machine facts, and the dated RESULTS.md section."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+from pathlib import Path
+from typing import Sequence
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    lines = ["| " + " | ".join(map(str, header)) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    import torch
+    cpu = platform.machine()
+    try:
+        names = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} CPU cores, {gpu}; "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
+
+
+def append_section(title: str, body: str, command: str) -> None:
+    """Append a dated section to benchmarks/RESULTS.md (and print where)."""
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    text = f"\n## {title} — {stamp}\n\nCommand: `{command}`  \nMachine: {machine()}\n\n{body}\n"
+    if not RESULTS.exists():
+        RESULTS.write_text("# Benchmark results\n\nEach section is appended by a script in "
+                           "`benchmarks/`; newest last.\n")
+    with open(RESULTS, "a") as f:
+        f.write(text)
+    print(f"appended to {RESULTS}")

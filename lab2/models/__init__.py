@@ -1,0 +1,36 @@
+"""lab2's networks and the ``build_model`` registry.
+
+==================  ==========================================  =====================
+ name                class                                       input sides multiple of
+==================  ==========================================  =====================
+ ``unet``            :class:`lab2.models.unet.UNet`              16
+ ``resnet34_unet``   :class:`lab2.models.resnet34_unet.ResNet34UNet`  32
+==================  ==========================================  =====================
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .blocks import DEFAULT_DROPOUT
+from .resnet34_unet import ResNet34UNet
+from .unet import UNet
+
+MODELS: dict[str, type[nn.Module]] = {"unet": UNet, "resnet34_unet": ResNet34UNet}
+
+
+def build_model(name: str, n_classes: int = 2, **kwargs) -> nn.Module:
+    """Build a network by name; ``kwargs`` go to its constructor (e.g. ``dropout=0.2``)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
+    return MODELS[name](n_classes=n_classes, **kwargs)
+
+
+def size_multiple(name: str) -> int:
+    """Image sides for model ``name`` must be multiples of this."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
+    return MODELS[name].multiple
+
+
+__all__ = ["MODELS", "build_model", "size_multiple", "UNet", "ResNet34UNet", "DEFAULT_DROPOUT"]

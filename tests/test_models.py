@@ -1,0 +1,203 @@
+"""UNet and ResNet34-UNet: shapes, structure point by point against REPORT.md, weights, numerics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet34
+
+from lab2.models import DEFAULT_DROPOUT, MODELS, ResNet34UNet, UNet, build_model
+from lab2.models.resnet34_unet import ResidualBlock
+
+#: Parameter counts at the report's widths (n_classes=2); the README prints the same numbers.
+PARAMS = {"unet": 31_038_722, "resnet34_unet": 85_918_338}
+
+
+def count(model: nn.Module, kind: type) -> int:
+    return sum(isinstance(m, kind) for m in model.modules())
+
+
+@pytest.fixture(scope="module")
+def full():
+    torch.manual_seed(0)
+    return {name: build_model(name) for name in MODELS}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("size", [(64, 64), (96, 128)])
+def test_output_has_n_classes_and_the_input_size(full, name, size):
+    x = torch.randn(2, 3, *size)
+    assert full[name](x).shape == (2, 2, *size)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(MODELS))
+def test_output_shape_at_the_reports_512(full, name):
+    with torch.no_grad():
+        assert full[name].eval()(torch.randn(1, 3, 512, 512)).shape == (1, 2, 512, 512)
+
+
+def test_n_classes_sets_the_output_channels():
+    assert build_model("unet", n_classes=5, base_channels=4)(torch.randn(1, 3, 32, 32)).shape[1] == 5
+
+
+@pytest.mark.parametrize("name,bad,nearest", [("unet", (100, 130), "96x128"),
+                                              ("resnet34_unet", (100, 130), "96x128"),
+                                              ("resnet34_unet", (48, 64), "64x64")])
+def test_invalid_input_size_names_the_nearest_valid_size(full, name, bad, nearest):
+    with pytest.raises(ValueError, match=nearest):
+        full[name](torch.randn(1, 3, *bad))
+
+
+def test_unknown_model_name_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unet, resnet34_unet"):
+        build_model("segformer")
+
+
+def test_parameter_counts_are_pinned(full):
+    for name, model in full.items():
+        assert sum(p.numel() for p in model.parameters()) == PARAMS[name]
+
+
+# ---- UNet structure -----------------------------------------------------------------------------
+
+def test_unet_has_four_pools_four_up_convs_and_a_dropout_in_every_block(full):
+    unet = full["unet"]
+    assert count(unet, nn.MaxPool2d) == 4
+    ups = [m for m in unet.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert len(ups) == 4 and all(m.kernel_size == (2, 2) and m.stride == (2, 2) for m in ups)
+    assert [(m.in_channels, m.out_channels) for m in ups] == [(1024, 512), (512, 256),
+                                                               (256, 128), (128, 64)]
+    # 9 double-conv blocks + 4 up-convs each end with dropout
+    assert count(unet, nn.Dropout) == 13
+    assert all(m.p == DEFAULT_DROPOUT for m in unet.modules() if isinstance(m, nn.Dropout))
+
+
+def test_unet_stage_widths_and_block_layout(full):
+    unet = full["unet"]
+    assert unet.encoder.out_channels == (64, 128, 256, 512, 1024)
+    block = unet.encoder.stages[0]
+    kinds = [type(m) for m in block]
+    assert kinds == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Conv2d, nn.BatchNorm2d, nn.ReLU,
+                     nn.Dropout]
+    convs = [m for m in unet.modules() if isinstance(m, nn.Conv2d) and m is not unet.head]
+    assert all(c.kernel_size == (3, 3) and c.stride == (1, 1) and c.padding == (1, 1)
+               for c in convs)
+    assert unet.head.kernel_size == (3, 3) and unet.head.padding == (1, 1)
+    features = unet.encoder(torch.randn(1, 3, 64, 64))
+    assert [f.shape[-1] for f in features] == [64, 32, 16, 8, 4]
+
+
+def test_unet_base_channels_scales_every_width():
+    small = UNet(base_channels=8)
+    assert small.encoder.out_channels == (8, 16, 32, 64, 128)
+    assert small(torch.randn(1, 3, 32, 32)).shape == (1, 2, 32, 32)
+
+
+# ---- ResNet34-UNet structure --------------------------------------------------------------------
+
+def test_resnet34_unet_has_no_max_pool_and_the_reports_stem(full):
+    model = full["resnet34_unet"]
+    assert count(model, nn.MaxPool2d) == 0
+    stem = model.encoder.conv1
+    assert (stem.in_channels, stem.out_channels) == (3, 64)
+    assert stem.kernel_size == (7, 7) and stem.stride == (2, 2) and stem.padding == (3, 3)
+
+
+def test_resnet34_unet_layers_blocks_widths_and_strides(full):
+    encoder = full["resnet34_unet"].encoder
+    assert [len(layer) for layer in encoder.layers] == [3, 4, 6, 3, 3]
+    assert encoder.out_channels == (64, 128, 256, 512, 1024)
+    for i, layer in enumerate(encoder.layers, start=1):
+        assert all(isinstance(b, ResidualBlock) for b in layer)
+        assert layer[0].conv1.stride == ((1, 1) if i == 1 else (2, 2))
+        assert all(b.conv1.stride == (1, 1) for b in layer[1:])
+        # 1x1 conv + BN shortcut only where the shape changes: first block of layers 2-5
+        has_shortcut = [b.downsample is not None for b in layer]
+        assert has_shortcut == [i > 1] + [False] * (len(layer) - 1)
+        if i > 1:
+            assert layer[0].downsample[0].kernel_size == (1, 1)
+            assert isinstance(layer[0].downsample[1], nn.BatchNorm2d)
+    features = encoder(torch.randn(1, 3, 64, 64))
+    assert [f.shape[-1] for f in features] == [32, 16, 8, 4, 2]
+
+
+def test_resnet34_unet_dropout_in_every_block_and_decoder_stage(full):
+    model = full["resnet34_unet"]
+    assert count(model, ResidualBlock) == 19
+    assert count(model, nn.Dropout) == 19 + 4 * 2  # residual blocks + (up-conv, double conv) × 4
+    assert count(model, nn.ConvTranspose2d) == 4
+    assert model.head.kernel_size == (1, 1)
+
+
+def test_residual_block_adds_the_shortcut_before_the_last_relu():
+    torch.manual_seed(0)
+    block = ResidualBlock(4, 4, dropout=0.0).eval()
+    with torch.no_grad():
+        for m in (block.conv2,):
+            m.weight.zero_()  # residual branch contributes bn2(0) = bn2.bias = 0
+        x = torch.randn(1, 4, 8, 8)
+        assert torch.allclose(block(x), torch.relu(x))
+
+
+def test_encoder_stem_and_layers_1_to_4_load_into_torchvision_resnet34(full):
+    ours = full["resnet34_unet"].encoder.state_dict()
+    reference = resnet34(weights=None)
+    subset = {k: v for k, v in ours.items() if not k.startswith("layer5.")}
+    expected = {k for k in reference.state_dict() if not k.startswith("fc.")}
+    assert set(subset) == expected
+    missing, unexpected = reference.load_state_dict(subset, strict=False)
+    assert unexpected == [] and sorted(missing) == ["fc.bias", "fc.weight"]
+
+
+def test_encoder_weights_load_from_a_local_file(tmp_path):
+    torch.manual_seed(1)
+    reference = resnet34(weights=None)
+    path = tmp_path / "resnet34.pth"
+    torch.save(reference.state_dict(), path)
+    model = ResNet34UNet(encoder_weights=path)
+    assert torch.equal(model.encoder.layer3[2].conv2.weight, reference.layer3[2].conv2.weight)
+    assert torch.equal(model.encoder.bn1.running_mean, reference.bn1.running_mean)
+
+
+def test_missing_imagenet_weights_fail_with_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="lab2 does not download weights"):
+        ResNet34UNet(encoder_weights="imagenet")
+
+
+# ---- numerics -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_backward_reaches_every_parameter(full, name):
+    model = full[name].train()
+    model.zero_grad()
+    model(torch.randn(2, 3, 64, 64)).logsumexp(1).mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert missing == []
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_eval_output_is_deterministic(full, name):
+    model = full[name].eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x), model(x))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_channels_last_and_bf16_autocast_work_unchanged(full, name):
+    model = full[name].eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        reference = model(x)
+        model_cl = model.to(memory_format=torch.channels_last)
+        out_cl = model_cl(x.to(memory_format=torch.channels_last))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out_bf16 = model_cl(x.to(memory_format=torch.channels_last))
+    model.to(memory_format=torch.contiguous_format)
+    assert torch.allclose(out_cl, reference, atol=1e-4, rtol=1e-4)
+    assert out_bf16.shape == reference.shape and torch.isfinite(out_bf16).all()
+    agree = (out_bf16.argmax(1) == reference.argmax(1)).float().mean()
+    assert agree > 0.9
