@@ -57,6 +57,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from .data import build_cache
+    from .preprocess import PreprocessParams
+    cache = build_cache(args.root, args.image_size, None if args.no_chain else PreprocessParams(),
+                        workers=args.workers)
+    variant = "raw" if args.no_chain else "preprocessed"
+    print(f"{variant} cache of {len(cache.names)} samples at {args.image_size}x{args.image_size}: "
+          f"{cache.folder}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """The main job: everything lab2 can regenerate, on the real data or on the sample."""
     from .data import audit_dataset, make_sample_dataset
@@ -129,6 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest image side in pixels (sides vary from 0.625x to 1x this)")
     p.add_argument("--overwrite", action="store_true", help="regenerate even if present")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("preprocess", help="build the resized (and preprocessed) sample cache",
+                       description="Resize every usable sample to the training size, run the "
+                                   "report's OpenCV chain unless --no-chain, and store the result "
+                                   "in ROOT/cache/<fingerprint>/ for training to read.")
+    p.add_argument("--root", default=real_root, help=f"data root (default {real_root})")
+    p.add_argument("--image-size", type=_positive(int), default=512, help="side in pixels (512)")
+    p.add_argument("--no-chain", action="store_true",
+                   help="store raw resized images (the 'no preprocessing' variant)")
+    p.add_argument("--workers", type=_positive(int), default=None,
+                   help="processes (default: all cores)")
+    p.set_defaults(func=cmd_preprocess)
 
     p = sub.add_parser("report", help="the main job (what `make report` runs)",
                        description="Run everything lab2 regenerates, on the real data set when "

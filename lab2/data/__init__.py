@@ -1,6 +1,7 @@
 """The Oxford-IIIT Pet data layer: acquisition, index and splits, masks, audit, sample, Dataset."""
 
 from .audit import AuditEntry, AuditReport, audit_dataset, dataset_fingerprint
+from .cache import SampleCache, build_cache, find_cache
 from .dataset import OxfordPetSegmentation
 from .download import (RESOURCES, ChecksumError, DownloadError, UnsafeArchiveError,
                        download_oxford_pet, safe_extract)
@@ -12,5 +13,5 @@ __all__ = [
     "AuditEntry", "AuditReport", "audit_dataset", "dataset_fingerprint", "OxfordPetSegmentation",
     "RESOURCES", "ChecksumError", "DownloadError", "UnsafeArchiveError", "download_oxford_pet",
     "safe_extract", "BREEDS", "SPLITS", "Record", "load_split", "parse_list", "read_list",
-    "split_records", "IGNORE_INDEX", "trimap_to_mask", "SampleInfo", "make_sample_dataset",
+    "split_records", "SampleCache", "build_cache", "find_cache", "IGNORE_INDEX", "trimap_to_mask", "SampleInfo", "make_sample_dataset",
 ]

@@ -145,7 +145,7 @@ def _check_sample(job: tuple[str, str, str | None]) -> list[tuple[str, str, str]
 
 def _run(jobs: list, workers: int, progress: bool) -> Iterable[list]:
     bar = dict(total=len(jobs), desc="audit", unit="img", disable=not progress, leave=False)
-    if workers <= 1 or len(jobs) < 400:
+    if workers <= 1 or len(jobs) < 4 * workers:
         return tqdm(map(_check_sample, jobs), **bar)
     with ProcessPoolExecutor(workers) as pool:
         return list(tqdm(pool.map(_check_sample, jobs, chunksize=32), **bar))

@@ -6,36 +6,20 @@ import os
 import sys
 from typing import Callable
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..paths import dataset_dir
+from ..preprocess import PreprocessParams, preprocess as run_chain
 from .audit import audit_dataset
+from .cache import SampleCache, find_cache
 from .index import Record, load_split
 from .masks import trimap_to_mask
 from .reading import read_rgb, read_trimap
+from .resize import as_hw, resize_pair
 
 _announced: set[str] = set()  # data set folders whose skipped files were already printed
-
-
-def as_hw(image_size: int | tuple[int, int]) -> tuple[int, int]:
-    """``512`` → ``(512, 512)``; ``(h, w)`` stays."""
-    if isinstance(image_size, int):
-        return image_size, image_size
-    h, w = image_size
-    return int(h), int(w)
-
-
-def resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int]
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Resize an image (area when shrinking, linear when enlarging) and its mask (nearest)."""
-    h, w = size
-    shrink = image.shape[0] * image.shape[1] >= h * w
-    image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
-    return image, mask
 
 
 def to_tensors(image: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor
@@ -57,6 +41,10 @@ class OxfordPetSegmentation(Dataset):
         transform: albumentations-style callable ``transform(image=…, mask=…) -> dict`` applied to
             the resized uint8 image and mask.
         border: what the trimap's border band becomes (see :func:`trimap_to_mask`).
+        preprocess: ``False`` for raw images, ``True`` (or a :class:`PreprocessParams`) for the
+            report's OpenCV chain, applied after resizing.
+        use_cache: read from the cache built by :func:`lab2.data.build_cache` for these settings
+            when one exists (far faster); otherwise decode, resize and preprocess every time.
         progress: show a progress bar if the data set has to be audited first.
 
     Samples that the audit skips (unreadable images, missing or bad trimaps) are excluded, and
@@ -67,6 +55,7 @@ class OxfordPetSegmentation(Dataset):
     def __init__(self, root: str | os.PathLike, split: str = "train",
                  image_size: int | tuple[int, int] | None = 256,
                  transform: Callable | None = None, border: str = "foreground",
+                 preprocess: bool | PreprocessParams = False, use_cache: bool = True,
                  progress: bool = True) -> None:
         self.root = root
         self.folder = dataset_dir(root)
@@ -74,6 +63,9 @@ class OxfordPetSegmentation(Dataset):
         self.image_size = None if image_size is None else as_hw(image_size)
         self.transform = transform
         self.border = border
+        self.preprocess: PreprocessParams | None = (
+            preprocess if isinstance(preprocess, PreprocessParams)
+            else PreprocessParams() if preprocess else None)
         trimap_to_mask(np.ones((1, 1), np.uint8), border)  # validate `border` early
         records = load_split(root, split)
         self.audit = audit_dataset(root, progress=progress)
@@ -87,6 +79,9 @@ class OxfordPetSegmentation(Dataset):
                   f"{', '.join(sorted(skipped))} (details: python -m lab2 audit --root {root})",
                   file=sys.stderr)
         self.excluded = excluded
+        self.cache: SampleCache | None = None
+        if use_cache and self.image_size is not None:
+            self.cache = find_cache(root, self.image_size, self.preprocess)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -103,10 +98,17 @@ class OxfordPetSegmentation(Dataset):
         return image, trimap_to_mask(trimap, self.border)
 
     def read_resized(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The sample resized to ``image_size`` (uint8 image and mask), before any transform."""
+        """The sample at ``image_size`` (uint8 image, preprocessed if asked, and mask), before any
+        transform; from the cache when there is one."""
+        name = self.records[index].name
+        if self.cache is not None and name in self.cache:
+            image, trimap = self.cache.read(name)
+            return image, trimap_to_mask(trimap, self.border)
         image, mask = self.read_original(index)
         if self.image_size is not None:
             image, mask = resize_pair(image, mask, self.image_size)
+        if self.preprocess is not None:
+            image = run_chain(image, self.preprocess)
         return image, mask
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:

@@ -1,0 +1,80 @@
+"""Augmentation and normalisation pipelines (albumentations 2.x, ``strict=True``).
+
+Training (REPORT.md, "Augmentation"): horizontal flip, rotation + scaling + translation (one
+``Affine``), Gaussian blur, colour shift (``RGBShift``), brightness/contrast; then normalisation.
+Evaluation: normalisation only. Geometric transforms move the mask with nearest-neighbour
+interpolation, so it keeps its labels ({0, 1}, or {0, 1, 255} with the ignore convention).
+
+Pipelines are deterministic for a seed (``seed=`` here, or ``reseed`` later, e.g. per epoch and per
+data-loader worker, see :func:`reseed`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import albumentations as A
+import cv2
+
+#: ImageNet statistics, albumentations' default; applied to every split.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Magnitudes of the training augmentation (probabilities ``p_*``)."""
+
+    p_hflip: float = 0.5
+    p_affine: float = 0.7
+    rotate_deg: float = 15.0                    # rotation drawn from ±rotate_deg
+    scale: tuple[float, float] = (0.85, 1.15)
+    translate: float = 0.1                      # shift up to 10 % of the side, each axis
+    p_blur: float = 0.2
+    blur_sigma: tuple[float, float] = (0.3, 1.5)
+    p_color: float = 0.3
+    rgb_shift: float = 15.0                     # per-channel shift, ±, on the 0–255 scale
+    p_brightness_contrast: float = 0.3
+    brightness: float = 0.2
+    contrast: float = 0.2
+    fill_mask: int = 0                          # mask value of pixels moved in from outside
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _normalize() -> A.Normalize:
+    return A.Normalize(mean=MEAN, std=STD, max_pixel_value=255.0)
+
+
+def build_train_transforms(params: AugmentParams = AugmentParams(), seed: int | None = None,
+                           normalize: bool = True) -> A.Compose:
+    """The training pipeline; ``normalize=False`` keeps uint8 output (for figures)."""
+    transforms = [
+        A.HorizontalFlip(p=params.p_hflip),
+        A.Affine(scale=params.scale,
+                 translate_percent=(-params.translate, params.translate),
+                 rotate=(-params.rotate_deg, params.rotate_deg),
+                 interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST,
+                 border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=params.fill_mask,
+                 p=params.p_affine),
+        A.GaussianBlur(blur_limit=0, sigma_limit=params.blur_sigma, p=params.p_blur),
+        A.RGBShift(r_shift_limit=params.rgb_shift, g_shift_limit=params.rgb_shift,
+                   b_shift_limit=params.rgb_shift, p=params.p_color),
+        A.RandomBrightnessContrast(brightness_limit=params.brightness,
+                                   contrast_limit=params.contrast, p=params.p_brightness_contrast),
+    ]
+    if normalize:
+        transforms.append(_normalize())
+    return A.Compose(transforms, strict=True, seed=seed)
+
+
+def build_eval_transforms(seed: int | None = None) -> A.Compose:
+    """Normalisation only (validation, test, prediction)."""
+    return A.Compose([_normalize()], strict=True, seed=seed)
+
+
+def reseed(transform, seed: int) -> None:
+    """Re-seed an albumentations pipeline (no-op for other callables)."""
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(seed)

@@ -1,0 +1,78 @@
+"""Augmentation: labels stay valid, image and mask stay aligned, seeds make it repeatable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lab2.augment import MEAN, STD, AugmentParams, build_eval_transforms, build_train_transforms
+from lab2.data import IGNORE_INDEX, OxfordPetSegmentation
+
+GEOMETRY_ONLY = AugmentParams(p_hflip=0.5, p_affine=1.0, p_blur=0, p_color=0,
+                              p_brightness_contrast=0)
+
+
+def square_scene(size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """A dark image with a bright square left of centre, and the square as the mask."""
+    image = np.full((size, size, 3), 20, np.uint8)
+    mask = np.zeros((size, size), np.uint8)
+    image[20:36, 8:24] = 240
+    mask[20:36, 8:24] = 1
+    return image, mask
+
+
+def test_flipped_image_and_mask_stay_aligned():
+    image, mask = square_scene()
+    flip = build_train_transforms(AugmentParams(p_hflip=1.0, p_affine=0, p_blur=0, p_color=0,
+                                                p_brightness_contrast=0), seed=0, normalize=False)
+    out = flip(image=image, mask=mask)
+    assert out["mask"][20:36, 40:56].all() and not out["mask"][:, :32].any()  # the square moved
+    assert np.array_equal(out["image"][..., 0] > 128, out["mask"] == 1)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_bright_square_moves_with_its_mask_under_any_geometry(seed):
+    image, mask = square_scene()
+    out = build_train_transforms(GEOMETRY_ONLY, seed=seed, normalize=False)(image=image, mask=mask)
+    bright, labelled = out["image"][..., 0] > 128, out["mask"] == 1
+    iou = (bright & labelled).sum() / max(1, (bright | labelled).sum())
+    assert labelled.sum() > 50 and iou > 0.85
+
+
+@pytest.mark.parametrize("labels", [(0, 1), (0, 1, IGNORE_INDEX)])
+def test_augmented_masks_hold_only_valid_labels(labels):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    mask = rng.choice(np.array(labels, np.uint8), size=(64, 80))
+    transform = build_train_transforms(seed=1)
+    for _ in range(30):
+        out = transform(image=image, mask=mask)
+        assert set(np.unique(out["mask"]).tolist()) <= set(labels)
+        assert out["image"].dtype == np.float32 and out["image"].shape == (64, 80, 3)
+
+
+def test_same_seed_same_augmentation_other_seed_other():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    mask = (rng.random((48, 48)) > 0.5).astype(np.uint8)
+    runs = [[build_train_transforms(seed=s)(image=image, mask=mask)["image"] for _ in range(3)]
+            for s in (7, 7, 8)]
+    assert all(np.array_equal(a, b) for a, b in zip(runs[0], runs[1]))
+    assert not all(np.array_equal(a, b) for a, b in zip(runs[0], runs[2]))
+
+
+def test_eval_transform_only_normalises():
+    image = np.random.default_rng(2).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    mask = np.ones((16, 16), np.uint8)
+    out = build_eval_transforms()(image=image, mask=mask)
+    expected = (image / 255.0 - np.array(MEAN)) / np.array(STD)
+    assert np.allclose(out["image"], expected, atol=1e-5)
+    assert np.array_equal(out["mask"], mask)
+
+
+def test_dataset_with_train_transforms_yields_normalised_tensors(sample_root):
+    ds = OxfordPetSegmentation(sample_root, "train", image_size=64,
+                               transform=build_train_transforms(seed=0), progress=False)
+    image, mask, _ = ds[0]
+    assert image.shape == (3, 64, 64) and image.min() < 0  # normalised, not 0–1
+    assert set(mask.unique().tolist()) <= {0, 1}
