@@ -10,6 +10,9 @@ from typing import Callable, Sequence
 from . import atomic
 from .paths import default_data_root, default_sample_root
 
+MODEL_NAMES = ("unet", "resnet34_unet")
+PROFILES = ("full", "quick", "smoke", "auto")
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad argument gives one clear line instead of the usage block."""
@@ -68,22 +71,83 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    """The main job: everything lab2 can regenerate, on the real data or on the sample."""
-    from .data import audit_dataset, make_sample_dataset
+def _overrides(args: argparse.Namespace) -> dict:
+    """TrainConfig fields given on the command line (the rest come from the profile)."""
+    fields = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "image_size",
+              "base_channels", "dropout", "border", "num_workers", "seed", "device", "amp",
+              "channels_last", "max_train_samples", "max_eval_samples")
+    out = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
+    if getattr(args, "compile", False):
+        out["compile"] = True
+    if getattr(args, "no_augment", False):
+        out["augment"] = False
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import profile_config
+    from .train import train
+    config = profile_config(args.profile, model=args.model, preprocess=args.preprocess,
+                            **_overrides(args))
+    result = train(config, args.root, args.out, resume=args.resume)
+    print(f"{config.run_name}: best validation Dice {result['best_dice']:.4f}; run in {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_checkpoint, format_metrics
+    metrics = evaluate_checkpoint(args.checkpoint, args.root, args.split,
+                                  max_samples=None if args.all else -1)
+    print(format_metrics(metrics))
+    print(f"wrote {Path(args.checkpoint).parent / 'metrics.json'}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict_files
+    out = args.out or Path(args.checkpoint).parent / "predictions"
+    for path in predict_files(args.checkpoint, args.images, out):
+        print(path)
+    return 0
+
+
+def resolve_data_root(root: str, sample_root: str, *, try_download: bool) -> Path:
+    """The real data set when present (or downloadable), else the synthetic sample, loudly."""
+    from .data import DownloadError, download_oxford_pet, make_sample_dataset
     from .paths import dataset_dir
-    root = Path(args.root)
     if (dataset_dir(root) / "annotations" / "trainval.txt").is_file():
-        label = "real Oxford-IIIT Pet"
-    else:
-        root = Path(args.sample_root)
-        print(f"WARNING: no real data set in {dataset_dir(args.root)}; using the SYNTHETIC "
-              f"sample in {dataset_dir(root)} (run `python -m lab2 download` for the real one).")
-        make_sample_dataset(root)
-        label = "synthetic sample"
-    report = audit_dataset(root)
-    print(f"Audit of the {label} data set:")
-    print(report.table())
+        return Path(root)
+    if try_download:
+        try:
+            download_oxford_pet(root, retries=2)
+            return Path(root)
+        except DownloadError as e:
+            print(f"could not download the real data set: {e}", file=sys.stderr)
+    print(f"WARNING: no real data set in {dataset_dir(root)}; using the SYNTHETIC sample in "
+          f"{dataset_dir(sample_root)}. Its numbers say nothing about Oxford-IIIT Pet.",
+          file=sys.stderr)
+    make_sample_dataset(sample_root)
+    return Path(sample_root)
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from .experiment import run_experiment
+    root = Path(args.root) if args.root else resolve_data_root(
+        str(default_data_root()), str(default_sample_root()), try_download=False)
+    _, out = run_experiment(args.profile, root, args.out, **_overrides(args))
+    print((out / "results.md").read_text())
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """The main job: the four-model experiment (auto profile) and the audit, on the real data
+    when present or downloadable, else on the synthetic sample."""
+    from .data import audit_dataset
+    from .experiment import run_experiment
+    root = resolve_data_root(args.root, args.sample_root, try_download=not args.no_download)
+    print(audit_dataset(root).table())
+    _, out = run_experiment(args.profile, root)
+    print((out / "results.md").read_text())
     return 0
 
 
@@ -99,6 +163,31 @@ def _positive(kind: Callable[[str], int]) -> Callable[[str], int]:
         return value
     parse.__name__ = kind.__name__
     return parse
+
+
+def _add_profile_and_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default=None, choices=PROFILES,
+                   help="settings to start from (default: $LAB2_PROFILE or auto = full with "
+                        "CUDA, quick without)")
+    g = p.add_argument_group("overrides of single TrainConfig fields")
+    g.add_argument("--epochs", type=_positive(int))
+    g.add_argument("--batch-size", type=_positive(int))
+    g.add_argument("--lr", type=float)
+    g.add_argument("--optimizer", choices=("adam", "sgd", "adamw"))
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--image-size", type=_positive(int))
+    g.add_argument("--base-channels", type=_positive(int))
+    g.add_argument("--dropout", type=float)
+    g.add_argument("--border", choices=("foreground", "background", "ignore"))
+    g.add_argument("--num-workers", type=int)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", choices=("auto", "cuda", "cpu"))
+    g.add_argument("--amp", choices=("auto", "bf16", "off"))
+    g.add_argument("--channels-last", choices=("auto", "on", "off"))
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--max-train-samples", type=_positive(int))
+    g.add_argument("--max-eval-samples", type=_positive(int))
+    g.add_argument("--no-augment", action="store_true")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "with planted problem files. Deterministic for a seed.")
     p.add_argument("--root", default=sample_root, help=f"data root (default {sample_root})")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-trainval", type=_positive(int), default=200)
+    p.add_argument("--n-trainval", type=_positive(int), default=400)
     p.add_argument("--n-test", type=_positive(int), default=100)
     p.add_argument("--size", type=_positive(int), default=256,
                    help="longest image side in pixels (sides vary from 0.625x to 1x this)")
@@ -153,12 +242,59 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes (default: all cores)")
     p.set_defaults(func=cmd_preprocess)
 
+    p = sub.add_parser("train", help="train one model",
+                       description="Train one network; history.csv, last.pt and best.pt are "
+                                   "written after every epoch, so --resume continues an "
+                                   "interrupted run.")
+    p.add_argument("--model", required=True, choices=MODEL_NAMES)
+    p.add_argument("--preprocess", action="store_true", help="use the report's OpenCV chain")
+    p.add_argument("--root", default=real_root, help=f"data root (default {real_root})")
+    p.add_argument("--out", required=True, type=Path, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    _add_profile_and_overrides(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test a checkpoint (Dice at both resolutions)",
+                       description="Print average (per-image) and pooled Dice at the training "
+                                   "size and at each image's original size; write metrics.json "
+                                   "beside the checkpoint.")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--root", default=real_root, help=f"data root (default {real_root})")
+    p.add_argument("--split", default="test", choices=("train", "val", "trainval", "test"))
+    p.add_argument("--all", action="store_true",
+                   help="evaluate the whole split even if the run's profile used a subset")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="mask and overlay PNGs for any photos",
+                       description="Segment any photos (any size) with a trained checkpoint.")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: predictions/ beside the checkpoint)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("experiment", help="train and test the four models (the report's Table 1)",
+                       description="Train and test UNet and ResNet34-UNet without and with "
+                                   "preprocessing; skips finished runs, resumes an interrupted "
+                                   "one; writes results.csv, results.md and histories.csv.")
+    p.add_argument("--root", default=None,
+                   help="data root (default: the real set if present, else the sample)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="experiment folder (default runs/<profile>-<real|sample>)")
+    _add_profile_and_overrides(p)
+    p.set_defaults(func=cmd_experiment)
+
     p = sub.add_parser("report", help="the main job (what `make report` runs)",
-                       description="Run everything lab2 regenerates, on the real data set when "
-                                   "present, else on the synthetic sample (with a warning).")
+                       description="Audit the data and run the four-model experiment with the "
+                                   "auto profile, on the real data set when present or "
+                                   "downloadable, else on the synthetic sample (with a warning).")
     p.add_argument("--root", default=real_root, help=f"real data root (default {real_root})")
     p.add_argument("--sample-root", default=sample_root,
                    help=f"sample data root used when the real set is absent (default {sample_root})")
+    p.add_argument("--profile", default=None, choices=PROFILES,
+                   help="default: $LAB2_PROFILE or auto")
+    p.add_argument("--no-download", action="store_true",
+                   help="do not try to download the real data set")
     p.set_defaults(func=cmd_report)
     return parser
 

@@ -45,6 +45,7 @@ class OxfordPetSegmentation(Dataset):
             report's OpenCV chain, applied after resizing.
         use_cache: read from the cache built by :func:`lab2.data.build_cache` for these settings
             when one exists (far faster); otherwise decode, resize and preprocess every time.
+        max_samples: keep only the first ``max_samples`` usable samples of the split.
         progress: show a progress bar if the data set has to be audited first.
 
     Samples that the audit skips (unreadable images, missing or bad trimaps) are excluded, and
@@ -56,7 +57,7 @@ class OxfordPetSegmentation(Dataset):
                  image_size: int | tuple[int, int] | None = 256,
                  transform: Callable | None = None, border: str = "foreground",
                  preprocess: bool | PreprocessParams = False, use_cache: bool = True,
-                 progress: bool = True) -> None:
+                 max_samples: int | None = None, progress: bool = True) -> None:
         self.root = root
         self.folder = dataset_dir(root)
         self.split = split
@@ -70,7 +71,7 @@ class OxfordPetSegmentation(Dataset):
         records = load_split(root, split)
         self.audit = audit_dataset(root, progress=progress)
         skipped = self.audit.skipped_names
-        self.records: list[Record] = [r for r in records if r.name not in skipped]
+        self.records: list[Record] = [r for r in records if r.name not in skipped][:max_samples]
         excluded = sorted(skipped & {r.name for r in records})
         key = str(self.folder)
         if skipped and key not in _announced:
@@ -96,6 +97,11 @@ class OxfordPetSegmentation(Dataset):
         image = read_rgb(self.folder / "images" / f"{name}.jpg")
         trimap = read_trimap(self.folder / "annotations" / "trimaps" / f"{name}.png")
         return image, trimap_to_mask(trimap, self.border)
+
+    def original_mask(self, name: str) -> np.ndarray:
+        """The mask of sample ``name`` at its original size, uint8 (H, W)."""
+        trimap = read_trimap(self.folder / "annotations" / "trimaps" / f"{name}.png")
+        return trimap_to_mask(trimap, self.border)
 
     def read_resized(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The sample at ``image_size`` (uint8 image, preprocessed if asked, and mask), before any

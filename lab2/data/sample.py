@@ -19,7 +19,7 @@ import io
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -266,7 +266,7 @@ def _draw_names(rng: np.random.Generator, n: int, counters: dict[str, int]) -> l
     return records
 
 
-def make_sample_dataset(root: str | os.PathLike, *, seed: int = 0, n_trainval: int = 200,
+def make_sample_dataset(root: str | os.PathLike, *, seed: int = 0, n_trainval: int = 400,
                         n_test: int = 100, size: int = 256, progress: bool = True,
                         overwrite: bool = False) -> SampleInfo:
     """Write the synthetic sample into ``root/oxford-iiit-pet`` and return what was written.
@@ -353,3 +353,13 @@ def make_sample_dataset(root: str | os.PathLike, *, seed: int = 0, n_trainval: i
     info = SampleInfo(str(folder), seed, n_trainval, n_test, size, planted)
     atomic.write_json(manifest, {"settings": settings, "planted": planted})
     return info
+
+
+def is_sample(root: str | os.PathLike) -> bool:
+    """Whether the data set under ``root`` is a lab2 synthetic sample."""
+    return (dataset_dir(root) / MANIFEST).is_file()
+
+
+def dataset_label(root: str | os.PathLike) -> str:
+    """How every output names its data: ``"synthetic sample"`` or ``"Oxford-IIIT Pet"``."""
+    return "synthetic sample" if is_sample(root) else "Oxford-IIIT Pet"

@@ -1,0 +1,384 @@
+"""Training: the report's loop (forward, cross-entropy, backward, step; MultiStepLR per epoch),
+with validation, checkpoints that resume exactly, and a guard against non-finite losses.
+
+A run folder holds ``config.json``, ``run.json`` (provenance: git commit, data set fingerprint and
+label, device, versions), ``history.csv`` (one row per epoch, written after every epoch),
+``last.pt`` (every epoch) and ``best.pt`` (best validation Dice).
+
+Determinism: the shuffling order, the augmentation of each sample and every data-loader worker are
+seeded from ``(config.seed, epoch)``, and the checkpoint holds all RNG states, so a run interrupted
+and resumed on the CPU ends with the same weights as one that was not.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import platform
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from . import __version__, atomic
+from .augment import build_eval_transforms, build_train_transforms, reseed
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
+from .data import OxfordPetSegmentation, build_cache, dataset_fingerprint
+from .data.masks import IGNORE_INDEX
+from .data.sample import dataset_label
+from .metrics import DiceMeter
+from .models import build_model
+from .paths import PROJECT_ROOT
+from .preprocess import PreprocessParams
+
+HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_dice", "val_dice_pooled", "lr", "seconds")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stopped with the last good checkpoint intact."""
+
+
+# ---- machine ------------------------------------------------------------------------------------
+
+def resolve_device(config: TrainConfig) -> torch.device:
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("TrainConfig.device='cuda' but no CUDA device is available; use "
+                         "--device cpu or auto")
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(config.device)
+
+
+def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on CUDA by default; off on CPU (slower there without AMX)."""
+    if config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def channels_last(config: TrainConfig, device: torch.device) -> bool:
+    return config.channels_last == "on" or (config.channels_last == "auto" and
+                                             device.type == "cuda")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int, worker: int = 0) -> int:
+    """A distinct, reproducible seed per (run seed, epoch, data-loader worker)."""
+    return int(np.random.SeedSequence([seed, epoch, worker]).generate_state(1)[0])
+
+
+# ---- data ---------------------------------------------------------------------------------------
+
+def build_datasets(config: TrainConfig, root, splits=("train", "val"), progress: bool = True
+                   ) -> dict[str, OxfordPetSegmentation]:
+    """Datasets for ``splits``; builds the cache for the config's size and variant first."""
+    params = PreprocessParams() if config.preprocess else None
+    build_cache(root, config.image_size, params, progress=progress)
+    datasets = {}
+    for split in splits:
+        train = split == "train"
+        transform = build_train_transforms() if (train and config.augment) else build_eval_transforms()
+        datasets[split] = OxfordPetSegmentation(
+            root, split, config.image_size, transform=transform, border=config.border,
+            preprocess=config.preprocess, progress=progress,
+            max_samples=config.max_train_samples if train else config.max_eval_samples)
+        if len(datasets[split]) == 0:
+            raise ValueError(f"split {split!r} of {root} has no usable samples")
+    return datasets
+
+
+def make_loader(dataset: OxfordPetSegmentation, config: TrainConfig, *, train: bool,
+                epoch: int = 0, device: torch.device | None = None) -> DataLoader:
+    """A DataLoader whose order and augmentation depend only on (seed, epoch)."""
+    seed = config.seed
+
+    def init_worker(worker_id: int) -> None:
+        s = epoch_seed(seed, epoch, worker_id + 1)
+        random.seed(s)
+        np.random.seed(s % 2**32)
+        reseed(torch.utils.data.get_worker_info().dataset.transform, s)
+
+    reseed(dataset.transform, epoch_seed(seed, epoch))   # used when num_workers == 0
+    workers = config.num_workers
+    return DataLoader(
+        dataset, batch_size=config.batch_size, shuffle=train, drop_last=False,
+        num_workers=workers, prefetch_factor=config.prefetch_factor if workers else None,
+        worker_init_fn=init_worker if workers else None,
+        generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)),
+        pin_memory=device is not None and device.type == "cuda")
+
+
+# ---- optimisation -------------------------------------------------------------------------------
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig
+                    ) -> torch.optim.lr_scheduler.MultiStepLR:
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones), config.gamma)
+
+
+def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
+    """Learning rate used during (0-based) ``epoch`` under MultiStepLR stepped once per epoch."""
+    return config.lr * config.gamma ** sum(epoch >= m for m in config.milestones)
+
+
+# ---- one epoch ----------------------------------------------------------------------------------
+
+@dataclass
+class Step:
+    """What a training or evaluation step needs to know about the machine."""
+
+    device: torch.device
+    amp: torch.dtype | None
+    channels_last: bool
+
+    def inputs(self, images: torch.Tensor, masks: torch.Tensor):
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, masks.to(self.device, non_blocking=True)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    step: Step, *, epoch: int, progress: bool = True,
+                    on_batch: Callable[[int, int], None] | None = None) -> float:
+    """One pass over ``loader``; returns the mean training loss. Raises NonFiniteLossError."""
+    model.train()
+    total = torch.zeros((), dtype=torch.float64, device=step.device)
+    count = 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1} train", unit="batch", leave=False,
+               disable=not progress)
+    for i, (images, masks, _) in enumerate(bar):
+        images, masks = step.inputs(images, masks)
+        with step.autocast():
+            logits = model(images)                                        # (B, 2, H, W)
+            loss = F.cross_entropy(logits.float(), masks, ignore_index=IGNORE_INDEX)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the training loss became {loss.item()} in epoch {epoch + 1}, batch {i + 1}; "
+                "training stopped and last.pt still holds the last completed epoch. Lower --lr, "
+                "or turn mixed precision off (--amp off), then resume with --resume.")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * images.shape[0]   # stays on the device: no host sync per batch
+        count += images.shape[0]
+        if on_batch is not None:
+            on_batch(epoch, i)
+    return float(total) / max(1, count)
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, loader: DataLoader, step: Step, *,
+                   original: OxfordPetSegmentation | None = None, progress: bool = True,
+                   desc: str = "eval") -> dict:
+    """Loss and Dice (mean per image, pooled) at the loader's resolution; with ``original`` (the
+    loader's data set) also at each image's original resolution: logits resized back bilinearly
+    and compared with the original trimap's mask. Restores the model's train/eval mode."""
+    was_training = model.training
+    model.eval()
+    meter, meter_original = DiceMeter(), DiceMeter()
+    loss_sum, count = 0.0, 0
+    for images, masks, names in tqdm(loader, desc=desc, unit="batch", leave=False,
+                                     disable=not progress):
+        images, masks = step.inputs(images, masks)
+        with step.autocast():
+            logits = model(images).float()
+        loss_sum += float(F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX,
+                                          reduction="sum")) / masks[0].numel()
+        count += images.shape[0]
+        meter.update(logits.argmax(1), masks, list(names))
+        if original is not None:
+            for logit, name in zip(logits, names):
+                mask = torch.from_numpy(original.original_mask(name)).long()
+                resized = F.interpolate(logit[None], size=mask.shape, mode="bilinear",
+                                        align_corners=False)
+                meter_original.update(resized.argmax(1).cpu(), mask[None], [name])
+    model.train(was_training)
+    result = {"loss": loss_sum / max(1, count), "dice": meter.mean, "dice_pooled": meter.pooled,
+              "n_images": count, "per_image": dict(zip(meter.names, meter.per_image.tolist()))}
+    if original is not None:
+        result.update(dice_original=meter_original.mean, dice_pooled_original=meter_original.pooled,
+                      per_image_original=dict(zip(meter_original.names,
+                                                  meter_original.per_image.tolist())))
+    return result
+
+
+# ---- run folder ---------------------------------------------------------------------------------
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS)
+    writer.writeheader()
+    writer.writerows({k: row[k] for k in HISTORY_FIELDS} for row in history)
+    atomic.write_text(path, buf.getvalue())
+
+
+def read_history(path: str | Path) -> list[dict]:
+    with open(path) as f:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
+def _state(model, optimizer, scheduler, epoch, best, config, history) -> dict:
+    return {
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "scaler": {},  # bf16 autocast needs no GradScaler
+        "epoch": epoch, "best_dice": best, "rng": rng_state(), "config": config.to_dict(),
+        "history": history, "lab2_version": __version__,
+    }
+
+
+def _uncompiled(model: nn.Module) -> nn.Module:
+    return getattr(model, "_orig_mod", model)
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+def train(config: TrainConfig, root, out, *, resume: bool = False, progress: bool = True,
+          on_batch: Callable[[int, int], None] | None = None) -> dict:
+    """Train ``config`` on the data set under ``root`` into the run folder ``out``.
+
+    Returns ``{"history": [...], "best_dice": float, "run_dir": Path}``. With ``resume`` the run
+    continues from ``out/last.pt`` with the checkpoint's config (its ``epochs`` may be raised by
+    ``config.epochs``). ``on_batch(epoch, batch)`` is called after every step (tests use it to
+    interrupt a run).
+    """
+    out = Path(out)
+    last = out / "last.pt"
+    checkpoint = None
+    if resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"--resume: no {last} to continue from; drop --resume to "
+                                    "start a new run")
+        checkpoint = load_checkpoint(last)
+        saved = TrainConfig.from_dict(checkpoint["config"])
+        config = saved.replace(epochs=max(saved.epochs, config.epochs))
+    elif last.is_file():
+        raise ValueError(f"{out} already holds a run (last.pt); pass --resume to continue it or "
+                         "choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    config.save(out / "config.json")
+
+    device = resolve_device(config)
+    step = Step(device, amp_dtype(config, device), channels_last(config, device))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    seed_everything(config.seed)
+    model = build_model(config.model, base_channels=config.base_channels, dropout=config.dropout)
+    model.to(device, memory_format=torch.channels_last if step.channels_last
+             else torch.contiguous_format)
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config)
+    history: list[dict] = []
+    start_epoch, best = 0, -1.0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        start_epoch, best, history = checkpoint["epoch"], checkpoint["best_dice"], checkpoint["history"]
+        set_rng_state(checkpoint["rng"])
+    runnable = torch.compile(model) if config.compile else model
+
+    datasets = build_datasets(config, root, progress=progress)
+    atomic.write_json(out / "run.json", {
+        "lab2_version": __version__, "git_commit": git_commit(),
+        "data": dataset_label(root), "data_root": str(root),
+        "dataset_fingerprint": dataset_fingerprint(root), "profile": config.profile,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
+        f"cpu ({platform.processor() or platform.machine()})",
+        "amp": str(step.amp), "channels_last": step.channels_last,
+        "torch": torch.__version__, "python": platform.python_version(),
+        "n_train": len(datasets["train"]), "n_val": len(datasets["val"]),
+        "resumed_from_epoch": start_epoch if checkpoint is not None else None,
+    })
+    if checkpoint is not None:
+        print(f"resuming {out} after epoch {start_epoch}", file=sys.stderr)
+
+    epochs = tqdm(range(start_epoch, config.epochs), desc=config.run_name, unit="epoch",
+                  initial=start_epoch, total=config.epochs, disable=not progress)
+    try:
+        for epoch in epochs:
+            started = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            train_loss = train_one_epoch(
+                runnable, make_loader(datasets["train"], config, train=True, epoch=epoch,
+                                      device=device),
+                optimizer, step, epoch=epoch, progress=progress, on_batch=on_batch)
+            scheduler.step()
+            val = evaluate_model(runnable, make_loader(datasets["val"], config, train=False,
+                                                       device=device),
+                                 step, progress=progress, desc=f"epoch {epoch + 1} val")
+            history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val["loss"],
+                            "val_dice": val["dice"], "val_dice_pooled": val["dice_pooled"],
+                            "lr": lr, "seconds": time.perf_counter() - started})
+            write_history(out / "history.csv", history)
+            is_best = val["dice"] > best
+            best = max(best, val["dice"])
+            state = _state(_uncompiled(model), optimizer, scheduler, epoch + 1, best, config,
+                           history)
+            save_checkpoint(last, state)
+            if is_best:
+                save_checkpoint(out / "best.pt", state)
+            epochs.set_postfix(train_loss=f"{train_loss:.3f}", val_dice=f"{val['dice']:.3f}")
+    except KeyboardInterrupt:
+        done = history[-1]["epoch"] if history else start_epoch
+        print(f"\ninterrupted: {last} holds epoch {done}; run again with --resume to continue",
+              file=sys.stderr)
+        raise
+    return {"history": history, "best_dice": best, "run_dir": out}
+
+
+def is_finished(run_dir: str | Path) -> bool:
+    """A run folder whose last.pt has completed all its configured epochs."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "last.pt").is_file() or not (run_dir / "config.json").is_file():
+        return False
+    history = read_history(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else []
+    return bool(history) and history[-1]["epoch"] >= TrainConfig.load(
+        run_dir / "config.json").epochs
+
+
+__all__ = ["train", "evaluate_model", "train_one_epoch", "build_datasets", "make_loader",
+           "build_optimizer", "build_scheduler", "lr_at_epoch", "NonFiniteLossError", "Step",
+           "is_finished", "read_history"]

@@ -1,0 +1,104 @@
+"""TrainConfig: the report's defaults, clear errors, JSON round trip, profiles, schedule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lab2 import cli
+from lab2.config import PROFILES, TrainConfig, profile_config, resolve_profile
+from lab2.models import MODELS
+from lab2.train import build_optimizer, build_scheduler, lr_at_epoch
+
+
+def test_defaults_are_the_reports_settings():
+    c = TrainConfig()
+    assert (c.image_size, c.batch_size, c.epochs, c.optimizer, c.lr) == (512, 8, 50, "adam", 1e-3)
+    assert c.weight_decay == 1e-4 and c.momentum == 0.9
+    assert c.milestones == (30, 50, 100, 150, 200) and c.gamma == 0.1
+    assert (c.num_workers, c.prefetch_factor, c.loss) == (4, 2, "cross_entropy")
+    assert c.base_channels == 64 and c.max_train_samples is None
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("optimizer", "rmsprop", "choose one of adam, sgd, adamw"),
+    ("lr", -0.1, "must be positive"),
+    ("image_size", 500, r"multiple of 16 \(nearest: 496\)"),
+    ("model", "vit", "unknown model"),
+    ("milestones", (50, 30), "increasing"),
+    ("batch_size", 0, "at least 1"),
+    ("dropout", 1.0, r"\[0, 1\)"),
+    ("border", "edge", "choose one of"),
+])
+def test_invalid_values_name_the_field(field, value, message):
+    with pytest.raises(ValueError, match=rf"TrainConfig\.{field}=.*{message}"):
+        TrainConfig(**{field: value})
+
+
+def test_resnet34_unet_image_size_must_be_a_multiple_of_32():
+    with pytest.raises(ValueError, match="multiple of 32"):
+        TrainConfig(model="resnet34_unet", image_size=496)
+
+
+def test_json_round_trip(tmp_path):
+    c = TrainConfig(model="resnet34_unet", preprocess=True, milestones=(3, 7), profile="quick")
+    c.save(tmp_path / "config.json")
+    assert TrainConfig.load(tmp_path / "config.json") == c
+
+
+def test_unknown_field_in_json_is_refused():
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        TrainConfig.from_dict({"model": "unet", "learning_rate": 1})
+
+
+def test_auto_profile_is_quick_without_cuda_and_says_so(monkeypatch, capsys):
+    monkeypatch.delenv("LAB2_PROFILE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_profile() == "quick"
+    assert "NO GPU" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_profile("auto") == "full"
+
+
+def test_profile_env_and_overrides(monkeypatch):
+    monkeypatch.setenv("LAB2_PROFILE", "smoke")
+    c = profile_config(model="resnet34_unet", epochs=3, lr=None)
+    assert c.profile == "smoke" and c.epochs == 3 and c.image_size == 64 and c.lr == 1e-3
+    assert profile_config("full") == TrainConfig()
+    monkeypatch.setenv("LAB2_PROFILE", "huge")
+    with pytest.raises(ValueError, match="LAB2_PROFILE"):
+        profile_config()
+
+
+def test_every_profile_builds_a_valid_config_for_both_models():
+    for profile in ("full", "quick", "smoke"):
+        for model in MODELS:
+            profile_config(profile, model=model)
+
+
+def test_cli_choices_match_the_registries():
+    assert set(cli.MODEL_NAMES) == set(MODELS) and set(cli.PROFILES) == set(PROFILES)
+
+
+def test_lr_schedule_is_multistep_stepped_per_epoch():
+    config = TrainConfig(lr=1e-2, milestones=(2, 4), gamma=0.5)
+    model = torch.nn.Linear(2, 2)
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config)
+    seen = []
+    for epoch in range(6):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen == pytest.approx([lr_at_epoch(config, e) for e in range(6)])
+    assert seen == pytest.approx([1e-2, 1e-2, 5e-3, 5e-3, 2.5e-3, 2.5e-3])
+
+
+@pytest.mark.parametrize("name,kind", [("adam", torch.optim.Adam), ("sgd", torch.optim.SGD),
+                                       ("adamw", torch.optim.AdamW)])
+def test_optimisers_get_the_configured_hyperparameters(name, kind):
+    optimizer = build_optimizer(torch.nn.Linear(2, 2), TrainConfig(optimizer=name))
+    assert isinstance(optimizer, kind)
+    assert optimizer.param_groups[0]["weight_decay"] == 1e-4
+    if name == "sgd":
+        assert optimizer.param_groups[0]["momentum"] == 0.9

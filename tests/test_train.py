@@ -1,0 +1,187 @@
+"""Training, resume, NaN guard, evaluation, prediction and the experiment, on a generated sample."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from lab2 import cli
+from lab2.checkpoint import load_checkpoint
+from lab2.config import profile_config
+from lab2.data import OxfordPetSegmentation, make_sample_dataset
+from lab2.evaluate import evaluate_checkpoint
+from lab2.experiment import REPORTED_DICE, load_results, run_experiment
+from lab2.metrics import DiceMeter
+from lab2.predict import predict_files
+from lab2.train import NonFiniteLossError, read_history, train
+
+SMOKE = dict(image_size=64, base_channels=4, epochs=3, batch_size=4, max_train_samples=12,
+             max_eval_samples=6, num_workers=0)
+
+
+@pytest.fixture(scope="module")
+def learn_root(tmp_path_factory):
+    """A sample large enough to learn from in seconds."""
+    root = tmp_path_factory.mktemp("learn")
+    make_sample_dataset(root, n_trainval=220, n_test=20, size=96, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, sample_root):
+    """A tiny trained run (smoke-sized) shared by the evaluate / predict tests."""
+    out = tmp_path_factory.mktemp("runs") / "unet"
+    train(profile_config("smoke", **SMOKE), sample_root, out, progress=False)
+    return out
+
+
+def all_foreground_dice(root, size: int) -> float:
+    meter = DiceMeter()
+    ds = OxfordPetSegmentation(root, "val", size, progress=False)
+    for i in range(len(ds)):
+        mask = ds[i][1]
+        meter.update(torch.ones_like(mask)[None], mask[None])
+    return meter.mean
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["unet", "resnet34_unet"])
+def test_a_short_run_beats_the_all_foreground_predictor(learn_root, tmp_path, model):
+    config = profile_config("smoke", model=model, image_size=64, base_channels=8, epochs=8,
+                            batch_size=8, lr=3e-3, max_train_samples=200, max_eval_samples=None)
+    result = train(config, learn_root, tmp_path / model, progress=False)
+    trivial = all_foreground_dice(learn_root, 64)
+    best = result["best_dice"]
+    assert best > trivial + 0.2, f"best val Dice {best:.3f} vs all-foreground {trivial:.3f}"
+
+
+def test_run_folder_holds_config_history_checkpoints_and_provenance(trained):
+    for name in ("config.json", "run.json", "history.csv", "last.pt", "best.pt"):
+        assert (trained / name).is_file(), name
+    history = read_history(trained / "history.csv")
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert all(np.isfinite(h["train_loss"]) and 0 <= h["val_dice"] <= 1 for h in history)
+    run = json.loads((trained / "run.json").read_text())
+    assert run["data"] == "synthetic sample" and len(run["dataset_fingerprint"]) == 16
+    assert run["git_commit"]
+    state = load_checkpoint(trained / "last.pt")  # weights_only=True
+    assert state["epoch"] == 3 and state["config"]["model"] == "unet"
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "history"} <= set(state)
+
+
+def _weights(path):
+    return load_checkpoint(path)["model"]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(sample_root, tmp_path, workers):
+    config = profile_config("smoke", **{**SMOKE, "num_workers": workers})
+    train(config, sample_root, tmp_path / "straight", progress=False)
+
+    def interrupt(epoch, batch):
+        if epoch == 1 and batch == 1:  # mid-epoch 2
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(config, sample_root, tmp_path / "resumed", progress=False, on_batch=interrupt)
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
+    train(config, sample_root, tmp_path / "resumed", resume=True, progress=False)
+
+    a, b = _weights(tmp_path / "straight" / "last.pt"), _weights(tmp_path / "resumed" / "last.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ha = read_history(tmp_path / "straight" / "history.csv")
+    hb = read_history(tmp_path / "resumed" / "history.csv")
+    assert [(h["train_loss"], h["val_dice"]) for h in ha] == [(h["train_loss"], h["val_dice"])
+                                                              for h in hb]
+
+
+def test_an_existing_run_is_not_overwritten_without_resume(trained):
+    with pytest.raises(ValueError, match="--resume"):
+        train(profile_config("smoke", **SMOKE), "unused", trained, progress=False)
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
+        sample_root, tmp_path, monkeypatch):
+    import lab2.train as train_module
+    built = []
+    original = train_module.build_model
+    monkeypatch.setattr(train_module, "build_model",
+                        lambda *a, **k: built.append(original(*a, **k)) or built[-1])
+
+    def poison(epoch, batch):
+        if epoch == 1 and batch == 0:  # weights turn NaN during epoch 2
+            with torch.no_grad():
+                for p in built[-1].parameters():
+                    p.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match="epoch 2.*--resume"):
+        train(profile_config("smoke", **SMOKE), sample_root, tmp_path / "nan", progress=False,
+              on_batch=poison)
+    state = load_checkpoint(tmp_path / "nan" / "last.pt")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_evaluate_reports_both_dice_figures_at_both_resolutions(trained, sample_root):
+    metrics = evaluate_checkpoint(trained / "best.pt", sample_root, "test", progress=False)
+    for key in ("dice", "dice_pooled", "dice_original", "dice_pooled_original"):
+        assert 0 <= metrics[key] <= 1
+    assert metrics["n_images"] == SMOKE["max_eval_samples"]
+    stored = json.loads((trained / "metrics.json").read_text())
+    assert stored["test"]["dice"] == metrics["dice"] and stored["test"]["data"] == "synthetic sample"
+    lines = (trained / "per_image_test.csv").read_text().splitlines()
+    assert lines[0] == "name,dice,dice_original" and len(lines) == 1 + metrics["n_images"]
+
+
+def test_predict_writes_mask_and_overlay_at_the_photos_own_size(trained, tmp_path):
+    photo = tmp_path / "odd_size.png"
+    cv2.imwrite(str(photo), np.random.default_rng(0).integers(0, 256, (77, 123, 3), np.uint8))
+    mask_path, overlay_path = predict_files(trained / "best.pt", [photo], tmp_path / "pred")
+    mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (77, 123) and set(np.unique(mask)) <= {0, 255}
+    assert cv2.imread(str(overlay_path)).shape == (77, 123, 3)
+
+
+def test_cli_train_evaluate_predict(sample_root, tmp_path, capsys):
+    out = tmp_path / "cli_run"
+    args = ["--profile", "smoke", "--epochs", "1", "--base-channels", "4", "--num-workers", "0"]
+    assert cli.main(["train", "--model", "resnet34_unet", "--root", str(sample_root),
+                     "--out", str(out), *args]) == 0
+    assert cli.main(["evaluate", "--checkpoint", str(out / "best.pt"),
+                     "--root", str(sample_root)]) == 0
+    printed = capsys.readouterr().out
+    assert "average Dice" in printed and "original resolution" in printed
+    name = OxfordPetSegmentation(sample_root, "test", None, progress=False).names[0]
+    image = sample_root / "oxford-iiit-pet" / "images" / f"{name}.jpg"
+    assert cli.main(["predict", "--checkpoint", str(out / "best.pt"), str(image),
+                     "--out", str(tmp_path / "p")]) == 0
+    assert len(list((tmp_path / "p").glob("*.png"))) == 2
+
+
+
+def test_cli_resume_without_a_run_is_one_clear_line(tmp_path, capsys):
+    code = cli.main(["train", "--model", "unet", "--root", str(tmp_path), "--out",
+                     str(tmp_path / "none"), "--resume", "--profile", "smoke"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "drop --resume" in err
+
+
+def test_experiment_trains_four_models_writes_table_1_and_skips_finished_runs(
+        sample_root, tmp_path, monkeypatch):
+    tiny = dict(epochs=1, base_channels=4, max_train_samples=8, max_eval_samples=4)
+    rows, out = run_experiment("smoke", sample_root, tmp_path / "exp", progress=False, **tiny)
+    assert [(r["model"], r["preprocess"]) for r in rows] == list(REPORTED_DICE)
+    table = (out / "results.md").read_text()
+    assert "SYNTHETIC SAMPLE" in table and "0.9359" in table and table.count("\n| ") == 5
+    results, histories = load_results(out)
+    assert len(results) == 4 and len(histories) == 4
+    assert all(0 <= r["dice"] <= 1 for r in results)
+
+    import lab2.experiment as experiment_module
+    monkeypatch.setattr(experiment_module, "train",
+                        lambda *a, **k: pytest.fail("a finished run was trained again"))
+    again, _ = run_experiment("smoke", sample_root, tmp_path / "exp", progress=False, **tiny)
+    assert [r["dice"] for r in again] == [r["dice"] for r in rows]
