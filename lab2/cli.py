@@ -111,29 +111,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def resolve_data_root(root: str, sample_root: str, *, try_download: bool) -> Path:
-    """The real data set when present (or downloadable), else the synthetic sample, loudly."""
-    from .data import DownloadError, download_oxford_pet, make_sample_dataset
-    from .paths import dataset_dir
-    if (dataset_dir(root) / "annotations" / "trainval.txt").is_file():
-        return Path(root)
-    if try_download:
-        try:
-            download_oxford_pet(root, retries=2)
-            return Path(root)
-        except DownloadError as e:
-            print(f"could not download the real data set: {e}", file=sys.stderr)
-    print(f"WARNING: no real data set in {dataset_dir(root)}; using the SYNTHETIC sample in "
-          f"{dataset_dir(sample_root)}. Its numbers say nothing about Oxford-IIIT Pet.",
-          file=sys.stderr)
-    make_sample_dataset(sample_root)
-    return Path(sample_root)
-
-
 def cmd_experiment(args: argparse.Namespace) -> int:
     from .experiment import run_experiment
-    root = Path(args.root) if args.root else resolve_data_root(
-        str(default_data_root()), str(default_sample_root()), try_download=False)
+    from .data import choose_data_root
+    root = Path(args.root) if args.root else choose_data_root(try_download=False)
     _, out = run_experiment(args.profile, root, args.out, **_overrides(args))
     print((out / "results.md").read_text())
     return 0
@@ -142,9 +123,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """The main job: the four-model experiment (auto profile) and the audit, on the real data
     when present or downloadable, else on the synthetic sample."""
-    from .data import audit_dataset
+    from .data import audit_dataset, choose_data_root
     from .experiment import run_experiment
-    root = resolve_data_root(args.root, args.sample_root, try_download=not args.no_download)
+    root = choose_data_root(args.root, args.sample_root, try_download=not args.no_download)
     print(audit_dataset(root).table())
     _, out = run_experiment(args.profile, root)
     print((out / "results.md").read_text())

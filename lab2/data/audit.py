@@ -41,6 +41,20 @@ ACTIONS = {
 }
 
 
+#: The files the report could not read (REPORT.md, "Data"), and what it said of them.
+REPORTED_PROBLEM_FILES = {
+    "images/Abyssinian_100.mat": "non-image file in images/",
+    "images/Abyssinian_101.mat": "non-image file in images/",
+    "images/Abyssinian_102.mat": "non-image file in images/",
+    "images/Abyssinian_34.jpg": "GIF data saved as .jpg",
+    "images/Egyptian_Mau_139.jpg": "GIF data saved as .jpg",
+    "images/Egyptian_Mau_145.jpg": "GIF data saved as .jpg",
+    "images/Egyptian_Mau_167.jpg": "GIF data saved as .jpg",
+    "images/Egyptian_Mau_177.jpg": "GIF data saved as .jpg",
+    "images/Egyptian_Mau_191.jpg": "GIF data saved as .jpg",
+}
+
+
 @dataclass(frozen=True)
 class AuditEntry:
     file: str      # path relative to the data set folder, e.g. "images/Abyssinian_34.jpg"
@@ -85,6 +99,21 @@ class AuditReport:
         lines.append(
             f"{self.n_image_files} files in images/, {self.n_listed} listed samples: "
             f"{counts[RECOVERED]} recovered, {counts[SKIPPED]} skipped, {counts[IGNORED]} ignored")
+        return "\n".join(lines)
+
+    def against_report(self) -> str:
+        """The report's unreadable files, each with what lab2's audit found and does."""
+        found = {e.file: e for e in self.entries}
+        lines = []
+        for file, said in REPORTED_PROBLEM_FILES.items():
+            entry = found.get(file)
+            if entry is not None:
+                what = f"{entry.status}: {entry.problem} -> {entry.action}"
+            elif (Path(self.folder) / file).is_file():
+                what = "ok: reads as a normal image"
+            else:
+                what = "not in this data set"
+            lines.append(f"{file:30s} report: {said:28s} lab2: {what}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:

@@ -1,0 +1,47 @@
+"""An ipywidgets browser of test predictions: pick a run and an image, see the overlay and Dice."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .data.summary import read_example
+from .figures import RUN_TITLES, mask_rgb
+from .metrics import dice_per_image
+from .predict import overlay, predict_probability
+
+
+def prediction_browser(models: dict, root, names: Sequence[str]) -> widgets.Widget:
+    """``models``: run → (model, config) (see :func:`lab2.analysis.load_models`)."""
+    run_picker = widgets.Dropdown(options=[(RUN_TITLES.get(r, r), r) for r in models],
+                                  description="model")
+    image_picker = widgets.Dropdown(options=list(names), description="image")
+    output = widgets.Output()
+
+    def show(_=None) -> None:
+        model, config = models[run_picker.value]
+        image, _, mask = read_example(root, image_picker.value)
+        pred = (predict_probability(model, config, image) > 0.5).astype(np.uint8)
+        dice = float(dice_per_image(torch.from_numpy(pred)[None],
+                                    torch.from_numpy(mask).long()[None])[0])
+        with output:
+            output.clear_output(wait=True)
+            fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
+            for ax, picture, title in zip(axes, (overlay(image, pred), mask_rgb(mask),
+                                                 mask_rgb(pred)),
+                                          ("prediction overlay", "ground truth", "prediction")):
+                ax.imshow(picture)
+                ax.set_title(title)
+                ax.axis("off")
+            fig.suptitle(f"{image_picker.value} — {RUN_TITLES.get(run_picker.value)} — "
+                         f"Dice {dice:.3f}")
+            plt.show()
+
+    run_picker.observe(show, names="value")
+    image_picker.observe(show, names="value")
+    show()
+    return widgets.VBox([widgets.HBox([run_picker, image_picker]), output])

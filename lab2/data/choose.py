@@ -1,0 +1,37 @@
+"""Which data set a command or notebook uses: the real one when present, else the sample."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from ..paths import dataset_dir, default_data_root, default_sample_root
+from .download import DownloadError, download_oxford_pet
+from .sample import make_sample_dataset
+
+
+def has_dataset(root: str | os.PathLike) -> bool:
+    return (dataset_dir(root) / "annotations" / "trainval.txt").is_file()
+
+
+def choose_data_root(root: str | os.PathLike | None = None,
+                     sample_root: str | os.PathLike | None = None, *,
+                     try_download: bool = False) -> Path:
+    """The real data root when it holds the data set (or, with ``try_download``, once it has been
+    downloaded); otherwise the synthetic sample, generated if needed, with a loud warning."""
+    root = Path(root or default_data_root())
+    sample_root = Path(sample_root or default_sample_root())
+    if has_dataset(root):
+        return root
+    if try_download:
+        try:
+            download_oxford_pet(root, retries=2)
+            return root
+        except DownloadError as e:
+            print(f"could not download the real data set: {e}", file=sys.stderr)
+    print(f"WARNING: no real data set in {dataset_dir(root)}; using the SYNTHETIC sample in "
+          f"{dataset_dir(sample_root)}. Its numbers say nothing about Oxford-IIIT Pet.",
+          file=sys.stderr)
+    make_sample_dataset(sample_root)
+    return sample_root

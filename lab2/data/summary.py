@@ -1,0 +1,39 @@
+"""Facts about a data set for the inspection notebook: split sizes, breeds, image sizes."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..paths import dataset_dir
+from .audit import audit_dataset
+from .index import SPLITS, Record, load_split
+from .masks import trimap_to_mask
+from .reading import image_size_of, read_rgb, read_trimap
+
+
+def usable_records(root: str | os.PathLike, split: str) -> list[Record]:
+    skipped = audit_dataset(root, progress=False).skipped_names
+    return [r for r in load_split(root, split) if r.name not in skipped]
+
+
+def split_sizes(root: str | os.PathLike) -> dict[str, dict[str, int]]:
+    """Per split: images listed and images usable after the audit."""
+    return {split: {"listed": len(load_split(root, split)),
+                    "usable": len(usable_records(root, split))} for split in SPLITS}
+
+
+def image_sizes(root: str | os.PathLike, records: list[Record]) -> list[tuple[int, int]]:
+    """(width, height) of each record's image, from the file headers."""
+    folder = dataset_dir(root) / "images"
+    return [image_size_of(folder / f"{r.name}.jpg") for r in records]
+
+
+def read_example(root: str | os.PathLike, name: str, border: str = "foreground"
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image, trimap, binary mask) of one sample at its original size."""
+    folder = dataset_dir(root)
+    image = read_rgb(folder / "images" / f"{name}.jpg")
+    trimap = read_trimap(folder / "annotations" / "trimaps" / f"{name}.png")
+    return image, trimap, trimap_to_mask(trimap, border)

@@ -1,0 +1,252 @@
+"""The figures of the report, as functions the notebooks call.
+
+Every figure is stamped with the data set and profile that produced it and saved to ``figures/``
+as PNG by :func:`save_figure` (atomically). Colours per run are fixed so the four models read the
+same in every figure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .atomic import atomic_path
+from .paths import figures_dir
+
+RUN_COLOURS = {"unet_raw": "tab:blue", "unet_preprocessed": "tab:cyan",
+               "resnet34_unet_raw": "tab:red", "resnet34_unet_preprocessed": "tab:orange"}
+RUN_TITLES = {"unet_raw": "UNet", "unet_preprocessed": "UNet + preprocessing",
+              "resnet34_unet_raw": "ResNet34-UNet",
+              "resnet34_unet_preprocessed": "ResNet34-UNet + preprocessing"}
+
+
+def stamp(fig: plt.Figure, data: str, profile: str | None = None) -> None:
+    """Write which data set (and profile) produced the figure in its bottom-right corner."""
+    text = f"data: {data}" + (f" · profile: {profile}" if profile else "")
+    if data == "synthetic sample":
+        text += " — NOT Oxford-IIIT Pet"
+    fig.text(0.995, 0.005, text, ha="right", va="bottom", fontsize=8, color="dimgray")
+
+
+def save_figure(fig: plt.Figure, name: str, folder: str | os.PathLike | None = None) -> Path:
+    """Save as ``<folder>/<name>.png`` (default ``figures/``), atomically; return the path."""
+    path = Path(folder or figures_dir()) / f"{name}.png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return path
+
+
+def mask_rgb(mask: np.ndarray) -> np.ndarray:
+    """Binary mask (0/1, 255 = ignore) as an RGB picture: pet white, background black, ignore grey."""
+    out = np.zeros((*mask.shape, 3), np.uint8)
+    out[mask == 1] = 255
+    out[mask == 255] = 128
+    return out
+
+
+def trimap_rgb(trimap: np.ndarray) -> np.ndarray:
+    """Trimap as RGB: pet orange, background dark blue, border yellow."""
+    palette = {1: (240, 120, 30), 2: (20, 30, 90), 3: (250, 230, 60)}
+    out = np.zeros((*trimap.shape, 3), np.uint8)
+    for value, colour in palette.items():
+        out[trimap == value] = colour
+    return out
+
+
+def _grid(rows: int, cols: int, cell: float = 2.3):
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell, rows * cell), squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig, axes
+
+
+# ---- 01: the data set ----------------------------------------------------------------------------
+
+def plot_split_sizes(sizes: dict[str, int], data: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(5, 3))
+    bars = ax.bar(list(sizes), list(sizes.values()), color="tab:blue")
+    ax.bar_label(bars)
+    ax.set_ylabel("images")
+    ax.set_title("Split sizes (usable images)")
+    stamp(fig, data)
+    return fig
+
+
+def plot_breed_counts(breeds: Sequence[str], data: str) -> plt.Figure:
+    counts = Counter(breeds)
+    names = sorted(counts, key=lambda b: (-counts[b], b))
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    colours = ["tab:orange" if b[0].isupper() else "tab:blue" for b in names]
+    ax.bar(range(len(names)), [counts[b] for b in names], color=colours)
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    ax.set_ylabel("images (trainval + test)")
+    cats = sum(counts[b] for b in names if b[0].isupper())
+    ax.set_title(f"Images per breed — cats (orange) {cats}, dogs (blue) {sum(counts.values()) - cats}")
+    stamp(fig, data)
+    return fig
+
+
+def plot_image_sizes(sizes: Sequence[tuple[int, int]], data: str) -> plt.Figure:
+    w, h = np.array(sizes).T
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter(w, h, s=6, alpha=0.4)
+    ax.set_xlabel("width (px)")
+    ax.set_ylabel("height (px)")
+    ax.set_title(f"Original image sizes (n={len(sizes)}), median {int(np.median(w))}×{int(np.median(h))}")
+    stamp(fig, data)
+    return fig
+
+
+def plot_examples(examples: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]],
+                  data: str) -> plt.Figure:
+    """Rows of (name, image, trimap, binary mask)."""
+    fig, axes = _grid(len(examples), 3)
+    for row, (name, image, trimap, mask) in zip(axes, examples):
+        row[0].imshow(image)
+        row[0].set_ylabel(name, fontsize=8)
+        row[1].imshow(trimap_rgb(trimap))
+        row[2].imshow(mask_rgb(mask))
+    for ax, title in zip(axes[0], ("image", "trimap (pet / background / border)",
+                                   "binary mask (border → pet)")):
+        ax.set_title(title, fontsize=9)
+    stamp(fig, data)
+    return fig
+
+
+# ---- 02: preprocessing -------------------------------------------------------------------------
+
+STEP_TITLES = {"original": "original", "zscore_minmax": "z-score + min-max (4)–(5)",
+               "bilateral": "+ bilateral filter", "clahe": "+ CLAHE (L of LAB)"}
+
+
+def plot_preprocessing_steps(rows: Sequence[tuple[str, dict[str, np.ndarray]]],
+                             data: str) -> plt.Figure:
+    """One row per image: every intermediate of the chain (the report's Figure 3, extended)."""
+    steps = list(rows[0][1])
+    fig, axes = _grid(len(rows), len(steps), cell=2.6)
+    for row, (name, images) in zip(axes, rows):
+        for ax, step in zip(row, steps):
+            ax.imshow(images[step])
+        row[0].set_ylabel(name, fontsize=8)
+    for ax, step in zip(axes[0], steps):
+        ax.set_title(STEP_TITLES.get(step, step), fontsize=9)
+    stamp(fig, data)
+    return fig
+
+
+def plot_channel_histograms(before: np.ndarray, after: np.ndarray, data: str) -> plt.Figure:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3), sharey=True)
+    for ax, image, title in zip(axes, (before, after), ("before the chain", "after the chain")):
+        for c, colour in enumerate(("red", "green", "blue")):
+            hist = np.bincount(image[..., c].ravel(), minlength=256)
+            ax.plot(hist, color=colour, lw=1, label=colour)
+        ax.set_title(title)
+        ax.set_xlabel("pixel value")
+        ax.set_xlim(0, 255)
+    axes[0].set_ylabel("pixels")
+    axes[0].legend(fontsize=8)
+    stamp(fig, data)
+    return fig
+
+
+def plot_augmentations(image: np.ndarray, mask: np.ndarray, augmented: Sequence[dict],
+                       data: str) -> plt.Figure:
+    """The original and augmented copies, each image above its mask outline."""
+    fig, axes = _grid(2, len(augmented) + 1)
+    pairs = [{"image": image, "mask": mask}, *augmented]
+    for col, pair in enumerate(pairs):
+        axes[0, col].imshow(pair["image"])
+        axes[1, col].imshow(mask_rgb(pair["mask"]))
+        axes[0, col].set_title("original" if col == 0 else f"augmented #{col}", fontsize=9)
+    axes[0, 0].set_ylabel("image")
+    axes[1, 0].set_ylabel("mask")
+    stamp(fig, data)
+    return fig
+
+
+def plot_costs(costs: dict[str, float], title: str, data: str) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(costs)))
+    names = list(costs)
+    bars = ax.barh(names, [costs[n] for n in names], color="tab:purple")
+    ax.bar_label(bars, fmt="%.2f ms", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("milliseconds per image (one process)")
+    ax.set_title(title)
+    stamp(fig, data)
+    return fig
+
+
+# ---- 03: training --------------------------------------------------------------------------------
+
+def plot_training_curves(histories: Sequence[dict], data: str, profile: str) -> plt.Figure:
+    """The report's Table 2: train and validation loss, and validation Dice, per epoch per run."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    runs = list(dict.fromkeys(h["run"] for h in histories))
+    for run in runs:
+        rows = [h for h in histories if h["run"] == run]
+        epochs = [h["epoch"] for h in rows]
+        colour = RUN_COLOURS.get(run)
+        label = RUN_TITLES.get(run, run)
+        axes[0].plot(epochs, [h["train_loss"] for h in rows], color=colour, label=label)
+        axes[1].plot(epochs, [h["val_loss"] for h in rows], color=colour, label=label)
+        axes[2].plot(epochs, [h["val_dice"] for h in rows], color=colour, label=label)
+    for ax, title, ylabel in zip(axes, ("training loss", "validation loss",
+                                        "validation Dice (mean per image)"),
+                                 ("cross-entropy", "cross-entropy", "Dice")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[2].legend(fontsize=8)
+    stamp(fig, data, profile)
+    return fig
+
+
+# ---- 04: results ---------------------------------------------------------------------------------
+
+def plot_prediction_grid(rows: Sequence[dict], runs: Sequence[str], data: str,
+                         profile: str) -> plt.Figure:
+    """The report's Table 3: per test image, the photo, the truth and each run's prediction.
+
+    ``rows``: dicts with ``name``, ``image``, ``mask``, ``note`` and ``predictions`` /
+    ``dice`` keyed by run.
+    """
+    fig, axes = _grid(len(rows), 2 + len(runs), cell=2.2)
+    for ax_row, row in zip(axes, rows):
+        ax_row[0].imshow(row["image"])
+        ax_row[0].set_ylabel(f"{row['name']}\n{row.get('note', '')}", fontsize=7)
+        ax_row[1].imshow(mask_rgb(row["mask"]))
+        for ax, run in zip(ax_row[2:], runs):
+            ax.imshow(mask_rgb(row["predictions"][run]))
+            ax.set_xlabel(f"Dice {row['dice'][run]:.3f}", fontsize=8)
+    titles = ["photo", "ground truth", *(RUN_TITLES.get(r, r) for r in runs)]
+    for ax, title in zip(axes[0], titles):
+        ax.set_title(title, fontsize=8)
+    stamp(fig, data, profile)
+    return fig
+
+
+def plot_dice_table(results: Sequence[dict], data: str, profile: str) -> plt.Figure:
+    """Table 1 as bars: lab2's average test Dice beside the report's, per run."""
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    names = [RUN_TITLES[f"{r['model']}_{'preprocessed' if r['preprocess'] else 'raw'}"]
+             for r in results]
+    x = np.arange(len(results))
+    ours = ax.bar(x - 0.2, [r["dice"] for r in results], 0.4, label=f"lab2 ({data})")
+    theirs = ax.bar(x + 0.2, [r["reported_dice"] for r in results], 0.4,
+                    label="report (Oxford-IIIT Pet)", color="lightgray")
+    ax.bar_label(ours, fmt="%.3f", fontsize=8)
+    ax.bar_label(theirs, fmt="%.3f", fontsize=8)
+    ax.set_xticks(x, names, fontsize=8)
+    ax.set_ylabel("average test Dice")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Test Dice per model (Table 1)")
+    stamp(fig, data, profile)
+    return fig

@@ -1,0 +1,56 @@
+"""Wall-clock cost of the data path's steps, for the preprocessing notebook and the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Sequence
+
+from .augment import build_train_transforms
+from .data.cache import find_cache
+from .data.reading import read_rgb, read_trimap
+from .data.resize import as_hw, resize_image
+from .paths import dataset_dir
+from .preprocess import PreprocessParams, bilateral, clahe, zscore_minmax
+
+
+def ms_per_item(fn: Callable, items: Sequence, repeat: int = 1) -> float:
+    """Average milliseconds of ``fn(item)`` over ``items`` (after one warm-up call)."""
+    fn(items[0])
+    start = time.perf_counter()
+    for _ in range(repeat):
+        for item in items:
+            fn(item)
+    return (time.perf_counter() - start) * 1000 / (repeat * len(items))
+
+
+def step_costs(root: str | os.PathLike, names: Sequence[str], image_size: int,
+               params: PreprocessParams = PreprocessParams()) -> dict[str, float]:
+    """Milliseconds per image of each step at ``image_size``: decoding, resizing, each step of the
+    chain, augmentation, and reading from the preprocessed cache if one is built."""
+    folder = dataset_dir(root)
+    size = as_hw(image_size)
+    images = {n: read_rgb(folder / "images" / f"{n}.jpg") for n in names}
+    resized = {n: resize_image(images[n], size) for n in names}
+    normalised = {n: zscore_minmax(resized[n], params.eps) for n in names}
+    filtered = {n: bilateral(normalised[n], params.bilateral_d, params.bilateral_sigma_color,
+                             params.bilateral_sigma_space) for n in names}
+    augment = build_train_transforms(seed=0)
+    costs = {
+        "decode JPEG + trimap PNG": ms_per_item(
+            lambda n: (read_rgb(folder / "images" / f"{n}.jpg"),
+                       read_trimap(folder / "annotations" / "trimaps" / f"{n}.png")), names),
+        "resize": ms_per_item(lambda n: resize_image(images[n], size), names),
+        "z-score + min-max": ms_per_item(lambda n: zscore_minmax(resized[n], params.eps), names),
+        "bilateral filter": ms_per_item(
+            lambda n: bilateral(normalised[n], params.bilateral_d, params.bilateral_sigma_color,
+                                params.bilateral_sigma_space), names),
+        "CLAHE": ms_per_item(lambda n: clahe(filtered[n], params.clahe_clip_limit,
+                                             params.clahe_tile_grid_size), names),
+        "train augmentation": ms_per_item(lambda n: augment(image=resized[n]), names),
+    }
+    cache = find_cache(root, size, params)
+    if cache is not None:
+        costs["read from the cache"] = ms_per_item(cache.read, [n for n in names if n in cache],
+                                                   repeat=5)
+    return costs
