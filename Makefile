@@ -8,10 +8,17 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.lab2-installed
 
-.PHONY: report test test-fast install clean-venv
+.PHONY: report notebooks test test-fast install clean-venv
 
+# The main job: audit + the four-model experiment (profile auto: full with a GPU, quick without;
+# LAB2_PROFILE overrides), then every notebook re-run in place so all figures regenerate.
 report: $(STAMP)
 	$(PY) -m lab2 report
+	$(MAKE) notebooks
+
+notebooks: $(STAMP)
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.timeout=-1 notebooks/0*.ipynb
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -127,13 +127,15 @@ def make_loader(dataset: OxfordPetSegmentation, config: TrainConfig, *, train: b
 # ---- optimisation -------------------------------------------------------------------------------
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The configured optimiser. Adam and AdamW use PyTorch's fused kernels: on this CPU the
+    default implementation spent 0.72 s per step on ResNet34-UNet's 86 M parameters, the fused
+    one 0.08 s (benchmarks/RESULTS.md)."""
     params = model.parameters()
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                                weight_decay=config.weight_decay)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return kind(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig

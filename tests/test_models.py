@@ -70,8 +70,8 @@ def test_unet_has_four_pools_four_up_convs_and_a_dropout_in_every_block(full):
     assert [(m.in_channels, m.out_channels) for m in ups] == [(1024, 512), (512, 256),
                                                                (256, 128), (128, 64)]
     # 9 double-conv blocks + 4 up-convs each end with dropout
-    assert count(unet, nn.Dropout) == 13
-    assert all(m.p == DEFAULT_DROPOUT for m in unet.modules() if isinstance(m, nn.Dropout))
+    assert count(unet, nn.Dropout2d) == 13
+    assert all(m.p == DEFAULT_DROPOUT for m in unet.modules() if isinstance(m, nn.Dropout2d))
 
 
 def test_unet_stage_widths_and_block_layout(full):
@@ -80,7 +80,7 @@ def test_unet_stage_widths_and_block_layout(full):
     block = unet.encoder.stages[0]
     kinds = [type(m) for m in block]
     assert kinds == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Conv2d, nn.BatchNorm2d, nn.ReLU,
-                     nn.Dropout]
+                     nn.Dropout2d]
     convs = [m for m in unet.modules() if isinstance(m, nn.Conv2d) and m is not unet.head]
     assert all(c.kernel_size == (3, 3) and c.stride == (1, 1) and c.padding == (1, 1)
                for c in convs)
@@ -126,7 +126,7 @@ def test_resnet34_unet_layers_blocks_widths_and_strides(full):
 def test_resnet34_unet_dropout_in_every_block_and_decoder_stage(full):
     model = full["resnet34_unet"]
     assert count(model, ResidualBlock) == 19
-    assert count(model, nn.Dropout) == 19 + 4 * 2  # residual blocks + (up-conv, double conv) × 4
+    assert count(model, nn.Dropout2d) == 19 + 4 * 2  # residual blocks + (up-conv, double conv) × 4
     assert count(model, nn.ConvTranspose2d) == 4
     assert model.head.kernel_size == (1, 1)
 

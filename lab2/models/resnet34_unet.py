@@ -8,7 +8,7 @@ under a UNet decoder (Ronneberger et al., 2015), as modified by the lab report.
  stem: 7×7 conv 3→64, stride    same, then 3×3 max-pool     ``conv1``/``bn1``/``relu``; no max-pool
  2, padding 3; no max-pool      stride 2                    anywhere in the encoder
  residual block: 2 × 3×3 conv   BasicBlock, no dropout      :class:`ResidualBlock` = torchvision's
- with BN, ReLU; shortcut added                              ``BasicBlock`` + ``nn.Dropout`` after the
+ with BN, ReLU; shortcut added                              ``BasicBlock`` + ``Dropout2d`` after the
  before the last ReLU; 1×1                                  second conv (after its BN, before the
  conv on the shortcut when the                              add); shortcut ``downsample`` = 1×1 conv
  shape changes; dropout after                               + BN when the shape changes
@@ -42,7 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from .blocks import DEFAULT_DROPOUT, UNetDecoder, check_input_size, conv1x1
+from .blocks import (DEFAULT_DROPOUT, UNetDecoder, check_input_size, check_model_args,
+                     conv1x1, dropout_layer)
 
 __all__ = ["ResNet34UNet", "ResNetEncoder", "ResidualBlock", "RESNET34_LAYERS"]
 
@@ -53,12 +54,12 @@ IMAGENET_FILE = "resnet34-b627a593.pth"
 
 
 class ResidualBlock(BasicBlock):
-    """torchvision's BasicBlock with dropout after the second convolution."""
+    """torchvision's BasicBlock with (channel-wise) dropout after the second convolution."""
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1,
                  downsample: nn.Module | None = None, dropout: float = DEFAULT_DROPOUT):
         super().__init__(inplanes, planes, stride, downsample)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = dropout_layer(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
@@ -177,11 +178,7 @@ class ResNet34UNet(nn.Module):
     def __init__(self, in_channels: int = 3, n_classes: int = 2, dropout: float = DEFAULT_DROPOUT,
                  encoder_weights: str | os.PathLike | None = None, base_channels: int = 64):
         super().__init__()
-        if n_classes < 1 or base_channels < 1:
-            raise ValueError(f"n_classes and base_channels must be positive, got {n_classes} "
-                             f"and {base_channels}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        check_model_args(n_classes, base_channels, dropout)
         if encoder_weights is not None and (base_channels != 64 or in_channels != 3):
             raise ValueError("encoder_weights needs the ResNet-34 shapes: base_channels=64 and "
                              "in_channels=3")

@@ -7,7 +7,7 @@ Segmentation", MICCAI 2015 (arXiv:1505.04597), as modified by the lab report.
  double conv: 2 × (3×3 conv,    2 × (3×3 unpadded conv,     :class:`DoubleConv`: conv3x3 (padding 1)
  stride 1, padding 1 → BN →     ReLU); no BatchNorm         → BatchNorm → ReLU, twice; size kept
  ReLU); size unchanged
- dropout after the second conv  dropout only at the         ``nn.Dropout(dropout)`` closing every
+ dropout after the second conv  dropout only at the         ``Dropout2d`` (channel-wise) closing every
  of every block                 end of the contracting path DoubleConv
  dropout after every up-conv    —                           ``UpBlock.dropout``
  encoder 64→128→256→512→1024,   same widths, 2×2 max-pool   ``UNetEncoder``: 5 stages, 4 max-pools
@@ -27,7 +27,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import DEFAULT_DROPOUT, DoubleConv, UNetDecoder, check_input_size
+from .blocks import (DEFAULT_DROPOUT, DoubleConv, UNetDecoder, check_input_size,
+                     check_model_args)
 
 __all__ = ["UNet", "UNetEncoder"]
 
@@ -72,11 +73,7 @@ class UNet(nn.Module):
     def __init__(self, in_channels: int = 3, n_classes: int = 2, base_channels: int = 64,
                  dropout: float = DEFAULT_DROPOUT):
         super().__init__()
-        if n_classes < 1 or base_channels < 1:
-            raise ValueError(f"n_classes and base_channels must be positive, got {n_classes} "
-                             f"and {base_channels}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        check_model_args(n_classes, base_channels, dropout)
         self.encoder = UNetEncoder(in_channels, base_channels, dropout)
         self.decoder = UNetDecoder(self.encoder.out_channels, dropout)
         self.head = nn.Conv2d(self.decoder.out_channels, n_classes, kernel_size=3, padding=1)

@@ -1,0 +1,65 @@
+"""Training-step speed on this CPU: lab2's two networks against their peers, in one process.
+
+Peers: segmentation_models_pytorch's ``Unet("resnet34", encoder_weights=None, classes=2)``
+(install with ``pip install -e .[bench]``) and a textbook UNet written in ``stepbench.py``. For
+each network, size (128 and 256 px) and memory format (contiguous, channels_last): images/s and
+achieved GFLOP/s of forward + backward + Adam step on the same random inputs. FLOPs counted by
+``torch.utils.flop_counter.FlopCounterMode``. Ratios lab2/peer are printed.
+
+    python benchmarks/train_step.py [--sizes 128 256] [--steps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from results import append_section, markdown_table
+from stepbench import build, time_train_step
+
+MODELS = ("unet", "textbook_unet", "resnet34_unet", "smp_unet_resnet34")
+BATCH = {128: 4, 256: 2}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--steps", type=int, default=3)
+    args = parser.parse_args()
+    results = {}
+    rows = []
+    for size in args.sizes:
+        batch = BATCH.get(size, 2)
+        for name in MODELS:
+            for channels_last in (False, True):
+                r = time_train_step(name, build(name), batch, size, channels_last=channels_last,
+                                    steps=args.steps)
+                results[(size, name, channels_last)] = r
+                rows.append((size, batch, name, "channels_last" if channels_last else "contiguous",
+                             f"{r.images_per_s:.2f}", f"{r.gflops_per_step / batch:.1f}",
+                             f"{r.achieved_gflops:.1f}"))
+                print(rows[-1], flush=True)
+    table = markdown_table(("px", "batch", "model", "memory format", "train images/s",
+                            "GFLOP per image (fwd+bwd)", "achieved GFLOP/s"), rows)
+
+    def best(size, name):
+        return max((results[(size, name, cl)] for cl in (False, True)),
+                   key=lambda r: r.images_per_s)
+    ratio_rows = []
+    for size in args.sizes:
+        for ours, peer in (("unet", "textbook_unet"), ("resnet34_unet", "smp_unet_resnet34")):
+            a, b = best(size, ours), best(size, peer)
+            ratio_rows.append((size, f"{ours} / {peer}", f"{a.images_per_s / b.images_per_s:.2f}",
+                               f"{a.achieved_gflops / b.achieved_gflops:.2f}"))
+    ratios = markdown_table(("px", "lab2 / peer (best memory format each)", "images/s ratio",
+                             "GFLOP/s ratio"), ratio_rows)
+    print(table, ratios, sep="\n\n")
+    append_section("Training step on CPU", f"Threads: {torch.get_num_threads()}; {args.steps} "
+                   f"timed steps after 1 warm-up; FLOPs by FlopCounterMode.\n\n{table}\n\n{ratios}",
+                   "python " + " ".join(sys.argv))
+
+
+if __name__ == "__main__":
+    main()
