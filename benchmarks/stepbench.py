@@ -8,6 +8,7 @@ FLOPs / measured seconds.
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -51,6 +52,8 @@ class TextbookUNet(nn.Module):
 def build(name: str) -> nn.Module:
     if name == "textbook_unet":
         return TextbookUNet()
+    if name == "unet_dropout0":  # lab2's UNet without its dropout layers, to price them
+        return build_model("unet", dropout=0.0)
     if name == "smp_unet_resnet34":
         import segmentation_models_pytorch as smp  # optional: pip install -e .[bench]
         return smp.Unet("resnet34", encoder_weights=None, classes=2)
@@ -74,39 +77,60 @@ def step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float(counter.get_total_flops())
 
 
-def time_train_step(name: str, model: nn.Module, batch: int, size: int, *, device: str = "cpu",
-                    channels_last: bool = False, amp: torch.dtype | None = None,
-                    compile: bool = False, steps: int = 3, warmup: int = 1,
-                    fused_adam: bool = True) -> StepResult:
-    """Images/s and achieved GFLOP/s of the training step of ``model`` (moved to ``device``)."""
-    torch.manual_seed(0)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=fmt).train()
-    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
-    y = torch.randint(0, 2, (batch, size, size), device=device)
-    flops = step_flops(model, x, y)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused_adam)
-    run = torch.compile(model) if compile else model
+class TrainStep:
+    """One model's training step on fixed random inputs, ready to be timed repeatedly."""
 
-    def step():
-        with torch.autocast(device_type=device.split(":")[0], dtype=amp or torch.float32,
-                            enabled=amp is not None):
-            loss = F.cross_entropy(run(x).float(), y)
-        optimizer.zero_grad(set_to_none=True)
+    def __init__(self, name: str, model: nn.Module, batch: int, size: int, *,
+                 device: str = "cpu", channels_last: bool = False,
+                 amp: torch.dtype | None = None, compile: bool = False):
+        torch.manual_seed(0)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.name, self.batch, self.device, self.amp = name, batch, device, amp
+        self.model = model.to(device, memory_format=fmt).train()
+        self.x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
+        self.y = torch.randint(0, 2, (batch, size, size), device=device)
+        self.flops = step_flops(self.model, self.x, self.y)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, fused=True)
+        self.run = torch.compile(self.model) if compile else self.model
+        self.cuda = device.startswith("cuda")
+        self.seconds: list[float] = []
+
+    def step(self) -> None:
+        with torch.autocast(device_type=self.device.split(":")[0],
+                            dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            loss = F.cross_entropy(self.run(self.x).float(), self.y)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        self.optimizer.step()
 
-    cuda = device.startswith("cuda")
+    def timed(self, steps: int = 1) -> float:
+        """Run ``steps`` steps; record and return the seconds per step."""
+        if self.cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.seconds.append((time.perf_counter() - start) / steps)
+        return self.seconds[-1]
+
+    def result(self) -> StepResult:
+        """Median of the recorded timings."""
+        seconds = statistics.median(self.seconds)
+        memory = torch.cuda.max_memory_allocated() / 2**30 if self.cuda else None
+        return StepResult(self.name, self.batch / seconds, self.flops / 1e9,
+                          self.flops / 1e9 / seconds, memory)
+
+
+def time_train_step(name: str, model: nn.Module, batch: int, size: int, *, steps: int = 3,
+                    warmup: int = 1, **kwargs) -> StepResult:
+    """Warm up, then time ``steps`` steps of one model (see :class:`TrainStep`)."""
+    bench = TrainStep(name, model, batch, size, **kwargs)
     for _ in range(warmup):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
+        bench.step()
+    if bench.cuda:
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
     for _ in range(steps):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-    seconds = (time.perf_counter() - start) / steps
-    memory = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
-    return StepResult(name, batch / seconds, flops / 1e9, flops / 1e9 / seconds, memory)
+        bench.timed()
+    return bench.result()
