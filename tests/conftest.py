@@ -3,9 +3,7 @@ from __future__ import annotations
 import pytest
 
 from lab2.data import make_sample_dataset
-
-#: Small settings for the generated sample in tests (the default sample is larger).
-TEST_SAMPLE = dict(seed=0, n_trainval=40, n_test=20, size=96)
+from sample_settings import TEST_SAMPLE
 
 
 @pytest.fixture(scope="session")
