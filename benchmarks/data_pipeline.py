@@ -33,16 +33,12 @@ from lab2.data.reading import read_rgb, read_trimap
 from lab2.data.resize import resize_pair
 from lab2.paths import dataset_dir, default_data_root
 from lab2.preprocess import PreprocessParams, preprocess
+from lab2.timing import ms_per_item
 from results import append_section, markdown_table
 
 
 def per_second(fn, items, repeat: int = 1) -> float:
-    fn(items[0])  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeat):
-        for item in items:
-            fn(item)
-    return repeat * len(items) / (time.perf_counter() - start)
+    return 1000 / ms_per_item(fn, items, repeat)
 
 
 def main() -> None:

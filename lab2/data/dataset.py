@@ -16,8 +16,9 @@ from .audit import audit_dataset
 from .cache import SampleCache, find_cache
 from .index import Record, load_split
 from .masks import trimap_to_mask
-from .reading import read_rgb, read_trimap
+from .reading import read_trimap
 from .resize import as_hw, resize_pair
+from .summary import read_example
 
 _announced: set[str] = set()  # data set folders whose skipped files were already printed
 
@@ -93,10 +94,8 @@ class OxfordPetSegmentation(Dataset):
 
     def read_original(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The sample at its original size: uint8 RGB image (H, W, 3) and uint8 mask (H, W)."""
-        name = self.records[index].name
-        image = read_rgb(self.folder / "images" / f"{name}.jpg")
-        trimap = read_trimap(self.folder / "annotations" / "trimaps" / f"{name}.png")
-        return image, trimap_to_mask(trimap, self.border)
+        image, _, mask = read_example(self.root, self.records[index].name, self.border)
+        return image, mask
 
     def original_mask(self, name: str) -> np.ndarray:
         """The mask of sample ``name`` at its original size, uint8 (H, W)."""
