@@ -30,7 +30,7 @@ def stamp(fig: plt.Figure, data: str, profile: str | None = None) -> None:
     text = f"data: {data}" + (f" · profile: {profile}" if profile else "")
     if data == "synthetic sample":
         text += " — NOT Oxford-IIIT Pet"
-    fig.text(0.995, 0.005, text, ha="right", va="bottom", fontsize=8, color="dimgray")
+    fig.text(0.995, -0.01, text, ha="right", va="top", fontsize=8, color="dimgray")
 
 
 def save_figure(fig: plt.Figure, name: str, folder: str | os.PathLike | None = None) -> Path:

@@ -32,7 +32,9 @@ def dataset_dir(root: str | os.PathLike) -> Path:
 
 
 def figures_dir() -> Path:
-    return PROJECT_ROOT / "figures"
+    """Where notebooks save figures: ``$LAB2_FIGURES_DIR`` if set, else ``<project>/figures``."""
+    env = os.environ.get("LAB2_FIGURES_DIR")
+    return Path(env).expanduser() if env else PROJECT_ROOT / "figures"
 
 
 def runs_dir() -> Path:
