@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from lab2.augment import build_train_transforms
-from lab2.data import OxfordPetSegmentation, build_cache, load_split, make_sample_dataset
+from lab2.data import OxfordPetSegmentation, build_cache, make_sample_dataset
 from lab2.data.reading import read_rgb, read_trimap
 from lab2.data.resize import resize_pair
 from lab2.paths import dataset_dir, default_data_root
@@ -65,7 +65,7 @@ def main() -> None:
     raw_ds = OxfordPetSegmentation(root, "train", size, progress=False)
     names = raw_ds.names[: args.n]
     params = PreprocessParams()
-    cache_raw = build_cache(root, size, None, progress=False)
+    build_cache(root, size, None, progress=False)  # the raw variant, for the loader table
     cache_pre = build_cache(root, size, params, progress=False)
     augment = build_train_transforms(seed=0)
 

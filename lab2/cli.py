@@ -21,11 +21,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-class UserError(Exception):
-    """An error whose message is the whole story; printed as one line, exit code 1."""
-
-
-_EXPECTED = (UserError, ValueError, FileNotFoundError, RuntimeError)
+#: Errors whose message is the whole story (lab2 raises them with a fix): one line, exit code 1.
+_EXPECTED = (ValueError, FileNotFoundError, RuntimeError)
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
