@@ -29,7 +29,7 @@ import torch
 
 from lab2.augment import build_train_transforms
 from lab2.data import OxfordPetSegmentation, build_cache, make_sample_dataset
-from lab2.data.reading import read_rgb, read_trimap
+from lab2.data.reading import read_sample
 from lab2.data.resize import resize_pair
 from lab2.paths import dataset_dir, default_data_root
 from lab2.preprocess import PreprocessParams, preprocess
@@ -70,9 +70,7 @@ def main() -> None:
     augment = build_train_transforms(seed=0)
 
     def decode_resize(name):
-        image = read_rgb(folder / "images" / f"{name}.jpg")
-        trimap = read_trimap(folder / "annotations" / "trimaps" / f"{name}.png")
-        return resize_pair(image, trimap, size)
+        return resize_pair(*read_sample(folder, name), size)
 
     def decode_chain(name):
         image, trimap = decode_resize(name)

@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 
 from .augment import build_train_transforms
 from .data.cache import find_cache
-from .data.reading import read_rgb, read_trimap
+from .data.reading import image_path, read_rgb, read_sample
 from .data.resize import as_hw, resize_image
 from .paths import dataset_dir
 from .preprocess import PreprocessParams, bilateral, clahe, zscore_minmax
@@ -30,16 +30,14 @@ def step_costs(root: str | os.PathLike, names: Sequence[str], image_size: int,
     chain, augmentation, and reading from the preprocessed cache if one is built."""
     folder = dataset_dir(root)
     size = as_hw(image_size)
-    images = {n: read_rgb(folder / "images" / f"{n}.jpg") for n in names}
+    images = {n: read_rgb(image_path(folder, n)) for n in names}
     resized = {n: resize_image(images[n], size) for n in names}
     normalised = {n: zscore_minmax(resized[n], params.eps) for n in names}
     filtered = {n: bilateral(normalised[n], params.bilateral_d, params.bilateral_sigma_color,
                              params.bilateral_sigma_space) for n in names}
     augment = build_train_transforms(seed=0)
     costs = {
-        "decode JPEG + trimap PNG": ms_per_item(
-            lambda n: (read_rgb(folder / "images" / f"{n}.jpg"),
-                       read_trimap(folder / "annotations" / "trimaps" / f"{n}.png")), names),
+        "decode JPEG + trimap PNG": ms_per_item(lambda n: read_sample(folder, n), names),
         "resize": ms_per_item(lambda n: resize_image(images[n], size), names),
         "z-score + min-max": ms_per_item(lambda n: zscore_minmax(resized[n], params.eps), names),
         "bilateral filter": ms_per_item(

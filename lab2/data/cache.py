@@ -33,7 +33,7 @@ from ..preprocess import PreprocessParams, preprocess
 from .audit import audit_dataset, dataset_fingerprint
 from .index import load_split
 from ..paths import dataset_dir
-from .reading import read_rgb, read_trimap
+from .reading import read_sample
 from .resize import as_hw, resize_pair
 
 CACHE_VERSION = 1
@@ -112,8 +112,7 @@ def _init_worker(folder: str, dataset: str, size: tuple[int, int],
 def _fill_row(job: tuple[int, str]) -> int:
     row, name = job
     s = _worker_state
-    image = read_rgb(s["dataset"] / "images" / f"{name}.jpg")
-    trimap = read_trimap(s["dataset"] / "annotations" / "trimaps" / f"{name}.png")
+    image, trimap = read_sample(s["dataset"], name)
     image, trimap = resize_pair(image, trimap, s["size"])
     if s["params"] is not None:
         image = preprocess(image, s["params"])

@@ -16,7 +16,7 @@ from .audit import audit_dataset
 from .cache import SampleCache, find_cache
 from .index import Record, load_split
 from .masks import trimap_to_mask
-from .reading import read_trimap
+from .reading import read_trimap, trimap_path
 from .resize import as_hw, resize_pair
 from .summary import read_example
 
@@ -73,14 +73,12 @@ class OxfordPetSegmentation(Dataset):
         self.audit = audit_dataset(root, progress=progress)
         skipped = self.audit.skipped_names
         self.records: list[Record] = [r for r in records if r.name not in skipped][:max_samples]
-        excluded = sorted(skipped & {r.name for r in records})
         key = str(self.folder)
         if skipped and key not in _announced:
             _announced.add(key)
             print(f"lab2: skipping {len(skipped)} unusable file(s) of {self.folder}: "
                   f"{', '.join(sorted(skipped))} (details: python -m lab2 audit --root {root})",
                   file=sys.stderr)
-        self.excluded = excluded
         self.cache: SampleCache | None = None
         if use_cache and self.image_size is not None:
             self.cache = find_cache(root, self.image_size, self.preprocess)
@@ -99,8 +97,7 @@ class OxfordPetSegmentation(Dataset):
 
     def original_mask(self, name: str) -> np.ndarray:
         """The mask of sample ``name`` at its original size, uint8 (H, W)."""
-        trimap = read_trimap(self.folder / "annotations" / "trimaps" / f"{name}.png")
-        return trimap_to_mask(trimap, self.border)
+        return trimap_to_mask(read_trimap(trimap_path(self.folder, name)), self.border)
 
     def read_resized(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The sample at ``image_size`` (uint8 image, preprocessed if asked, and mask), before any

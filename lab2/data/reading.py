@@ -55,6 +55,21 @@ def check_image(path: str | os.PathLike) -> tuple[str, str]:
     return (RECOVERED, "; ".join(problems)) if problems else (OK, "")
 
 
+def image_path(folder: str | os.PathLike, name: str) -> Path:
+    """``<data set folder>/images/<name>.jpg``."""
+    return Path(folder) / "images" / f"{name}.jpg"
+
+
+def trimap_path(folder: str | os.PathLike, name: str) -> Path:
+    """``<data set folder>/annotations/trimaps/<name>.png``."""
+    return Path(folder) / "annotations" / "trimaps" / f"{name}.png"
+
+
+def read_sample(folder: str | os.PathLike, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 RGB image, uint8 trimap) of sample ``name`` in a data set folder."""
+    return read_rgb(image_path(folder, name)), read_trimap(trimap_path(folder, name))
+
+
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """Read any decodable image as a uint8 RGB array (H, W, 3)."""
     with Image.open(path) as image:

@@ -10,7 +10,7 @@ from ..paths import dataset_dir
 from .audit import audit_dataset
 from .index import SPLITS, Record, load_split
 from .masks import trimap_to_mask
-from .reading import image_size_of, read_rgb, read_trimap
+from .reading import image_path, image_size_of, read_sample
 
 
 def usable_records(root: str | os.PathLike, split: str) -> list[Record]:
@@ -26,14 +26,12 @@ def split_sizes(root: str | os.PathLike) -> dict[str, dict[str, int]]:
 
 def image_sizes(root: str | os.PathLike, records: list[Record]) -> list[tuple[int, int]]:
     """(width, height) of each record's image, from the file headers."""
-    folder = dataset_dir(root) / "images"
-    return [image_size_of(folder / f"{r.name}.jpg") for r in records]
+    folder = dataset_dir(root)
+    return [image_size_of(image_path(folder, r.name)) for r in records]
 
 
 def read_example(root: str | os.PathLike, name: str, border: str = "foreground"
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image, trimap, binary mask) of one sample at its original size."""
-    folder = dataset_dir(root)
-    image = read_rgb(folder / "images" / f"{name}.jpg")
-    trimap = read_trimap(folder / "annotations" / "trimaps" / f"{name}.png")
+    image, trimap = read_sample(dataset_dir(root), name)
     return image, trimap, trimap_to_mask(trimap, border)
