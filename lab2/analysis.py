@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
+from .config import run_name
 from .data.summary import read_example
 from .evaluate import load_trained_model
 from .experiment import RUNS
-from .metrics import dice_per_image
-from .predict import predict_probability
+from .metrics import image_dice
+from .predict import predict_mask
 
-RUN_NAMES = tuple(f"{m}_{'preprocessed' if p else 'raw'}" for m, p in RUNS)
+RUN_NAMES = tuple(run_name(m, p) for m, p in RUNS)
 
 
 def per_image_dice(experiment: str | Path, split: str = "test") -> dict[str, dict[str, float]]:
@@ -50,10 +50,8 @@ def prediction_rows(models: dict, root, names: Sequence[str], notes: Sequence[st
         image, _, mask = read_example(root, name)
         predictions, dice = {}, {}
         for run, (model, config) in models.items():
-            pred = (predict_probability(model, config, image) > 0.5).astype(np.uint8)
-            predictions[run] = pred
-            dice[run] = float(dice_per_image(torch.from_numpy(pred)[None],
-                                             torch.from_numpy(mask).long()[None])[0])
+            predictions[run] = predict_mask(model, config, image)
+            dice[run] = image_dice(predictions[run], mask)
         rows.append({"name": name, "note": note, "image": image, "mask": mask,
                      "predictions": predictions, "dice": dice})
     return rows

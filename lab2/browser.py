@@ -6,13 +6,11 @@ from typing import Sequence
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
-import numpy as np
-import torch
 
 from .data.summary import read_example
 from .figures import RUN_TITLES, mask_rgb
-from .metrics import dice_per_image
-from .predict import overlay, predict_probability
+from .metrics import image_dice
+from .predict import overlay, predict_mask
 
 
 def prediction_browser(models: dict, root, names: Sequence[str]) -> widgets.Widget:
@@ -25,9 +23,8 @@ def prediction_browser(models: dict, root, names: Sequence[str]) -> widgets.Widg
     def show(_=None) -> None:
         model, config = models[run_picker.value]
         image, _, mask = read_example(root, image_picker.value)
-        pred = (predict_probability(model, config, image) > 0.5).astype(np.uint8)
-        dice = float(dice_per_image(torch.from_numpy(pred)[None],
-                                    torch.from_numpy(mask).long()[None])[0])
+        pred = predict_mask(model, config, image)
+        dice = image_dice(pred, mask)
         with output:
             output.clear_output(wait=True)
             fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))

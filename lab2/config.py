@@ -31,6 +31,11 @@ PROFILES = ("full", "quick", "smoke", "auto")
 PROFILE_ENV = "LAB2_PROFILE"
 
 
+def run_name(model: str, preprocess: bool) -> str:
+    """Name of a run folder: ``unet_raw``, ``resnet34_unet_preprocessed``, …"""
+    return f"{model}_{'preprocessed' if preprocess else 'raw'}"
+
+
 @dataclass
 class TrainConfig:
     # --- what is trained
@@ -140,7 +145,7 @@ class TrainConfig:
 
     @property
     def run_name(self) -> str:
-        return f"{self.model}_{'preprocessed' if self.preprocess else 'raw'}"
+        return run_name(self.model, self.preprocess)
 
 
 #: Field changes of each profile relative to the report's settings.
@@ -179,4 +184,4 @@ def profile_config(profile: str | None = None, **overrides) -> TrainConfig:
 
 
 __all__ = ["TrainConfig", "PROFILES", "PROFILE_OVERRIDES", "OPTIMIZERS", "profile_config",
-           "resolve_profile"]
+           "resolve_profile", "run_name"]

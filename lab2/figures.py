@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .atomic import atomic_path
+from .config import run_name
 from .paths import figures_dir
 
 RUN_COLOURS = {"unet_raw": "tab:blue", "unet_preprocessed": "tab:cyan",
@@ -235,8 +236,7 @@ def plot_prediction_grid(rows: Sequence[dict], runs: Sequence[str], data: str,
 def plot_dice_table(results: Sequence[dict], data: str, profile: str) -> plt.Figure:
     """Table 1 as bars: lab2's average test Dice beside the report's, per run."""
     fig, ax = plt.subplots(figsize=(8, 3.5))
-    names = [RUN_TITLES[f"{r['model']}_{'preprocessed' if r['preprocess'] else 'raw'}"]
-             for r in results]
+    names = [RUN_TITLES[run_name(r["model"], r["preprocess"])] for r in results]
     x = np.arange(len(results))
     ours = ax.bar(x - 0.2, [r["dice"] for r in results], 0.4, label=f"lab2 ({data})")
     theirs = ax.bar(x + 0.2, [r["reported_dice"] for r in results], 0.4,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from .data.masks import IGNORE_INDEX
@@ -45,6 +46,14 @@ def dice_per_image(pred: torch.Tensor, target: torch.Tensor,
                    ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Foreground Dice of each image, (B,)."""
     return dice_from_counts(dice_counts(pred, target, ignore_index))
+
+
+def image_dice(pred: np.ndarray, target: np.ndarray,
+               ignore_index: int = IGNORE_INDEX) -> float:
+    """Foreground Dice of one (H, W) prediction against its mask, numpy in."""
+    return float(dice_per_image(torch.from_numpy(np.asarray(pred)).long()[None],
+                                torch.from_numpy(np.asarray(target)).long()[None],
+                                ignore_index)[0])
 
 
 def pooled_dice(pred: torch.Tensor, target: torch.Tensor,

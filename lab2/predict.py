@@ -40,6 +40,11 @@ def predict_probability(model: nn.Module, config: TrainConfig, image: np.ndarray
     return logits.softmax(1)[0, 1].cpu().numpy()
 
 
+def predict_mask(model: nn.Module, config: TrainConfig, image: np.ndarray) -> np.ndarray:
+    """Predicted pet mask (H, W) uint8 0/1 at the image's own size (probability > 0.5)."""
+    return (predict_probability(model, config, image) > 0.5).astype(np.uint8)
+
+
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """The image with the predicted pet tinted and outlined (uint8 RGB)."""
     out = image.astype(np.float32)
@@ -66,10 +71,10 @@ def predict_files(checkpoint: str | os.PathLike, images: list[str | os.PathLike]
         if status == SKIPPED:
             raise ValueError(f"cannot read {path}: {problem}")
         image = read_rgb(path)
-        mask = predict_probability(model, config, image) > 0.5
+        mask = predict_mask(model, config, image)
         mask_path = out_dir / f"{path.stem}_mask.png"
         overlay_path = out_dir / f"{path.stem}_overlay.png"
-        cv2.imwrite(str(mask_path), mask.astype(np.uint8) * 255)
+        cv2.imwrite(str(mask_path), mask * 255)
         cv2.imwrite(str(overlay_path), cv2.cvtColor(overlay(image, mask), cv2.COLOR_RGB2BGR))
         written += [mask_path, overlay_path]
     return written
