@@ -16,9 +16,7 @@ from . import atomic
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
 from .data.sample import dataset_label
-from .models import build_model
-from .train import Step, amp_dtype, build_datasets, channels_last, evaluate_model, make_loader, \
-    resolve_device
+from .train import Step, build_datasets, evaluate_model, make_loader, model_for
 
 
 def load_trained_model(checkpoint: str | os.PathLike, device: torch.device | str = "cpu"
@@ -26,7 +24,7 @@ def load_trained_model(checkpoint: str | os.PathLike, device: torch.device | str
     """Rebuild the network from a checkpoint's config and load its weights (eval mode)."""
     state = load_checkpoint(checkpoint)
     config = TrainConfig.from_dict(state["config"])
-    model = build_model(config.model, base_channels=config.base_channels, dropout=config.dropout)
+    model = model_for(config)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), config, state
 
@@ -45,13 +43,11 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, root, split: str = "test"
     config = config.replace(device=device)
     if max_samples != -1:
         config = config.replace(max_eval_samples=max_samples)
-    dev = resolve_device(config)
-    step = Step(dev, amp_dtype(config, dev), channels_last(config, dev))
-    model.to(dev, memory_format=torch.channels_last if step.channels_last else
-             torch.contiguous_format)
+    step = Step.for_config(config)
+    step.place(model)
     dataset = build_datasets(config, root, splits=(split,), progress=progress)[split]
-    result = evaluate_model(model, make_loader(dataset, config, train=False, device=dev), step,
-                            original=dataset, progress=progress, desc=f"evaluate {split}")
+    result = evaluate_model(model, make_loader(dataset, config, train=False, device=step.device),
+                            step, original=dataset, progress=progress, desc=f"evaluate {split}")
     metrics = {
         "split": split, "n_images": result["n_images"],
         "dice": result["dice"], "dice_pooled": result["dice_pooled"],

@@ -124,6 +124,11 @@ def make_loader(dataset: OxfordPetSegmentation, config: TrainConfig, *, train: b
         pin_memory=device is not None and device.type == "cuda")
 
 
+def model_for(config: TrainConfig) -> nn.Module:
+    """The network a config describes (freshly initialised)."""
+    return build_model(config.model, base_channels=config.base_channels, dropout=config.dropout)
+
+
 # ---- optimisation -------------------------------------------------------------------------------
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -157,6 +162,16 @@ class Step:
     device: torch.device
     amp: torch.dtype | None
     channels_last: bool
+
+    @classmethod
+    def for_config(cls, config: TrainConfig) -> "Step":
+        device = resolve_device(config)
+        return cls(device, amp_dtype(config, device), channels_last(config, device))
+
+    def place(self, model: nn.Module) -> nn.Module:
+        """Move the model to the device, in channels_last when the step uses it."""
+        return model.to(self.device, memory_format=torch.channels_last if self.channels_last
+                        else torch.contiguous_format)
 
     def inputs(self, images: torch.Tensor, masks: torch.Tensor):
         images = images.to(self.device, non_blocking=True)
@@ -300,16 +315,14 @@ def train(config: TrainConfig, root, out, *, resume: bool = False, progress: boo
     out.mkdir(parents=True, exist_ok=True)
     config.save(out / "config.json")
 
-    device = resolve_device(config)
-    step = Step(device, amp_dtype(config, device), channels_last(config, device))
+    step = Step.for_config(config)
+    device = step.device
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     seed_everything(config.seed)
-    model = build_model(config.model, base_channels=config.base_channels, dropout=config.dropout)
-    model.to(device, memory_format=torch.channels_last if step.channels_last
-             else torch.contiguous_format)
+    model = step.place(model_for(config))
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     history: list[dict] = []
