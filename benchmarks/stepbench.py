@@ -67,6 +67,7 @@ class StepResult:
     gflops_per_step: float
     achieved_gflops: float
     peak_memory_gib: float | None
+    warmup_s: float = 0.0   # wall time of the untimed first steps (cudnn autotuning, compilation)
 
 
 def step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -82,10 +83,12 @@ class TrainStep:
 
     def __init__(self, name: str, model: nn.Module, batch: int, size: int, *,
                  device: str = "cpu", channels_last: bool = False,
-                 amp: torch.dtype | None = None, compile: bool = False):
+                 amp: torch.dtype | None = None, compile: bool = False,
+                 sync_loss: bool = False):
         torch.manual_seed(0)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.name, self.batch, self.device, self.amp = name, batch, device, amp
+        self.sync_loss = sync_loss   # read the loss on the host every step (lab2's loop before)
         self.model = model.to(device, memory_format=fmt).train()
         self.x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
         self.y = torch.randint(0, 2, (batch, size, size), device=device)
@@ -99,6 +102,8 @@ class TrainStep:
         with torch.autocast(device_type=self.device.split(":")[0],
                             dtype=self.amp or torch.float32, enabled=self.amp is not None):
             loss = F.cross_entropy(self.run(self.x).float(), self.y)
+        if self.sync_loss and not torch.isfinite(loss):
+            raise FloatingPointError("non-finite loss")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -115,22 +120,25 @@ class TrainStep:
         self.seconds.append((time.perf_counter() - start) / steps)
         return self.seconds[-1]
 
-    def result(self) -> StepResult:
+    def result(self, warmup_s: float = 0.0) -> StepResult:
         """Median of the recorded timings."""
         seconds = statistics.median(self.seconds)
         memory = torch.cuda.max_memory_allocated() / 2**30 if self.cuda else None
         return StepResult(self.name, self.batch / seconds, self.flops / 1e9,
-                          self.flops / 1e9 / seconds, memory)
+                          self.flops / 1e9 / seconds, memory, warmup_s)
 
 
 def time_train_step(name: str, model: nn.Module, batch: int, size: int, *, steps: int = 3,
                     warmup: int = 1, **kwargs) -> StepResult:
     """Warm up, then time ``steps`` steps of one model (see :class:`TrainStep`)."""
     bench = TrainStep(name, model, batch, size, **kwargs)
+    start = time.perf_counter()
     for _ in range(warmup):
         bench.step()
     if bench.cuda:
+        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    warmup_s = time.perf_counter() - start
     for _ in range(steps):
         bench.timed()
-    return bench.result()
+    return bench.result(warmup_s)

@@ -183,6 +183,50 @@ class Step:
         return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
 
 
+class LossGuard:
+    """Stops training on a non-finite loss without making the GPU wait for the CPU.
+
+    On the CPU each loss is checked before its backward pass. On CUDA, reading a loss on the host
+    waits for every queued kernel, so the GPU would idle while the CPU launches the next step's
+    work; instead the finiteness flag is copied to pinned memory behind an event and read one step
+    later, when that step's kernels are already queued. A bad loss is then reported one step late
+    (the weights in memory may already be spoilt), which changes nothing for the user: training
+    stops and last.pt still holds the last completed epoch.
+    """
+
+    def __init__(self, device: torch.device):
+        self.lagged = device.type == "cuda"
+        self.pending: tuple | None = None
+
+    def check(self, loss: torch.Tensor, epoch: int, batch: int) -> None:
+        loss = loss.detach()
+        if not self.lagged:
+            self._raise_unless(bool(torch.isfinite(loss)), loss, epoch, batch)
+            return
+        flag = torch.empty((), dtype=torch.bool, pin_memory=True)
+        flag.copy_(torch.isfinite(loss), non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self.flush()
+        self.pending = (flag, event, loss, epoch, batch)
+
+    def flush(self) -> None:
+        """Check the loss still waiting (CUDA); call after the last batch."""
+        if self.pending is not None:
+            flag, event, loss, epoch, batch = self.pending
+            self.pending = None
+            event.synchronize()
+            self._raise_unless(bool(flag), loss, epoch, batch)
+
+    @staticmethod
+    def _raise_unless(finite: bool, loss: torch.Tensor, epoch: int, batch: int) -> None:
+        if not finite:
+            raise NonFiniteLossError(
+                f"the training loss became {loss.item()} in epoch {epoch + 1}, batch {batch + 1}; "
+                "training stopped and last.pt still holds the last completed epoch. Lower --lr, "
+                "or turn mixed precision off (--amp off), then resume with --resume.")
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     step: Step, *, epoch: int, progress: bool = True,
                     on_batch: Callable[[int, int], None] | None = None) -> float:
@@ -192,16 +236,13 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     count = 0
     bar = tqdm(loader, desc=f"epoch {epoch + 1} train", unit="batch", leave=False,
                disable=not progress)
+    guard = LossGuard(step.device)
     for i, (images, masks, _) in enumerate(bar):
         images, masks = step.inputs(images, masks)
         with step.autocast():
             logits = model(images)                                        # (B, 2, H, W)
             loss = F.cross_entropy(logits.float(), masks, ignore_index=IGNORE_INDEX)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"the training loss became {loss.item()} in epoch {epoch + 1}, batch {i + 1}; "
-                "training stopped and last.pt still holds the last completed epoch. Lower --lr, "
-                "or turn mixed precision off (--amp off), then resume with --resume.")
+        guard.check(loss, epoch, i)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -209,6 +250,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         count += images.shape[0]
         if on_batch is not None:
             on_batch(epoch, i)
+    guard.flush()
     return float(total) / max(1, count)
 
 
@@ -395,5 +437,5 @@ def is_finished(run_dir: str | Path) -> bool:
 
 
 __all__ = ["train", "evaluate_model", "train_one_epoch", "build_datasets", "make_loader",
-           "build_optimizer", "build_scheduler", "lr_at_epoch", "NonFiniteLossError", "Step",
-           "is_finished", "read_history"]
+           "build_optimizer", "build_scheduler", "lr_at_epoch", "NonFiniteLossError", "LossGuard",
+           "Step", "is_finished", "read_history"]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -76,3 +80,17 @@ def test_dataset_with_train_transforms_yields_normalised_tensors(sample_root):
     image, mask, _ = ds[0]
     assert image.shape == (3, 64, 64) and image.min() < 0  # normalised, not 0–1
     assert set(mask.unique().tolist()) <= {0, 1}
+
+
+def test_importing_lab2_opens_no_network_connection():
+    # albumentations checks pypi.org for updates on import unless told not to (lab2/__init__.py).
+    code = ("import sys\n"
+            "calls = []\n"
+            "sys.addaudithook(lambda event, args: calls.append(event) if event in "
+            "('socket.connect', 'socket.getaddrinfo') else None)\n"
+            "import lab2.augment, lab2.train, lab2.cli\n"
+            "print(calls)")
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout

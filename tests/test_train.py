@@ -17,7 +17,7 @@ from lab2.evaluate import evaluate_checkpoint
 from lab2.experiment import REPORTED_DICE, load_results, run_experiment
 from lab2.metrics import DiceMeter
 from lab2.predict import predict_files
-from lab2.train import NonFiniteLossError, read_history, train
+from lab2.train import LossGuard, NonFiniteLossError, read_history, train
 
 SMOKE = dict(image_size=64, base_channels=4, epochs=3, batch_size=4, max_train_samples=12,
              max_eval_samples=6, num_workers=0)
@@ -124,6 +124,14 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoin
     state = load_checkpoint(tmp_path / "nan" / "last.pt")
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_the_loss_guard_on_the_cpu_stops_at_the_bad_batch_itself():
+    guard = LossGuard(torch.device("cpu"))
+    guard.check(torch.tensor(0.7), epoch=0, batch=0)
+    with pytest.raises(NonFiniteLossError, match=r"became nan in epoch 3, batch 5"):
+        guard.check(torch.tensor(float("nan")), epoch=2, batch=4)
+    guard.flush()   # nothing pending on the CPU
 
 
 def test_evaluate_reports_both_dice_figures_at_both_resolutions(trained, sample_root):
