@@ -1,0 +1,94 @@
+"""End to end: lab2's real training run (data loader, augmentation, training, validation) per epoch.
+
+gpu.py times the training step on batches already in memory; this script checks the other half of
+its projection, that the data loader keeps the GPU busy. It trains each network with the report's
+settings (batch 8, bf16 + channels_last on CUDA) on a synthetic sample of photo-sized images, once
+per number of loader workers, and reports the median epoch time after the first epoch (which pays
+cudnn's autotuning), the training images per second it implies, and the report's 50-epoch run
+scaled from it (3312 training images). Each epoch also pays fixed costs (starting the loader's
+workers, the first batches) that the real data set spreads over six times more images, so the
+projection from this small sample is an upper bound.
+
+    python benchmarks/epoch.py                 # on a CUDA machine: 512 px, 2 / 4 / 8 workers
+    python benchmarks/epoch.py --dry-run       # the same code on the CPU at 64 px
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from results import append_section, markdown_table
+
+TRAIN_IMAGES, EPOCHS = 3312, 50
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true",
+                        help="CPU, 64 px, a 40-image sample, narrow networks, 0 and 2 workers")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--workers", type=int, nargs="+", default=[2, 4, 8])
+    parser.add_argument("--n-trainval", type=int, default=600)
+    parser.add_argument("--sample-size", type=int, default=500, help="longest photo side, px")
+    args = parser.parse_args()
+
+    from lab2.config import profile_config
+    from lab2.data import build_cache, make_sample_dataset
+    from lab2.train import train
+
+    if args.dry_run:
+        size, n_trainval, sample_size, workers, epochs = 64, 40, 96, [0, 2], 2
+        extra = dict(base_channels=8, device="cpu")
+    else:
+        if not torch.cuda.is_available():
+            sys.exit("no CUDA device: run this on a GPU machine, or pass --dry-run")
+        size, n_trainval, sample_size = 512, args.n_trainval, args.sample_size
+        workers, epochs, extra = args.workers, args.epochs, {}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "data"
+        started = time.perf_counter()
+        make_sample_dataset(root, n_trainval=n_trainval, n_test=10, size=sample_size,
+                            progress=False)
+        generated = time.perf_counter() - started
+        started = time.perf_counter()
+        cache = build_cache(root, size, None, progress=False)
+        cached = time.perf_counter() - started
+        print(f"sample: {generated:.0f} s; cache of {len(cache.names)} samples at {size} px: "
+              f"{cached:.1f} s", flush=True)
+        for model in ("unet", "resnet34_unet"):
+            for w in workers:
+                out = Path(tmp) / f"{model}_{w}"
+                config = profile_config("full", model=model, image_size=size, epochs=epochs,
+                                        num_workers=w, **extra)
+                result = train(config, root, out, progress=False)
+                seconds = [h["seconds"] for h in result["history"]]
+                steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
+                n_train = json.loads((out / "run.json").read_text())["n_train"]
+                rate = n_train / steady
+                rows.append((model, config.batch_size, w, n_train, f"{seconds[0]:.1f}",
+                             f"{steady:.2f}", f"{rate:.0f}",
+                             f"{EPOCHS * steady * TRAIN_IMAGES / n_train / 3600:.2f}"))
+                print(rows[-1], flush=True)
+    table = markdown_table(("model", "batch", "loader workers", "train images", "first epoch s",
+                            "median later epoch s", "train images/s (epoch incl. validation)",
+                            "projected 50-epoch run (h)"), rows)
+    print(table)
+    where = ("DRY RUN on the CPU at 64 px — not GPU numbers" if args.dry_run else
+             f"{torch.cuda.get_device_name()}, {size}x{size}, SYNTHETIC sample ({n_trainval} "
+             f"trainval photos up to {sample_size} px), {epochs} epochs per row; sample drawn in "
+             f"{generated:.0f} s, cache built in {cached:.1f} s")
+    append_section("Training epoch end to end" + (" (dry run)" if args.dry_run else ""),
+                   f"{where}.\n\n{table}", "python " + " ".join(sys.argv))
+
+
+if __name__ == "__main__":
+    main()
