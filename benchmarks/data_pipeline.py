@@ -6,13 +6,14 @@ Three tables, appended to benchmarks/RESULTS.md:
    cache read; cache read + train augmentation — and the speed-up of the cached path;
 2. storage formats for the cache: a row of a memory-mapped .npy array, one .npy file per sample,
    one PNG file per sample (image + trimap);
-3. the DataLoader (batch 8): raw / preprocessed × cached / uncached × 0, 1, 2 workers.
+3. the DataLoader (batch 8): raw / preprocessed × cached / uncached × float32 items (normalised in
+   the workers) / uint8 items (normalised per batch, as lab2 trains) × 0, 1, 2 workers.
 
 Runs on the real data set when ``data/oxford-iiit-pet`` holds it, otherwise on a synthetic sample
 drawn at photo-like sizes (``--sample-size``, default 500 px) in a temporary folder; the table says
 which.
 
-    python benchmarks/data_pipeline.py [--image-size 512] [--n 48] [--skip-loader]
+    python benchmarks/data_pipeline.py [--image-size 512] [--n 48] [--epochs 3] [--skip-loader]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import cv2
 import numpy as np
 import torch
 
-from lab2.augment import build_train_transforms
+from lab2.augment import build_train_transforms, normalize_images
 from lab2.data import OxfordPetSegmentation, build_cache, make_sample_dataset
 from lab2.data.reading import read_sample
 from lab2.data.resize import resize_pair
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=48, help="samples timed per measurement")
     parser.add_argument("--sample-size", type=int, default=500)
     parser.add_argument("--skip-loader", action="store_true", help="skip table 3")
+    parser.add_argument("--epochs", type=int, default=3, help="timed loader epochs (table 3)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -142,24 +144,36 @@ def main() -> None:
         rows = []
         for preprocessed in (False, True):
             for cached in (False, True):
-                ds = OxfordPetSegmentation(root, "train", size, preprocess=preprocessed,
-                                           use_cache=cached, transform=build_train_transforms(),
-                                           progress=False)
-                ds.records = ds.records[: args.n]
-                for workers in (0, 1, 2):
-                    loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=workers,
-                                                         prefetch_factor=2 if workers else None,
-                                                         persistent_workers=workers > 0)
-                    for _ in loader:  # warm-up epoch: starts the workers
-                        pass
-                    start = time.perf_counter()
-                    for _ in loader:
-                        pass
-                    rate = len(ds) / (time.perf_counter() - start)
-                    rows.append(("preprocessed" if preprocessed else "raw",
-                                 "cached" if cached else "uncached", workers, f"{rate:,.1f}"))
-        table3 = markdown_table(("variant", "source", "workers", "samples/s (second epoch)"),
-                                rows)
+                for items in ("float32", "uint8"):
+                    # float32: normalised per sample in the workers (lab2 before); uint8: the
+                    # workers pass uint8 and the batch is normalised after it arrives (lab2 now;
+                    # on CUDA that happens on the GPU, here it is counted on the CPU)
+                    compact = items == "uint8"
+                    ds = OxfordPetSegmentation(
+                        root, "train", size, preprocess=preprocessed, use_cache=cached,
+                        transform=build_train_transforms(normalize=not compact), progress=False,
+                        uint8=compact)
+                    ds.records = ds.records[: args.n]
+                    for workers in (0, 1, 2):
+                        loader = torch.utils.data.DataLoader(
+                            ds, batch_size=8, num_workers=workers,
+                            prefetch_factor=2 if workers else None, persistent_workers=workers > 0)
+
+                        def epoch():
+                            for images, _, _ in loader:
+                                if compact:
+                                    normalize_images(images)
+                        epoch()  # warm-up epoch: starts the workers
+                        start = time.perf_counter()
+                        for _ in range(args.epochs):
+                            epoch()
+                        rate = args.epochs * len(ds) / (time.perf_counter() - start)
+                        rows.append(("preprocessed" if preprocessed else "raw",
+                                     "cached" if cached else "uncached", items, workers,
+                                     f"{rate:,.1f}"))
+                        print(rows[-1], flush=True)
+        table3 = markdown_table(("variant", "source", "items", "workers",
+                                 f"samples/s (mean of {args.epochs} epochs after a warm-up)"), rows)
         print(table3)
         sections.append(table3)
     append_section("Data pipeline", "\n\n".join(sections), "python " + " ".join(sys.argv))

@@ -7,8 +7,9 @@ time of the report's run: 50 epochs × 3312 training images, plus validation (36
 only, counted as a third of a training step per image).
 
 Also, at the report's batch 8 with lab2's default CUDA settings (bf16 + channels_last):
-- lab2's own loop (``lab2.train.train_one_epoch`` over pinned CPU batches, so host-to-device copies
-  and the loss guard are in the time): the basis of the projected time of the whole experiment;
+- lab2's own loop (``lab2.train.train_one_epoch`` over pinned uint8 CPU batches, as its loader
+  yields them, so host-to-device copies, normalisation and the loss guard are in the time): the
+  basis of the projected time of the whole experiment;
 - the same step reading its loss on the host every step (lab2's loop before ``LossGuard``);
 - the peers, textbook UNet and (if installed) segmentation_models_pytorch's Unet("resnet34").
 
@@ -69,8 +70,9 @@ def time_lab2_loop(name: str, batch: int, size: int, device: str, amp, channels_
     step = Step(torch.device(device), amp, channels_last)
     optimizer = build_optimizer(bench.model, TrainConfig(model=name))
     pin = device.startswith("cuda")
-    images = bench.x.cpu().contiguous()
-    masks = bench.y.cpu()
+    # what lab2's loader yields: uint8 images and masks, normalised by Step.inputs on the device
+    images = torch.randint(0, 256, tuple(bench.x.shape), dtype=torch.uint8)
+    masks = bench.y.cpu().to(torch.uint8)
     if pin:
         images, masks = images.pin_memory(), masks.pin_memory()
     names = [f"img{i}" for i in range(batch)]

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import albumentations as A
 import cv2
+import torch
 
 #: ImageNet statistics, albumentations' default; applied to every split.
 MEAN = (0.485, 0.456, 0.406)
@@ -45,6 +46,16 @@ class AugmentParams:
 
 def _normalize() -> A.Normalize:
     return A.Normalize(mean=MEAN, std=STD, max_pixel_value=255.0)
+
+
+def normalize_images(images: torch.Tensor) -> torch.Tensor:
+    """A batch of uint8 images (B, 3, H, W) → float32, normalised as :func:`build_eval_transforms`
+    does one image (``(x / 255 - MEAN) / STD``), on the batch's device. Training feeds uint8 through
+    the data loader and normalises here: on this 2-core CPU the loader then passed 2–3× more
+    samples per second (benchmarks/RESULTS.md)."""
+    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
+    return images.float().div_(255).sub_(mean).div_(std)
 
 
 def build_train_transforms(params: AugmentParams = AugmentParams(), seed: int | None = None,

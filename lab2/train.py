@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import __version__, atomic
-from .augment import build_eval_transforms, build_train_transforms, reseed
+from .augment import build_train_transforms, normalize_images, reseed
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .data import OxfordPetSegmentation, build_cache, dataset_fingerprint
@@ -93,10 +93,11 @@ def build_datasets(config: TrainConfig, root, splits=("train", "val"), progress:
     datasets = {}
     for split in splits:
         train = split == "train"
-        transform = build_train_transforms() if (train and config.augment) else build_eval_transforms()
+        # uint8 through the loader; Step.inputs normalises the batch on the device
+        transform = build_train_transforms(normalize=False) if (train and config.augment) else None
         datasets[split] = OxfordPetSegmentation(
             root, split, config.image_size, transform=transform, border=config.border,
-            preprocess=config.preprocess, progress=progress,
+            preprocess=config.preprocess, progress=progress, uint8=True,
             max_samples=config.max_train_samples if train else config.max_eval_samples)
         if len(datasets[split]) == 0:
             raise ValueError(f"split {split!r} of {root} has no usable samples")
@@ -174,10 +175,13 @@ class Step:
                         else torch.contiguous_format)
 
     def inputs(self, images: torch.Tensor, masks: torch.Tensor):
+        """A loader's batch on the device: uint8 images normalised there, masks as long."""
         images = images.to(self.device, non_blocking=True)
+        if images.dtype == torch.uint8:
+            images = normalize_images(images)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return images, masks.to(self.device, non_blocking=True)
+        return images, masks.to(self.device, non_blocking=True).long()
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)

@@ -8,8 +8,10 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
-from lab2.augment import MEAN, STD, AugmentParams, build_eval_transforms, build_train_transforms
+from lab2.augment import (MEAN, STD, AugmentParams, build_eval_transforms, build_train_transforms,
+                          normalize_images)
 from lab2.data import IGNORE_INDEX, OxfordPetSegmentation
 
 GEOMETRY_ONLY = AugmentParams(p_hflip=0.5, p_affine=1.0, p_blur=0, p_color=0,
@@ -80,6 +82,27 @@ def test_dataset_with_train_transforms_yields_normalised_tensors(sample_root):
     image, mask, _ = ds[0]
     assert image.shape == (3, 64, 64) and image.min() < 0  # normalised, not 0–1
     assert set(mask.unique().tolist()) <= {0, 1}
+
+
+def test_batch_normalisation_on_the_device_matches_the_per_image_transform():
+    images = np.random.default_rng(3).integers(0, 256, (4, 24, 20, 3), dtype=np.uint8)
+    per_image = np.stack([build_eval_transforms()(image=im)["image"] for im in images])
+    batch = normalize_images(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))
+    assert batch.dtype == torch.float32
+    assert np.allclose(batch.numpy().transpose(0, 2, 3, 1), per_image, atol=1e-5)
+
+
+def test_training_batches_travel_as_uint8_and_arrive_normalised(sample_root):
+    from lab2.train import Step
+    plain = OxfordPetSegmentation(sample_root, "train", image_size=64,
+                                  transform=build_eval_transforms(), progress=False)
+    compact = OxfordPetSegmentation(sample_root, "train", image_size=64, progress=False,
+                                    uint8=True)
+    image, mask, name = compact[0]
+    assert image.dtype == mask.dtype == torch.uint8 and name == plain[0][2]
+    images, masks = Step(torch.device("cpu"), None, False).inputs(image[None], mask[None])
+    assert masks.dtype == torch.long and torch.equal(masks[0], plain[0][1])
+    assert torch.allclose(images[0], plain[0][0], atol=1e-5)
 
 
 def test_importing_lab2_opens_no_network_connection():

@@ -23,11 +23,14 @@ from .summary import read_example
 _announced: set[str] = set()  # data set folders whose skipped files were already printed
 
 
-def to_tensors(image: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(H, W, 3) uint8 or float array → float (3, H, W) tensor (uint8 scaled to 0–1); mask → long."""
+def to_tensors(image: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor,
+               uint8: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H, W, 3) uint8 or float array → float (3, H, W) tensor (uint8 scaled to 0–1); mask → long.
+    With ``uint8`` a uint8 image and mask stay uint8 (a quarter and an eighth of the bytes)."""
     if isinstance(image, np.ndarray):
         tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if uint8 and tensor.dtype == torch.uint8:
+            return tensor, torch.from_numpy(np.ascontiguousarray(mask, dtype=np.uint8))
         image = tensor.float().div_(255) if tensor.dtype == torch.uint8 else tensor.float()
     return image, torch.as_tensor(np.ascontiguousarray(mask), dtype=torch.long)
 
@@ -48,18 +51,23 @@ class OxfordPetSegmentation(Dataset):
             when one exists (far faster); otherwise decode, resize and preprocess every time.
         max_samples: keep only the first ``max_samples`` usable samples of the split.
         progress: show a progress bar if the data set has to be audited first.
+        uint8: return the image and mask as uint8 tensors, for a transform that leaves them uint8
+            (training: :func:`lab2.augment.normalize_images` then runs on the whole batch on the
+            device; the loader's workers pass a quarter of the bytes).
 
     Samples that the audit skips (unreadable images, missing or bad trimaps) are excluded, and
     their names printed once per data set folder. Items are ``(image, mask, name)``: a float
-    tensor (3, H, W), a long tensor (H, W) and the sample's name.
+    tensor (3, H, W), a long tensor (H, W) and the sample's name (uint8 tensors with ``uint8``).
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train",
                  image_size: int | tuple[int, int] | None = 256,
                  transform: Callable | None = None, border: str = "foreground",
                  preprocess: bool | PreprocessParams = False, use_cache: bool = True,
-                 max_samples: int | None = None, progress: bool = True) -> None:
+                 max_samples: int | None = None, progress: bool = True,
+                 uint8: bool = False) -> None:
         self.root = root
+        self.uint8 = uint8
         self.folder = dataset_dir(root)
         self.split = split
         self.image_size = None if image_size is None else as_hw(image_size)
@@ -118,5 +126,5 @@ class OxfordPetSegmentation(Dataset):
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
-        image_t, mask_t = to_tensors(image, mask)
+        image_t, mask_t = to_tensors(image, mask, self.uint8)
         return image_t, mask_t, self.records[index].name
