@@ -19,7 +19,6 @@ which.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -176,7 +175,7 @@ def main() -> None:
                                  f"samples/s (mean of {args.epochs} epochs after a warm-up)"), rows)
         print(table3)
         sections.append(table3)
-    append_section("Data pipeline", "\n\n".join(sections), "python " + " ".join(sys.argv))
+    append_section("Data pipeline", "\n\n".join(sections))
     tmp.cleanup()
 
 

@@ -82,13 +82,11 @@ def main() -> None:
                             "median later epoch s", "train images/s (epoch incl. validation)",
                             "projected 50-epoch run (h)"), rows)
     print(table)
-    where = ("DRY RUN on the CPU at 64 px — not GPU numbers" if args.dry_run else
-             f"{torch.cuda.get_device_name()}, {size}x{size}, SYNTHETIC sample ({n_trainval} "
-             f"trainval photos up to {sample_size} px), {epochs} epochs per row; sample drawn in "
-             f"{generated:.0f} s, cache built in {cached:.1f} s")
-    append_section("Training epoch end to end" + (" (dry run)" if args.dry_run else ""),
-                   f"{where}.\n\n{table}", "python " + " ".join(sys.argv))
-
+    where = "" if args.dry_run else (
+        f"{torch.cuda.get_device_name()}, {size}x{size}, SYNTHETIC sample ({n_trainval} trainval "
+        f"photos up to {sample_size} px), {epochs} epochs per row; sample drawn in "
+        f"{generated:.0f} s, cache built in {cached:.1f} s.\n\n")
+    append_section("Training epoch end to end", where + table, dry_run=args.dry_run)
 
 if __name__ == "__main__":
     main()

@@ -197,12 +197,10 @@ def main() -> None:
                    f"(ResNet34-UNet) = **{2 * sum(hours.values()):.1f} h** of GPU time, if the "
                    "data loader keeps up (see data_pipeline.py).")
     print(table + summary)
-    where = ("DRY RUN on the CPU at 64 px — not GPU numbers" if args.dry_run else
-             f"{torch.cuda.get_device_name()} at {size}x{size}, {steps} timed steps per row "
-             f"(median); bf16 matmul peak measured {peak:.0f} TFLOP/s (8192³, random operands)")
-    append_section("GPU training step" + (" (dry run)" if args.dry_run else ""),
-                   f"{where}.\n\n{table}{summary}", "python " + " ".join(sys.argv))
-
+    where = "" if args.dry_run else (
+        f"{torch.cuda.get_device_name()} at {size}x{size}, {steps} timed steps per row (median); "
+        f"bf16 matmul peak measured {peak:.0f} TFLOP/s (8192³, random operands).\n\n")
+    append_section("GPU training step", f"{where}{table}{summary}", dry_run=args.dry_run)
 
 if __name__ == "__main__":
     main()

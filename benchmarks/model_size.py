@@ -10,7 +10,6 @@ the meta device, so nothing is computed; GMACs = FLOPs / 2.
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -41,7 +40,7 @@ def main() -> None:
                            rows)
     print(table)
     append_section("Model size and cost", table + "\n\nTool: torch.utils.flop_counter.FlopCounterMode "
-                   "(conv/matmul only), meta device.", "python " + " ".join(sys.argv))
+                   "(conv/matmul only), meta device.")
 
 
 if __name__ == "__main__":

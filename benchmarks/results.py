@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -31,8 +32,13 @@ def machine() -> str:
             f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
-def append_section(title: str, body: str, command: str) -> None:
-    """Append a dated section to benchmarks/RESULTS.md (and print where)."""
+def append_section(title: str, body: str, *, dry_run: bool = False) -> None:
+    """Append a dated section to benchmarks/RESULTS.md (and print where), headed by the command
+    line that produced it and the machine; a ``dry_run`` section says it holds no real numbers."""
+    command = "python " + " ".join(sys.argv)
+    if dry_run:
+        title += " (dry run)"
+        body = "DRY RUN on the CPU at a tiny size — not GPU numbers.\n\n" + body
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     text = f"\n## {title} — {stamp}\n\nCommand: `{command}`  \nMachine: {machine()}\n\n{body}\n"
     if not RESULTS.exists():

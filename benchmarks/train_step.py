@@ -12,7 +12,6 @@ achieved GFLOP/s of forward + backward + Adam step on the same random inputs. FL
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 
@@ -71,8 +70,7 @@ def main() -> None:
     print(table, ratios, sep="\n\n")
     append_section("Training step on CPU", f"Threads: {torch.get_num_threads()}; fused Adam for "
                    f"every model; median of {args.steps} round-robin timed steps after 1 warm-up; "
-                   f"FLOPs by FlopCounterMode.\n\n{table}\n\n{ratios}",
-                   "python " + " ".join(sys.argv))
+                   f"FLOPs by FlopCounterMode.\n\n{table}\n\n{ratios}")
 
 
 if __name__ == "__main__":
