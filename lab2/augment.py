@@ -50,9 +50,9 @@ def _normalize() -> A.Normalize:
 
 def normalize_images(images: torch.Tensor) -> torch.Tensor:
     """A batch of uint8 images (B, 3, H, W) → float32, normalised as :func:`build_eval_transforms`
-    does one image (``(x / 255 - MEAN) / STD``), on the batch's device. Training feeds uint8 through
-    the data loader and normalises here: on this 2-core CPU the loader then passed 2–3× more
-    samples per second (benchmarks/RESULTS.md)."""
+    does one image (``(x / 255 - MEAN) / STD``), on the batch's device and in its memory format.
+    Training feeds uint8 through the data loader and normalises here: on this 2-core CPU the cached
+    loader with 2 workers then passed 1.4–1.6× more samples per second (benchmarks/RESULTS.md)."""
     mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
     return images.float().div_(255).sub_(mean).div_(std)

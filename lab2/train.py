@@ -175,12 +175,14 @@ class Step:
                         else torch.contiguous_format)
 
     def inputs(self, images: torch.Tensor, masks: torch.Tensor):
-        """A loader's batch on the device: uint8 images normalised there, masks as long."""
+        """A loader's batch on the device: uint8 images normalised there, masks as long.
+        The layout changes while the images are still uint8, so no float copy is made for it
+        (normalisation keeps the memory format)."""
         images = images.to(self.device, non_blocking=True)
-        if images.dtype == torch.uint8:
-            images = normalize_images(images)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        if images.dtype == torch.uint8:
+            images = normalize_images(images)
         return images, masks.to(self.device, non_blocking=True).long()
 
     def autocast(self):

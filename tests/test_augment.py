@@ -100,9 +100,12 @@ def test_training_batches_travel_as_uint8_and_arrive_normalised(sample_root):
                                     uint8=True)
     image, mask, name = compact[0]
     assert image.dtype == mask.dtype == torch.uint8 and name == plain[0][2]
-    images, masks = Step(torch.device("cpu"), None, False).inputs(image[None], mask[None])
-    assert masks.dtype == torch.long and torch.equal(masks[0], plain[0][1])
-    assert torch.allclose(images[0], plain[0][0], atol=1e-5)
+    for channels_last in (False, True):
+        images, masks = Step(torch.device("cpu"), None, channels_last).inputs(image[None],
+                                                                              mask[None])
+        assert masks.dtype == torch.long and torch.equal(masks[0], plain[0][1])
+        assert torch.allclose(images[0], plain[0][0], atol=1e-5)
+        assert images.is_contiguous(memory_format=torch.channels_last) == channels_last
 
 
 def test_importing_lab2_opens_no_network_connection():
