@@ -81,7 +81,8 @@ def build_train_transforms(params: AugmentParams = AugmentParams(), seed: int | 
 
 
 def build_eval_transforms(seed: int | None = None) -> A.Compose:
-    """Normalisation only (validation, test, prediction)."""
+    """Normalisation only, per image (the reference :func:`normalize_images` is tested against;
+    lab2's evaluation and prediction normalise whole batches with that function)."""
     return A.Compose([_normalize()], strict=True, seed=seed)
 
 

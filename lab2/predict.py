@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import build_eval_transforms
+from .augment import normalize_images
 from .config import TrainConfig
 from .data.reading import check_image, read_rgb, SKIPPED
 from .data.resize import resize_image
@@ -32,9 +32,9 @@ def predict_probability(model: nn.Module, config: TrainConfig, image: np.ndarray
     x = resize_image(image, (config.image_size, config.image_size))
     if config.preprocess:
         x = preprocess(x, PreprocessParams())
-    x = build_eval_transforms()(image=x)["image"]                 # (S, S, 3) float32
     device = next(model.parameters()).device
-    batch = torch.from_numpy(x.transpose(2, 0, 1)).unsqueeze(0).to(device)   # (1, 3, S, S)
+    x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(device)
+    batch = normalize_images(x)                                    # (1, 3, S, S), as in training
     logits = model.eval()(batch).float()                          # (1, 2, S, S)
     logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
     return logits.softmax(1)[0, 1].cpu().numpy()
