@@ -13,10 +13,10 @@ from lab2 import cli
 from lab2.checkpoint import load_checkpoint
 from lab2.config import profile_config
 from lab2.data import OxfordPetSegmentation, make_sample_dataset
-from lab2.evaluate import evaluate_checkpoint
+from lab2.evaluate import evaluate_checkpoint, load_trained_model
 from lab2.experiment import REPORTED_DICE, load_results, run_experiment
 from lab2.metrics import DiceMeter
-from lab2.predict import predict_files
+from lab2.predict import predict_files, predict_probability
 from lab2.train import LossGuard, NonFiniteLossError, read_history, train
 
 SMOKE = dict(image_size=64, base_channels=4, epochs=3, batch_size=4, max_train_samples=12,
@@ -156,6 +156,18 @@ def test_predict_writes_mask_and_overlay_at_the_photos_own_size(trained, tmp_pat
     mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
     assert mask.shape == (77, 123) and set(np.unique(mask)) <= {0, 255}
     assert cv2.imread(str(overlay_path)).shape == (77, 123, 3)
+
+
+def test_prediction_sees_what_evaluation_sees(trained, sample_root):
+    from lab2.train import Step, build_datasets
+    model, config, _ = load_trained_model(trained / "best.pt")
+    dataset = build_datasets(config, sample_root, splits=("test",), progress=False)["test"]
+    image, mask, _ = dataset[0]
+    images, _ = Step.for_config(config).inputs(image[None], mask[None])
+    with torch.no_grad():
+        expected = model(images).softmax(1)[0, 1].numpy()
+    resized = dataset.read_resized(0)[0]                       # already at the training size
+    assert np.allclose(predict_probability(model, config, resized), expected, atol=1e-5)
 
 
 def test_cli_train_evaluate_predict(sample_root, tmp_path, capsys):
