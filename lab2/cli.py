@@ -168,6 +168,10 @@ def _add_profile_and_overrides(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-augment", action="store_true")
 
 
+def _add_root(p: argparse.ArgumentParser, default: str, what: str = "data root") -> None:
+    p.add_argument("--root", default=default, help=f"{what} (default {default})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m lab2", description="lab2: binary pet segmentation (UNet and "
                      "ResNet34-UNet) on Oxford-IIIT Pet. Each command has --help.")
@@ -180,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fetch images.tar.gz and annotations.tar.gz, check their md5, "
                                    "and extract them into ROOT/oxford-iiit-pet/. Resumes an "
                                    "interrupted transfer; does nothing if already done.")
-    p.add_argument("--root", default=real_root, help=f"data root (default {real_root})")
+    _add_root(p, real_root)
     p.add_argument("--mirror", default=None,
                    help="base URL holding both archives (default: the official hosts; "
                         "also LAB2_PET_MIRROR)")
@@ -189,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="scan the data set and report every problem file",
                        description="Classify every image and trimap as ok, recovered, skipped or "
                                    "ignored; print the problems as a table.")
-    p.add_argument("--root", default=real_root, help=f"data root (default {real_root})")
+    _add_root(p, real_root)
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
     p.add_argument("--workers", type=_positive(int), default=None,
                    help="processes that decode images (default: all cores)")
@@ -199,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="write the synthetic sample data set",
                        description="Write a small synthetic data set in the official layout, "
                                    "with planted problem files. Deterministic for a seed.")
-    p.add_argument("--root", default=sample_root, help=f"data root (default {sample_root})")
+    _add_root(p, sample_root)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-trainval", type=_positive(int), default=400)
     p.add_argument("--n-test", type=_positive(int), default=100)
@@ -212,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Resize every usable sample to the training size, run the "
                                    "report's OpenCV chain unless --no-chain, and store the result "
                                    "in ROOT/cache/<fingerprint>/ for training to read.")
-    p.add_argument("--root", default=real_root, help=f"data root (default {real_root})")
+    _add_root(p, real_root)
     p.add_argument("--image-size", type=_positive(int), default=512, help="side in pixels (512)")
     p.add_argument("--no-chain", action="store_true",
                    help="store raw resized images (the 'no preprocessing' variant)")
@@ -226,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "interrupted run.")
     p.add_argument("--model", required=True, choices=MODEL_NAMES)
     p.add_argument("--preprocess", action="store_true", help="use the report's OpenCV chain")
-    p.add_argument("--root", default=real_root, help=f"data root (default {real_root})")
+    _add_root(p, real_root)
     p.add_argument("--out", required=True, type=Path, help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     _add_profile_and_overrides(p)
@@ -237,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "size and at each image's original size; write metrics.json "
                                    "beside the checkpoint.")
     p.add_argument("--checkpoint", required=True, type=Path)
-    p.add_argument("--root", default=real_root, help=f"data root (default {real_root})")
+    _add_root(p, real_root)
     p.add_argument("--split", default="test", choices=("train", "val", "trainval", "test"))
     p.add_argument("--all", action="store_true",
                    help="evaluate the whole split even if the run's profile used a subset")
@@ -266,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Audit the data and run the four-model experiment with the "
                                    "auto profile, on the real data set when present or "
                                    "downloadable, else on the synthetic sample (with a warning).")
-    p.add_argument("--root", default=real_root, help=f"real data root (default {real_root})")
+    _add_root(p, real_root, "real data root")
     p.add_argument("--sample-root", default=sample_root,
                    help=f"sample data root used when the real set is absent (default {sample_root})")
     p.add_argument("--profile", default=None, choices=PROFILES,
