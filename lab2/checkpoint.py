@@ -7,8 +7,10 @@ so ``torch.load(..., weights_only=True)`` can read it (no arbitrary code runs on
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +19,56 @@ import torch
 
 from .atomic import atomic_path
 
+#: What every lab2 checkpoint holds; a file without them is not one.
+REQUIRED_KEYS = ("model", "config", "epoch")
+
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """``torch.save`` to a temporary file, then rename: a crash never leaves half a checkpoint."""
-    with atomic_path(path) as tmp:
+    """``torch.save`` to a temporary file, then rename: a crash never leaves half a checkpoint,
+    and a full disk is one :class:`lab2.atomic.StorageError` naming the file."""
+    with atomic_path(path, fix=f"free space on that disk; {Path(path).name} before this save is "
+                               "intact, so --resume continues from it") as tmp:
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
-                    ) -> dict[str, Any]:
+def copy_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Copy a checkpoint file atomically (``best.pt`` from the ``last.pt`` just written)."""
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+                    mmap: bool = False) -> dict[str, Any]:
+    """Read a lab2 checkpoint without running any pickled code (``weights_only=True``).
+
+    Anything that is not a lab2 checkpoint — a random or truncated file, another program's
+    ``.pt``, a pickle with code in it — raises ``ValueError`` naming the file. ``mmap=True`` maps
+    the tensors instead of reading them (cheap when only the epoch or config is wanted).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; train one with `python -m lab2 train` "
                                 "or point --checkpoint at a run's best.pt / last.pt")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as e:  # UnpicklingError, RuntimeError (zip), EOFError, ... on foreign data
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path} is not a readable lab2 checkpoint ({reason}); point "
+                         "--checkpoint at a run's best.pt or last.pt") from None
+    missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(f"{path} is not a lab2 checkpoint (no {', '.join(missing)}); point "
+                         "--checkpoint at a run's best.pt or last.pt")
+    return state
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Content hash of a file (identifies exactly which weights a result belongs to)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def rng_state() -> dict[str, Any]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 from . import atomic
-from .paths import default_data_root, default_sample_root
+from .paths import CACHE_ENV, default_data_root, default_sample_root
 
 MODEL_NAMES = ("unet", "resnet34_unet")
 PROFILES = ("full", "quick", "smoke", "auto")
@@ -22,7 +24,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 #: Errors whose message is the whole story (lab2 raises them with a fix): one line, exit code 1.
-_EXPECTED = (ValueError, FileNotFoundError, RuntimeError)
+#: OSError covers lab2's StorageError (full disk, read-only folder) and the system's own.
+_EXPECTED = (ValueError, FileNotFoundError, RuntimeError, OSError)
 
 
 # --------------------------------------------------------------------------------------------
@@ -83,28 +86,44 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import profile_config
-    from .train import train
-    config = profile_config(args.profile, model=args.model, preprocess=args.preprocess,
-                            **_overrides(args))
-    result = train(config, args.root, args.out, resume=args.resume)
+    from .train import run_summary, saved_config, train
+    if args.resume and args.restart:
+        raise ValueError("--resume continues the run in --out and --restart deletes it; pass one")
+    overrides = _overrides(args)
+    if args.resume:
+        # the run's own settings, with only what was given on this command line changed
+        saved = saved_config(args.out)
+        fixed = {"model": args.model, "preprocess": args.preprocess or None}
+        config = saved.replace(**{k: v for k, v in {**fixed, **overrides}.items()
+                                  if v is not None})
+        root = (args.root or (run_summary(args.out)["data"] or {}).get("root")
+                or default_data_root())
+    else:
+        if args.model is None:
+            raise ValueError("--model is required to start a run (unet or resnet34_unet)")
+        config = profile_config(args.profile, model=args.model, preprocess=args.preprocess,
+                                **overrides)
+        root = args.root or default_data_root()
+    result = train(config, root, args.out, resume=args.resume, restart=args.restart)
     print(f"{config.run_name}: best validation Dice {result['best_dice']:.4f}; run in {args.out}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_checkpoint, format_metrics
-    metrics = evaluate_checkpoint(args.checkpoint, args.root, args.split,
-                                  max_samples=None if args.all else -1)
-    print(format_metrics(metrics))
-    print(f"wrote {Path(args.checkpoint).parent / 'metrics.json'}")
+    from .evaluate import format_metrics, measure_checkpoint, save_evaluation
+    metrics, rows = measure_checkpoint(args.checkpoint, args.root, args.split,
+                                       max_samples=None if args.all else -1)
+    print(format_metrics(metrics), flush=True)   # before saving: a read-only folder loses nothing
+    print(f"wrote {save_evaluation(args.checkpoint, metrics, rows)}")
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict_files
     out = args.out or Path(args.checkpoint).parent / "predictions"
-    for path in predict_files(args.checkpoint, args.images, out):
-        print(path)
+    written = predict_files(args.checkpoint, args.images, out)
+    for image, mask, overlay in zip(args.images, written[::2], written[1::2]):
+        print(f"{image} -> {mask}, {overlay}")
     return 0
 
 
@@ -168,8 +187,13 @@ def _add_profile_and_overrides(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-augment", action="store_true")
 
 
-def _add_root(p: argparse.ArgumentParser, default: str, what: str = "data root") -> None:
+def _add_root(p: argparse.ArgumentParser, default: str | None, what: str = "data root",
+              cache: bool = True) -> None:
     p.add_argument("--root", default=default, help=f"{what} (default {default})")
+    if cache:
+        p.add_argument("--cache-dir", type=Path, default=None,
+                       help=f"where caches and the audit are kept (default ${CACHE_ENV} or "
+                            "ROOT/cache); use it when the data root is read-only")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fetch images.tar.gz and annotations.tar.gz, check their md5, "
                                    "and extract them into ROOT/oxford-iiit-pet/. Resumes an "
                                    "interrupted transfer; does nothing if already done.")
-    _add_root(p, real_root)
+    _add_root(p, real_root, cache=False)
     p.add_argument("--mirror", default=None,
                    help="base URL holding both archives (default: the official hosts; "
                         "also LAB2_PET_MIRROR)")
@@ -203,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="write the synthetic sample data set",
                        description="Write a small synthetic data set in the official layout, "
                                    "with planted problem files. Deterministic for a seed.")
-    _add_root(p, sample_root)
+    _add_root(p, sample_root, cache=False)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-trainval", type=_positive(int), default=400)
     p.add_argument("--n-test", type=_positive(int), default=100)
@@ -228,11 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train one network; history.csv, last.pt and best.pt are "
                                    "written after every epoch, so --resume continues an "
                                    "interrupted run.")
-    p.add_argument("--model", required=True, choices=MODEL_NAMES)
+    p.add_argument("--model", choices=MODEL_NAMES, help="required unless --resume")
     p.add_argument("--preprocess", action="store_true", help="use the report's OpenCV chain")
-    _add_root(p, real_root)
+    _add_root(p, None, f"data root (default {real_root}; with --resume, the run's own)")
     p.add_argument("--out", required=True, type=Path, help="run folder")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/last.pt with the run's settings; --epochs, --lr, "
+                        "--batch-size, --amp, --device, --channels-last, --compile and "
+                        "--num-workers given here change from the next epoch (kept in run.json)")
+    p.add_argument("--restart", action="store_true",
+                   help="delete the run in OUT and train it again from scratch")
     _add_profile_and_overrides(p)
     p.set_defaults(func=cmd_train)
 
@@ -250,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="mask and overlay PNGs for any photos",
                        description="Segment any photos (any size) with a trained checkpoint.")
     p.add_argument("--checkpoint", required=True, type=Path)
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
+                   help="photos in any format Pillow reads; repeated names get -2, -3, ...")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: predictions/ beside the checkpoint)")
     p.set_defaults(func=cmd_predict)
@@ -259,8 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train and test UNet and ResNet34-UNet without and with "
                                    "preprocessing; skips finished runs, resumes an interrupted "
                                    "one; writes results.csv, results.md and histories.csv.")
-    p.add_argument("--root", default=None,
-                   help="data root (default: the real set if present, else the sample)")
+    _add_root(p, None, "data root (default: the real set if present, else the sample)")
     p.add_argument("--out", type=Path, default=None,
                    help="experiment folder (default runs/<profile>-<real|sample>)")
     _add_profile_and_overrides(p)
@@ -281,13 +310,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: BaseException) -> str:
+    """An error as one line; an OSError from outside lab2 gets its file name."""
+    text = " ".join(str(error).split())
+    name = getattr(error, "filename", None)
+    if isinstance(error, OSError) and name and str(name) not in text:
+        text = f"{text}: {name}"
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:   # lab2's warnings (waiting, resuming) as plain lines
+        logging.basicConfig(level=logging.WARNING, format="lab2: %(message)s")
+    if getattr(args, "cache_dir", None) is not None:
+        os.environ[CACHE_ENV] = str(args.cache_dir)   # read by lab2.paths.cache_dir everywhere
     try:
         return args.func(args)
     except _EXPECTED as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; run the same command again to continue", file=sys.stderr)

@@ -31,6 +31,12 @@ PROFILES = ("full", "quick", "smoke", "auto")
 PROFILE_ENV = "LAB2_PROFILE"
 
 
+#: Fields that may change when a run resumes (recorded in run.json as a change at epoch N). Every
+#: other field defines what is trained and how it is measured, and is fixed for the run's life.
+RESUMABLE_FIELDS = ("epochs", "lr", "batch_size", "amp", "device", "channels_last", "compile",
+                    "num_workers", "prefetch_factor")
+
+
 def run_name(model: str, preprocess: bool) -> str:
     """Name of a run folder: ``unet_raw``, ``resnet34_unet_preprocessed``, …"""
     return f"{model}_{'preprocessed' if preprocess else 'raw'}"
@@ -143,6 +149,23 @@ class TrainConfig:
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
+    def changes_from(self, saved: "TrainConfig") -> dict[str, tuple]:
+        """``{field: (saved value, this value)}`` for the fields this config changes in ``saved``.
+
+        Raises ValueError if a field outside :data:`RESUMABLE_FIELDS` differs (a run cannot
+        resume as another model, image size, preprocessing, ...).
+        """
+        changes = {f.name: (getattr(saved, f.name), getattr(self, f.name)) for f in fields(self)
+                   if getattr(saved, f.name) != getattr(self, f.name)}
+        fixed = [f"{name} {old!r} -> {new!r}" for name, (old, new) in changes.items()
+                 if name not in RESUMABLE_FIELDS]
+        if fixed:
+            raise ValueError(f"cannot change {', '.join(fixed)} when resuming (only "
+                             f"{', '.join(RESUMABLE_FIELDS)} may change); pass --restart to train "
+                             "the run again from scratch with the new settings, or use another "
+                             "--out")
+        return changes
+
     @property
     def run_name(self) -> str:
         return run_name(self.model, self.preprocess)
@@ -183,5 +206,5 @@ def profile_config(profile: str | None = None, **overrides) -> TrainConfig:
     return TrainConfig(**settings)
 
 
-__all__ = ["TrainConfig", "PROFILES", "PROFILE_OVERRIDES", "OPTIMIZERS", "profile_config",
+__all__ = ["TrainConfig", "RESUMABLE_FIELDS", "PROFILES", "PROFILE_OVERRIDES", "OPTIMIZERS", "profile_config",
            "resolve_profile", "run_name"]

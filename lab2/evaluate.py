@@ -1,5 +1,11 @@
 """Testing a trained checkpoint: Dice (mean per image and pooled) at the training resolution and
-at each image's original resolution; ``metrics.json`` and a per-image CSV beside the checkpoint."""
+at each image's original resolution; ``metrics.json`` and a per-image CSV beside the checkpoint.
+
+Stored metrics carry the key of what produced them — the checkpoint's content hash, the data
+set's fingerprint, the split and the evaluation settings — and are reused only when all of it
+matches (:func:`evaluation_key`): a Table 1 number always belongs to the weights and data it
+names.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +19,9 @@ import torch
 from torch import nn
 
 from . import atomic
-from .checkpoint import load_checkpoint
+from .checkpoint import file_sha256, load_checkpoint
 from .config import TrainConfig
+from .data import dataset_fingerprint
 from .data.sample import dataset_label
 from .train import Step, build_datasets, evaluate_model, make_loader, model_for
 
@@ -29,14 +36,26 @@ def load_trained_model(checkpoint: str | os.PathLike, device: torch.device | str
     return model.to(device).eval(), config, state
 
 
-def evaluate_checkpoint(checkpoint: str | os.PathLike, root, split: str = "test", *,
-                        device: str = "auto", progress: bool = True,
-                        max_samples: int | None = -1) -> dict:
-    """Evaluate ``checkpoint`` on ``split`` of the data set under ``root``.
+#: Bumped when the way metrics are computed changes (stored metrics are then recomputed).
+EVALUATION_VERSION = 1
+
+
+def evaluation_key(checkpoint: str | os.PathLike, root, split: str, config: TrainConfig) -> dict:
+    """Everything a stored metric depends on: weights (content hash), data set, split, settings."""
+    return {"checkpoint_sha256": file_sha256(checkpoint),
+            "dataset_fingerprint": dataset_fingerprint(root), "split": split,
+            "image_size": config.image_size, "border": config.border,
+            "preprocess": config.preprocess, "max_samples": config.max_eval_samples,
+            "version": EVALUATION_VERSION}
+
+
+def measure_checkpoint(checkpoint: str | os.PathLike, root, split: str = "test", *,
+                       device: str = "auto", progress: bool = True,
+                       max_samples: int | None = -1) -> tuple[dict, list[list]]:
+    """Evaluate ``checkpoint`` on ``split`` of the data set under ``root``; write nothing.
 
     ``max_samples=-1`` keeps the run's own ``max_eval_samples``; ``None`` evaluates the whole
-    split. Writes ``metrics.json`` (one entry per split) and ``per_image_<split>.csv`` beside the
-    checkpoint and returns the split's metrics.
+    split. Returns the metrics and the per-image rows ``[name, dice, dice_original]``.
     """
     checkpoint = Path(checkpoint)
     model, config, state = load_trained_model(checkpoint)
@@ -56,19 +75,62 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, root, split: str = "test"
         "loss": result["loss"], "image_size": config.image_size,
         "model": config.model, "preprocess": config.preprocess, "profile": config.profile,
         "data": dataset_label(root), "checkpoint": checkpoint.name, "epoch": state["epoch"],
-        "checkpoint_mtime": checkpoint.stat().st_mtime,
+        "key": evaluation_key(checkpoint, root, split, config),
     }
-    path = checkpoint.parent / "metrics.json"
-    stored = json.loads(path.read_text()) if path.is_file() else {}
-    stored[split] = metrics
-    atomic.write_json(path, stored)
+    rows = [[name, f"{dice:.6f}", f"{result['per_image_original'][name]:.6f}"]
+            for name, dice in result["per_image"].items()]
+    return metrics, rows
+
+
+def stored_metrics(checkpoint: str | os.PathLike, split: str) -> dict | None:
+    path = Path(checkpoint).parent / "metrics.json"
+    try:
+        return json.loads(path.read_text()).get(split)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def save_evaluation(checkpoint: str | os.PathLike, metrics: dict, rows: list[list]) -> Path:
+    """Write ``metrics.json`` (one entry per split) and ``per_image_<split>.csv`` beside the
+    checkpoint; return the metrics file."""
+    folder = Path(checkpoint).parent
+    fix = "the numbers above were computed but not saved; copy the run folder somewhere writable"
+    path = folder / "metrics.json"
+    try:
+        stored = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        stored = {}
+    stored[metrics["split"]] = metrics
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["name", "dice", "dice_original"])
-    for name, dice in result["per_image"].items():
-        writer.writerow([name, f"{dice:.6f}", f"{result['per_image_original'][name]:.6f}"])
-    atomic.write_text(checkpoint.parent / f"per_image_{split}.csv", buf.getvalue())
+    writer.writerows(rows)
+    atomic.write_text(folder / f"per_image_{metrics['split']}.csv", buf.getvalue(), fix=fix)
+    atomic.write_json(path, stored, fix=fix)   # last: the per-image file it summarises exists
+    return path
+
+
+def evaluate_checkpoint(checkpoint: str | os.PathLike, root, split: str = "test", *,
+                        device: str = "auto", progress: bool = True,
+                        max_samples: int | None = -1, reuse: bool = False) -> dict:
+    """:func:`measure_checkpoint` then :func:`save_evaluation`; returns the split's metrics.
+
+    With ``reuse`` the stored metrics are returned instead when their key matches this
+    checkpoint, data set, split and settings exactly.
+    """
+    if reuse:
+        stored = stored_metrics(checkpoint, split)
+        if stored is not None:
+            config = TrainConfig.from_dict(load_checkpoint(checkpoint, mmap=True)["config"])
+            if max_samples != -1:
+                config = config.replace(max_eval_samples=max_samples)
+            if stored.get("key") == evaluation_key(checkpoint, root, split, config):
+                return stored
+    metrics, rows = measure_checkpoint(checkpoint, root, split, device=device,
+                                       progress=progress, max_samples=max_samples)
+    save_evaluation(checkpoint, metrics, rows)
     return metrics
+
 
 
 def format_metrics(m: dict) -> str:

@@ -3,8 +3,17 @@ tested by Dice, and tabulated beside the report's numbers (its Table 1).
 
 An experiment folder holds one run folder per model (``unet_raw``, ``unet_preprocessed``, …),
 ``results.csv``, ``results.md`` and ``histories.csv`` (every epoch of the four runs, for the loss
-curves). Finished runs are skipped and an interrupted one resumes, so the command can simply be
-run again.
+curves), and ``experiment.json`` (the data set and profile the folder belongs to). Finished runs
+are skipped and an interrupted one resumes, so the command can simply be run again.
+
+What makes a row of Table 1 trustworthy:
+
+* a run counts as finished only when its ``last.pt`` holds the final epoch; its epochs, best
+  validation Dice and history are read from that checkpoint, never from a file written beside it;
+* test metrics are reused only when the content hash of ``best.pt``, the data set's fingerprint,
+  the split and the evaluation settings all match (:func:`lab2.evaluate.evaluation_key`);
+* a folder belongs to one data set and one profile: running it on another refuses, in one line;
+* one process owns the folder at a time (:mod:`lab2.locks`).
 """
 
 from __future__ import annotations
@@ -15,12 +24,13 @@ import io
 import json
 from pathlib import Path
 
-from . import atomic
-from .config import profile_config, resolve_profile
+from . import atomic, locks
+from .config import TrainConfig, profile_config, resolve_profile
+from .data import dataset_fingerprint
 from .data.sample import dataset_label, is_sample
 from .evaluate import evaluate_checkpoint
 from .paths import runs_dir
-from .train import git_commit, is_finished, read_history, train
+from .train import check_same_data, git_commit, reconcile_run, run_summary, train
 
 #: The report's test average Dice (REPORT.md, "Reported results").
 REPORTED_DICE = {
@@ -29,7 +39,7 @@ REPORTED_DICE = {
 }
 RUNS = tuple(REPORTED_DICE)
 RESULT_FIELDS = ("model", "preprocess", "dice", "dice_pooled", "dice_original",
-                 "dice_pooled_original", "reported_dice", "n_test", "epochs", "best_val_dice",
+                 "dice_pooled_original", "reported_dice", "n_test", "epochs", "best_epoch", "best_val_dice",
                  "image_size", "profile", "data")
 
 
@@ -37,35 +47,77 @@ def default_out(profile: str, root) -> Path:
     return runs_dir() / f"{profile}-{'sample' if is_sample(root) else 'real'}"
 
 
-def _test_metrics(run_dir: Path, root, progress: bool) -> dict:
-    """Test metrics of a run's best.pt, evaluated once and reused while best.pt is unchanged."""
-    path = run_dir / "metrics.json"
-    best = run_dir / "best.pt"
-    if path.is_file():
-        stored = json.loads(path.read_text()).get("test")
-        if stored and stored.get("checkpoint_mtime") == best.stat().st_mtime:
-            return stored
-    return evaluate_checkpoint(best, root, "test", progress=progress)
+def _check_folder_data(out: Path, root, profile: str) -> None:
+    """Record (first time) or check (later) which data set and profile ``out`` belongs to."""
+    record = {"dataset_fingerprint": dataset_fingerprint(root), "data": dataset_label(root),
+              "root": str(Path(root).expanduser().resolve()), "profile": profile}
+    path = out / "experiment.json"
+    if not path.is_file():
+        atomic.write_json(path, record)
+        return
+    stored = json.loads(path.read_text())
+    if stored.get("dataset_fingerprint") != record["dataset_fingerprint"]:
+        raise ValueError(
+            f"{out} holds runs of the {stored.get('data')} in {stored.get('root')} (fingerprint "
+            f"{stored.get('dataset_fingerprint')}), not of the {record['data']} in {record['root']}"
+            f" (fingerprint {record['dataset_fingerprint']}); use another --out for this data set")
+    if stored.get("profile") != profile:
+        raise ValueError(f"{out} holds runs of profile {stored.get('profile')!r}, not {profile!r};"
+                         " use another --out, or the same --profile")
+
+
+def _run_config(run_dir: Path, wanted: TrainConfig, overrides: dict) -> TrainConfig:
+    """What a run should be now: a new run gets ``wanted``; an existing one keeps its own settings
+    with only the fields given explicitly (``overrides``) changed."""
+    summary = run_summary(run_dir)
+    if summary is None:
+        return wanted
+    saved = TrainConfig.from_dict(summary["config"])
+    if saved.profile != wanted.profile:
+        raise ValueError(f"{run_dir} was trained with profile {saved.profile!r}, not "
+                         f"{wanted.profile!r}; use another --out, or the same --profile")
+    config = saved.replace(**{k: v for k, v in overrides.items() if v is not None})
+    config.changes_from(saved)   # raises for a field that cannot change
+    return config
 
 
 def run_experiment(profile: str | None = None, root=None, out=None, *, progress: bool = True,
                    runs=RUNS, **overrides) -> tuple[list[dict], Path]:
     """Train (or resume, or skip) and test each run; write the tables; return the result rows
-    and the experiment folder."""
+    and the experiment folder. ``overrides`` set single TrainConfig fields: for runs not started
+    yet, and as changes (:data:`lab2.config.RESUMABLE_FIELDS` only) for runs that exist."""
     name = resolve_profile(profile)
     out = Path(out) if out is not None else default_out(name, root)
-    out.mkdir(parents=True, exist_ok=True)
+    with locks.owned(locks.folder_lock(out), f"the experiment folder {out}",
+                     fix="choose a writable --out folder"):
+        _check_folder_data(out, root, name)
+        return _run_all(name, root, out, progress, runs, overrides)
+
+
+def _run_all(name: str, root, out: Path, progress: bool, runs, overrides: dict
+             ) -> tuple[list[dict], Path]:
     label = dataset_label(root)
+    fingerprint = dataset_fingerprint(root)
     rows, histories = [], []
     for model, preprocess in runs:
-        config = profile_config(name, model=model, preprocess=preprocess, **overrides)
-        run_dir = out / config.run_name
-        if is_finished(run_dir):
-            print(f"{config.run_name}: finished earlier, skipping training")
-        else:
-            train(config, root, run_dir, resume=(run_dir / "last.pt").is_file(), progress=progress)
-        metrics = _test_metrics(run_dir, root, progress)
-        history = read_history(run_dir / "history.csv")
+        wanted = profile_config(name, model=model, preprocess=preprocess, **overrides)
+        run_dir = out / wanted.run_name
+        config = _run_config(run_dir, wanted, overrides)
+        with locks.owned(locks.folder_lock(run_dir), f"the run folder {run_dir}",
+                         fix="choose a writable --out folder"):
+            summary = run_summary(run_dir)
+            if summary is not None:
+                check_same_data(run_dir, summary["data"], fingerprint, root)
+            if summary is not None and summary["epoch"] >= config.epochs:
+                print(f"{config.run_name}: finished earlier (last.pt holds epoch "
+                      f"{summary['epoch']}), skipping training")
+                summary = reconcile_run(run_dir)
+            else:
+                train(config, root, run_dir, resume=summary is not None, progress=progress)
+                summary = run_summary(run_dir)
+            metrics = evaluate_checkpoint(run_dir / "best.pt", root, "test", progress=progress,
+                                          reuse=True)
+        history = summary["history"]
         histories += [{"run": config.run_name, "model": model, "preprocess": preprocess, **h}
                       for h in history]
         rows.append({
@@ -73,7 +125,8 @@ def run_experiment(profile: str | None = None, root=None, out=None, *, progress:
             "dice_pooled": metrics["dice_pooled"], "dice_original": metrics["dice_original"],
             "dice_pooled_original": metrics["dice_pooled_original"],
             "reported_dice": REPORTED_DICE[(model, preprocess)], "n_test": metrics["n_images"],
-            "epochs": len(history), "best_val_dice": max(h["val_dice"] for h in history),
+            "epochs": summary["epoch"], "best_epoch": metrics["epoch"],
+            "best_val_dice": summary["best_dice"],
             "image_size": config.image_size, "profile": name, "data": label,
         })
     write_tables(out, rows, histories, name, label)

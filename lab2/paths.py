@@ -1,7 +1,9 @@
 """Where lab2 keeps things: every default path of the project is anchored here.
 
 The data root follows torchvision's convention: a data set root ``DIR`` holds the extracted
-Oxford-IIIT Pet set in ``DIR/oxford-iiit-pet/``. ``LAB2_DATA_DIR`` moves the default root.
+Oxford-IIIT Pet set in ``DIR/oxford-iiit-pet/``. ``LAB2_DATA_DIR`` moves the default root;
+``LAB2_CACHE_DIR`` (or ``--cache-dir``) moves the caches out of a data root, e.g. one that is
+read-only.
 """
 
 from __future__ import annotations
@@ -29,6 +31,18 @@ def default_sample_root() -> Path:
 def dataset_dir(root: str | os.PathLike) -> Path:
     """The folder holding ``images/`` and ``annotations/`` under a data root."""
     return Path(root).expanduser() / DATASET_FOLDER
+
+
+CACHE_ENV = "LAB2_CACHE_DIR"
+
+
+def cache_dir(root: str | os.PathLike) -> Path:
+    """Where the caches of a data root live: ``$LAB2_CACHE_DIR`` if set, else ``<root>/cache``.
+
+    Every cache's name includes the data set's fingerprint, so one cache folder can serve several
+    data roots."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path(root).expanduser() / "cache"
 
 
 def figures_dir() -> Path:

@@ -1,4 +1,9 @@
-"""Prediction on any photo of any size: a mask PNG and an overlay PNG per image."""
+"""Prediction on any photo of any size: a mask PNG and an overlay PNG per image.
+
+Every file is encoded in memory and written atomically, so a full disk or a read-only folder is
+an error naming the file, never a 0-byte mask reported as written. Two inputs with the same stem
+(``a/cat.jpg`` and ``b/cat.png``) get distinct outputs (``cat`` and ``cat-2``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import atomic
 from .augment import normalize_images
 from .config import TrainConfig
 from .data.reading import check_image, read_rgb, SKIPPED
@@ -57,24 +63,46 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndar
     return out
 
 
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG encoding of a uint8 grey (H, W) or RGB (H, W, 3) array."""
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {image.shape} {image.dtype} image as PNG")
+    return buf.tobytes()
+
+
+def output_stems(images: list[Path]) -> list[str]:
+    """One output name per input: its stem, with ``-2``, ``-3``, ... for repeated stems."""
+    seen: dict[str, int] = {}
+    stems = []
+    for path in images:
+        seen[path.stem] = seen.get(path.stem, 0) + 1
+        stems.append(path.stem if seen[path.stem] == 1 else f"{path.stem}-{seen[path.stem]}")
+    return stems
+
+
 def predict_files(checkpoint: str | os.PathLike, images: list[str | os.PathLike],
                   out_dir: str | os.PathLike) -> list[Path]:
-    """Write ``<name>_mask.png`` (0 background, 255 pet) and ``<name>_overlay.png`` per image."""
+    """Write ``<name>_mask.png`` (0 background, 255 pet) and ``<name>_overlay.png`` per image;
+    return the files written, in input order (each one checked)."""
     model, config, _ = load_trained_model(checkpoint)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in map(Path, images):
+    paths = [Path(p) for p in images]
+    for path in paths:
         if not path.is_file():
             raise FileNotFoundError(f"no image at {path}")
         status, problem = check_image(path)
         if status == SKIPPED:
-            raise ValueError(f"cannot read {path}: {problem}")
+            raise ValueError(f"cannot read {path}: {problem}; lab2 reads any format Pillow reads "
+                             "(JPEG, PNG, GIF, WebP, BMP, TIFF, ...)")
+    written = []
+    for path, stem in zip(paths, output_stems(paths)):
         image = read_rgb(path)
         mask = predict_mask(model, config, image)
-        mask_path = out_dir / f"{path.stem}_mask.png"
-        overlay_path = out_dir / f"{path.stem}_overlay.png"
-        cv2.imwrite(str(mask_path), mask * 255)
-        cv2.imwrite(str(overlay_path), cv2.cvtColor(overlay(image, mask), cv2.COLOR_RGB2BGR))
-        written += [mask_path, overlay_path]
+        for suffix, picture in (("mask", mask * 255), ("overlay", overlay(image, mask))):
+            target = out_dir / f"{stem}_{suffix}.png"
+            atomic.write_bytes(target, png_bytes(picture), fix="choose another --out folder")
+            written.append(target)
     return written

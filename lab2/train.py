@@ -1,9 +1,19 @@
 """Training: the report's loop (forward, cross-entropy, backward, step; MultiStepLR per epoch),
 with validation, checkpoints that resume exactly, and a guard against non-finite losses.
 
-A run folder holds ``config.json``, ``run.json`` (provenance: git commit, data set fingerprint and
-label, device, versions), ``history.csv`` (one row per epoch, written after every epoch),
-``last.pt`` (every epoch) and ``best.pt`` (best validation Dice).
+A run folder holds ``last.pt`` (every epoch) and ``best.pt`` (best validation Dice) and, derived
+from them, ``config.json``, ``run.json`` (provenance: git commit, data set fingerprint and label,
+device, versions, settings changed on resume) and ``history.csv`` (one row per epoch).
+
+``last.pt`` is the single source of truth. Each epoch ends by writing it (atomically), then
+copying it to ``best.pt`` when the epoch is the best so far, then rewriting ``history.csv`` from
+it. A kill between any two of these writes is repaired on the next start by
+:func:`reconcile_run`: ``best.pt`` is copied again from ``last.pt`` when ``last.pt`` names its own
+epoch as the best, and ``history.csv`` is rewritten from ``last.pt``'s history, so it is never an
+epoch ahead of the weights. A run is finished when ``last.pt`` says its final epoch is done.
+
+One process owns a run folder at a time (:mod:`lab2.locks`); a second one stops at once with a
+message naming the first one's PID.
 
 Determinism: the shuffling order, the augmentation of each sample and every data-loader worker are
 seeded from ``(config.seed, epoch)``, and the checkpoint holds all RNG states, so a run interrupted
@@ -14,11 +24,12 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import platform
 import random
 import subprocess
-import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -30,9 +41,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from . import __version__, atomic
+from . import __version__, atomic, locks
 from .augment import build_train_transforms, normalize_images, reseed
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (copy_checkpoint, load_checkpoint, rng_state, save_checkpoint,
+                         set_rng_state)
 from .config import TrainConfig
 from .data import OxfordPetSegmentation, build_cache, dataset_fingerprint
 from .data.masks import IGNORE_INDEX
@@ -42,6 +54,10 @@ from .models import build_model
 from .paths import PROJECT_ROOT
 from .preprocess import PreprocessParams
 
+log = logging.getLogger(__name__)
+
+#: Files a run writes (removed by ``restart``); last.pt is the one the others derive from.
+RUN_FILES = ("last.pt", "best.pt", "history.csv", "config.json", "run.json", "metrics.json")
 HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_dice", "val_dice_pooled", "lr", "seconds")
 
 
@@ -323,13 +339,68 @@ def read_history(path: str | Path) -> list[dict]:
                 for row in csv.DictReader(f)]
 
 
-def _state(model, optimizer, scheduler, epoch, best, config, history) -> dict:
+def _state(model, optimizer, scheduler, epoch, best, best_epoch, config, history, run) -> dict:
     return {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "scaler": {},  # bf16 autocast needs no GradScaler
-        "epoch": epoch, "best_dice": best, "rng": rng_state(), "config": config.to_dict(),
-        "history": history, "lab2_version": __version__,
+        "epoch": epoch, "best_dice": best, "best_epoch": best_epoch, "rng": rng_state(),
+        "config": config.to_dict(), "history": history, "lab2_version": __version__, **run,
     }
+
+
+def run_summary(run_dir: str | Path) -> dict | None:
+    """What ``last.pt`` of a run folder says (epoch, best epoch and Dice, config, history, data,
+    settings changes), read through a memory map; None when there is no ``last.pt``."""
+    last = Path(run_dir) / "last.pt"
+    if not last.is_file():
+        return None
+    state = load_checkpoint(last, mmap=True)
+    keys = ("epoch", "best_dice", "best_epoch", "history", "config", "run_id", "data", "changes")
+    return {k: state.get(k) for k in keys}
+
+
+def saved_config(run_dir: str | Path) -> TrainConfig:
+    """The config of the run in ``run_dir``, from its ``last.pt``."""
+    summary = run_summary(run_dir)
+    if summary is None:
+        raise FileNotFoundError(f"--resume: no {Path(run_dir) / 'last.pt'} to continue from; "
+                                "drop --resume to start a new run")
+    return TrainConfig.from_dict(summary["config"])
+
+
+def reconcile_run(run_dir: str | Path) -> dict | None:
+    """Repair what a kill between the end-of-epoch writes can leave, from ``last.pt``.
+
+    Copies ``last.pt`` to ``best.pt`` when ``last.pt`` names its own epoch as the best and
+    ``best.pt`` does not hold it; rewrites ``history.csv`` from ``last.pt``'s history. Returns
+    :func:`run_summary` (None without ``last.pt``). Raises ValueError when ``best.pt`` is missing
+    or foreign and cannot be rebuilt. Call it holding the folder's lock.
+    """
+    run_dir = Path(run_dir)
+    summary = run_summary(run_dir)
+    if summary is None:
+        return None
+    best = run_dir / "best.pt"
+    best_epoch = summary["best_epoch"]
+    if best_epoch is not None:
+        held = None
+        if best.is_file():
+            try:
+                state = load_checkpoint(best, mmap=True)
+                if state.get("run_id") == summary["run_id"]:
+                    held = state["epoch"]
+            except ValueError:
+                held = None   # damaged: rebuilt below if possible
+        if held != best_epoch:
+            if best_epoch != summary["epoch"]:
+                raise ValueError(
+                    f"{best} does not hold epoch {best_epoch}, which {run_dir / 'last.pt'} names as "
+                    "the best, and it cannot be rebuilt; train the run again with --restart")
+            log.warning("%s: best.pt was not written after epoch %d; copying it from last.pt",
+                        run_dir, best_epoch)
+            copy_checkpoint(run_dir / "last.pt", best)
+    write_history(run_dir / "history.csv", summary["history"])
+    return summary
 
 
 def _uncompiled(model: nn.Module) -> nn.Module:
@@ -338,30 +409,60 @@ def _uncompiled(model: nn.Module) -> nn.Module:
 
 # ---- the run ------------------------------------------------------------------------------------
 
-def train(config: TrainConfig, root, out, *, resume: bool = False, progress: bool = True,
-          on_batch: Callable[[int, int], None] | None = None) -> dict:
+def _nan_advice(out: Path, config: TrainConfig) -> str:
+    return (f"; to continue with a lower learning rate run: python -m lab2 train --out {out} "
+            f"--resume --lr {config.lr / 10:g}" + ("" if config.amp == "off" else
+                                                     " (or add --amp off)"))
+
+
+def train(config: TrainConfig, root, out, *, resume: bool = False, restart: bool = False,
+          progress: bool = True, on_batch: Callable[[int, int], None] | None = None) -> dict:
     """Train ``config`` on the data set under ``root`` into the run folder ``out``.
 
-    Returns ``{"history": [...], "best_dice": float, "run_dir": Path}``. With ``resume`` the run
-    continues from ``out/last.pt`` with the checkpoint's config (its ``epochs`` may be raised by
-    ``config.epochs``). ``on_batch(epoch, batch)`` is called after every step (tests use it to
-    interrupt a run).
+    Returns ``{"history": [...], "best_dice": float, "run_dir": Path}``.
+
+    With ``resume`` the run continues from ``out/last.pt``. ``config`` is what the run should be
+    from now on: fields in :data:`lab2.config.RESUMABLE_FIELDS` that differ from the checkpoint's
+    (learning rate, precision, batch size, epochs, ...) apply from the next epoch and are recorded
+    in ``run.json``; any other difference raises ValueError (:meth:`TrainConfig.changes_from`), as
+    does a data set other than the one the run was trained on. Build it with
+    ``saved_config(out).replace(...)`` to change only some fields. ``restart`` deletes the run
+    in ``out`` and trains from scratch. ``on_batch(epoch, batch)`` is called after every step
+    (tests use it to interrupt a run).
     """
     out = Path(out)
+    with locks.owned(locks.folder_lock(out), f"the run folder {out}",
+                     fix="choose a writable --out folder"):
+        atomic.remove_stale_temporaries(out)
+        if restart:
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
+            for per_image in out.glob("per_image_*.csv"):
+                per_image.unlink()
+        return _train(config, root, out, resume, progress, on_batch)
+
+
+def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
+           on_batch: Callable[[int, int], None] | None) -> dict:
     last = out / "last.pt"
-    checkpoint = None
+    fingerprint = dataset_fingerprint(root)
+    checkpoint, changes = None, {}
     if resume:
         if not last.is_file():
             raise FileNotFoundError(f"--resume: no {last} to continue from; drop --resume to "
                                     "start a new run")
+        reconcile_run(out)
         checkpoint = load_checkpoint(last)
-        saved = TrainConfig.from_dict(checkpoint["config"])
-        config = saved.replace(epochs=max(saved.epochs, config.epochs))
+        changes = config.changes_from(TrainConfig.from_dict(checkpoint["config"]))
+        check_same_data(out, checkpoint.get("data"), fingerprint, root)
+        if config.epochs < checkpoint["epoch"]:
+            raise ValueError(f"--epochs {config.epochs} is fewer than the {checkpoint['epoch']} "
+                             f"epochs {last} already holds; pass --epochs {checkpoint['epoch']} "
+                             "or more")
     elif last.is_file():
-        raise ValueError(f"{out} already holds a run (last.pt); pass --resume to continue it or "
-                         "choose another --out")
+        raise ValueError(f"{out} already holds a run (last.pt); pass --resume to continue it, "
+                         "--restart to train it again from scratch, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    config.save(out / "config.json")
 
     step = Step.for_config(config)
     device = step.device
@@ -374,30 +475,47 @@ def train(config: TrainConfig, root, out, *, resume: bool = False, progress: boo
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     history: list[dict] = []
-    start_epoch, best = 0, -1.0
+    start_epoch, best, best_epoch = 0, -1.0, None
+    run = {"run_id": uuid.uuid4().hex, "changes": [],
+           "data": {"fingerprint": fingerprint, "label": dataset_label(root),
+                    "root": str(Path(root).expanduser().resolve())}}
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         start_epoch, best, history = checkpoint["epoch"], checkpoint["best_dice"], checkpoint["history"]
+        best_epoch = checkpoint.get("best_epoch")
         set_rng_state(checkpoint["rng"])
+        run = {"run_id": checkpoint.get("run_id") or run["run_id"],
+               "data": checkpoint.get("data") or run["data"],
+               "changes": list(checkpoint.get("changes") or []) + [
+                   {"epoch": start_epoch, "field": name, "from": old, "to": new}
+                   for name, (old, new) in changes.items()]}
+        if "lr" in changes:   # the schedule continues from the new base learning rate
+            scheduler.base_lrs = [config.lr] * len(scheduler.base_lrs)
+            for group in optimizer.param_groups:
+                group["initial_lr"], group["lr"] = config.lr, lr_at_epoch(config, start_epoch)
     runnable = torch.compile(model) if config.compile else model
 
     datasets = build_datasets(config, root, progress=progress)
+    config.save(out / "config.json")
     atomic.write_json(out / "run.json", {
         "lab2_version": __version__, "git_commit": git_commit(),
-        "data": dataset_label(root), "data_root": str(root),
-        "dataset_fingerprint": dataset_fingerprint(root), "profile": config.profile,
+        "data": run["data"]["label"], "data_root": run["data"]["root"],
+        "dataset_fingerprint": fingerprint, "profile": config.profile, "run_id": run["run_id"],
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
         f"cpu ({platform.processor() or platform.machine()})",
         "amp": str(step.amp), "channels_last": step.channels_last,
         "torch": torch.__version__, "python": platform.python_version(),
         "n_train": len(datasets["train"]), "n_val": len(datasets["val"]),
         "resumed_from_epoch": start_epoch if checkpoint is not None else None,
+        "changes": run["changes"],
     })
     if checkpoint is not None:
-        print(f"resuming {out} after epoch {start_epoch}", file=sys.stderr)
+        log.warning("resuming %s after epoch %d%s", out, start_epoch,
+                    "".join(f"; {name} {old} -> {new}" for name, (old, new) in changes.items()))
 
+    saved_epoch = start_epoch   # what last.pt holds, for the messages
     epochs = tqdm(range(start_epoch, config.epochs), desc=config.run_name, unit="epoch",
                   initial=start_epoch, total=config.epochs, disable=not progress)
     try:
@@ -412,36 +530,51 @@ def train(config: TrainConfig, root, out, *, resume: bool = False, progress: boo
             val = evaluate_model(runnable, make_loader(datasets["val"], config, train=False,
                                                        device=device),
                                  step, progress=progress, desc=f"epoch {epoch + 1} val")
-            history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val["loss"],
-                            "val_dice": val["dice"], "val_dice_pooled": val["dice_pooled"],
-                            "lr": lr, "seconds": time.perf_counter() - started})
-            write_history(out / "history.csv", history)
+            history = history + [{"epoch": epoch + 1, "train_loss": train_loss,
+                                  "val_loss": val["loss"], "val_dice": val["dice"],
+                                  "val_dice_pooled": val["dice_pooled"], "lr": lr,
+                                  "seconds": time.perf_counter() - started}]
             is_best = val["dice"] > best
-            best = max(best, val["dice"])
-            state = _state(_uncompiled(model), optimizer, scheduler, epoch + 1, best, config,
-                           history)
-            save_checkpoint(last, state)
             if is_best:
-                save_checkpoint(out / "best.pt", state)
+                best, best_epoch = val["dice"], epoch + 1
+            # last.pt first: everything else is derived from it (see the module docstring)
+            save_checkpoint(last, _state(_uncompiled(model), optimizer, scheduler, epoch + 1,
+                                         best, best_epoch, config, history, run))
+            saved_epoch = epoch + 1
+            if is_best:
+                copy_checkpoint(last, out / "best.pt")
+            write_history(out / "history.csv", history)
             epochs.set_postfix(train_loss=f"{train_loss:.3f}", val_dice=f"{val['dice']:.3f}")
+    except NonFiniteLossError as e:
+        raise NonFiniteLossError(f"{e} (last.pt holds epoch {saved_epoch})"
+                                 f"{_nan_advice(out, config)}") from None
     except KeyboardInterrupt:
-        done = history[-1]["epoch"] if history else start_epoch
-        print(f"\ninterrupted: {last} holds epoch {done}; run again with --resume to continue",
-              file=sys.stderr)
+        log.warning("interrupted: %s holds epoch %d; run again with --resume to continue",
+                    last, saved_epoch)
         raise
     return {"history": history, "best_dice": best, "run_dir": out}
 
 
-def is_finished(run_dir: str | Path) -> bool:
-    """A run folder whose last.pt has completed all its configured epochs."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "last.pt").is_file() or not (run_dir / "config.json").is_file():
+def check_same_data(run_dir: Path, data: dict | None, fingerprint: str, root) -> None:
+    """Refuse to continue or report a run on a data set other than the one it was trained on."""
+    if data and data.get("fingerprint") != fingerprint:
+        raise ValueError(
+            f"{run_dir} was trained on the {data.get('label')} in {data.get('root')} (fingerprint "
+            f"{data.get('fingerprint')}), but {root} holds another data set ({dataset_label(root)}, "
+            f"fingerprint {fingerprint}); point --root at the data the run was trained on, or "
+            "use another --out")
+
+
+def is_finished(run_dir: str | Path, epochs: int | None = None) -> bool:
+    """Whether ``last.pt`` of a run folder holds its final epoch (the checkpoint's configured
+    ``epochs``, or ``epochs`` if given). Nothing but the checkpoint is trusted."""
+    summary = run_summary(run_dir)
+    if summary is None:
         return False
-    history = read_history(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else []
-    return bool(history) and history[-1]["epoch"] >= TrainConfig.load(
-        run_dir / "config.json").epochs
+    return summary["epoch"] >= (epochs or summary["config"]["epochs"])
 
 
 __all__ = ["train", "evaluate_model", "train_one_epoch", "build_datasets", "make_loader",
            "build_optimizer", "build_scheduler", "lr_at_epoch", "NonFiniteLossError", "LossGuard",
-           "Step", "is_finished", "read_history"]
+           "Step", "is_finished", "read_history", "reconcile_run", "run_summary", "saved_config",
+           "check_same_data", "RUN_FILES"]

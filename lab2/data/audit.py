@@ -11,8 +11,10 @@
 JPEGs that libjpeg decodes with a warning only ("extraneous bytes before marker") decode to full
 images and count as ok.
 
-The result is cached in ``oxford-iiit-pet/.lab2-audit.json`` under a fingerprint of file names and
-sizes, so data sets built on the data do not decode every image again.
+The result is cached in the data root's cache folder (``<root>/cache/audit-<fingerprint>.json``,
+or under ``$LAB2_CACHE_DIR``), keyed by a fingerprint of file names and sizes, so data sets built on
+the data do not decode every image again. Where that folder cannot be written (a read-only data
+root without ``LAB2_CACHE_DIR``) the audit still runs, with a warning that it is not saved.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -28,12 +30,13 @@ from typing import Iterable
 from tqdm.auto import tqdm
 
 from .. import atomic
-from ..paths import dataset_dir
+from ..paths import cache_dir, dataset_dir
+from ..processes import worker_pool
 from .index import read_list
 from .reading import IGNORED, RECOVERED, SKIPPED, check_image, check_trimap, image_size_of
 
 AUDIT_VERSION = 1
-AUDIT_CACHE = ".lab2-audit.json"
+log = logging.getLogger(__name__)
 ACTIONS = {
     RECOVERED: "read and converted to RGB",
     SKIPPED: "excluded from every split",
@@ -176,7 +179,7 @@ def _run(jobs: list, workers: int, progress: bool) -> Iterable[list]:
     bar = dict(total=len(jobs), desc="audit", unit="img", disable=not progress, leave=False)
     if workers <= 1 or len(jobs) < 4 * workers:
         return tqdm(map(_check_sample, jobs), **bar)
-    with ProcessPoolExecutor(workers) as pool:
+    with worker_pool(workers) as pool:
         return list(tqdm(pool.map(_check_sample, jobs, chunksize=32), **bar))
 
 
@@ -190,7 +193,7 @@ def audit_dataset(root: str | os.PathLike, *, progress: bool = True, workers: in
             f"no data set in {folder} (expected images/ and annotations/). Run "
             f"`python -m lab2 download --root {root}` or `python -m lab2 sample --root {root}`.")
     fingerprint = dataset_fingerprint(root)
-    cache = folder / AUDIT_CACHE
+    cache = cache_dir(root) / f"audit-{fingerprint}.json"
     if use_cache and cache.is_file():
         try:
             stored = json.loads(cache.read_text())
@@ -229,5 +232,9 @@ def audit_dataset(root: str | os.PathLike, *, progress: bool = True, workers: in
     report = AuditReport(str(folder), fingerprint,
                          sum(not _is_hidden(p.name) for p in image_files), len(listed), entries)
     if use_cache:
-        atomic.write_json(cache, {"version": AUDIT_VERSION, **report.to_dict()})
+        try:
+            atomic.write_json(cache, {"version": AUDIT_VERSION, **report.to_dict()},
+                              fix="set LAB2_CACHE_DIR to a writable folder")
+        except atomic.StorageError as e:
+            log.warning("the audit is not saved and will run again next time: %s", e)
     return report

@@ -12,36 +12,58 @@ reading, so one cache serves every convention) — plus ``meta.json`` listing th
 A memory-map row read is a copy of contiguous bytes; ``benchmarks/data_pipeline.py`` measured it
 against per-sample PNG and ``.npy`` files (see ``benchmarks/RESULTS.md``).
 
-A cache is built in ``<fingerprint>.partial/`` and renamed into place only when complete, so an
-interrupted build is never taken for a finished one (the next build starts it again).
+Building is safe against the faults met in practice:
+
+* **two builds at once** (two ``preprocess``/``train``/``experiment`` commands): one build per
+  fingerprint at a time, under a lock that dies with its process (:mod:`lab2.locks`); the second
+  waits with a message, then uses the finished cache;
+* **a kill at any moment**: each build writes in its own private ``<fingerprint>.partial-XXXX/``
+  folder, renamed into place only when complete; ``meta.json`` is written last and records the
+  row count and file sizes, and a cache is used only after they are checked, so a truncated
+  ``images.npy`` is rebuilt rather than failing later with "mmap length is greater than file
+  size". Partial folders of dead builds (of any variant) are removed by the next build;
+* **a full disk**: the size of a cache is known before it is built; the free space is checked and
+  the arrays are allocated on disk up front (``posix_fallocate`` where the OS has it) — writing
+  into a sparse memory map on a full disk once ended in ``Bus error``;
+* **a read-only data root**: ``LAB2_CACHE_DIR`` (or ``--cache-dir``) puts the caches elsewhere, and
+  the error says so.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import atomic
+from .. import atomic, locks
+from ..paths import CACHE_ENV, cache_dir, dataset_dir
 from ..preprocess import PreprocessParams, preprocess
+from ..processes import worker_pool
 from .audit import audit_dataset, dataset_fingerprint
 from .index import load_split
-from ..paths import dataset_dir
 from .reading import read_sample
 from .resize import as_hw, resize_pair
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+ARRAYS = ("images.npy", "trimaps.npy")
+#: Free space kept beyond a cache's own size when it is built.
+SPARE_BYTES = 64 * 2**20
+FIX = f"set {CACHE_ENV} (or pass --cache-dir) to a writable folder on a disk with room"
+
+log = logging.getLogger(__name__)
 
 
 def cache_root_for(root: str | os.PathLike) -> Path:
-    """Default cache folder of a data root: ``<root>/cache``."""
-    return Path(root).expanduser() / "cache"
+    """Cache folder of a data root: ``$LAB2_CACHE_DIR`` or ``<root>/cache``."""
+    return cache_dir(root)
 
 
 def cache_fingerprint(root: str | os.PathLike, image_size: int | tuple[int, int],
@@ -59,9 +81,9 @@ class SampleCache:
     """A finished cache folder. Memory maps are opened lazily, and again after pickling (so every
     data-loader worker maps the file itself instead of receiving a copy)."""
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, meta: dict | None = None):
         self.folder = Path(folder)
-        self.meta = json.loads((self.folder / "meta.json").read_text())
+        self.meta = meta if meta is not None else json.loads((self.folder / "meta.json").read_text())
         self.names: list[str] = self.meta["names"]
         self.row = {name: i for i, name in enumerate(self.names)}
         self._images = self._trimaps = None
@@ -88,12 +110,31 @@ class SampleCache:
         return {**self.__dict__, "_images": None, "_trimaps": None}
 
 
+def verified_cache(folder: str | os.PathLike) -> SampleCache | None:
+    """The cache in ``folder`` if it is complete: ``meta.json`` (written last) present, each array
+    of the recorded size and row count. None for a missing, partial or damaged cache."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("version") != CACHE_VERSION:
+            return None
+        n, sizes = len(meta["names"]), meta["sizes"]
+        for name in ARRAYS:
+            if (folder / name).stat().st_size != sizes[name]:
+                return None
+            if np.load(folder / name, mmap_mode="r").shape[0] != n:
+                return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return SampleCache(folder, meta)
+
+
 def find_cache(root: str | os.PathLike, image_size: int | tuple[int, int],
                params: PreprocessParams | None, cache_root: str | os.PathLike | None = None
                ) -> SampleCache | None:
-    """The finished cache for these settings, or None."""
+    """The finished, verified cache for these settings, or None."""
     folder = Path(cache_root or cache_root_for(root)) / cache_fingerprint(root, image_size, params)
-    return SampleCache(folder) if (folder / "meta.json").is_file() else None
+    return verified_cache(folder)
 
 
 # ---- building ------------------------------------------------------------------------------------
@@ -121,6 +162,60 @@ def _fill_row(job: tuple[int, str]) -> int:
     return row
 
 
+def cache_bytes(n: int, size: tuple[int, int]) -> int:
+    """Disk bytes of a cache of ``n`` samples at ``size`` (both arrays, headers included)."""
+    h, w = size
+    return n * h * w * 4 + 2 * 4096
+
+
+def _check_free_space(folder: Path, need: int, what: Path) -> None:
+    free = shutil.disk_usage(folder).free
+    if free < need + SPARE_BYTES:
+        raise atomic.StorageError(
+            errno.ENOSPC, f"the cache {what} needs {need / 2**30:.2f} GiB but {folder} has "
+                f"{free / 2**30:.2f} GiB free; free some space, or {FIX}")
+
+
+def _allocate(path: Path, shape: tuple) -> None:
+    """Create a .npy array of zeros with its bytes reserved on disk, so that filling it through
+    a memory map cannot hit a full disk (which kills the process with SIGBUS)."""
+    try:
+        del_me = np.lib.format.open_memmap(path, "w+", np.uint8, shape)
+        del del_me
+        if hasattr(os, "posix_fallocate"):
+            fd = os.open(path, os.O_RDWR)
+            try:
+                os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+            except OSError as e:
+                if e.errno in atomic.FULL_DISK:
+                    raise
+                # EOPNOTSUPP / EINVAL: this file system cannot preallocate; the free-space
+                # check made before the build stands
+            finally:
+                os.close(fd)
+    except OSError as e:
+        raise atomic.storage_error(path, e, FIX) from e
+
+
+def _remove_abandoned_builds(base: Path) -> None:
+    """Remove partial builds whose builder is gone (any variant; a live build keeps its lock)."""
+    for partial in base.glob("*.partial*"):
+        fingerprint = partial.name.split(".partial")[0]
+        try:
+            with locks.owned(base / f"{fingerprint}.lock", f"the cache {fingerprint}"):
+                shutil.rmtree(partial, ignore_errors=True)
+        except locks.BusyError:
+            pass  # being built right now
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def build_cache(root: str | os.PathLike, image_size: int | tuple[int, int],
                 params: PreprocessParams | None = None, *,
                 cache_root: str | os.PathLike | None = None, workers: int | None = None,
@@ -128,44 +223,73 @@ def build_cache(root: str | os.PathLike, image_size: int | tuple[int, int],
     """Build (or find) the cache of every usable listed sample at ``image_size``.
 
     ``params=None`` stores the raw resized images; a :class:`PreprocessParams` stores them after
-    the preprocessing chain (applied after resizing). Skips the files the audit skips.
+    the preprocessing chain (applied after resizing). Skips the files the audit skips. Safe to call
+    from several processes at once: one builds, the others wait and use its result.
     """
     found = find_cache(root, image_size, params, cache_root)
     if found is not None:
         return found
     size = as_hw(image_size)
     fingerprint = cache_fingerprint(root, size, params)
-    final = Path(cache_root or cache_root_for(root)) / fingerprint
-    partial = final.with_name(fingerprint + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)  # an interrupted build: start again
-    partial.mkdir(parents=True)
+    base = Path(cache_root or cache_root_for(root))
+    final = base / fingerprint
+    with locks.owned(base / f"{fingerprint}.lock", f"the cache {final}", wait=True, fix=FIX):
+        found = verified_cache(final)   # built by the process we waited for
+        if found is not None:
+            return found
+        _remove_abandoned_builds(base)
+        if final.exists():
+            log.warning("the cache %s is incomplete or damaged; building it again", final)
+            shutil.rmtree(final)
+        return _build(root, size, params, fingerprint, base, final, workers, progress)
 
+
+def _build(root, size: tuple[int, int], params: PreprocessParams | None, fingerprint: str,
+           base: Path, final: Path, workers: int | None, progress: bool) -> SampleCache:
     skipped = audit_dataset(root, progress=progress).skipped_names
     names = list(dict.fromkeys(r.name for split in ("trainval", "test")
                                for r in load_split(root, split) if r.name not in skipped))
     h, w = size
-    np.lib.format.open_memmap(partial / "images.npy", "w+", np.uint8, (len(names), h, w, 3))
-    np.lib.format.open_memmap(partial / "trimaps.npy", "w+", np.uint8, (len(names), h, w))
-
-    init_args = (str(partial), str(dataset_dir(root)), size, params)
-    jobs = list(enumerate(names))
-    label = "cache " + ("preprocessed" if params is not None else "raw") + f" {h}x{w}"
-    bar = dict(total=len(jobs), desc=label, unit="img", disable=not progress)
-    workers = workers or os.cpu_count() or 1
-    if workers <= 1 or len(jobs) < 4 * workers:
-        _init_worker(*init_args)
-        for _ in tqdm(map(_fill_row, jobs), **bar):
-            pass
-        _worker_state.clear()
-    else:
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=init_args) as pool:
-            for _ in tqdm(pool.map(_fill_row, jobs, chunksize=16), **bar):
-                pass
-    atomic.write_json(partial / "meta.json", {
-        "version": CACHE_VERSION, "fingerprint": fingerprint, "image_size": [h, w],
-        "preprocess": None if params is None else params.to_dict(),
-        "dataset": str(dataset_dir(root)), "names": names,
-    })
-    os.replace(partial, final)
-    return SampleCache(final)
+    _check_free_space(base, cache_bytes(len(names), size), final)
+    try:
+        partial = Path(tempfile.mkdtemp(prefix=f"{fingerprint}.partial-", dir=base))
+    except OSError as e:
+        raise atomic.storage_error(base, e, FIX) from e
+    try:
+        _allocate(partial / "images.npy", (len(names), h, w, 3))
+        _allocate(partial / "trimaps.npy", (len(names), h, w))
+        init_args = (str(partial), str(dataset_dir(root)), size, params)
+        jobs = list(enumerate(names))
+        label = "cache " + ("preprocessed" if params is not None else "raw") + f" {h}x{w}"
+        bar = dict(total=len(jobs), desc=label, unit="img", disable=not progress)
+        workers = workers or os.cpu_count() or 1
+        if workers <= 1 or len(jobs) < 4 * workers:
+            _init_worker(*init_args)
+            try:
+                for _ in tqdm(map(_fill_row, jobs), **bar):
+                    pass
+            finally:
+                _worker_state.clear()
+        else:
+            with worker_pool(workers, _init_worker, init_args) as pool:
+                for _ in tqdm(pool.map(_fill_row, jobs, chunksize=16), **bar):
+                    pass
+        for name in ARRAYS:
+            _fsync(partial / name)
+        # meta.json last: the completion marker, with what verification checks
+        atomic.write_json(partial / "meta.json", {
+            "version": CACHE_VERSION, "fingerprint": fingerprint, "image_size": [h, w],
+            "preprocess": None if params is None else params.to_dict(),
+            "dataset": str(dataset_dir(root)), "names": names,
+            "sizes": {name: (partial / name).stat().st_size for name in ARRAYS},
+        }, fix=FIX)
+        os.chmod(partial, atomic.folder_mode())
+        os.replace(partial, final)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    cache = verified_cache(final)
+    if cache is None:
+        raise RuntimeError(f"the cache just built in {final} does not verify; delete it and run "
+                           "again (a disk or file-system fault?)")
+    return cache

@@ -31,12 +31,24 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
+def pillow_format(path: str | os.PathLike) -> str | None:
+    """The format Pillow identifies from a file's header (WebP, BMP, TIFF, ...), or None."""
+    try:
+        with Image.open(path) as image:
+            return image.format
+    except Exception:  # UnidentifiedImageError, OSError, ...
+        return None
+
+
 def check_image(path: str | os.PathLike) -> tuple[str, str]:
-    """Classify an image file: (OK | RECOVERED | SKIPPED, problem description or '')."""
+    """Classify an image file: (OK | RECOVERED | SKIPPED, problem description or '').
+
+    Any format Pillow reads counts as an image (JPEG, PNG and GIF are recognised by their
+    signature, the rest — WebP, BMP, TIFF, ... — by Pillow itself)."""
     path = Path(path)
     with open(path, "rb") as f:
         head = f.read(16)
-    fmt = sniff_format(head)
+    fmt = sniff_format(head) or pillow_format(path)
     if fmt is None:
         what = f"a {path.suffix} file" if path.suffix.lower() not in _EXPECTED_FORMAT else "unknown data"
         return SKIPPED, f"not an image ({what})"
@@ -71,10 +83,18 @@ def read_sample(folder: str | os.PathLike, name: str) -> tuple[np.ndarray, np.nd
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read any decodable image as a uint8 RGB array (H, W, 3)."""
+    """Read any decodable image as a uint8 RGB array (H, W, 3).
+
+    16-bit greyscale (and 32-bit integer) images are scaled from their bit depth to 0-255;
+    Pillow's own conversion would clip them, turning most pixels white."""
     with Image.open(path) as image:
         if image.mode == "RGB":
             return np.asarray(image).copy()
+        if image.mode.startswith("I"):   # "I;16", "I;16B", "I" (32-bit)
+            values = np.asarray(image).astype(np.float64)
+            top = 65535.0 if image.mode.startswith("I;16") or values.max() <= 65535 else 2**31 - 1
+            grey = np.clip(np.round(values / top * 255), 0, 255).astype(np.uint8)
+            return np.repeat(grey[..., None], 3, axis=2)
         return np.asarray(image.convert("RGB"))
 
 

@@ -11,6 +11,11 @@ and the robust reader are exercised: a ``.mat`` file in ``images/``, a GIF and a
 files next to the trimaps. ``SampleInfo.planted`` says which file is which.
 
 Results computed on this sample say nothing about the real data set; label them as synthetic.
+
+The sample is drawn into a private ``.oxford-iiit-pet.partial-XXXX/`` folder beside its final
+place and renamed there when complete (with its manifest), under a lock, so an interrupted or
+concurrent ``sample`` never leaves a half-written sample for the next command to trip over;
+leftover partial folders are removed by the next call.
 """
 
 from __future__ import annotations
@@ -19,15 +24,17 @@ import io
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .. import atomic
-from ..paths import dataset_dir
+from .. import atomic, locks
+from ..paths import DATASET_FOLDER, dataset_dir
 from .index import BREEDS, Record, breed_id_of, species_of
 from .reading import IGNORED, RECOVERED, SKIPPED
 
@@ -280,17 +287,45 @@ def make_sample_dataset(root: str | os.PathLike, *, seed: int = 0, n_trainval: i
     folder = dataset_dir(root)
     settings = dict(version=SAMPLE_VERSION, seed=seed, n_trainval=n_trainval, n_test=n_test,
                     size=size)
+    parent = folder.parent
+    fix = "choose a writable --root with room for the sample (a few MB)"
+    with locks.owned(parent / ".lab2-sample.lock", f"the sample {folder}", wait=True, fix=fix):
+        manifest = folder / MANIFEST
+        if manifest.is_file() and not overwrite:
+            stored = json.loads(manifest.read_text())
+            if stored.get("settings") == settings:
+                return SampleInfo(str(folder), seed, n_trainval, n_test, size,
+                                  {k: tuple(v) for k, v in stored["planted"].items()})
+        if folder.exists() and any(folder.iterdir()) and not manifest.is_file() and not overwrite:
+            raise ValueError(f"{folder} holds files that are not a lab2 sample (the real data "
+                             "set?); choose another --root or pass overwrite=True")
+        for leftover in parent.glob(f".{DATASET_FOLDER}.partial-*"):
+            shutil.rmtree(leftover, ignore_errors=True)   # an interrupted earlier call's
+        try:
+            partial = Path(tempfile.mkdtemp(prefix=f".{DATASET_FOLDER}.partial-", dir=parent))
+        except OSError as e:
+            raise atomic.storage_error(parent, e, fix) from e
+        try:
+            info = _write_sample(partial, seed, n_trainval, n_test, size, progress, settings)
+            os.chmod(partial, atomic.folder_mode())
+            if folder.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{DATASET_FOLDER}.partial-", dir=parent))
+                os.replace(folder, old / "old")
+            os.replace(partial, folder)
+        except BaseException as e:
+            shutil.rmtree(partial, ignore_errors=True)
+            if isinstance(e, OSError) and not isinstance(e, atomic.StorageError):
+                raise atomic.storage_error(folder, e, fix) from e
+            raise
+        for leftover in parent.glob(f".{DATASET_FOLDER}.partial-*"):
+            shutil.rmtree(leftover, ignore_errors=True)   # the replaced sample
+        return replace(info, folder=str(folder))
+
+
+def _write_sample(folder: Path, seed: int, n_trainval: int, n_test: int, size: int,
+                  progress: bool, settings: dict) -> SampleInfo:
+    """Draw the whole sample into ``folder`` (its manifest last)."""
     manifest = folder / MANIFEST
-    if manifest.is_file() and not overwrite:
-        stored = json.loads(manifest.read_text())
-        if stored.get("settings") == settings:
-            return SampleInfo(str(folder), seed, n_trainval, n_test, size,
-                              {k: tuple(v) for k, v in stored["planted"].items()})
-    if folder.exists():
-        if any(folder.iterdir()) and not manifest.is_file() and not overwrite:
-            raise ValueError(f"{folder} holds files that are not a lab2 sample (the real data set?);"
-                             " choose another --root or pass overwrite=True")
-        shutil.rmtree(folder)
     images, trimaps = folder / "images", folder / "annotations" / "trimaps"
     images.mkdir(parents=True)
     trimaps.mkdir(parents=True)
@@ -333,7 +368,10 @@ def make_sample_dataset(root: str | os.PathLike, *, seed: int = 0, n_trainval: i
         if defect == "missing_trimap":
             planted[f"annotations/trimaps/{rec.name}.png"] = (SKIPPED, "trimap missing")
         else:
-            cv2.imwrite(str(trimaps / f"{rec.name}.png"), trimap)
+            ok, png = cv2.imencode(".png", trimap)
+            if not ok:
+                raise ValueError(f"OpenCV could not encode the trimap of {rec.name}")
+            (trimaps / f"{rec.name}.png").write_bytes(png.tobytes())
 
     # Not-an-image files in images/, as the real archive's Abyssinian_10x.mat.
     mat_name = f"{BREEDS[0]}_{counters.get(BREEDS[0], 0) + 100}.mat"

@@ -1,0 +1,47 @@
+"""Worker processes that die with their parent.
+
+The cache build and the audit decode images in a ``ProcessPoolExecutor``. When the parent was
+SIGKILLed, its forked workers once slept forever (about 430 MB each) waiting on a queue whose
+write end they had inherited themselves. Each worker now watches its parent and exits when it is
+gone. DataLoader workers need none of this: PyTorch gives them the same watchdog.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable
+
+#: How often a worker looks for its parent, in seconds.
+WATCH_INTERVAL_S = 0.5
+
+
+def die_with_parent(interval_s: float = WATCH_INTERVAL_S) -> None:
+    """Start a daemon thread that ends this process once its parent process has ended.
+
+    On Linux and macOS an orphan is re-parented, so a changed ``os.getppid()`` means the parent
+    died. (Windows workers are not forked and see their queue close instead.)
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent:
+                os._exit(1)
+    threading.Thread(target=watch, name="lab2-parent-watch", daemon=True).start()
+
+
+def _start_worker(initializer: Callable | None, initargs: tuple) -> None:
+    die_with_parent()
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def worker_pool(workers: int, initializer: Callable | None = None, initargs: tuple = ()
+                ) -> ProcessPoolExecutor:
+    """A ``ProcessPoolExecutor`` whose workers exit when this process dies."""
+    return ProcessPoolExecutor(workers, initializer=_start_worker,
+                               initargs=(initializer, initargs))
