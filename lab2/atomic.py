@@ -31,6 +31,9 @@ FULL_DISK = (errno.ENOSPC, errno.EDQUOT) if hasattr(errno, "EDQUOT") else (errno
 class StorageError(OSError):
     """A write failed because of the disk or the folder (full, read-only), said in one sentence."""
 
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
 
 def _umask() -> int:
     mask = os.umask(0)

@@ -1,0 +1,642 @@
+"""What survives what: kills at unlucky moments, two commands at once, full disks, read-only
+folders, odd inputs. Each test simulates one fault at the exact instant it bites (by raising
+there, or with a second real process) and checks that the user gets one clear line and a state
+the next command continues from. The numbers refer to the defects of issue 11."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import lab2.train as train_module
+from lab2 import atomic, cli, locks
+from lab2.checkpoint import load_checkpoint
+from lab2.config import profile_config
+from lab2.data import OxfordPetSegmentation, build_cache, find_cache, make_sample_dataset
+from lab2.data import cache as cache_module
+from lab2.data import sample as sample_module
+from lab2.data.reading import OK, RECOVERED, check_image, read_rgb
+from lab2.evaluate import evaluate_checkpoint
+from lab2.experiment import load_results, run_experiment
+from lab2.train import (NonFiniteLossError, is_finished, read_history, run_summary,
+                        saved_config, train)
+
+PROJECT = Path(__file__).resolve().parent.parent
+SMOKE = dict(image_size=64, base_channels=4, epochs=2, batch_size=4, max_train_samples=8,
+             max_eval_samples=4, num_workers=0, device="cpu")
+TINY = dict(epochs=2, base_channels=4, max_train_samples=8, max_eval_samples=4)
+
+
+def smoke(**changes):
+    return profile_config("smoke", **{**SMOKE, **changes})
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL at one instant: nothing after it runs, no handler catches it."""
+
+
+def kill_on_call(monkeypatch, module, name, when):
+    """Make ``module.name`` raise Killed on the call for which ``when(args)`` is true."""
+    original = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        if when(*args):
+            raise Killed(name)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(module, name, wrapper)
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error:")]
+    assert len(errors) == 1, err
+    return errors[0]
+
+
+def hold_lock(path: Path) -> subprocess.Popen:
+    """A second real process that holds a lab2 lock until killed."""
+    code = ("import sys, time; from lab2.locks import owned; "
+            "held = owned(sys.argv[1], 'x'); held.__enter__(); print('held', flush=True); "
+            "time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
+                            text=True, cwd=PROJECT)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+# ---- 1. a run counted finished that is not -------------------------------------------------
+
+def test_a_kill_while_the_final_checkpoint_is_written_leaves_the_run_unfinished(
+        sample_root, tmp_path, monkeypatch, caplog):
+    out = tmp_path / "run"
+    kill_on_call(monkeypatch, train_module, "save_checkpoint",
+                 lambda path, state: Path(path).name == "last.pt" and state["epoch"] == 2)
+    with pytest.raises(Killed):
+        train(smoke(), sample_root, out, progress=False)
+    monkeypatch.undo()
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    assert not is_finished(out)     # history.csv never runs ahead of the weights
+    assert [h["epoch"] for h in read_history(out / "history.csv")] == [1]
+    rows, _ = run_experiment("smoke", sample_root, tmp_path / "exp", progress=False,
+                             runs=[("unet", False)], **TINY)
+    assert rows[0]["epochs"] == 2
+
+
+def test_the_experiment_trains_a_run_whose_history_is_ahead_of_its_checkpoint(
+        sample_root, tmp_path):
+    """What the old order (history.csv, then last.pt) left after a kill between the two: the
+    experiment must resume the run, not test an older best.pt as if it were finished."""
+    exp = tmp_path / "exp"
+    config = smoke(epochs=1, **{k: v for k, v in TINY.items() if k != "epochs"})
+    train(config, sample_root, exp / "unet_raw", progress=False)
+    history = read_history(exp / "unet_raw" / "history.csv")
+    train_module.write_history(exp / "unet_raw" / "history.csv",
+                               history + [{**history[0], "epoch": 2}])
+    rows, _ = run_experiment("smoke", sample_root, exp, progress=False,
+                             runs=[("unet", False)], **TINY)
+    assert load_checkpoint(exp / "unet_raw" / "last.pt")["epoch"] == 2
+    assert rows[0]["epochs"] == 2
+    assert rows[0]["best_val_dice"] == max(h["val_dice"] for h in run_summary(
+        exp / "unet_raw")["history"])
+
+
+def test_a_kill_before_best_pt_is_copied_is_repaired_from_last_pt(sample_root, tmp_path,
+                                                                   monkeypatch):
+    out = tmp_path / "run"
+    kill_on_call(monkeypatch, train_module, "copy_checkpoint",
+                 lambda source, target: load_checkpoint(source)["epoch"] == 1)
+    with pytest.raises(Killed):
+        train(smoke(epochs=1), sample_root, out, progress=False)
+    monkeypatch.undo()
+    assert is_finished(out) and not (out / "best.pt").exists()
+    train_module.reconcile_run(out)
+    assert load_checkpoint(out / "best.pt")["epoch"] == 1
+
+
+def test_ctrl_c_during_a_checkpoint_write_names_the_epoch_last_pt_holds(
+        sample_root, tmp_path, monkeypatch, caplog):
+    original = train_module.save_checkpoint
+
+    def interrupted(path, state):
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+        original(path, state)
+    monkeypatch.setattr(train_module, "save_checkpoint", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(smoke(), sample_root, tmp_path / "run", progress=False)
+    assert "holds epoch 1" in caplog.text and "holds epoch 2" not in caplog.text
+
+
+# ---- 2. two cache builds at once ----------------------------------------------------------
+
+@pytest.fixture
+def small_root(tmp_path):
+    make_sample_dataset(tmp_path / "data", n_trainval=20, n_test=6, size=64, progress=False)
+    return tmp_path / "data"
+
+
+def no_zero_rows(cache) -> bool:
+    cache._open()
+    return all(cache._images[i].any() for i in range(len(cache.names)))
+
+
+def test_a_second_cache_build_waits_for_the_first_and_uses_its_result(small_root, monkeypatch):
+    original = cache_module._fill_row
+    filled = []
+
+    def slow(job):
+        filled.append(threading.get_ident())
+        time.sleep(0.02)
+        return original(job)
+    monkeypatch.setattr(cache_module, "_fill_row", slow)
+    first = threading.Thread(target=build_cache, args=(small_root, 32, None),
+                             kwargs=dict(progress=False, workers=1))
+    first.start()
+    while not filled:
+        time.sleep(0.005)
+    second = build_cache(small_root, 32, None, progress=False, workers=1)
+    first.join()
+    assert set(filled) == {first.ident}            # the second build filled no row itself
+    assert find_cache(small_root, 32, None) is not None and no_zero_rows(second)
+
+
+@pytest.mark.slow
+def test_two_real_preprocess_commands_at_once_both_succeed_with_one_good_cache(small_root):
+    command = [sys.executable, "-m", "lab2", "preprocess", "--root", str(small_root),
+               "--image-size", "64", "--workers", "2"]
+    procs = [subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    cache = find_cache(small_root, 64, cache_module.PreprocessParams())
+    assert cache is not None and no_zero_rows(cache)
+    assert not list(cache.folder.parent.glob("*.partial*"))
+
+
+def test_a_truncated_cache_array_is_detected_and_rebuilt(small_root):
+    cache = build_cache(small_root, 32, None, progress=False, workers=1)
+    images = cache.folder / "images.npy"
+    with open(images, "r+b") as f:
+        f.truncate(images.stat().st_size - 1000)
+    assert find_cache(small_root, 32, None) is None
+    assert OxfordPetSegmentation(small_root, "train", 32, progress=False).cache is None
+    rebuilt = build_cache(small_root, 32, None, progress=False, workers=1)
+    ds = OxfordPetSegmentation(small_root, "train", 32, progress=False)
+    assert ds.cache is not None and ds[0][0].shape == (3, 32, 32) and no_zero_rows(rebuilt)
+
+
+def test_a_cache_without_its_completion_marker_is_not_used(small_root):
+    cache = build_cache(small_root, 32, None, progress=False, workers=1)
+    (cache.folder / "meta.json").unlink()
+    assert find_cache(small_root, 32, None) is None
+
+
+# ---- 3. stale Table 1 numbers -------------------------------------------------------------
+
+def test_an_experiment_folder_refuses_runs_of_another_data_set(sample_root, tmp_path, capsys):
+    exp = tmp_path / "exp"
+    run_experiment("smoke", sample_root, exp, progress=False, runs=[("unet", False)], **TINY)
+    other = tmp_path / "other"
+    make_sample_dataset(other, seed=1, n_trainval=40, n_test=20, size=96, progress=False)
+    code = cli.main(["experiment", "--profile", "smoke", "--root", str(other), "--out", str(exp),
+                     "--epochs", "2", "--base-channels", "4"])
+    assert code == 1
+    line = one_line_error(capsys)
+    assert "another --out" in line and "fingerprint" in line
+
+
+def test_a_run_refuses_to_resume_on_another_data_set(sample_root, tmp_path):
+    out = tmp_path / "run"
+    train(smoke(epochs=1), sample_root, out, progress=False)
+    other = tmp_path / "other"
+    make_sample_dataset(other, seed=1, n_trainval=40, n_test=20, size=96, progress=False)
+    with pytest.raises(ValueError, match="trained on the synthetic sample.*--root"):
+        train(smoke(epochs=2), other, out, resume=True, progress=False)
+
+
+def test_stored_test_metrics_are_reused_only_for_the_same_weights(sample_root, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(smoke(epochs=1), sample_root, a, progress=False)
+    train(smoke(epochs=1, seed=1), sample_root, b, progress=False)
+    first = evaluate_checkpoint(a / "best.pt", sample_root, progress=False, reuse=True)
+    assert evaluate_checkpoint(a / "best.pt", sample_root, progress=False,
+                               reuse=True) == first                      # same key: reused
+    stat = (a / "best.pt").stat()
+    (a / "best.pt").write_bytes((b / "best.pt").read_bytes())            # other weights,
+    os.utime(a / "best.pt", ns=(stat.st_atime_ns, stat.st_mtime_ns))     # same timestamp
+    again = evaluate_checkpoint(a / "best.pt", sample_root, progress=False, reuse=True)
+    assert again["key"]["checkpoint_sha256"] != first["key"]["checkpoint_sha256"]
+    assert again["dice"] == evaluate_checkpoint(b / "best.pt", sample_root,
+                                                progress=False)["dice"]
+
+
+# ---- 4. one owner per run folder ----------------------------------------------------------
+
+def test_a_second_train_on_a_busy_run_folder_stops_naming_the_owner(sample_root, tmp_path,
+                                                                      capsys):
+    out = tmp_path / "run"
+    holder = hold_lock(locks.folder_lock(out))
+    try:
+        code = cli.main(["train", "--model", "resnet34_unet", "--root", str(sample_root),
+                         "--out", str(out), "--profile", "smoke", "--epochs", "1",
+                         "--base-channels", "4"])
+        assert code == 1
+        assert f"PID {holder.pid}" in one_line_error(capsys)
+        assert not (out / "last.pt").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the SIGKILLed owner leaves no lock behind
+    train(smoke(epochs=1), sample_root, out, progress=False)
+    assert (out / "last.pt").is_file()
+
+
+def test_a_second_experiment_on_a_busy_folder_stops(sample_root, tmp_path):
+    exp = tmp_path / "exp"
+    holder = hold_lock(locks.folder_lock(exp))
+    try:
+        with pytest.raises(locks.BusyError, match=f"PID {holder.pid}"):
+            run_experiment("smoke", sample_root, exp, progress=False, **TINY)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# ---- 5. an interrupted sample generation ---------------------------------------------------
+
+def test_an_interrupted_sample_leaves_nothing_that_blocks_the_next_call(tmp_path, monkeypatch):
+    calls = []
+    original = sample_module._draw_sample
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 10:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+    monkeypatch.setattr(sample_module, "_draw_sample", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        make_sample_dataset(tmp_path, n_trainval=20, n_test=6, size=64, progress=False)
+    monkeypatch.undo()
+    assert not (tmp_path / "oxford-iiit-pet").exists()
+    info = make_sample_dataset(tmp_path, n_trainval=20, n_test=6, size=64, progress=False)
+    assert info.n_trainval == 20 and (tmp_path / "oxford-iiit-pet" / ".lab2-sample.json").is_file()
+    assert not list(tmp_path.glob(".oxford-iiit-pet.partial-*"))
+
+
+def test_a_partial_sample_left_by_a_killed_call_is_removed(tmp_path):
+    leftover = tmp_path / ".oxford-iiit-pet.partial-abc123"
+    (leftover / "images").mkdir(parents=True)
+    make_sample_dataset(tmp_path, n_trainval=20, n_test=6, size=64, progress=False)
+    assert not leftover.exists()
+
+
+# ---- 6. predict reports only files it wrote -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, sample_root):
+    out = tmp_path_factory.mktemp("faults") / "run"
+    train(smoke(epochs=1), sample_root, out, progress=False)
+    return out
+
+
+def photo(path: Path, size=(40, 56)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (*size, 3), np.uint8)).save(path)
+    return path
+
+
+def test_predict_gives_inputs_with_the_same_stem_distinct_outputs(trained, tmp_path):
+    images = [photo(tmp_path / "a" / "cat.jpg"), photo(tmp_path / "b" / "cat.png")]
+    written = predict_files_cli(trained, images, tmp_path / "out")
+    assert len(set(written)) == 4 and all(p.stat().st_size > 0 for p in written)
+
+
+def predict_files_cli(trained, images, out):
+    from lab2.predict import predict_files
+    return predict_files(trained / "best.pt", images, out)
+
+
+def test_predict_into_a_folder_it_cannot_write_is_one_line_and_exit_1(trained, tmp_path, capsys):
+    blocked = tmp_path / "not_a_folder"
+    blocked.write_text("a file where the output folder should be")
+    code = cli.main(["predict", "--checkpoint", str(trained / "best.pt"),
+                     str(photo(tmp_path / "cat.jpg")), "--out", str(blocked)])
+    assert code == 1 and "cannot write" in one_line_error(capsys)
+
+
+def test_predict_on_a_full_disk_says_so(trained, tmp_path, monkeypatch, capsys):
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(atomic.os, "fsync", full)
+    code = cli.main(["predict", "--checkpoint", str(trained / "best.pt"),
+                     str(photo(tmp_path / "cat.jpg")), "--out", str(tmp_path / "p")])
+    assert code == 1 and "disk is full" in one_line_error(capsys)
+    assert not list((tmp_path / "p").glob("*.png"))
+
+
+# ---- 7. resume with changed settings ------------------------------------------------------
+
+def test_resume_applies_a_new_learning_rate_and_records_it(sample_root, tmp_path):
+    out = tmp_path / "run"
+    train(smoke(epochs=1), sample_root, out, progress=False)
+    assert cli.main(["train", "--out", str(out), "--resume", "--epochs", "2",
+                     "--lr", "0.0001"]) == 0
+    history = read_history(out / "history.csv")
+    assert [h["lr"] for h in history] == [1e-3, 1e-4]
+    assert saved_config(out).lr == 1e-4
+    changes = json.loads((out / "run.json").read_text())["changes"]
+    assert {"epoch": 1, "field": "lr", "from": 1e-3, "to": 1e-4} in changes
+
+
+def test_resume_refuses_a_setting_that_cannot_change_and_restart_applies_it(
+        sample_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(smoke(epochs=1), sample_root, out, progress=False)
+    code = cli.main(["train", "--out", str(out), "--resume", "--image-size", "32"])
+    assert code == 1 and "--restart" in one_line_error(capsys)
+    assert cli.main(["train", "--model", "unet", "--root", str(sample_root), "--out", str(out),
+                     "--restart", "--profile", "smoke", "--image-size", "32", "--epochs", "1",
+                     "--base-channels", "4"]) == 0
+    assert saved_config(out).image_size == 32
+
+
+def test_the_non_finite_loss_message_names_a_command_that_works(sample_root, tmp_path,
+                                                                monkeypatch):
+    built = []
+    original = train_module.build_model
+    monkeypatch.setattr(train_module, "build_model",
+                        lambda *a, **k: built.append(original(*a, **k)) or built[-1])
+
+    def poison(epoch, batch):
+        if epoch == 1 and batch == 0:
+            with torch.no_grad():
+                for p in built[-1].parameters():
+                    p.fill_(float("nan"))
+    out = tmp_path / "nan"
+    with pytest.raises(NonFiniteLossError) as caught:
+        train(smoke(), sample_root, out, progress=False, on_batch=poison)
+    command = str(caught.value).split("run: python -m lab2 ")[1].split(" (or")[0]
+    assert command.startswith("train --out") and "--lr 0.0001" in command
+    assert cli.main(command.split()) == 0
+    assert is_finished(out)
+
+
+# ---- 8. disk and permission errors --------------------------------------------------------
+
+def test_a_cache_build_without_room_is_one_line_naming_the_fix(small_root, monkeypatch, capsys):
+    class Usage:
+        free = 1000
+    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda path: Usage)
+    code = cli.main(["preprocess", "--root", str(small_root), "--image-size", "32"])
+    line = one_line_error(capsys)
+    assert code == 1 and "GiB" in line and "--cache-dir" in line
+    assert not list((small_root / "cache").glob("*.partial*"))
+
+
+def test_a_disk_filling_up_while_the_cache_is_allocated_is_one_line(small_root, monkeypatch):
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(cache_module.os, "posix_fallocate", full, raising=False)
+    with pytest.raises(atomic.StorageError, match="disk is full.*--cache-dir"):
+        build_cache(small_root, 32, None, progress=False, workers=1)
+    assert not list((small_root / "cache").glob("*.partial*"))
+
+
+def test_a_full_disk_during_a_checkpoint_save_names_the_file(sample_root, tmp_path,
+                                                             monkeypatch, capsys):
+    import lab2.checkpoint as checkpoint_module
+
+    def short_write(state, path):
+        Path(path).write_bytes(b"PK")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 512 vs 94")
+    monkeypatch.setattr(checkpoint_module.torch, "save", short_write)
+    code = cli.main(["train", "--model", "unet", "--root", str(sample_root), "--out",
+                     str(tmp_path / "run"), "--profile", "smoke", "--epochs", "1",
+                     "--base-channels", "4"])
+    line = one_line_error(capsys)
+    assert code == 1 and "last.pt" in line and "disk is full" in line
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
+def test_a_read_only_data_root_says_to_move_the_cache_and_cache_dir_does(
+        small_root, tmp_path, monkeypatch, capsys):
+    before = sorted(p for p in small_root.rglob("*"))
+    original_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if str(self).startswith(str(small_root)):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return original_mkdir(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    code = cli.main(["preprocess", "--root", str(small_root), "--image-size", "32"])
+    line = one_line_error(capsys)
+    assert code == 1 and "read-only" in line and "--cache-dir" in line
+    monkeypatch.setenv("LAB2_CACHE_DIR", "")   # restored (unset) after the test: the CLI sets it
+    assert cli.main(["preprocess", "--root", str(small_root), "--image-size", "32",
+                     "--cache-dir", str(tmp_path / "elsewhere")]) == 0
+    assert sorted(p for p in small_root.rglob("*")) == before
+    assert find_cache(small_root, 32, cache_module.PreprocessParams(),
+                      cache_root=tmp_path / "elsewhere") is not None
+
+
+def test_evaluate_prints_the_dice_before_failing_to_save_it(trained, sample_root, tmp_path,
+                                                           capsys):
+    run = tmp_path / "readonly_run"
+    run.mkdir()
+    (run / "best.pt").write_bytes((trained / "best.pt").read_bytes())
+    (run / "metrics.json").mkdir()        # a path that cannot be written as a file
+    code = cli.main(["evaluate", "--checkpoint", str(run / "best.pt"), "--root",
+                     str(sample_root)])
+    out, err = capsys.readouterr()
+    assert code == 1 and "average Dice" in out
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "metrics.json" in errors[0] and "not saved" in errors[0]
+
+
+# ---- 9. leftovers -------------------------------------------------------------------------
+
+def test_stale_temporaries_are_removed_when_a_run_resumes(sample_root, tmp_path):
+    out = tmp_path / "run"
+    train(smoke(epochs=1), sample_root, out, progress=False)
+    stale = out / ".last.pt.k1ll3d.tmp"
+    stale.write_bytes(bytes(1000))
+    train(smoke(epochs=2), sample_root, out, resume=True, progress=False)
+    assert not stale.exists()
+
+
+def test_partial_cache_folders_of_dead_builds_of_any_variant_are_removed(small_root):
+    cache_root = small_root / "cache"
+    dead = [cache_root / "0123456789abcdef.partial", cache_root / "fedcba9876543210.partial-x1"]
+    for folder in dead:
+        folder.mkdir(parents=True)
+    build_cache(small_root, 32, None, progress=False, workers=1)
+    assert not any(folder.exists() for folder in dead)
+
+
+def test_a_partial_build_whose_builder_is_alive_is_kept(small_root):
+    cache_root = small_root / "cache"
+    live = cache_root / "0123456789abcdef.partial-live"
+    live.mkdir(parents=True)
+    holder = hold_lock(cache_root / "0123456789abcdef.lock")
+    try:
+        build_cache(small_root, 32, None, progress=False, workers=1)
+        assert live.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_cache_build_workers_die_with_their_killed_parent(small_root, tmp_path):
+    script = tmp_path / "build.py"
+    script.write_text(
+        "import sys, time\n"
+        "from lab2.data import cache\n"
+        "original = cache._fill_row\n"
+        "def slow(job):\n"
+        "    time.sleep(0.5)\n"
+        "    return original(job)\n"
+        "cache._fill_row = slow\n"
+        "cache.build_cache(sys.argv[1], 32, None, progress=False, workers=2)\n")
+    parent = subprocess.Popen([sys.executable, str(script), str(small_root)], cwd=PROJECT)
+    children: list[int] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(children) < 2:
+        time.sleep(0.2)
+        children = children_of(parent.pid)
+    assert len(children) >= 2, "the build never started its workers"
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(alive(pid) for pid in children):
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in children)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+# ---- 10. files other users can read -------------------------------------------------------
+
+def test_atomic_writes_get_the_mode_of_a_normal_write(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic.write_text(tmp_path / "x.json", "{}")
+        plain = tmp_path / "plain"
+        plain.write_text("{}")
+        assert (tmp_path / "x.json").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+    finally:
+        os.umask(old)
+
+
+def test_cache_and_sample_folders_get_the_mode_of_a_normal_mkdir(small_root):
+    cache = build_cache(small_root, 32, None, progress=False, workers=1)
+    expected = atomic.folder_mode()
+    assert cache.folder.stat().st_mode & 0o777 == expected
+    assert (small_root / "oxford-iiit-pet").stat().st_mode & 0o777 == expected
+    assert (cache.folder / "meta.json").stat().st_mode & 0o777 == atomic.file_mode()
+
+
+# ---- 11. smaller --------------------------------------------------------------------------
+
+def test_16_bit_greyscale_images_are_scaled_not_saturated(tmp_path):
+    ramp = np.linspace(0, 61420, 64 * 64).reshape(64, 64).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "deep.png"), ramp)
+    rgb = read_rgb(tmp_path / "deep.png")
+    assert rgb.dtype == np.uint8 and rgb.shape == (64, 64, 3)
+    assert rgb.max() == round(61420 / 65535 * 255) and (rgb == 255).mean() < 0.01
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "BMP", "TIFF"])
+def test_other_formats_pillow_reads_are_images(tmp_path, fmt):
+    path = tmp_path / f"photo.{fmt.lower()}"
+    Image.fromarray(np.full((8, 8, 3), 100, np.uint8)).save(path, format=fmt)
+    assert check_image(path)[0] in (OK, RECOVERED)
+    assert read_rgb(path).shape == (8, 8, 3)
+
+
+@pytest.mark.parametrize("content", ["random", "keyless"])
+def test_a_file_that_is_not_a_checkpoint_is_one_line_naming_it(tmp_path, sample_root, content,
+                                                               capsys):
+    path = tmp_path / f"{content}.pt"
+    if content == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    else:
+        torch.save({"weights": torch.zeros(3)}, path)
+    code = cli.main(["evaluate", "--checkpoint", str(path), "--root", str(sample_root)])
+    line = one_line_error(capsys)
+    assert code == 1 and str(path) in line and "not" in line
+
+
+def test_the_experiment_row_comes_from_the_checkpoint(sample_root, tmp_path):
+    rows, out = run_experiment("smoke", sample_root, tmp_path / "exp", progress=False,
+                               runs=[("unet", False)], **TINY)
+    summary = run_summary(out / "unet_raw")
+    results, histories = load_results(out)
+    assert results[0]["epochs"] == summary["epoch"] == 2
+    assert results[0]["best_epoch"] == summary["best_epoch"]
+    assert [h["epoch"] for h in histories] == [h["epoch"] for h in summary["history"]]
+
+
+# ---- a real SIGKILL loop ------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_never_leaves_a_wrong_or_stuck_run(sample_root, tmp_path):
+    """Kill ``train`` with SIGKILL at spread-out moments, resume each time; the finished run
+    must be consistent: last.pt final, history.csv = last.pt's history, best.pt = best epoch."""
+    out = tmp_path / "run"
+    base = [sys.executable, "-m", "lab2", "train", "--out", str(out)]
+    start = base + ["--model", "unet", "--root", str(sample_root), "--profile", "smoke",
+                    "--epochs", "6", "--base-channels", "4", "--max-train-samples", "8",
+                    "--max-eval-samples", "4"]
+    rng = np.random.default_rng(0)
+    for attempt in range(6):
+        command = base + ["--resume"] if (out / "last.pt").exists() else start
+        proc = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        time.sleep(float(rng.uniform(3.0, 9.0)))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if (out / "last.pt").exists():
+            summary = run_summary(out)
+            held = [h["epoch"] for h in read_history(out / "history.csv")] \
+                if (out / "history.csv").exists() else []
+            assert len(held) <= summary["epoch"]        # never ahead of the weights
+    command = base + ["--resume"] if (out / "last.pt").exists() else start
+    done = subprocess.run(command, cwd=PROJECT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = run_summary(out)
+    assert summary["epoch"] == 6 and is_finished(out)
+    assert [h["epoch"] for h in read_history(out / "history.csv")] == list(range(1, 7))
+    assert load_checkpoint(out / "best.pt")["epoch"] == summary["best_epoch"]
+    assert not list(out.glob(".*.tmp"))
