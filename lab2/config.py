@@ -149,7 +149,9 @@ class TrainConfig:
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
-    def changes_from(self, saved: "TrainConfig") -> dict[str, tuple]:
+    def changes_from(self, saved: "TrainConfig", fix: str = "pass --restart to train the run "
+                     "again from scratch with the new settings, or use another --out"
+                     ) -> dict[str, tuple]:
         """``{field: (saved value, this value)}`` for the fields this config changes in ``saved``.
 
         Raises ValueError if a field outside :data:`RESUMABLE_FIELDS` differs (a run cannot
@@ -161,9 +163,7 @@ class TrainConfig:
                  if name not in RESUMABLE_FIELDS]
         if fixed:
             raise ValueError(f"cannot change {', '.join(fixed)} when resuming (only "
-                             f"{', '.join(RESUMABLE_FIELDS)} may change); pass --restart to train "
-                             "the run again from scratch with the new settings, or use another "
-                             "--out")
+                             f"{', '.join(RESUMABLE_FIELDS)} may change); {fix}")
         return changes
 
     @property

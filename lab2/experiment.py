@@ -77,7 +77,8 @@ def _run_config(run_dir: Path, wanted: TrainConfig, overrides: dict) -> TrainCon
         raise ValueError(f"{run_dir} was trained with profile {saved.profile!r}, not "
                          f"{wanted.profile!r}; use another --out, or the same --profile")
     config = saved.replace(**{k: v for k, v in overrides.items() if v is not None})
-    config.changes_from(saved)   # raises for a field that cannot change
+    config.changes_from(saved, fix=f"{run_dir} holds a run with the former; use another --out "
+                        "for an experiment with the new settings")   # raises if it cannot change
     return config
 
 
