@@ -85,7 +85,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import profile_config
+    from .config import profile_config, resolve_profile
     from .train import run_summary, saved_config, train
     if args.resume and args.restart:
         raise ValueError("--resume continues the run in --out and --restart deletes it; pass one")
@@ -93,7 +93,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         # the run's own settings, with only what was given on this command line changed
         saved = saved_config(args.out)
-        fixed = {"model": args.model, "preprocess": args.preprocess or None}
+        fixed = {"model": args.model, "preprocess": args.preprocess or None,
+                 "profile": resolve_profile(args.profile) if args.profile else None}
         config = saved.replace(**{k: v for k, v in {**fixed, **overrides}.items()
                                   if v is not None})
         root = (args.root or (run_summary(args.out)["data"] or {}).get("root")
@@ -257,9 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_root(p, None, f"data root (default {real_root}; with --resume, the run's own)")
     p.add_argument("--out", required=True, type=Path, help="run folder")
     p.add_argument("--resume", action="store_true",
-                   help="continue from OUT/last.pt with the run's settings; --epochs, --lr, "
-                        "--batch-size, --amp, --device, --channels-last, --compile and "
-                        "--num-workers given here change from the next epoch (kept in run.json)")
+                   help="continue from OUT/last.pt with the run's own settings; the epochs, "
+                        "learning rate, batch size, precision, device and loader settings given "
+                        "here change from the next epoch and are kept in run.json (the list: "
+                        "lab2.config.RESUMABLE_FIELDS); other changes are refused")
     p.add_argument("--restart", action="store_true",
                    help="delete the run in OUT and train it again from scratch")
     _add_profile_and_overrides(p)

@@ -180,8 +180,8 @@ def _allocate(path: Path, shape: tuple) -> None:
     """Create a .npy array of zeros with its bytes reserved on disk, so that filling it through
     a memory map cannot hit a full disk (which kills the process with SIGBUS)."""
     try:
-        del_me = np.lib.format.open_memmap(path, "w+", np.uint8, shape)
-        del del_me
+        array = np.lib.format.open_memmap(path, "w+", np.uint8, shape)
+        del array   # flushed and closed: only the file is wanted here
         if hasattr(os, "posix_fallocate"):
             fd = os.open(path, os.O_RDWR)
             try:
