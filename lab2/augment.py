@@ -5,8 +5,11 @@ Training (REPORT.md, "Augmentation"): horizontal flip, rotation + scaling + tran
 Evaluation: normalisation only. Geometric transforms move the mask with nearest-neighbour
 interpolation, so it keeps its labels ({0, 1}, or {0, 1, 255} with the ignore convention).
 
-Pipelines are deterministic for a seed (``seed=`` here, or ``reseed`` later, e.g. per epoch and per
-data-loader worker, see :func:`reseed`).
+Pipelines are deterministic for a seed (``seed=`` here, or :func:`reseed` later; training reseeds
+the pipeline for every sample from (run seed, epoch, sample), see :class:`lab2.train.SeededSampler`).
+Each transform of a pipeline gets its own seed: albumentations' ``Compose(seed=s)`` gives every
+transform the same stream, so that the flip, the affine, the blur, the colour shift and the
+brightness change all drew the same number and were applied together or not at all.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 import albumentations as A
 import cv2
+import numpy as np
 import torch
 
 #: ImageNet statistics, albumentations' default; applied to every split.
@@ -77,16 +81,27 @@ def build_train_transforms(params: AugmentParams = AugmentParams(), seed: int | 
     ]
     if normalize:
         transforms.append(_normalize())
-    return A.Compose(transforms, strict=True, seed=seed)
+    compose = A.Compose(transforms, strict=True)
+    if seed is not None:
+        reseed(compose, seed)
+    return compose
 
 
 def build_eval_transforms(seed: int | None = None) -> A.Compose:
     """Normalisation only, per image (the reference :func:`normalize_images` is tested against;
     lab2's evaluation and prediction normalise whole batches with that function)."""
-    return A.Compose([_normalize()], strict=True, seed=seed)
+    compose = A.Compose([_normalize()], strict=True)
+    if seed is not None:
+        reseed(compose, seed)
+    return compose
 
 
 def reseed(transform, seed: int) -> None:
-    """Re-seed an albumentations pipeline (no-op for other callables)."""
+    """Re-seed an albumentations pipeline, each of its transforms with a seed of its own derived
+    from ``seed`` (no-op for other callables)."""
     if hasattr(transform, "set_random_seed"):
         transform.set_random_seed(seed)
+        children = getattr(transform, "transforms", None) or []
+        for child, child_seed in zip(children, np.random.SeedSequence(seed).generate_state(
+                len(children))):
+            reseed(child, int(child_seed))

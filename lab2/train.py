@@ -15,8 +15,9 @@ epoch ahead of the weights. A run is finished when ``last.pt`` says its final ep
 One process owns a run folder at a time (:mod:`lab2.locks`); a second one stops at once with a
 message naming the first one's PID.
 
-Determinism: the shuffling order, the augmentation of each sample and every data-loader worker are
-seeded from ``(config.seed, epoch)``, and the checkpoint holds all RNG states, so a run interrupted
+Determinism: the shuffling order and the augmentation of each sample are seeded from
+``(config.seed, epoch, sample)`` (:class:`SeededSampler`), whatever the number of loader workers
+or the multiprocessing start method, and the checkpoint holds all RNG states, so a run interrupted
 and resumed on the CPU ends with the same weights as one that was not.
 """
 
@@ -31,6 +32,7 @@ import subprocess
 import time
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -120,24 +122,61 @@ def build_datasets(config: TrainConfig, root, splits=("train", "val"), progress:
     return datasets
 
 
+class SeededSampler(torch.utils.data.Sampler):
+    """Indices ``(seed, i)`` for one pass over a data set: the order (shuffled or not) and one
+    augmentation seed per sample, both drawn from (run seed, epoch) only.
+
+    Call :meth:`set_epoch` before each pass (as with ``DistributedSampler``). Because each sample
+    carries its own seed, the augmentation does not depend on the number of loader workers, and
+    the workers can stay alive across epochs (``persistent_workers``): under the ``spawn`` start
+    method of macOS and Windows, starting them again every epoch costs seconds each.
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool):
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        order = torch.randperm(self.n, generator=generator).tolist() if self.shuffle \
+            else range(self.n)
+        seeds = np.random.SeedSequence([self.seed, self.epoch, 1]).generate_state(self.n)
+        return iter([(int(seeds[i]), i) for i in order])
+
+
+def init_loader_worker(seed: int, worker_id: int) -> None:
+    """Seed a data-loader worker's global RNGs from (run seed, worker); the augmentation itself is
+    seeded per sample (:class:`SeededSampler`). Module-level, bound with ``functools.partial``, so
+    it pickles under the ``spawn`` and ``forkserver`` start methods, where a nested function
+    cannot be sent to the workers."""
+    s = epoch_seed(seed, -1, worker_id + 1)
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)
+
+
 def make_loader(dataset: OxfordPetSegmentation, config: TrainConfig, *, train: bool,
-                epoch: int = 0, device: torch.device | None = None) -> DataLoader:
-    """A DataLoader whose order and augmentation depend only on (seed, epoch)."""
-    seed = config.seed
+                device: torch.device | None = None) -> DataLoader:
+    """The loader of one split for a whole run; call ``loader.sampler.set_epoch(e)`` before each
+    pass. Works under any multiprocessing start method.
 
-    def init_worker(worker_id: int) -> None:
-        s = epoch_seed(seed, epoch, worker_id + 1)
-        random.seed(s)
-        np.random.seed(s % 2**32)
-        reseed(torch.utils.data.get_worker_info().dataset.transform, s)
-
-    reseed(dataset.transform, epoch_seed(seed, epoch))   # used when num_workers == 0
-    workers = config.num_workers
+    Evaluation loaders of a cached data set read in the main process: a cache row is a memory
+    copy (8,477 rows/s on this 2-core CPU, ``benchmarks/data_pipeline.py``) and there is no
+    augmentation to spread, so workers would only add processes."""
+    workers = config.num_workers if (train or dataset.cache is None) else 0
     return DataLoader(
-        dataset, batch_size=config.batch_size, shuffle=train, drop_last=False,
+        dataset, batch_size=config.batch_size, drop_last=False,
+        sampler=SeededSampler(len(dataset), config.seed, shuffle=train),
         num_workers=workers, prefetch_factor=config.prefetch_factor if workers else None,
-        worker_init_fn=init_worker if workers else None,
-        generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)),
+        persistent_workers=workers > 0,
+        worker_init_fn=partial(init_loader_worker, config.seed) if workers else None,
+        # the workers' base seed comes from here, not from the global RNG that dropout uses
+        generator=torch.Generator().manual_seed(config.seed),
         pin_memory=device is not None and device.type == "cuda")
 
 
@@ -516,20 +555,20 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
                     "".join(f"; {name} {old} -> {new}" for name, (old, new) in changes.items()))
 
     saved_epoch = start_epoch   # what last.pt holds, for the messages
+    loaders = {split: make_loader(datasets[split], config, train=split == "train", device=device)
+               for split in ("train", "val")}
     epochs = tqdm(range(start_epoch, config.epochs), desc=config.run_name, unit="epoch",
                   initial=start_epoch, total=config.epochs, disable=not progress)
     try:
         for epoch in epochs:
             started = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
-            train_loss = train_one_epoch(
-                runnable, make_loader(datasets["train"], config, train=True, epoch=epoch,
-                                      device=device),
-                optimizer, step, epoch=epoch, progress=progress, on_batch=on_batch)
+            loaders["train"].sampler.set_epoch(epoch)
+            train_loss = train_one_epoch(runnable, loaders["train"], optimizer, step,
+                                         epoch=epoch, progress=progress, on_batch=on_batch)
             scheduler.step()
-            val = evaluate_model(runnable, make_loader(datasets["val"], config, train=False,
-                                                       device=device),
-                                 step, progress=progress, desc=f"epoch {epoch + 1} val")
+            val = evaluate_model(runnable, loaders["val"], step, progress=progress,
+                                 desc=f"epoch {epoch + 1} val")
             history = history + [{"epoch": epoch + 1, "train_loss": train_loss,
                                   "val_loss": val["loss"], "val_dice": val["dice"],
                                   "val_dice_pooled": val["dice_pooled"], "lr": lr,
@@ -575,6 +614,6 @@ def is_finished(run_dir: str | Path, epochs: int | None = None) -> bool:
 
 
 __all__ = ["train", "evaluate_model", "train_one_epoch", "build_datasets", "make_loader",
-           "build_optimizer", "build_scheduler", "lr_at_epoch", "NonFiniteLossError", "LossGuard",
+           "SeededSampler", "build_optimizer", "build_scheduler", "lr_at_epoch", "NonFiniteLossError", "LossGuard",
            "Step", "is_finished", "read_history", "reconcile_run", "run_summary", "saved_config",
            "check_same_data", "RUN_FILES"]

@@ -120,3 +120,17 @@ def test_importing_lab2_opens_no_network_connection():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_each_transform_of_a_seeded_pipeline_draws_its_own_numbers():
+    # albumentations' Compose(seed=s) gives every transform the same stream: the flip, the affine,
+    # the blur, ... all drew the same number and were applied together or not at all
+    from lab2.augment import reseed
+    transform = build_train_transforms(normalize=False)
+    for seed in range(5):
+        reseed(transform, seed)
+        draws = [t.py_random.random() for t in transform.transforms]
+        assert len(set(draws)) == len(draws)
+    seeded = build_train_transforms(seed=3, normalize=False)
+    draws = [t.py_random.random() for t in seeded.transforms]
+    assert len(set(draws)) == len(draws)

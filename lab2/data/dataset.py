@@ -19,6 +19,7 @@ from .masks import trimap_to_mask
 from .reading import read_trimap, trimap_path
 from .resize import as_hw, resize_pair
 from .summary import read_example
+from ..augment import reseed
 
 _announced: set[str] = set()  # data set folders whose skipped files were already printed
 
@@ -121,7 +122,13 @@ class OxfordPetSegmentation(Dataset):
             image = run_chain(image, self.preprocess)
         return image, mask
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """Item ``index``; an index ``(seed, i)`` (from :class:`lab2.train.SeededSampler`) first
+        reseeds the transform with ``seed``, so a sample's augmentation does not depend on which
+        worker or in which order it is read."""
+        if isinstance(index, tuple):
+            seed, index = index
+            reseed(self.transform, seed)
         image, mask = self.read_resized(index)
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
