@@ -179,8 +179,10 @@ def _add_profile_and_overrides(p: argparse.ArgumentParser) -> None:
     g.add_argument("--border", choices=("foreground", "background", "ignore"))
     g.add_argument("--num-workers", type=int)
     g.add_argument("--seed", type=int)
-    g.add_argument("--device", choices=("auto", "cuda", "cpu"))
-    g.add_argument("--amp", choices=("auto", "bf16", "off"))
+    g.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"))
+    g.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"),
+                   help="mixed precision (auto: bf16 where the GPU or CPU has it natively, fp16 "
+                        "with loss scaling on older NVIDIA GPUs, else off)")
     g.add_argument("--channels-last", choices=("auto", "on", "off"))
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--max-train-samples", type=_positive(int))

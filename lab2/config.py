@@ -27,6 +27,8 @@ from .data.masks import BORDER_MODES
 from .models import MODELS
 
 OPTIMIZERS = ("adam", "sgd", "adamw")
+DEVICES = ("auto", "cuda", "mps", "cpu")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
 PROFILES = ("full", "quick", "smoke", "auto")
 PROFILE_ENV = "LAB2_PROFILE"
 
@@ -69,9 +71,9 @@ class TrainConfig:
     max_eval_samples: int | None = None   # validation and test subsets (None = all)
     # --- machine
     seed: int = 0
-    device: str = "auto"                  # "auto" (CUDA if present) | "cuda" | "cpu"
-    amp: str = "auto"                     # "auto" (bf16 on CUDA, off on CPU) | "bf16" | "off"
-    channels_last: str = "auto"           # "auto" (on for CUDA, off on CPU) | "on" | "off"
+    device: str = "auto"                  # "auto" (CUDA, else Apple MPS, else CPU) | "cuda" | "mps" | "cpu"
+    amp: str = "auto"                     # "auto" (lab2.machine) | "bf16" | "fp16" | "off"
+    channels_last: str = "auto"           # "auto" (lab2.machine) | "on" | "off"
     compile: bool = False                 # torch.compile the model (CUDA)
     profile: str = "full"                 # the profile these settings came from (for labels)
 
@@ -115,10 +117,10 @@ class TrainConfig:
         for name in ("max_train_samples", "max_eval_samples"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 bad(name, "must be at least 1 or None")
-        if self.device not in ("auto", "cuda", "cpu"):
-            bad("device", "choose auto, cuda or cpu")
-        if self.amp not in ("auto", "bf16", "off"):
-            bad("amp", "choose auto, bf16 or off")
+        if self.device not in DEVICES:
+            bad("device", f"choose {', '.join(DEVICES)}")
+        if self.amp not in AMP_MODES:
+            bad("amp", f"choose {', '.join(AMP_MODES)}")
         if self.channels_last not in ("auto", "on", "off"):
             bad("channels_last", "choose auto, on or off")
         if self.profile not in PROFILES:
@@ -206,5 +208,5 @@ def profile_config(profile: str | None = None, **overrides) -> TrainConfig:
     return TrainConfig(**settings)
 
 
-__all__ = ["TrainConfig", "RESUMABLE_FIELDS", "PROFILES", "PROFILE_OVERRIDES", "OPTIMIZERS", "profile_config",
+__all__ = ["TrainConfig", "RESUMABLE_FIELDS", "DEVICES", "AMP_MODES", "PROFILES", "PROFILE_OVERRIDES", "OPTIMIZERS", "profile_config",
            "resolve_profile", "run_name"]

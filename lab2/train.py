@@ -51,6 +51,7 @@ from .config import TrainConfig
 from .data import OxfordPetSegmentation, build_cache, dataset_fingerprint
 from .data.masks import IGNORE_INDEX
 from .data.sample import dataset_label
+from .machine import choose_channels_last, choose_precision, describe, resolve_device
 from .metrics import DiceMeter
 from .models import build_model
 from .paths import PROJECT_ROOT
@@ -68,27 +69,6 @@ class NonFiniteLossError(RuntimeError):
 
 
 # ---- machine ------------------------------------------------------------------------------------
-
-def resolve_device(config: TrainConfig) -> torch.device:
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("TrainConfig.device='cuda' but no CUDA device is available; use "
-                         "--device cpu or auto")
-    if config.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(config.device)
-
-
-def amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA by default; off on CPU (slower there without AMX)."""
-    if config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
-def channels_last(config: TrainConfig, device: torch.device) -> bool:
-    return config.channels_last == "on" or (config.channels_last == "auto" and
-                                             device.type == "cuda")
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -213,16 +193,24 @@ def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
 
 @dataclass
 class Step:
-    """What a training or evaluation step needs to know about the machine."""
+    """What a training or evaluation step needs to know about the machine (lab2.machine)."""
 
     device: torch.device
     amp: torch.dtype | None
     channels_last: bool
+    why: dict | None = None        # the reason for each choice, recorded in run.json
 
     @classmethod
     def for_config(cls, config: TrainConfig) -> "Step":
-        device = resolve_device(config)
-        return cls(device, amp_dtype(config, device), channels_last(config, device))
+        device = resolve_device(config.device)
+        amp, amp_why = choose_precision(config.amp, device)
+        layout, layout_why = choose_channels_last(config.channels_last, device, amp)
+        return cls(device, amp, layout, {"precision": describe(amp), "precision_why": amp_why,
+                                         "channels_last_why": layout_why})
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """The loss scaler fp16 needs (a no-op one for bf16 and fp32)."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
 
     def place(self, model: nn.Module) -> nn.Module:
         """Move the model to the device, in channels_last when the step uses it."""
@@ -253,16 +241,21 @@ class LossGuard:
     later, when that step's kernels are already queued. A bad loss is then reported one step late
     (the weights in memory may already be spoilt), which changes nothing for the user: training
     stops and last.pt still holds the last completed epoch.
+
+    Under fp16 an overflow now and then is normal: the GradScaler skips that step and lowers its
+    scale. ``tolerate`` consecutive non-finite losses pass; one more stops the run.
     """
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, tolerate: int = 0):
         self.lagged = device.type == "cuda"
+        self.tolerate = tolerate
+        self.bad_in_a_row = 0
         self.pending: tuple | None = None
 
     def check(self, loss: torch.Tensor, epoch: int, batch: int) -> None:
         loss = loss.detach()
         if not self.lagged:
-            self._raise_unless(bool(torch.isfinite(loss)), loss, epoch, batch)
+            self._count(bool(torch.isfinite(loss)), loss, epoch, batch)
             return
         flag = torch.empty((), dtype=torch.bool, pin_memory=True)
         flag.copy_(torch.isfinite(loss), non_blocking=True)
@@ -277,27 +270,36 @@ class LossGuard:
             flag, event, loss, epoch, batch = self.pending
             self.pending = None
             event.synchronize()
-            self._raise_unless(bool(flag), loss, epoch, batch)
+            self._count(bool(flag), loss, epoch, batch)
 
-    @staticmethod
-    def _raise_unless(finite: bool, loss: torch.Tensor, epoch: int, batch: int) -> None:
-        if not finite:
+    def _count(self, finite: bool, loss: torch.Tensor, epoch: int, batch: int) -> None:
+        self.bad_in_a_row = 0 if finite else self.bad_in_a_row + 1
+        if self.bad_in_a_row > self.tolerate:
             raise NonFiniteLossError(
-                f"the training loss became {loss.item()} in epoch {epoch + 1}, batch {batch + 1}; "
-                "training stopped and last.pt still holds the last completed epoch. Lower --lr, "
-                "or turn mixed precision off (--amp off), then resume with --resume.")
+                f"the training loss became {loss.item()} in epoch {epoch + 1}, batch {batch + 1}"
+                + (f" ({self.bad_in_a_row} steps in a row)" if self.tolerate else "")
+                + "; training stopped and last.pt still holds the last completed epoch. Lower "
+                "--lr, or turn mixed precision off (--amp off), then resume with --resume.")
+
+
+#: Consecutive non-finite fp16 losses the GradScaler may skip before the run stops: the scaler
+#: halves its scale on each, so 20 cover a scale fallen by 2**20 — far past any useful one.
+FP16_TOLERATED_OVERFLOWS = 20
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     step: Step, *, epoch: int, progress: bool = True,
-                    on_batch: Callable[[int, int], None] | None = None) -> float:
-    """One pass over ``loader``; returns the mean training loss. Raises NonFiniteLossError."""
+                    on_batch: Callable[[int, int], None] | None = None,
+                    scaler: torch.amp.GradScaler | None = None) -> float:
+    """One pass over ``loader``; returns the mean training loss (over the finite losses).
+    Raises NonFiniteLossError. ``scaler`` (fp16) scales the loss and skips overflowing steps."""
     model.train()
+    scaler = scaler or torch.amp.GradScaler(step.device.type, enabled=False)
     total = torch.zeros((), dtype=torch.float64, device=step.device)
-    count = 0
+    count = torch.zeros((), dtype=torch.float64, device=step.device)
     bar = tqdm(loader, desc=f"epoch {epoch + 1} train", unit="batch", leave=False,
                disable=not progress)
-    guard = LossGuard(step.device)
+    guard = LossGuard(step.device, FP16_TOLERATED_OVERFLOWS if scaler.is_enabled() else 0)
     for i, (images, masks, _) in enumerate(bar):
         images, masks = step.inputs(images, masks)
         with step.autocast():
@@ -305,14 +307,16 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
             loss = F.cross_entropy(logits.float(), masks, ignore_index=IGNORE_INDEX)
         guard.check(loss, epoch, i)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.detach() * images.shape[0]   # stays on the device: no host sync per batch
-        count += images.shape[0]
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)           # skipped when fp16 gradients overflowed
+        scaler.update()
+        finite = torch.isfinite(loss.detach())   # stays on the device: no host sync per batch
+        total += torch.where(finite, loss.detach(), 0) * images.shape[0]
+        count += finite * images.shape[0]
         if on_batch is not None:
             on_batch(epoch, i)
     guard.flush()
-    return float(total) / max(1, count)
+    return float(total) / max(1.0, float(count))
 
 
 @torch.no_grad()
@@ -378,10 +382,11 @@ def read_history(path: str | Path) -> list[dict]:
                 for row in csv.DictReader(f)]
 
 
-def _state(model, optimizer, scheduler, epoch, best, best_epoch, config, history, run) -> dict:
+def _state(model, optimizer, scheduler, scaler, epoch, best, best_epoch, config, history, run
+           ) -> dict:
     return {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "scaler": {},  # bf16 autocast needs no GradScaler
+        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),  # {} unless fp16
         "epoch": epoch, "best_dice": best, "best_epoch": best_epoch, "rng": rng_state(),
         "config": config.to_dict(), "history": history, "lab2_version": __version__, **run,
     }
@@ -448,6 +453,22 @@ def _uncompiled(model: nn.Module) -> nn.Module:
 
 # ---- the run ------------------------------------------------------------------------------------
 
+class OutOfMemory(RuntimeError):
+    """The device ran out of memory; last.pt still holds the last completed epoch."""
+
+
+def _oom_advice(out: Path, config: TrainConfig, step: Step, saved_epoch: int) -> str:
+    smaller = max(1, config.batch_size // 2)
+    precision = ("" if step.amp is not None else
+                 f", or add --amp {'fp16' if step.device.type == 'cuda' else 'bf16'}")
+    return (f"out of {step.device.type.upper()} memory training {config.model} at "
+            f"{config.image_size}x{config.image_size}, batch {config.batch_size}, "
+            f"{describe(step.amp)} ({out}/last.pt holds epoch {saved_epoch}); continue with a "
+            f"smaller batch: python -m lab2 train --out {out} --resume --batch-size {smaller}"
+            f"{precision}; or start again at a smaller size with --restart --image-size "
+            f"{max(64, config.image_size // 2)}")
+
+
 def _nan_advice(out: Path, config: TrainConfig) -> str:
     return (f"; to continue with a lower learning rate run: python -m lab2 train --out {out} "
             f"--resume --lr {config.lr / 10:g}" + ("" if config.amp == "off" else
@@ -513,6 +534,7 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
     model = step.place(model_for(config))
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
+    scaler = step.scaler()
     history: list[dict] = []
     start_epoch, best, best_epoch = 0, -1.0, None
     run = {"run_id": uuid.uuid4().hex, "changes": [],
@@ -522,6 +544,8 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
+        if scaler.is_enabled() and checkpoint.get("scaler"):
+            scaler.load_state_dict(checkpoint["scaler"])
         start_epoch, best, history = checkpoint["epoch"], checkpoint["best_dice"], checkpoint["history"]
         best_epoch = checkpoint.get("best_epoch")
         set_rng_state(checkpoint["rng"])
@@ -543,8 +567,8 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
         "data": run["data"]["label"], "data_root": run["data"]["root"],
         "dataset_fingerprint": fingerprint, "profile": config.profile, "run_id": run["run_id"],
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
-        f"cpu ({platform.processor() or platform.machine()})",
-        "amp": str(step.amp), "channels_last": step.channels_last,
+        f"{device.type} ({platform.processor() or platform.machine()})",
+        **step.why, "channels_last": step.channels_last,
         "torch": torch.__version__, "python": platform.python_version(),
         "n_train": len(datasets["train"]), "n_val": len(datasets["val"]),
         "resumed_from_epoch": start_epoch if checkpoint is not None else None,
@@ -565,7 +589,8 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
             lr = optimizer.param_groups[0]["lr"]
             loaders["train"].sampler.set_epoch(epoch)
             train_loss = train_one_epoch(runnable, loaders["train"], optimizer, step,
-                                         epoch=epoch, progress=progress, on_batch=on_batch)
+                                         epoch=epoch, progress=progress, on_batch=on_batch,
+                                         scaler=scaler)
             scheduler.step()
             val = evaluate_model(runnable, loaders["val"], step, progress=progress,
                                  desc=f"epoch {epoch + 1} val")
@@ -577,8 +602,8 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
             if is_best:
                 best, best_epoch = val["dice"], epoch + 1
             # last.pt first: everything else is derived from it (see the module docstring)
-            save_checkpoint(last, _state(_uncompiled(model), optimizer, scheduler, epoch + 1,
-                                         best, best_epoch, config, history, run))
+            save_checkpoint(last, _state(_uncompiled(model), optimizer, scheduler, scaler,
+                                         epoch + 1, best, best_epoch, config, history, run))
             saved_epoch = epoch + 1
             if is_best:
                 copy_checkpoint(last, out / "best.pt")
@@ -587,6 +612,8 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
     except NonFiniteLossError as e:
         raise NonFiniteLossError(f"{e} (last.pt holds epoch {saved_epoch})"
                                  f"{_nan_advice(out, config)}") from None
+    except torch.OutOfMemoryError:
+        raise OutOfMemory(_oom_advice(out, config, step, saved_epoch)) from None
     except KeyboardInterrupt:
         log.warning("interrupted: %s holds epoch %d; run again with --resume to continue",
                     last, saved_epoch)
@@ -613,7 +640,7 @@ def is_finished(run_dir: str | Path, epochs: int | None = None) -> bool:
     return summary["epoch"] >= (epochs or summary["config"]["epochs"])
 
 
-__all__ = ["train", "evaluate_model", "train_one_epoch", "build_datasets", "make_loader",
+__all__ = ["OutOfMemory", "train", "evaluate_model", "train_one_epoch", "build_datasets", "make_loader",
            "SeededSampler", "build_optimizer", "build_scheduler", "lr_at_epoch", "NonFiniteLossError", "LossGuard",
            "Step", "is_finished", "read_history", "reconcile_run", "run_summary", "saved_config",
            "check_same_data", "RUN_FILES"]

@@ -59,3 +59,114 @@ def test_the_sampler_order_and_seeds_depend_only_on_seed_and_epoch():
     # a sample's seed belongs to the sample, not to its place in the order
     assert dict((i, s) for s, i in first) != dict((i, s) for s, i in other)
     assert [i for _, i in SeededSampler(5, 0, shuffle=False)] == list(range(5))
+
+
+# ---- precision, layout and device choices -------------------------------------------------
+
+from lab2 import cli, machine                                        # noqa: E402
+from lab2.train import LossGuard, NonFiniteLossError, Step, is_finished   # noqa: E402
+import lab2.train as train_module                                    # noqa: E402
+
+
+@pytest.mark.parametrize("capability, expected", [
+    ((9, 0), torch.bfloat16), ((8, 0), torch.bfloat16), ((8, 6), torch.bfloat16),
+    ((7, 5), torch.float16), ((7, 0), torch.float16), ((6, 1), torch.float16)])
+def test_auto_precision_on_cuda_follows_the_compute_capability(monkeypatch, capability, expected):
+    # H100 9.0, A100 8.0, RTX 3090 8.6 have native bf16; T4 7.5, V100 7.0, GTX 1080 6.1 do not
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    dtype, why = machine.choose_precision("auto", torch.device("cuda"))
+    assert dtype == expected and f"{capability[0]}.{capability[1]}" in why
+    assert machine.choose_channels_last("auto", torch.device("cuda"), dtype)[0]
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [
+    (True, False, torch.bfloat16), (False, True, torch.bfloat16), (False, False, None)])
+def test_auto_precision_on_the_cpu_follows_native_bf16(monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    dtype, why = machine.choose_precision("auto", torch.device("cpu"))
+    assert dtype == expected and why
+    layout, _ = machine.choose_channels_last("auto", torch.device("cpu"), dtype)
+    assert layout == (expected is not None)
+
+
+def test_forced_precisions_and_mps(monkeypatch):
+    assert machine.choose_precision("fp16", torch.device("cpu"))[0] == torch.float16
+    assert machine.choose_precision("off", torch.device("cuda"))[0] is None
+    assert machine.choose_precision("auto", torch.device("mps"))[0] is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(machine, "mps_available", lambda: True)
+    assert machine.resolve_device("auto").type == "mps"
+    from lab2.config import resolve_profile
+    assert resolve_profile("auto", announce=False) == "quick"    # full stays a CUDA profile
+    monkeypatch.setattr(machine, "mps_available", lambda: False)
+    assert machine.resolve_device("auto").type == "cpu"
+    with pytest.raises(ValueError, match="--device auto or cpu"):
+        machine.resolve_device("mps")
+
+
+def test_run_json_records_the_precision_used_and_why(sample_root, tmp_path):
+    import json
+    train(profile_config("smoke", **{**SMOKE, "epochs": 1}, num_workers=0), sample_root,
+          tmp_path / "run", progress=False)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["precision"] in ("fp32", "bf16") and run["precision_why"]
+    assert "channels_last_why" in run
+
+
+def test_fp16_training_resumes_exactly_with_the_scaler_state(sample_root, tmp_path):
+    config = profile_config("smoke", **SMOKE, num_workers=0, amp="fp16")
+    train(config, sample_root, tmp_path / "straight", progress=False)
+
+    def interrupt(epoch, batch):
+        if epoch == 1 and batch == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(config, sample_root, tmp_path / "resumed", progress=False, on_batch=interrupt)
+    saved = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert saved["scaler"]["scale"] > 0                       # the GradScaler's state is saved
+    train(config, sample_root, tmp_path / "resumed", resume=True, progress=False)
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.isfinite(v).all() for v in a.values() if v.is_floating_point())
+
+
+def test_fp16_overflows_are_skipped_but_a_loss_that_stays_non_finite_stops():
+    guard = LossGuard(torch.device("cpu"), tolerate=3)
+    for batch in range(3):
+        guard.check(torch.tensor(float("inf")), epoch=0, batch=batch)   # the scaler skips these
+    guard.check(torch.tensor(0.5), epoch=0, batch=3)                    # and recovers
+    for batch in range(3):
+        guard.check(torch.tensor(float("nan")), epoch=0, batch=4 + batch)
+    with pytest.raises(NonFiniteLossError, match="4 steps in a row"):
+        guard.check(torch.tensor(float("nan")), epoch=0, batch=7)
+
+
+def test_a_gpu_out_of_memory_is_one_line_with_what_to_try_and_resumes(sample_root, tmp_path,
+                                                                      monkeypatch, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--model", "unet", "--root", str(sample_root), "--out", str(out),
+            "--profile", "smoke", "--epochs", "2", "--base-channels", "4", "--num-workers", "0"]
+    original = train_module.train_one_epoch
+
+    def oom_in_epoch_2(*a, epoch, **k):
+        if epoch == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(*a, epoch=epoch, **k)
+    monkeypatch.setattr(train_module, "train_one_epoch", oom_in_epoch_2)
+    assert cli.main(args) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    line = errors[0]
+    assert "memory" in line and "unet at 64x64, batch 4" in line and "--batch-size 2" in line
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    monkeypatch.undo()
+    command = line.split("smaller batch: python -m lab2 ")[1].split(";")[0].split(", or")[0]
+    assert cli.main(command.split()) == 0 and is_finished(out)
+
+
+def test_step_records_its_choices():
+    step = Step.for_config(profile_config("smoke", device="cpu", amp="off"))
+    assert step.amp is None and step.why["precision"] == "fp32"
+    assert not step.scaler().is_enabled()
+    assert Step.for_config(profile_config("smoke", device="cpu", amp="fp16")).scaler().is_enabled()

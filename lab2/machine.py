@@ -1,0 +1,89 @@
+"""Where a run computes and in which precision: the device, the autocast dtype, the memory layout.
+
+What ``device="auto"``, ``amp="auto"`` and ``channels_last="auto"`` choose:
+
+| machine | device | amp | channels_last |
+|---|---|---|---|
+| NVIDIA GPU, compute capability 8.0 or more (A100, H100, RTX 30xx/40xx) | cuda | bf16 | on |
+| NVIDIA GPU below 8.0 (T4, V100, RTX 20xx, GTX 10xx: no native bf16) | cuda | fp16 + GradScaler | on |
+| Apple silicon (MPS) | mps | off (fp32) | off |
+| CPU that computes bf16 natively (AVX512-BF16 or AMX) | cpu | bf16 | on |
+| any other CPU | cpu | off (fp32) | off |
+
+bf16 has fp32's exponent range and needs no loss scaling; fp16 does, so fp16 training goes through
+``torch.amp.GradScaler``, whose state is saved in every checkpoint. On a CPU without native bf16,
+autocast emulates it and is slower than fp32, and channels_last was measured slower there too
+(``benchmarks/train_step.py``, ``benchmarks/RESULTS.md``). Every choice comes with the reason,
+which ``run.json`` records.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: ``TrainConfig.amp`` values and the autocast dtype each forces.
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
+
+
+def cpu_bf16_native() -> tuple[bool, str]:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX), as PyTorch detects it."""
+    try:
+        avx512_bf16 = bool(torch.cpu._is_avx512_bf16_supported())
+        amx = bool(torch.cpu._is_amx_tile_supported())
+    except AttributeError:   # an older PyTorch without the probes: assume not
+        return False, "PyTorch cannot tell whether this CPU has AVX512-BF16 or AMX"
+    if amx:
+        return True, "the CPU has AMX tiles"
+    if avx512_bf16:
+        return True, "the CPU has AVX512-BF16"
+    return False, "the CPU has neither AVX512-BF16 nor AMX (bf16 would be emulated, slower)"
+
+
+def mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA if present, else Apple MPS, else the CPU; an unavailable device → error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA device is available; use "
+                         "--device auto or cpu")
+    if name == "mps" and not mps_available():
+        raise ValueError("device 'mps' was asked for but Apple's MPS backend is not available; "
+                         "use --device auto or cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else
+                            "mps" if mps_available() else "cpu")
+    return torch.device(name)
+
+
+def choose_precision(amp: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+    """The autocast dtype for ``TrainConfig.amp`` on ``device`` (None = fp32), and why."""
+    if amp != "auto":
+        return AMP_DTYPES[amp], f"--amp {amp}"
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if (major, minor) >= (8, 0):
+            return torch.bfloat16, f"CUDA compute capability {major}.{minor} has native bf16"
+        return torch.float16, (f"CUDA compute capability {major}.{minor} has no native bf16: "
+                               "fp16 with a GradScaler")
+    if device.type == "cpu":
+        native, why = cpu_bf16_native()
+        return (torch.bfloat16 if native else None), why
+    return None, f"{device.type}: fp32 (mixed precision is not tested there)"
+
+
+def choose_channels_last(setting: str, device: torch.device, amp: torch.dtype | None
+                         ) -> tuple[bool, str]:
+    """Whether activations use channels_last, and why."""
+    if setting != "auto":
+        return setting == "on", f"--channels-last {setting}"
+    if device.type == "cuda":
+        return True, "CUDA: tensor-core convolutions want channels_last"
+    if device.type == "cpu" and amp == torch.bfloat16:
+        return True, "CPU with native bf16: oneDNN's bf16 convolutions want channels_last"
+    return False, f"{device.type}: contiguous layout"
+
+
+def describe(dtype: torch.dtype | None) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[dtype]
