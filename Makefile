@@ -12,13 +12,12 @@ STAMP  := $(VENV)/.lab2-installed
 
 # The main job: audit + the four-model experiment (profile auto: full with a GPU, quick without;
 # LAB2_PROFILE overrides), then every notebook re-run in place so all figures regenerate.
+# Without make: python -m lab2 report (after the install step below).
 report: $(STAMP)
 	$(PY) -m lab2 report
-	$(MAKE) notebooks
 
 notebooks: $(STAMP)
-	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
-		--ExecutePreprocessor.timeout=-1 notebooks/0*.ipynb
+	$(PY) -m lab2 notebooks
 
 test: $(STAMP)
 	$(PY) -m pytest

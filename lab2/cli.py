@@ -138,14 +138,35 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """The main job: the four-model experiment (auto profile) and the audit, on the real data
-    when present or downloadable, else on the synthetic sample."""
+    """The main job: the audit and the four-model experiment (auto profile), on the real data
+    when present or downloadable, else on the synthetic sample; then the notebooks."""
+    from .config import resolve_profile
     from .data import audit_dataset, choose_data_root
     from .experiment import run_experiment
+    from .report import notebook_environment, notebook_paths, run_notebooks
     root = choose_data_root(args.root, args.sample_root, try_download=not args.no_download)
     print(audit_dataset(root).table())
-    _, out = run_experiment(args.profile, root)
+    profile = resolve_profile(args.profile)
+    _, out = run_experiment(profile, root)
     print((out / "results.md").read_text())
+    if args.no_notebooks:
+        return 0
+    notebooks = notebook_paths()
+    if not notebooks:
+        print("no notebooks here (an installed package); the results are in", out)
+        return 0
+    notebook_environment(profile, args.root, args.sample_root)
+    run_notebooks(notebooks)
+    return 0
+
+
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    """Execute the numbered notebooks in place (what the end of `report` does)."""
+    from .report import notebook_paths, run_notebooks
+    notebooks = notebook_paths()
+    if not notebooks:
+        raise FileNotFoundError("no notebooks/ folder: run this from a source checkout of lab2")
+    run_notebooks(notebooks)
     return 0
 
 
@@ -300,9 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("report", help="the main job (what `make report` runs)",
-                       description="Audit the data and run the four-model experiment with the "
+                       description="Audit the data, run the four-model experiment with the "
                                    "auto profile, on the real data set when present or "
-                                   "downloadable, else on the synthetic sample (with a warning).")
+                                   "downloadable, else on the synthetic sample (with a warning), "
+                                   "then re-run the four notebooks so every figure regenerates.")
     _add_root(p, real_root, "real data root")
     p.add_argument("--sample-root", default=sample_root,
                    help=f"sample data root used when the real set is absent (default {sample_root})")
@@ -310,7 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: $LAB2_PROFILE or auto")
     p.add_argument("--no-download", action="store_true",
                    help="do not try to download the real data set")
+    p.add_argument("--no-notebooks", action="store_true",
+                   help="stop after the experiment (do not re-run the notebooks)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("notebooks", help="re-run the four notebooks in place",
+                       description="Execute notebooks/01_... to 04_... top to bottom and save "
+                                   "them with their new outputs and figures (the last step of "
+                                   "`report`).")
+    p.set_defaults(func=cmd_notebooks)
     return parser
 
 

@@ -12,9 +12,12 @@ What ``device="auto"``, ``amp="auto"`` and ``channels_last="auto"`` choose:
 
 bf16 has fp32's exponent range and needs no loss scaling; fp16 does, so fp16 training goes through
 ``torch.amp.GradScaler``, whose state is saved in every checkpoint. On a CPU without native bf16,
-autocast emulates it and is slower than fp32, and channels_last was measured slower there too
-(``benchmarks/train_step.py``, ``benchmarks/RESULTS.md``). Every choice comes with the reason,
-which ``run.json`` records.
+autocast emulates it: ``benchmarks/cpu_precision.py`` measured it an order of magnitude slower
+than fp32 on such a CPU (``benchmarks/RESULTS.md``). channels_last in fp32 measured a little
+faster there (3-13 %), but on that AVX2 CPU oneDNN's 1x1-convolution weight gradient
+(``jit_avx2_1x1_convolution_bwd_weights``) then spun forever in one of the test runs, so fp32 on
+the CPU stays contiguous unless ``--channels-last on`` asks for it. Every choice comes with the
+reason, which ``run.json`` records.
 """
 
 from __future__ import annotations
@@ -82,7 +85,10 @@ def choose_channels_last(setting: str, device: torch.device, amp: torch.dtype | 
         return True, "CUDA: tensor-core convolutions want channels_last"
     if device.type == "cpu" and amp == torch.bfloat16:
         return True, "CPU with native bf16: oneDNN's bf16 convolutions want channels_last"
-    return False, f"{device.type}: contiguous layout"
+    if device.type == "cpu":
+        return False, ("CPU in fp32: contiguous (channels_last hung oneDNN's AVX2 1x1-convolution "
+                       "backward once; see lab2/machine.py)")
+    return False, f"{device.type}: contiguous layout (channels_last not measured there)"
 
 
 def describe(dtype: torch.dtype | None) -> str:

@@ -8,7 +8,10 @@ gone. DataLoader workers need none of this: PyTorch gives them the same watchdog
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -18,13 +21,27 @@ from typing import Callable
 WATCH_INTERVAL_S = 0.5
 
 
-def die_with_parent(interval_s: float = WATCH_INTERVAL_S) -> None:
-    """Start a daemon thread that ends this process once its parent process has ended.
+def _linux_parent_death_signal(parent: int) -> None:
+    """Ask the Linux kernel to SIGKILL this process when its parent dies (PR_SET_PDEATHSIG)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)      # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:                      # the parent died before the request
+        os._exit(1)
 
-    On Linux and macOS an orphan is re-parented, so a changed ``os.getppid()`` means the parent
-    died. (Windows workers are not forked and see their queue close instead.)
+
+def die_with_parent(interval_s: float = WATCH_INTERVAL_S) -> None:
+    """End this process once its parent process has ended.
+
+    On Linux the kernel does it (``PR_SET_PDEATHSIG``). Everywhere a daemon thread also watches:
+    an orphan is re-parented, so a changed ``os.getppid()`` means the parent died. (Windows
+    workers are not forked and see their queue close instead.)
     """
     parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        _linux_parent_death_signal(parent)
 
     def watch() -> None:
         while True:

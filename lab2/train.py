@@ -54,7 +54,7 @@ from .data.sample import dataset_label
 from .machine import choose_channels_last, choose_precision, describe, resolve_device
 from .metrics import DiceMeter
 from .models import build_model
-from .paths import PROJECT_ROOT
+from .paths import source_checkout
 from .preprocess import PreprocessParams
 
 log = logging.getLogger(__name__)
@@ -358,11 +358,16 @@ def evaluate_model(model: nn.Module, loader: DataLoader, step: Step, *,
 # ---- run folder ---------------------------------------------------------------------------------
 
 def git_commit() -> str:
+    """The source checkout's commit (``+dirty`` with uncommitted changes); for an installed
+    package, ``installed <version>``."""
+    checkout = source_checkout()
+    if checkout is None:
+        return f"installed {__version__}"
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True,
                              text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+                               cwd=checkout, capture_output=True, text=True, timeout=10)
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

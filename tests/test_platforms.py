@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+import lab2.train as train_module
+from lab2 import cli, machine, paths
 from lab2.checkpoint import load_checkpoint
 from lab2.config import profile_config
-from lab2.train import SeededSampler, read_history, train
+from lab2.train import (LossGuard, NonFiniteLossError, SeededSampler, Step, is_finished,
+                        read_history, train)
+
+PROJECT = Path(__file__).resolve().parent.parent
 
 SMOKE = dict(image_size=64, base_channels=4, epochs=2, batch_size=4, max_train_samples=12,
              max_eval_samples=6, device="cpu")
@@ -63,10 +74,6 @@ def test_the_sampler_order_and_seeds_depend_only_on_seed_and_epoch():
 
 # ---- precision, layout and device choices -------------------------------------------------
 
-from lab2 import cli, machine                                        # noqa: E402
-from lab2.train import LossGuard, NonFiniteLossError, Step, is_finished   # noqa: E402
-import lab2.train as train_module                                    # noqa: E402
-
 
 @pytest.mark.parametrize("capability, expected", [
     ((9, 0), torch.bfloat16), ((8, 0), torch.bfloat16), ((8, 6), torch.bfloat16),
@@ -86,8 +93,9 @@ def test_auto_precision_on_the_cpu_follows_native_bf16(monkeypatch, avx512_bf16,
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     dtype, why = machine.choose_precision("auto", torch.device("cpu"))
     assert dtype == expected and why
-    layout, _ = machine.choose_channels_last("auto", torch.device("cpu"), dtype)
-    assert layout == (expected is not None)
+    layout, why = machine.choose_channels_last("auto", torch.device("cpu"), dtype)
+    assert layout == (expected is not None) and why
+    assert not machine.choose_channels_last("auto", torch.device("mps"), None)[0]
 
 
 def test_forced_precisions_and_mps(monkeypatch):
@@ -170,3 +178,84 @@ def test_step_records_its_choices():
     assert step.amp is None and step.why["precision"] == "fp32"
     assert not step.scaler().is_enabled()
     assert Step.for_config(profile_config("smoke", device="cpu", amp="fp16")).scaler().is_enabled()
+
+
+# ---- where an installed package writes, and the main job without make ---------------------
+
+
+def test_lab2_home_moves_data_runs_and_figures(tmp_path, monkeypatch):
+    for name in ("LAB2_DATA_DIR", "LAB2_FIGURES_DIR", "LAB2_SAMPLE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    assert paths.source_checkout() == PROJECT            # the tests run from a checkout
+    assert paths.runs_dir() == PROJECT / "runs"
+    monkeypatch.setenv("LAB2_HOME", str(tmp_path))
+    assert (paths.runs_dir(), paths.default_data_root(), paths.figures_dir(),
+            paths.default_sample_root()) == (tmp_path / "runs", tmp_path / "data",
+                                             tmp_path / "figures", tmp_path / "data" / "sample")
+
+
+@pytest.mark.slow
+def test_an_installed_package_writes_under_the_current_folder_not_site_packages(tmp_path):
+    pytest.importorskip("setuptools")
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--no-build-isolation", "--target", str(site), str(PROJECT)], check=True,
+                   capture_output=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    code = ("import json, lab2.paths as p; print(json.dumps([str(p.runs_dir()), "
+            "str(p.default_data_root()), str(p.figures_dir()), p.source_checkout() is None, "
+            "p.notebooks_dir() is None, p.__file__]))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAB2_")}
+    env["PYTHONPATH"] = str(site)
+    out = subprocess.run([sys.executable, "-c", code], cwd=work, env=env, capture_output=True,
+                         text=True, check=True).stdout
+    runs, data, figures, installed, no_notebooks, module = json.loads(out)
+    assert module.startswith(str(site))                  # the installed copy was imported
+    assert installed and no_notebooks
+    assert (runs, data, figures) == (str(work / "runs"), str(work / "data"),
+                                     str(work / "figures"))
+
+
+def test_report_runs_the_experiment_then_the_four_notebooks(tmp_path, monkeypatch, capsys):
+    import lab2.report as report_module
+    executed = []
+    monkeypatch.setattr(report_module, "run_notebooks", lambda paths: executed.extend(paths))
+    monkeypatch.setenv("LAB2_HOME", str(tmp_path))
+    for name in ("LAB2_DATA_DIR", "LAB2_SAMPLE_DIR", "LAB2_PROFILE"):
+        monkeypatch.setenv(name, "")       # restored after the test (report sets them)
+    from lab2.data import make_sample_dataset
+    sample = tmp_path / "sample"
+    make_sample_dataset(sample, n_trainval=30, n_test=10, size=64, progress=False)
+    import lab2.experiment as experiment_module
+    original = experiment_module.run_experiment
+    monkeypatch.setattr(experiment_module, "run_experiment", lambda profile, root: original(
+        profile, root, progress=False, epochs=1, base_channels=4, max_train_samples=8,
+        max_eval_samples=4))
+    assert cli.main(["report", "--root", str(tmp_path / "no_real_data"), "--sample-root",
+                     str(sample), "--no-download", "--profile", "smoke"]) == 0
+    assert [p.name for p in executed] == ["01_data_inspection.ipynb", "02_preprocessing.ipynb",
+                                          "03_training.ipynb", "04_results.ipynb"]
+    assert "Table 1" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "smoke-sample" / "results.md").is_file()
+    assert os.environ["LAB2_PROFILE"] == "smoke"                   # what the kernels inherit
+    assert os.environ["LAB2_SAMPLE_DIR"] == str(sample.resolve())
+
+
+@pytest.mark.slow
+def test_notebooks_are_executed_and_saved_in_place(tmp_path, monkeypatch):
+    from lab2.report import run_notebooks
+    notebook = tmp_path / "01_data_inspection.ipynb"
+    shutil.copy(PROJECT / "notebooks" / "01_data_inspection.ipynb", notebook)
+    monkeypatch.setenv("LAB2_PROFILE", "smoke")
+    monkeypatch.setenv("LAB2_FIGURES_DIR", str(tmp_path / "figures"))
+    monkeypatch.setenv("LAB2_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("LAB2_SAMPLE_DIR", raising=False)
+    before = notebook.read_text()
+    assert len(run_notebooks([notebook])) == 1
+    executed = json.loads(notebook.read_text())
+    assert notebook.read_text() != before
+    outputs = [o for cell in executed["cells"] if cell["cell_type"] == "code"
+               for o in cell.get("outputs", [])]
+    assert outputs and not [o for o in outputs if o.get("output_type") == "error"]
+    assert list((tmp_path / "figures").glob("01_*.png"))
