@@ -85,20 +85,20 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import profile_config, resolve_profile
-    from .train import run_summary, saved_config, train
+    from .config import TrainConfig, profile_config, resolve_profile
+    from .train import saved_run, train
     if args.resume and args.restart:
         raise ValueError("--resume continues the run in --out and --restart deletes it; pass one")
     overrides = _overrides(args)
     if args.resume:
         # the run's own settings, with only what was given on this command line changed
-        saved = saved_config(args.out)
+        summary = saved_run(args.out)      # last.pt read once
+        saved = TrainConfig.from_dict(summary["config"])
         fixed = {"model": args.model, "preprocess": args.preprocess or None,
                  "profile": resolve_profile(args.profile) if args.profile else None}
         config = saved.replace(**{k: v for k, v in {**fixed, **overrides}.items()
                                   if v is not None})
-        root = (args.root or (run_summary(args.out)["data"] or {}).get("root")
-                or default_data_root())
+        root = args.root or (summary["data"] or {}).get("root") or default_data_root()
     else:
         if args.model is None:
             raise ValueError("--model is required to start a run (unet or resnet34_unet)")

@@ -66,10 +66,10 @@ def _check_folder_data(out: Path, root, profile: str) -> None:
                          " use another --out, or the same --profile")
 
 
-def _run_config(run_dir: Path, wanted: TrainConfig, overrides: dict) -> TrainConfig:
-    """What a run should be now: a new run gets ``wanted``; an existing one keeps its own settings
-    with only the fields given explicitly (``overrides``) changed."""
-    summary = run_summary(run_dir)
+def _run_config(run_dir: Path, summary: dict | None, wanted: TrainConfig, overrides: dict
+                ) -> TrainConfig:
+    """What a run should be now: a new run (no ``summary``) gets ``wanted``; an existing one keeps
+    its own settings with only the fields given explicitly (``overrides``) changed."""
     if summary is None:
         return wanted
     saved = TrainConfig.from_dict(summary["config"])
@@ -103,10 +103,10 @@ def _run_all(name: str, root, out: Path, progress: bool, runs, overrides: dict
     for model, preprocess in runs:
         wanted = profile_config(name, model=model, preprocess=preprocess, **overrides)
         run_dir = out / wanted.run_name
-        config = _run_config(run_dir, wanted, overrides)
         with locks.owned(locks.folder_lock(run_dir), f"the run folder {run_dir}",
                          fix="choose a writable --out folder"):
             summary = run_summary(run_dir)
+            config = _run_config(run_dir, summary, wanted, overrides)
             if summary is not None:
                 check_same_data(run_dir, summary["data"], fingerprint, root)
             if summary is not None and summary["epoch"] >= config.epochs:

@@ -408,13 +408,18 @@ def run_summary(run_dir: str | Path) -> dict | None:
     return {k: state.get(k) for k in keys}
 
 
-def saved_config(run_dir: str | Path) -> TrainConfig:
-    """The config of the run in ``run_dir``, from its ``last.pt``."""
+def saved_run(run_dir: str | Path) -> dict:
+    """:func:`run_summary` of a run that must exist (``--resume``): FileNotFoundError if not."""
     summary = run_summary(run_dir)
     if summary is None:
         raise FileNotFoundError(f"--resume: no {Path(run_dir) / 'last.pt'} to continue from; "
                                 "drop --resume to start a new run")
-    return TrainConfig.from_dict(summary["config"])
+    return summary
+
+
+def saved_config(run_dir: str | Path) -> TrainConfig:
+    """The config of the run in ``run_dir``, from its ``last.pt``."""
+    return TrainConfig.from_dict(saved_run(run_dir)["config"])
 
 
 def reconcile_run(run_dir: str | Path) -> dict | None:
@@ -647,5 +652,5 @@ def is_finished(run_dir: str | Path, epochs: int | None = None) -> bool:
 
 __all__ = ["OutOfMemory", "train", "evaluate_model", "train_one_epoch", "build_datasets", "make_loader",
            "SeededSampler", "build_optimizer", "build_scheduler", "lr_at_epoch", "NonFiniteLossError", "LossGuard",
-           "Step", "is_finished", "read_history", "reconcile_run", "run_summary", "saved_config",
+           "Step", "is_finished", "read_history", "reconcile_run", "run_summary", "saved_config", "saved_run",
            "check_same_data", "RUN_FILES"]
