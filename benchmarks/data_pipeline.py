@@ -33,7 +33,7 @@ from lab2.data.reading import read_sample
 from lab2.data.resize import resize_pair
 from lab2.paths import dataset_dir, default_data_root
 from lab2.preprocess import PreprocessParams, preprocess
-from lab2.timing import ms_per_item
+from lab2.report.timing import ms_per_item
 from results import append_section, markdown_table
 
 

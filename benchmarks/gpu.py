@@ -63,7 +63,8 @@ def time_lab2_loop(name: str, batch: int, size: int, device: str, amp, channels_
                    steps: int) -> StepResult:
     """lab2's ``train_one_epoch`` (the code a run executes) over ``steps`` pinned CPU batches."""
     from lab2.config import TrainConfig
-    from lab2.train import Step, build_optimizer, train_one_epoch
+    from lab2.machine import Step
+    from lab2.train import build_optimizer, train_one_epoch
 
     bench = TrainStep(name, build(name), batch, size, device=device,
                       channels_last=channels_last, amp=amp)   # for the FLOP count and model

@@ -6,7 +6,7 @@ Evaluation: normalisation only. Geometric transforms move the mask with nearest-
 interpolation, so it keeps its labels ({0, 1}, or {0, 1, 255} with the ignore convention).
 
 Pipelines are deterministic for a seed (``seed=`` here, or :func:`reseed` later; training reseeds
-the pipeline for every sample from (run seed, epoch, sample), see :class:`lab2.train.SeededSampler`).
+the pipeline for every sample from (run seed, epoch, sample), see :class:`lab2.data.loaders.SeededSampler`).
 Each transform of a pipeline gets its own seed: albumentations' ``Compose(seed=s)`` gives every
 transform the same stream, so that the flip, the affine, the blur, the colour shift and the
 brightness change all drew the same number and were applied together or not at all.

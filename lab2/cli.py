@@ -86,7 +86,8 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import TrainConfig, profile_config, resolve_profile
-    from .train import saved_run, train
+    from .runs import saved_run
+    from .train import train
     if args.resume and args.restart:
         raise ValueError("--resume continues the run in --out and --restart deletes it; pass one")
     overrides = _overrides(args)
@@ -143,7 +144,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .config import resolve_profile
     from .data import audit_dataset, choose_data_root
     from .experiment import run_experiment
-    from .report import notebook_environment, notebook_paths, run_notebooks
+    from .report.runner import notebook_environment, notebook_paths, run_notebooks
     root = choose_data_root(args.root, args.sample_root, try_download=not args.no_download)
     print(audit_dataset(root).table())
     profile = resolve_profile(args.profile)
@@ -162,7 +163,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_notebooks(args: argparse.Namespace) -> int:
     """Execute the numbered notebooks in place (what the end of `report` does)."""
-    from .report import notebook_paths, run_notebooks
+    from .report.runner import notebook_paths, run_notebooks
     notebooks = notebook_paths()
     if not notebooks:
         raise FileNotFoundError("no notebooks/ folder: run this from a source checkout of lab2")

@@ -16,14 +16,57 @@ import os
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from . import atomic
 from .checkpoint import file_sha256, load_checkpoint
 from .config import TrainConfig
-from .data import dataset_fingerprint
+from .data import OxfordPetSegmentation, dataset_fingerprint
+from .data.loaders import build_datasets, make_loader
+from .data.masks import IGNORE_INDEX
 from .data.sample import dataset_label
-from .train import Step, build_datasets, evaluate_model, make_loader, model_for
+from .machine import Step
+from .metrics import DiceMeter
+from .models import model_for
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, loader: DataLoader, step: Step, *,
+                   original: OxfordPetSegmentation | None = None, progress: bool = True,
+                   desc: str = "eval") -> dict:
+    """Loss and Dice (mean per image, pooled) at the loader's resolution; with ``original`` (the
+    loader's data set) also at each image's original resolution: logits resized back bilinearly
+    and compared with the original trimap's mask. Restores the model's train/eval mode."""
+    was_training = model.training
+    model.eval()
+    meter, meter_original = DiceMeter(), DiceMeter()
+    loss_sum, count = 0.0, 0
+    for images, masks, names in tqdm(loader, desc=desc, unit="batch", leave=False,
+                                     disable=not progress):
+        images, masks = step.inputs(images, masks)
+        with step.autocast():
+            logits = model(images).float()
+        loss_sum += float(F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX,
+                                          reduction="sum")) / masks[0].numel()
+        count += images.shape[0]
+        meter.update(logits.argmax(1), masks, list(names))
+        if original is not None:
+            for logit, name in zip(logits, names):
+                mask = torch.from_numpy(original.original_mask(name)).long()
+                resized = F.interpolate(logit[None], size=mask.shape, mode="bilinear",
+                                        align_corners=False)
+                meter_original.update(resized.argmax(1).cpu(), mask[None], [name])
+    model.train(was_training)
+    result = {"loss": loss_sum / max(1, count), "dice": meter.mean, "dice_pooled": meter.pooled,
+              "n_images": count, "per_image": dict(zip(meter.names, meter.per_image.tolist()))}
+    if original is not None:
+        result.update(dice_original=meter_original.mean, dice_pooled_original=meter_original.pooled,
+                      per_image_original=dict(zip(meter_original.names,
+                                                  meter_original.per_image.tolist())))
+    return result
 
 
 def load_trained_model(checkpoint: str | os.PathLike, device: torch.device | str = "cpu"

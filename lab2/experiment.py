@@ -30,7 +30,8 @@ from .data import dataset_fingerprint
 from .data.sample import dataset_label, is_sample
 from .evaluate import evaluate_checkpoint
 from .paths import runs_dir
-from .train import check_same_data, git_commit, reconcile_run, run_summary, train
+from .runs import check_same_data, git_commit, reconcile_run, run_summary
+from .train import train
 
 #: The report's test average Dice (REPORT.md, "Reported results").
 REPORTED_DICE = {

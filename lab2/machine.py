@@ -22,7 +22,12 @@ reason, which ``run.json`` records.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+from torch import nn
+
+from .augment import normalize_images
 
 #: ``TrainConfig.amp`` values and the autocast dtype each forces.
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
@@ -93,3 +98,44 @@ def choose_channels_last(setting: str, device: torch.device, amp: torch.dtype | 
 
 def describe(dtype: torch.dtype | None) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[dtype]
+
+
+@dataclass
+class Step:
+    """What a training or evaluation step needs to know about the machine (lab2.machine)."""
+
+    device: torch.device
+    amp: torch.dtype | None
+    channels_last: bool
+    why: dict | None = None        # the reason for each choice, recorded in run.json
+
+    @classmethod
+    def for_config(cls, config: TrainConfig) -> "Step":
+        device = resolve_device(config.device)
+        amp, amp_why = choose_precision(config.amp, device)
+        layout, layout_why = choose_channels_last(config.channels_last, device, amp)
+        return cls(device, amp, layout, {"precision": describe(amp), "precision_why": amp_why,
+                                         "channels_last_why": layout_why})
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """The loss scaler fp16 needs (a no-op one for bf16 and fp32)."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+
+    def place(self, model: nn.Module) -> nn.Module:
+        """Move the model to the device, in channels_last when the step uses it."""
+        return model.to(self.device, memory_format=torch.channels_last if self.channels_last
+                        else torch.contiguous_format)
+
+    def inputs(self, images: torch.Tensor, masks: torch.Tensor):
+        """A loader's batch on the device: uint8 images normalised there, masks as long.
+        The layout changes while the images are still uint8, so no float copy is made for it
+        (normalisation keeps the memory format)."""
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if images.dtype == torch.uint8:
+            images = normalize_images(images)
+        return images, masks.to(self.device, non_blocking=True).long()
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)

@@ -2,8 +2,7 @@
 with validation, checkpoints that resume exactly, and a guard against non-finite losses.
 
 A run folder holds ``last.pt`` (every epoch) and ``best.pt`` (best validation Dice) and, derived
-from them, ``config.json``, ``run.json`` (provenance: git commit, data set fingerprint and label,
-device, versions, settings changed on resume) and ``history.csv`` (one row per epoch).
+from them, ``config.json``, ``run.json`` and ``history.csv`` (:mod:`lab2.runs`).
 
 ``last.pt`` is the single source of truth. Each epoch ends by writing it (atomically), then
 copying it to ``best.pt`` when the epoch is the best so far, then rewriting ``history.csv`` from
@@ -16,23 +15,17 @@ One process owns a run folder at a time (:mod:`lab2.locks`); a second one stops 
 message naming the first one's PID.
 
 Determinism: the shuffling order and the augmentation of each sample are seeded from
-``(config.seed, epoch, sample)`` (:class:`SeededSampler`), whatever the number of loader workers
-or the multiprocessing start method, and the checkpoint holds all RNG states, so a run interrupted
-and resumed on the CPU ends with the same weights as one that was not.
+``(config.seed, epoch, sample)`` (:class:`lab2.data.loaders.SeededSampler`), whatever the number
+of loader workers or the multiprocessing start method, and the checkpoint holds all RNG states, so
+a run interrupted and resumed on the CPU ends with the same weights as one that was not.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
-import platform
 import random
-import subprocess
 import time
 import uuid
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -44,125 +37,30 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import __version__, atomic, locks
-from .augment import build_train_transforms, normalize_images, reseed
 from .checkpoint import (copy_checkpoint, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
 from .config import TrainConfig
-from .data import OxfordPetSegmentation, build_cache, dataset_fingerprint
+from .data import dataset_fingerprint
+from .data.loaders import build_datasets, make_loader
 from .data.masks import IGNORE_INDEX
 from .data.sample import dataset_label
-from .machine import choose_channels_last, choose_precision, describe, resolve_device
-from .metrics import DiceMeter
-from .models import build_model
-from .paths import source_checkout
-from .preprocess import PreprocessParams
+from .evaluate import evaluate_model
+from .machine import Step, describe
+from .models import model_for
+from .runs import (RUN_FILES, check_same_data, device_name, reconcile_run, write_history,
+                   write_run_record)
 
 log = logging.getLogger(__name__)
-
-#: Files a run writes (removed by ``restart``); last.pt is the one the others derive from.
-RUN_FILES = ("last.pt", "best.pt", "history.csv", "config.json", "run.json", "metrics.json")
-HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_dice", "val_dice_pooled", "lr", "seconds")
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training stopped with the last good checkpoint intact."""
 
 
-# ---- machine ------------------------------------------------------------------------------------
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def epoch_seed(seed: int, epoch: int, worker: int = 0) -> int:
-    """A distinct, reproducible seed per (run seed, epoch, data-loader worker)."""
-    return int(np.random.SeedSequence([seed, epoch, worker]).generate_state(1)[0])
-
-
-# ---- data ---------------------------------------------------------------------------------------
-
-def build_datasets(config: TrainConfig, root, splits=("train", "val"), progress: bool = True
-                   ) -> dict[str, OxfordPetSegmentation]:
-    """Datasets for ``splits``; builds the cache for the config's size and variant first."""
-    params = PreprocessParams() if config.preprocess else None
-    build_cache(root, config.image_size, params, progress=progress)
-    datasets = {}
-    for split in splits:
-        train = split == "train"
-        # uint8 through the loader; Step.inputs normalises the batch on the device
-        transform = build_train_transforms(normalize=False) if (train and config.augment) else None
-        datasets[split] = OxfordPetSegmentation(
-            root, split, config.image_size, transform=transform, border=config.border,
-            preprocess=config.preprocess, progress=progress, uint8=True,
-            max_samples=config.max_train_samples if train else config.max_eval_samples)
-        if len(datasets[split]) == 0:
-            raise ValueError(f"split {split!r} of {root} has no usable samples")
-    return datasets
-
-
-class SeededSampler(torch.utils.data.Sampler):
-    """Indices ``(seed, i)`` for one pass over a data set: the order (shuffled or not) and one
-    augmentation seed per sample, both drawn from (run seed, epoch) only.
-
-    Call :meth:`set_epoch` before each pass (as with ``DistributedSampler``). Because each sample
-    carries its own seed, the augmentation does not depend on the number of loader workers, and
-    the workers can stay alive across epochs (``persistent_workers``): under the ``spawn`` start
-    method of macOS and Windows, starting them again every epoch costs seconds each.
-    """
-
-    def __init__(self, n: int, seed: int, shuffle: bool):
-        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        order = torch.randperm(self.n, generator=generator).tolist() if self.shuffle \
-            else range(self.n)
-        seeds = np.random.SeedSequence([self.seed, self.epoch, 1]).generate_state(self.n)
-        return iter([(int(seeds[i]), i) for i in order])
-
-
-def init_loader_worker(seed: int, worker_id: int) -> None:
-    """Seed a data-loader worker's global RNGs from (run seed, worker); the augmentation itself is
-    seeded per sample (:class:`SeededSampler`). Module-level, bound with ``functools.partial``, so
-    it pickles under the ``spawn`` and ``forkserver`` start methods, where a nested function
-    cannot be sent to the workers."""
-    s = epoch_seed(seed, -1, worker_id + 1)
-    random.seed(s)
-    np.random.seed(s % 2**32)
-    torch.manual_seed(s)
-
-
-def make_loader(dataset: OxfordPetSegmentation, config: TrainConfig, *, train: bool,
-                device: torch.device | None = None) -> DataLoader:
-    """The loader of one split for a whole run; call ``loader.sampler.set_epoch(e)`` before each
-    pass. Works under any multiprocessing start method.
-
-    Evaluation loaders of a cached data set read in the main process: a cache row is a memory
-    copy (8,477 rows/s on this 2-core CPU, ``benchmarks/data_pipeline.py``) and there is no
-    augmentation to spread, so workers would only add processes."""
-    workers = config.num_workers if (train or dataset.cache is None) else 0
-    return DataLoader(
-        dataset, batch_size=config.batch_size, drop_last=False,
-        sampler=SeededSampler(len(dataset), config.seed, shuffle=train),
-        num_workers=workers, prefetch_factor=config.prefetch_factor if workers else None,
-        persistent_workers=workers > 0,
-        worker_init_fn=partial(init_loader_worker, config.seed) if workers else None,
-        # the workers' base seed comes from here, not from the global RNG that dropout uses
-        generator=torch.Generator().manual_seed(config.seed),
-        pin_memory=device is not None and device.type == "cuda")
-
-
-def model_for(config: TrainConfig) -> nn.Module:
-    """The network a config describes (freshly initialised)."""
-    return build_model(config.model, base_channels=config.base_channels, dropout=config.dropout)
 
 
 # ---- optimisation -------------------------------------------------------------------------------
@@ -190,47 +88,6 @@ def lr_at_epoch(config: TrainConfig, epoch: int) -> float:
 
 
 # ---- one epoch ----------------------------------------------------------------------------------
-
-@dataclass
-class Step:
-    """What a training or evaluation step needs to know about the machine (lab2.machine)."""
-
-    device: torch.device
-    amp: torch.dtype | None
-    channels_last: bool
-    why: dict | None = None        # the reason for each choice, recorded in run.json
-
-    @classmethod
-    def for_config(cls, config: TrainConfig) -> "Step":
-        device = resolve_device(config.device)
-        amp, amp_why = choose_precision(config.amp, device)
-        layout, layout_why = choose_channels_last(config.channels_last, device, amp)
-        return cls(device, amp, layout, {"precision": describe(amp), "precision_why": amp_why,
-                                         "channels_last_why": layout_why})
-
-    def scaler(self) -> torch.amp.GradScaler:
-        """The loss scaler fp16 needs (a no-op one for bf16 and fp32)."""
-        return torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
-
-    def place(self, model: nn.Module) -> nn.Module:
-        """Move the model to the device, in channels_last when the step uses it."""
-        return model.to(self.device, memory_format=torch.channels_last if self.channels_last
-                        else torch.contiguous_format)
-
-    def inputs(self, images: torch.Tensor, masks: torch.Tensor):
-        """A loader's batch on the device: uint8 images normalised there, masks as long.
-        The layout changes while the images are still uint8, so no float copy is made for it
-        (normalisation keeps the memory format)."""
-        images = images.to(self.device, non_blocking=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        if images.dtype == torch.uint8:
-            images = normalize_images(images)
-        return images, masks.to(self.device, non_blocking=True).long()
-
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
-
 
 class LossGuard:
     """Stops training on a non-finite loss without making the GPU wait for the CPU.
@@ -319,146 +176,17 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     return float(total) / max(1.0, float(count))
 
 
-@torch.no_grad()
-def evaluate_model(model: nn.Module, loader: DataLoader, step: Step, *,
-                   original: OxfordPetSegmentation | None = None, progress: bool = True,
-                   desc: str = "eval") -> dict:
-    """Loss and Dice (mean per image, pooled) at the loader's resolution; with ``original`` (the
-    loader's data set) also at each image's original resolution: logits resized back bilinearly
-    and compared with the original trimap's mask. Restores the model's train/eval mode."""
-    was_training = model.training
-    model.eval()
-    meter, meter_original = DiceMeter(), DiceMeter()
-    loss_sum, count = 0.0, 0
-    for images, masks, names in tqdm(loader, desc=desc, unit="batch", leave=False,
-                                     disable=not progress):
-        images, masks = step.inputs(images, masks)
-        with step.autocast():
-            logits = model(images).float()
-        loss_sum += float(F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX,
-                                          reduction="sum")) / masks[0].numel()
-        count += images.shape[0]
-        meter.update(logits.argmax(1), masks, list(names))
-        if original is not None:
-            for logit, name in zip(logits, names):
-                mask = torch.from_numpy(original.original_mask(name)).long()
-                resized = F.interpolate(logit[None], size=mask.shape, mode="bilinear",
-                                        align_corners=False)
-                meter_original.update(resized.argmax(1).cpu(), mask[None], [name])
-    model.train(was_training)
-    result = {"loss": loss_sum / max(1, count), "dice": meter.mean, "dice_pooled": meter.pooled,
-              "n_images": count, "per_image": dict(zip(meter.names, meter.per_image.tolist()))}
-    if original is not None:
-        result.update(dice_original=meter_original.mean, dice_pooled_original=meter_original.pooled,
-                      per_image_original=dict(zip(meter_original.names,
-                                                  meter_original.per_image.tolist())))
-    return result
-
-
 # ---- run folder ---------------------------------------------------------------------------------
-
-def git_commit() -> str:
-    """The source checkout's commit (``+dirty`` with uncommitted changes); for an installed
-    package, ``installed <version>``."""
-    checkout = source_checkout()
-    if checkout is None:
-        return f"installed {__version__}"
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True,
-                             text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=checkout, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def write_history(path: Path, history: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS)
-    writer.writeheader()
-    writer.writerows({k: row[k] for k in HISTORY_FIELDS} for row in history)
-    atomic.write_text(path, buf.getvalue())
-
-
-def read_history(path: str | Path) -> list[dict]:
-    with open(path) as f:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
-                for row in csv.DictReader(f)]
-
 
 def _state(model, optimizer, scheduler, scaler, epoch, best, best_epoch, config, history, run
            ) -> dict:
     return {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),  # {} unless fp16
+        "scheduler": scheduler.state_dict(),
         "epoch": epoch, "best_dice": best, "best_epoch": best_epoch, "rng": rng_state(),
         "config": config.to_dict(), "history": history, "lab2_version": __version__, **run,
+        **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),   # fp16 only
     }
-
-
-def run_summary(run_dir: str | Path) -> dict | None:
-    """What ``last.pt`` of a run folder says (epoch, best epoch and Dice, config, history, data,
-    settings changes), read through a memory map; None when there is no ``last.pt``."""
-    last = Path(run_dir) / "last.pt"
-    if not last.is_file():
-        return None
-    state = load_checkpoint(last, mmap=True)
-    keys = ("epoch", "best_dice", "best_epoch", "history", "config", "run_id", "data", "changes")
-    return {k: state.get(k) for k in keys}
-
-
-def saved_run(run_dir: str | Path) -> dict:
-    """:func:`run_summary` of a run that must exist (``--resume``): FileNotFoundError if not."""
-    summary = run_summary(run_dir)
-    if summary is None:
-        raise FileNotFoundError(f"--resume: no {Path(run_dir) / 'last.pt'} to continue from; "
-                                "drop --resume to start a new run")
-    return summary
-
-
-def saved_config(run_dir: str | Path) -> TrainConfig:
-    """The config of the run in ``run_dir``, from its ``last.pt``."""
-    return TrainConfig.from_dict(saved_run(run_dir)["config"])
-
-
-def reconcile_run(run_dir: str | Path) -> dict | None:
-    """Repair what a kill between the end-of-epoch writes can leave, from ``last.pt``.
-
-    Copies ``last.pt`` to ``best.pt`` when ``last.pt`` names its own epoch as the best and
-    ``best.pt`` does not hold it; rewrites ``history.csv`` from ``last.pt``'s history. Returns
-    :func:`run_summary` (None without ``last.pt``). Raises ValueError when ``best.pt`` is missing
-    or foreign and cannot be rebuilt. Call it holding the folder's lock.
-    """
-    run_dir = Path(run_dir)
-    summary = run_summary(run_dir)
-    if summary is None:
-        return None
-    best = run_dir / "best.pt"
-    best_epoch = summary["best_epoch"]
-    if best_epoch is not None:
-        held = None
-        if best.is_file():
-            try:
-                state = load_checkpoint(best, mmap=True)
-                if state.get("run_id") == summary["run_id"]:
-                    held = state["epoch"]
-            except ValueError:
-                held = None   # damaged: rebuilt below if possible
-        if held != best_epoch:
-            if best_epoch != summary["epoch"]:
-                raise ValueError(
-                    f"{best} does not hold epoch {best_epoch}, which {run_dir / 'last.pt'} names as "
-                    "the best, and it cannot be rebuilt; train the run again with --restart")
-            log.warning("%s: best.pt was not written after epoch %d; copying it from last.pt",
-                        run_dir, best_epoch)
-            copy_checkpoint(run_dir / "last.pt", best)
-    write_history(run_dir / "history.csv", summary["history"])
-    return summary
-
-
-def _uncompiled(model: nn.Module) -> nn.Module:
-    return getattr(model, "_orig_mod", model)
 
 
 # ---- the run ------------------------------------------------------------------------------------
@@ -568,18 +296,14 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
             scheduler.base_lrs = [config.lr] * len(scheduler.base_lrs)
             for group in optimizer.param_groups:
                 group["initial_lr"], group["lr"] = config.lr, lr_at_epoch(config, start_epoch)
-    runnable = torch.compile(model) if config.compile else model
+    runnable = torch.compile(model) if config.compile else model   # shares model's weights
 
     datasets = build_datasets(config, root, progress=progress)
     config.save(out / "config.json")
-    atomic.write_json(out / "run.json", {
-        "lab2_version": __version__, "git_commit": git_commit(),
+    write_run_record(out, {
         "data": run["data"]["label"], "data_root": run["data"]["root"],
         "dataset_fingerprint": fingerprint, "profile": config.profile, "run_id": run["run_id"],
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
-        f"{device.type} ({platform.processor() or platform.machine()})",
-        **step.why, "channels_last": step.channels_last,
-        "torch": torch.__version__, "python": platform.python_version(),
+        "device": device_name(device), **step.why, "channels_last": step.channels_last,
         "n_train": len(datasets["train"]), "n_val": len(datasets["val"]),
         "resumed_from_epoch": start_epoch if checkpoint is not None else None,
         "changes": run["changes"],
@@ -612,7 +336,7 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
             if is_best:
                 best, best_epoch = val["dice"], epoch + 1
             # last.pt first: everything else is derived from it (see the module docstring)
-            save_checkpoint(last, _state(_uncompiled(model), optimizer, scheduler, scaler,
+            save_checkpoint(last, _state(model, optimizer, scheduler, scaler,
                                          epoch + 1, best, best_epoch, config, history, run))
             saved_epoch = epoch + 1
             if is_best:
@@ -631,26 +355,5 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
     return {"history": history, "best_dice": best, "run_dir": out}
 
 
-def check_same_data(run_dir: Path, data: dict | None, fingerprint: str, root) -> None:
-    """Refuse to continue or report a run on a data set other than the one it was trained on."""
-    if data and data.get("fingerprint") != fingerprint:
-        raise ValueError(
-            f"{run_dir} was trained on the {data.get('label')} in {data.get('root')} (fingerprint "
-            f"{data.get('fingerprint')}), but {root} holds another data set ({dataset_label(root)}, "
-            f"fingerprint {fingerprint}); point --root at the data the run was trained on, or "
-            "use another --out")
-
-
-def is_finished(run_dir: str | Path, epochs: int | None = None) -> bool:
-    """Whether ``last.pt`` of a run folder holds its final epoch (the checkpoint's configured
-    ``epochs``, or ``epochs`` if given). Nothing but the checkpoint is trusted."""
-    summary = run_summary(run_dir)
-    if summary is None:
-        return False
-    return summary["epoch"] >= (epochs or summary["config"]["epochs"])
-
-
-__all__ = ["OutOfMemory", "train", "evaluate_model", "train_one_epoch", "build_datasets", "make_loader",
-           "SeededSampler", "build_optimizer", "build_scheduler", "lr_at_epoch", "NonFiniteLossError", "LossGuard",
-           "Step", "is_finished", "read_history", "reconcile_run", "run_summary", "saved_config", "saved_run",
-           "check_same_data", "RUN_FILES"]
+__all__ = ["LossGuard", "NonFiniteLossError", "OutOfMemory", "build_optimizer", "build_scheduler",
+           "lr_at_epoch", "seed_everything", "train", "train_one_epoch"]

@@ -93,7 +93,7 @@ def test_batch_normalisation_on_the_device_matches_the_per_image_transform():
 
 
 def test_training_batches_travel_as_uint8_and_arrive_normalised(sample_root):
-    from lab2.train import Step
+    from lab2.machine import Step
     plain = OxfordPetSegmentation(sample_root, "train", image_size=64,
                                   transform=build_eval_transforms(), progress=False)
     compact = OxfordPetSegmentation(sample_root, "train", image_size=64, progress=False,

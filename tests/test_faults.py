@@ -21,6 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
+import lab2.runs as runs_module
 import lab2.train as train_module
 from lab2 import atomic, cli, locks
 from lab2.checkpoint import load_checkpoint
@@ -31,8 +32,8 @@ from lab2.data import sample as sample_module
 from lab2.data.reading import OK, RECOVERED, check_image, read_rgb
 from lab2.evaluate import evaluate_checkpoint
 from lab2.experiment import load_results, run_experiment
-from lab2.train import (NonFiniteLossError, is_finished, read_history, run_summary,
-                        saved_config, train)
+from lab2.runs import is_finished, read_history, run_summary, saved_config
+from lab2.train import NonFiniteLossError, train
 
 PROJECT = Path(__file__).resolve().parent.parent
 SMOKE = dict(image_size=64, base_channels=4, epochs=2, batch_size=4, max_train_samples=8,
@@ -103,7 +104,7 @@ def test_the_experiment_trains_a_run_whose_history_is_ahead_of_its_checkpoint(
     config = smoke(epochs=1, **{k: v for k, v in TINY.items() if k != "epochs"})
     train(config, sample_root, exp / "unet_raw", progress=False)
     history = read_history(exp / "unet_raw" / "history.csv")
-    train_module.write_history(exp / "unet_raw" / "history.csv",
+    runs_module.write_history(exp / "unet_raw" / "history.csv",
                                history + [{**history[0], "epoch": 2}])
     rows, _ = run_experiment("smoke", sample_root, exp, progress=False,
                              runs=[("unet", False)], **TINY)
@@ -122,7 +123,7 @@ def test_a_kill_before_best_pt_is_copied_is_repaired_from_last_pt(sample_root, t
         train(smoke(epochs=1), sample_root, out, progress=False)
     monkeypatch.undo()
     assert is_finished(out) and not (out / "best.pt").exists()
-    train_module.reconcile_run(out)
+    runs_module.reconcile_run(out)
     assert load_checkpoint(out / "best.pt")["epoch"] == 1
 
 
@@ -376,8 +377,8 @@ def test_resume_refuses_a_setting_that_cannot_change_and_restart_applies_it(
 def test_the_non_finite_loss_message_names_a_command_that_works(sample_root, tmp_path,
                                                                 monkeypatch):
     built = []
-    original = train_module.build_model
-    monkeypatch.setattr(train_module, "build_model",
+    original = train_module.model_for
+    monkeypatch.setattr(train_module, "model_for",
                         lambda *a, **k: built.append(original(*a, **k)) or built[-1])
 
     def poison(epoch, batch):

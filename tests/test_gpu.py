@@ -13,7 +13,8 @@ from lab2.checkpoint import load_checkpoint
 from lab2.config import profile_config
 from lab2.evaluate import evaluate_checkpoint
 from lab2.models import build_model
-from lab2.train import LossGuard, NonFiniteLossError, read_history, train
+from lab2.runs import read_history
+from lab2.train import LossGuard, NonFiniteLossError, train
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

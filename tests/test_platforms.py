@@ -17,8 +17,10 @@ import lab2.train as train_module
 from lab2 import cli, machine, paths
 from lab2.checkpoint import load_checkpoint
 from lab2.config import profile_config
-from lab2.train import (LossGuard, NonFiniteLossError, SeededSampler, Step, is_finished,
-                        read_history, train)
+from lab2.data.loaders import SeededSampler
+from lab2.machine import Step
+from lab2.runs import is_finished, read_history
+from lab2.train import LossGuard, NonFiniteLossError, train
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -218,7 +220,7 @@ def test_an_installed_package_writes_under_the_current_folder_not_site_packages(
 
 
 def test_report_runs_the_experiment_then_the_four_notebooks(tmp_path, monkeypatch, capsys):
-    import lab2.report as report_module
+    import lab2.report.runner as report_module
     executed = []
     monkeypatch.setattr(report_module, "run_notebooks", lambda paths: executed.extend(paths))
     monkeypatch.setenv("LAB2_HOME", str(tmp_path))
@@ -244,7 +246,7 @@ def test_report_runs_the_experiment_then_the_four_notebooks(tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_notebooks_are_executed_and_saved_in_place(tmp_path, monkeypatch):
-    from lab2.report import run_notebooks
+    from lab2.report.runner import run_notebooks
     notebook = tmp_path / "01_data_inspection.ipynb"
     shutil.copy(PROJECT / "notebooks" / "01_data_inspection.ipynb", notebook)
     monkeypatch.setenv("LAB2_PROFILE", "smoke")

@@ -17,7 +17,8 @@ from lab2.evaluate import evaluate_checkpoint, load_trained_model
 from lab2.experiment import REPORTED_DICE, load_results, run_experiment
 from lab2.metrics import DiceMeter
 from lab2.predict import predict_files, predict_probability
-from lab2.train import LossGuard, NonFiniteLossError, read_history, train
+from lab2.runs import read_history
+from lab2.train import LossGuard, NonFiniteLossError, train
 
 SMOKE = dict(image_size=64, base_channels=4, epochs=3, batch_size=4, max_train_samples=12,
              max_eval_samples=6, num_workers=0, device="cpu")   # exact resume is a CPU property
@@ -71,7 +72,8 @@ def test_run_folder_holds_config_history_checkpoints_and_provenance(trained):
     assert run["git_commit"]
     state = load_checkpoint(trained / "last.pt")  # weights_only=True
     assert state["epoch"] == 3 and state["config"]["model"] == "unet"
-    assert {"model", "optimizer", "scheduler", "scaler", "rng", "history"} <= set(state)
+    assert {"model", "optimizer", "scheduler", "rng", "history"} <= set(state)
+    assert "scaler" not in state          # only fp16 runs carry a GradScaler's state
 
 
 def _weights(path):
@@ -113,8 +115,8 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoin
     # on CUDA the guard reads the loss one step late (LossGuard); the outcome is the same
     import lab2.train as train_module
     built = []
-    original = train_module.build_model
-    monkeypatch.setattr(train_module, "build_model",
+    original = train_module.model_for
+    monkeypatch.setattr(train_module, "model_for",
                         lambda *a, **k: built.append(original(*a, **k)) or built[-1])
 
     def poison(epoch, batch):
@@ -159,7 +161,8 @@ def test_predict_writes_mask_and_overlay_at_the_photos_own_size(trained, tmp_pat
 
 
 def test_prediction_sees_what_evaluation_sees(trained, sample_root):
-    from lab2.train import Step, build_datasets
+    from lab2.data.loaders import build_datasets
+    from lab2.machine import Step
     model, config, _ = load_trained_model(trained / "best.pt")
     dataset = build_datasets(config, sample_root, splits=("test",), progress=False)["test"]
     image, mask, _ = dataset[0]

@@ -16,9 +16,8 @@ from .audit import audit_dataset
 from .cache import SampleCache, find_cache
 from .index import Record, load_split
 from .masks import trimap_to_mask
-from .reading import read_trimap, trimap_path
+from .reading import read_example, read_trimap, trimap_path
 from .resize import as_hw, resize_pair
-from .summary import read_example
 from ..augment import reseed
 
 _announced: set[str] = set()  # data set folders whose skipped files were already printed
@@ -123,7 +122,7 @@ class OxfordPetSegmentation(Dataset):
         return image, mask
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, str]:
-        """Item ``index``; an index ``(seed, i)`` (from :class:`lab2.train.SeededSampler`) first
+        """Item ``index``; an index ``(seed, i)`` (from :class:`lab2.data.loaders.SeededSampler`) first
         reseeds the transform with ``seed``, so a sample's augmentation does not depend on which
         worker or in which order it is read."""
         if isinstance(index, tuple):

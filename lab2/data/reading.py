@@ -14,6 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..paths import dataset_dir
+from .masks import trimap_to_mask
+
 OK, RECOVERED, SKIPPED, IGNORED = "ok", "recovered", "skipped", "ignored"
 
 _SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF",
@@ -80,6 +83,14 @@ def trimap_path(folder: str | os.PathLike, name: str) -> Path:
 def read_sample(folder: str | os.PathLike, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 RGB image, uint8 trimap) of sample ``name`` in a data set folder."""
     return read_rgb(image_path(folder, name)), read_trimap(trimap_path(folder, name))
+
+
+def read_example(root: str | os.PathLike, name: str, border: str = "foreground"
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image, trimap, binary mask) of one sample of the data set under ``root``, at its original
+    size."""
+    image, trimap = read_sample(dataset_dir(root), name)
+    return image, trimap, trimap_to_mask(trimap, border)
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:

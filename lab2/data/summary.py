@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
 from ..paths import dataset_dir
 from .audit import audit_dataset
 from .index import SPLITS, Record, load_split
-from .masks import trimap_to_mask
-from .reading import image_path, image_size_of, read_sample
+from .reading import image_path, image_size_of
 
 
 def usable_records(root: str | os.PathLike, split: str) -> list[Record]:
@@ -28,10 +25,3 @@ def image_sizes(root: str | os.PathLike, records: list[Record]) -> list[tuple[in
     """(width, height) of each record's image, from the file headers."""
     folder = dataset_dir(root)
     return [image_size_of(image_path(folder, r.name)) for r in records]
-
-
-def read_example(root: str | os.PathLike, name: str, border: str = "foreground"
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(image, trimap, binary mask) of one sample at its original size."""
-    image, trimap = read_sample(dataset_dir(root), name)
-    return image, trimap, trimap_to_mask(trimap, border)

@@ -26,6 +26,12 @@ def build_model(name: str, n_classes: int = 2, **kwargs) -> nn.Module:
     return MODELS[name](n_classes=n_classes, **kwargs)
 
 
+def model_for(config) -> nn.Module:
+    """The network a :class:`lab2.config.TrainConfig` (or anything with its ``model``,
+    ``base_channels`` and ``dropout`` fields) describes, freshly initialised."""
+    return build_model(config.model, base_channels=config.base_channels, dropout=config.dropout)
+
+
 def size_multiple(name: str) -> int:
     """Image sides for model ``name`` must be multiples of this."""
     if name not in MODELS:
@@ -33,4 +39,4 @@ def size_multiple(name: str) -> int:
     return MODELS[name].multiple
 
 
-__all__ = ["MODELS", "build_model", "size_multiple", "UNet", "ResNet34UNet", "DEFAULT_DROPOUT"]
+__all__ = ["MODELS", "build_model", "model_for", "size_multiple", "UNet", "ResNet34UNet", "DEFAULT_DROPOUT"]

@@ -15,9 +15,9 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .atomic import atomic_path
-from .config import run_name
-from .paths import figures_dir
+from ..atomic import atomic_path
+from ..config import run_name
+from ..paths import figures_dir
 
 RUN_COLOURS = {"unet_raw": "tab:blue", "unet_preprocessed": "tab:cyan",
                "resnet34_unet_raw": "tab:red", "resnet34_unet_preprocessed": "tab:orange"}

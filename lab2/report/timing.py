@@ -6,12 +6,12 @@ import os
 import time
 from typing import Callable, Sequence
 
-from .augment import build_train_transforms
-from .data.cache import find_cache
-from .data.reading import image_path, read_rgb, read_sample
-from .data.resize import as_hw, resize_image
-from .paths import dataset_dir
-from .preprocess import PreprocessParams, bilateral, clahe, zscore_minmax
+from ..augment import build_train_transforms
+from ..data.cache import find_cache
+from ..data.reading import image_path, read_rgb, read_sample
+from ..data.resize import as_hw, resize_image
+from ..paths import dataset_dir
+from ..preprocess import PreprocessParams, bilateral, clahe, zscore_minmax
 
 
 def ms_per_item(fn: Callable, items: Sequence, repeat: int = 1) -> float:

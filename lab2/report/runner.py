@@ -8,8 +8,8 @@ import os
 import time
 from pathlib import Path
 
-from . import atomic
-from .paths import notebooks_dir
+from .. import atomic
+from ..paths import notebooks_dir
 
 
 def notebook_paths() -> list[Path]:

@@ -7,10 +7,10 @@ from typing import Sequence
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 
-from .data.summary import read_example
+from ..data.reading import read_example
 from .figures import RUN_TITLES, mask_rgb
-from .metrics import image_dice
-from .predict import overlay, predict_mask
+from ..metrics import image_dice
+from ..predict import overlay, predict_mask
 
 
 def prediction_browser(models: dict, root, names: Sequence[str]) -> widgets.Widget:

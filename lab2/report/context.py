@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import resolve_profile
-from .data import choose_data_root
-from .data.sample import dataset_label
-from .experiment import default_out
-from .paths import dataset_dir
+from ..config import resolve_profile
+from ..data import choose_data_root
+from ..data.sample import dataset_label
+from ..experiment import default_out
+from ..paths import dataset_dir
 
 
 @dataclass(frozen=True)

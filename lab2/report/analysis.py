@@ -9,12 +9,12 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import run_name
-from .data.summary import read_example
-from .evaluate import load_trained_model
-from .experiment import RUNS
-from .metrics import image_dice
-from .predict import predict_mask
+from ..config import run_name
+from ..data.reading import read_example
+from ..evaluate import load_trained_model
+from ..experiment import RUNS
+from ..metrics import image_dice
+from ..predict import predict_mask
 
 RUN_NAMES = tuple(run_name(m, p) for m, p in RUNS)
 

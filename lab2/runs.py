@@ -1,0 +1,160 @@
+"""A run folder's records: what ``last.pt`` says, ``history.csv``, ``run.json`` and provenance.
+
+A run folder holds ``last.pt`` (every epoch) and ``best.pt`` (best validation Dice) and, derived
+from them, ``config.json``, ``run.json`` (provenance: git commit, data set fingerprint and label,
+device, precision and why, versions, settings changed on resume) and ``history.csv`` (one row per
+epoch). ``last.pt`` is the single source of truth: :func:`reconcile_run` rebuilds the others from
+it after a kill between the end-of-epoch writes, and :func:`is_finished` trusts nothing else.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+from . import __version__, atomic
+from .checkpoint import copy_checkpoint, load_checkpoint
+from .config import TrainConfig
+from .data.sample import dataset_label
+from .paths import source_checkout
+
+log = logging.getLogger(__name__)
+
+#: Files a run writes (removed by ``restart``); last.pt is the one the others derive from.
+RUN_FILES = ("last.pt", "best.pt", "history.csv", "config.json", "run.json", "metrics.json")
+HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_dice", "val_dice_pooled", "lr", "seconds")
+
+
+def git_commit() -> str:
+    """The source checkout's commit (``+dirty`` with uncommitted changes); for an installed
+    package, ``installed <version>``."""
+    checkout = source_checkout()
+    if checkout is None:
+        return f"installed {__version__}"
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=checkout, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS)
+    writer.writeheader()
+    writer.writerows({k: row[k] for k in HISTORY_FIELDS} for row in history)
+    atomic.write_text(path, buf.getvalue())
+
+
+def read_history(path: str | Path) -> list[dict]:
+    with open(path) as f:
+        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
+def run_summary(run_dir: str | Path) -> dict | None:
+    """What ``last.pt`` of a run folder says (epoch, best epoch and Dice, config, history, data,
+    settings changes), read through a memory map; None when there is no ``last.pt``."""
+    last = Path(run_dir) / "last.pt"
+    if not last.is_file():
+        return None
+    state = load_checkpoint(last, mmap=True)
+    keys = ("epoch", "best_dice", "best_epoch", "history", "config", "run_id", "data", "changes")
+    return {k: state.get(k) for k in keys}
+
+
+def saved_run(run_dir: str | Path) -> dict:
+    """:func:`run_summary` of a run that must exist (``--resume``): FileNotFoundError if not."""
+    summary = run_summary(run_dir)
+    if summary is None:
+        raise FileNotFoundError(f"--resume: no {Path(run_dir) / 'last.pt'} to continue from; "
+                                "drop --resume to start a new run")
+    return summary
+
+
+def saved_config(run_dir: str | Path) -> TrainConfig:
+    """The config of the run in ``run_dir``, from its ``last.pt``."""
+    return TrainConfig.from_dict(saved_run(run_dir)["config"])
+
+
+def reconcile_run(run_dir: str | Path) -> dict | None:
+    """Repair what a kill between the end-of-epoch writes can leave, from ``last.pt``.
+
+    Copies ``last.pt`` to ``best.pt`` when ``last.pt`` names its own epoch as the best and
+    ``best.pt`` does not hold it; rewrites ``history.csv`` from ``last.pt``'s history. Returns
+    :func:`run_summary` (None without ``last.pt``). Raises ValueError when ``best.pt`` is missing
+    or foreign and cannot be rebuilt. Call it holding the folder's lock.
+    """
+    run_dir = Path(run_dir)
+    summary = run_summary(run_dir)
+    if summary is None:
+        return None
+    best = run_dir / "best.pt"
+    best_epoch = summary["best_epoch"]
+    if best_epoch is not None:
+        held = None
+        if best.is_file():
+            try:
+                state = load_checkpoint(best, mmap=True)
+                if state.get("run_id") == summary["run_id"]:
+                    held = state["epoch"]
+            except ValueError:
+                held = None   # damaged: rebuilt below if possible
+        if held != best_epoch:
+            if best_epoch != summary["epoch"]:
+                raise ValueError(
+                    f"{best} does not hold epoch {best_epoch}, which {run_dir / 'last.pt'} names as "
+                    "the best, and it cannot be rebuilt; train the run again with --restart")
+            log.warning("%s: best.pt was not written after epoch %d; copying it from last.pt",
+                        run_dir, best_epoch)
+            copy_checkpoint(run_dir / "last.pt", best)
+    write_history(run_dir / "history.csv", summary["history"])
+    return summary
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the kind of device and the CPU's, for ``run.json``."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({platform.processor() or platform.machine()})"
+
+
+def write_run_record(out: Path, record: dict) -> None:
+    """Write ``run.json``: ``record`` (the run's data, device, precision, sizes, changes) with
+    lab2's version, the git commit and the Python and PyTorch versions."""
+    atomic.write_json(out / "run.json", {
+        "lab2_version": __version__, "git_commit": git_commit(), **record,
+        "torch": torch.__version__, "python": platform.python_version()})
+
+
+def check_same_data(run_dir: Path, data: dict | None, fingerprint: str, root) -> None:
+    """Refuse to continue or report a run on a data set other than the one it was trained on."""
+    if data and data.get("fingerprint") != fingerprint:
+        raise ValueError(
+            f"{run_dir} was trained on the {data.get('label')} in {data.get('root')} (fingerprint "
+            f"{data.get('fingerprint')}), but {root} holds another data set ({dataset_label(root)}, "
+            f"fingerprint {fingerprint}); point --root at the data the run was trained on, or "
+            "use another --out")
+
+
+def is_finished(run_dir: str | Path, epochs: int | None = None) -> bool:
+    """Whether ``last.pt`` of a run folder holds its final epoch (the checkpoint's configured
+    ``epochs``, or ``epochs`` if given). Nothing but the checkpoint is trusted."""
+    summary = run_summary(run_dir)
+    if summary is None:
+        return False
+    return summary["epoch"] >= (epochs or summary["config"]["epochs"])
+
+
+__all__ = ["HISTORY_FIELDS", "RUN_FILES", "check_same_data", "device_name", "git_commit",
+           "is_finished", "read_history", "reconcile_run", "run_summary", "saved_config",
+           "saved_run", "write_history", "write_run_record"]

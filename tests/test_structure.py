@@ -1,0 +1,98 @@
+"""The shape of the package: imports without cycles, a training core that needs no plotting or
+widget library, and a command line whose help is fast."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "lab2"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def is_module(name: str) -> bool:
+    relative = Path(*name.split("."))
+    return (PACKAGE.parent / relative).with_suffix(".py").is_file() or \
+        (PACKAGE.parent / relative / "__init__.py").is_file()
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module → the lab2 modules it imports anywhere in its text (also inside functions)."""
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = module_name(path)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names if a.name.startswith("lab2")}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    base = node.module or ""
+                if not base.startswith("lab2"):
+                    continue
+                for alias in node.names:
+                    sub = f"{base}.{alias.name}"
+                    targets.add(sub if is_module(sub) else base)
+        graph[name] = targets - {name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_graph_sees_real_imports():
+    graph = import_graph()
+    assert "lab2.evaluate" in graph["lab2.train"]
+    assert "lab2.data.loaders" in graph["lab2.evaluate"]
+    assert "lab2.atomic" in graph["lab2.data.cache"]        # from .. import atomic
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    assert find_cycle(import_graph()) is None
+
+
+def test_evaluation_does_not_depend_on_training():
+    graph = import_graph()
+    assert "lab2.train" not in graph["lab2.evaluate"]
+    assert not any(t.startswith("lab2.report") for t in graph["lab2.data.dataset"])
+    assert "lab2.data.summary" not in graph["lab2.data.dataset"]
+
+
+def test_the_training_core_imports_neither_matplotlib_nor_ipywidgets():
+    code = ("import sys\n"
+            "import lab2.cli, lab2.train, lab2.evaluate, lab2.experiment, lab2.predict, "
+            "lab2.runs, lab2.data.loaders, lab2.report.runner\n"
+            "print(sorted(m for m in ('matplotlib', 'ipywidgets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == "[]"
