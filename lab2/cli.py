@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
+import types
+import typing
 from pathlib import Path
 from typing import Callable, Sequence
 
 from . import atomic
+from .config import (PROFILE_OVERRIDES, PROFILES, RESUMABLE_FIELDS, TrainConfig, field_choices,
+                     field_types)
 from .paths import CACHE_ENV, default_data_root, default_sample_root
-
-MODEL_NAMES = ("unet", "resnet34_unet")
-PROFILES = ("full", "quick", "smoke", "auto")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,20 +74,15 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    """TrainConfig fields given on the command line (the rest come from the profile)."""
-    fields = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "image_size",
-              "base_channels", "dropout", "border", "num_workers", "seed", "device", "amp",
-              "channels_last", "max_train_samples", "max_eval_samples")
-    out = {f: getattr(args, f) for f in fields if getattr(args, f, None) is not None}
-    if getattr(args, "compile", False):
-        out["compile"] = True
-    if getattr(args, "no_augment", False):
-        out["augment"] = False
-    return out
+    """TrainConfig fields given on the command line (the rest come from the profile or, with
+    --resume, from the run)."""
+    given = {name: getattr(args, name) for name in args.config_fields}
+    return {name: tuple(value) if isinstance(value, list) else value
+            for name, value in given.items() if value is not None}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import TrainConfig, profile_config, resolve_profile
+    from .config import profile_config, resolve_profile
     from .runs import saved_run
     from .train import train
     if args.resume and args.restart:
@@ -94,17 +91,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         # the run's own settings, with only what was given on this command line changed
         summary = saved_run(args.out)      # last.pt read once
-        saved = TrainConfig.from_dict(summary["config"])
-        fixed = {"model": args.model, "preprocess": args.preprocess or None,
-                 "profile": resolve_profile(args.profile) if args.profile else None}
-        config = saved.replace(**{k: v for k, v in {**fixed, **overrides}.items()
-                                  if v is not None})
+        if args.profile:
+            overrides["profile"] = resolve_profile(args.profile)
+        config = TrainConfig.from_dict(summary["config"]).replace(**overrides)
         root = args.root or (summary["data"] or {}).get("root") or default_data_root()
     else:
-        if args.model is None:
+        if "model" not in overrides:
             raise ValueError("--model is required to start a run (unet or resnet34_unet)")
-        config = profile_config(args.profile, model=args.model, preprocess=args.preprocess,
-                                **overrides)
+        config = profile_config(args.profile, **overrides)
         root = args.root or default_data_root()
     result = train(config, root, args.out, resume=args.resume, restart=args.restart)
     print(f"{config.run_name}: best validation Dice {result['best_dice']:.4f}; run in {args.out}")
@@ -185,36 +179,65 @@ def _positive(kind: Callable[[str], int]) -> Callable[[str], int]:
     return parse
 
 
-def _add_profile_and_overrides(p: argparse.ArgumentParser) -> None:
+def _at_least(kind: Callable[[str], float], minimum: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}, got {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _profile_values(name: str) -> str:
+    """``full 512, quick 128, smoke 64`` when the profiles differ in a field, else its default."""
+    default = TrainConfig.__dataclass_fields__[name].default
+    values = {p: PROFILE_OVERRIDES[p].get(name, default) for p in PROFILE_OVERRIDES}
+
+    def show(v):
+        return "all" if v is None else " ".join(map(str, v)) if isinstance(v, tuple) else str(v)
+    if len(set(map(show, values.values()))) == 1:
+        return f"default {show(default)}"
+    return ", ".join(f"{p} {show(v)}" for p, v in values.items())
+
+
+def _add_config_flags(p: argparse.ArgumentParser, *, per_run: bool) -> None:
+    """``--profile`` and one flag per TrainConfig field (``per_run``: also the model and the
+    preprocessing, which the experiment varies itself). Types, choices, bounds and help all come
+    from :class:`lab2.config.TrainConfig`; every flag defaults to None = the profile's value."""
     p.add_argument("--profile", default=None, choices=PROFILES,
                    help="settings to start from (default: $LAB2_PROFILE or auto = full with "
                         "CUDA, quick without)")
-    g = p.add_argument_group("overrides of single TrainConfig fields")
-    g.add_argument("--epochs", type=_positive(int))
-    g.add_argument("--batch-size", type=_positive(int))
-    g.add_argument("--lr", type=float)
-    g.add_argument("--optimizer", choices=("adam", "sgd", "adamw"))
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--image-size", type=_positive(int))
-    g.add_argument("--base-channels", type=_positive(int))
-    g.add_argument("--dropout", type=float)
-    g.add_argument("--border", choices=("foreground", "background", "ignore"))
-    g.add_argument("--num-workers", type=int)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"))
-    g.add_argument("--amp", choices=("auto", "bf16", "fp16", "off"),
-                   help="mixed precision (auto: bf16 where the GPU or CPU has it natively, fp16 "
-                        "with loss scaling on older NVIDIA GPUs, else off)")
-    g.add_argument("--channels-last", choices=("auto", "on", "off"))
-    g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--max-train-samples", type=_positive(int))
-    g.add_argument("--max-eval-samples", type=_positive(int))
-    g.add_argument("--no-augment", action="store_true")
+    g = p.add_argument_group("TrainConfig fields (default: the profile's value, shown in "
+                             "brackets; with --resume, the run's own)")
+    names = []
+    for f in dataclasses.fields(TrainConfig):
+        if not f.metadata["flag"] or (f.metadata["per_run"] and not per_run):
+            continue
+        kind, choices = field_types(TrainConfig)[f.name], field_choices(f.name, TrainConfig)
+        if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+            kind = next(k for k in typing.get_args(kind) if k is not type(None))  # int | None
+        help_text = f"{f.metadata['help']} [{_profile_values(f.name)}]".replace("%", "%%")
+        options = dict(dest=f.name, default=None, help=help_text)
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif choices:
+            options["choices"] = choices
+        elif typing.get_origin(kind) is tuple:
+            item = typing.get_args(kind)[0]
+            options.update(nargs="+", type=item, metavar=item.__name__.upper())
+        else:
+            minimum = f.metadata["minimum"]
+            options["type"] = kind if minimum is None else _at_least(kind, minimum)
+        g.add_argument("--" + f.name.replace("_", "-"), **options)
+        names.append(f.name)
+    p.set_defaults(config_fields=tuple(names))
 
 
 def _add_root(p: argparse.ArgumentParser, default: str | None, what: str = "data root",
               cache: bool = True) -> None:
-    p.add_argument("--root", default=default, help=f"{what} (default {default})")
+    p.add_argument("--root", default=default,
+                   help=what if default is None else f"{what} (default {default})")
     if cache:
         p.add_argument("--cache-dir", type=Path, default=None,
                        help=f"where caches and the audit are kept (default ${CACHE_ENV} or "
@@ -277,18 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train one network; history.csv, last.pt and best.pt are "
                                    "written after every epoch, so --resume continues an "
                                    "interrupted run.")
-    p.add_argument("--model", choices=MODEL_NAMES, help="required unless --resume")
-    p.add_argument("--preprocess", action="store_true", help="use the report's OpenCV chain")
     _add_root(p, None, f"data root (default {real_root}; with --resume, the run's own)")
     p.add_argument("--out", required=True, type=Path, help="run folder")
     p.add_argument("--resume", action="store_true",
-                   help="continue from OUT/last.pt with the run's own settings; the epochs, "
-                        "learning rate, batch size, precision, device and loader settings given "
-                        "here change from the next epoch and are kept in run.json (the list: "
-                        "lab2.config.RESUMABLE_FIELDS); other changes are refused")
+                   help="continue from OUT/last.pt with the run's own settings; of the flags "
+                        f"below, {', '.join('--' + n.replace('_', '-') for n in RESUMABLE_FIELDS)}"
+                        " change from the next epoch (kept in run.json); others are refused")
     p.add_argument("--restart", action="store_true",
                    help="delete the run in OUT and train it again from scratch")
-    _add_profile_and_overrides(p)
+    _add_config_flags(p, per_run=True)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test a checkpoint (Dice at both resolutions)",
@@ -318,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_root(p, None, "data root (default: the real set if present, else the sample)")
     p.add_argument("--out", type=Path, default=None,
                    help="experiment folder (default runs/<profile>-<real|sample>)")
-    _add_profile_and_overrides(p)
+    _add_config_flags(p, per_run=False)
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("report", help="the main job (what `make report` runs)",

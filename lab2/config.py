@@ -20,23 +20,29 @@ import dataclasses
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+from functools import cache
 from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from .data.masks import BORDER_MODES
-from .models import MODELS
+# Kept free of torch and of lab2's heavier modules: the command line builds its flags from
+# TrainConfig, and `python -m lab2 --help` should answer at once.
 
-OPTIMIZERS = ("adam", "sgd", "adamw")
-DEVICES = ("auto", "cuda", "mps", "cpu")
-AMP_MODES = ("auto", "bf16", "fp16", "off")
 PROFILES = ("full", "quick", "smoke", "auto")
 PROFILE_ENV = "LAB2_PROFILE"
 
 
-#: Fields that may change when a run resumes (recorded in run.json as a change at epoch N). Every
-#: other field defines what is trained and how it is measured, and is fixed for the run's life.
-RESUMABLE_FIELDS = ("epochs", "lr", "batch_size", "amp", "device", "channels_last", "compile",
-                    "num_workers", "prefetch_factor")
+def setting(default: Any, help: str, *, minimum: float | None = None, resumable: bool = False,
+            per_run: bool = False, flag: bool = True):
+    """A :class:`TrainConfig` field: its default, and what its command-line flag shows.
+
+    ``minimum`` is checked by :meth:`TrainConfig.validate` and by the flag; ``resumable`` fields
+    may change when a run resumes (:data:`RESUMABLE_FIELDS`); ``per_run`` fields (model,
+    preprocessing) name one of the experiment's four runs, so ``experiment`` has no flag for
+    them; ``flag=False`` keeps a field off the command line."""
+    return field(default=default, metadata={"help": help, "minimum": minimum,
+                                            "resumable": resumable, "per_run": per_run,
+                                            "flag": flag})
 
 
 def run_name(model: str, preprocess: bool) -> str:
@@ -46,36 +52,59 @@ def run_name(model: str, preprocess: bool) -> str:
 
 @dataclass
 class TrainConfig:
+    """Everything one training run depends on; the defaults are the report's settings.
+
+    Every field is also a command-line flag of ``train`` and ``experiment`` (``--batch-size`` for
+    ``batch_size``; ``Literal`` annotations give the choices), built by :func:`lab2.cli` from this
+    class: a new field needs no second edit there."""
+
     # --- what is trained
-    model: str = "unet"                   # "unet" | "resnet34_unet"
-    preprocess: bool = False              # the report's OpenCV chain on/off
-    image_size: int = 512                 # square side; multiple of 16 (UNet) / 32 (ResNet34-UNet)
-    base_channels: int = 64               # network width (64 = the report's networks)
-    dropout: float = 0.1                  # every dropout layer (lab2.models.DEFAULT_DROPOUT)
-    border: str = "foreground"            # trimap border → foreground | background | ignore
-    augment: bool = True                  # train-split augmentation (lab2.augment)
+    model: Literal["unet", "resnet34_unet"] = setting(
+        "unet", "the network (lab2.models)", per_run=True)
+    preprocess: bool = setting(
+        False, "the report's OpenCV chain (CLAHE, bilateral filter, z-score + min-max)",
+        per_run=True)
+    image_size: int = setting(
+        512, "square side in pixels; a multiple of 16 (UNet) or 32 (ResNet34-UNet)", minimum=1)
+    base_channels: int = setting(
+        64, "network width: channels of the first stage (64 = the report's networks)", minimum=1)
+    dropout: float = setting(0.1, "probability of every dropout layer, in [0, 1)")
+    border: Literal["foreground", "background", "ignore"] = setting(
+        "foreground", "what the trimap's border pixels count as")
+    augment: bool = setting(True, "augment the training split (flip, affine, colour, blur)")
     # --- optimisation (the report's)
-    epochs: int = 50
-    batch_size: int = 8
-    optimizer: str = "adam"               # "adam" | "sgd" (momentum below) | "adamw"
-    lr: float = 1e-3
-    momentum: float = 0.9                 # SGD only
-    weight_decay: float = 1e-4
-    milestones: tuple[int, ...] = (30, 50, 100, 150, 200)  # MultiStepLR, stepped once per epoch
-    gamma: float = 0.1
-    loss: str = "cross_entropy"           # over two classes (background, pet)
+    epochs: int = setting(50, "epochs to train", minimum=1, resumable=True)
+    batch_size: int = setting(8, "images per step", minimum=1, resumable=True)
+    optimizer: Literal["adam", "sgd", "adamw"] = setting("adam", "the optimiser")
+    lr: float = setting(1e-3, "learning rate (positive)", resumable=True)
+    momentum: float = setting(0.9, "SGD momentum", minimum=0)
+    weight_decay: float = setting(1e-4, "L2 weight decay", minimum=0)
+    milestones: tuple[int, ...] = setting(
+        (30, 50, 100, 150, 200), "epochs after which MultiStepLR multiplies the rate by gamma")
+    gamma: float = setting(0.1, "MultiStepLR factor, in (0, 1]")
+    loss: Literal["cross_entropy"] = setting(
+        "cross_entropy", "the loss, over two classes (background, pet)")
     # --- data loading
-    num_workers: int = 4
-    prefetch_factor: int = 2
-    max_train_samples: int | None = None  # None = the whole split
-    max_eval_samples: int | None = None   # validation and test subsets (None = all)
+    num_workers: int = setting(4, "data-loader worker processes (0 = the main process)",
+                               minimum=0, resumable=True)
+    prefetch_factor: int = setting(2, "batches each worker prepares ahead", minimum=1,
+                                   resumable=True)
+    max_train_samples: int | None = setting(None, "use at most this many training images "
+                                            "(default: all)", minimum=1)
+    max_eval_samples: int | None = setting(None, "use at most this many validation and test "
+                                           "images (default: all)", minimum=1)
     # --- machine
-    seed: int = 0
-    device: str = "auto"                  # "auto" (CUDA, else Apple MPS, else CPU) | "cuda" | "mps" | "cpu"
-    amp: str = "auto"                     # "auto" (lab2.machine) | "bf16" | "fp16" | "off"
-    channels_last: str = "auto"           # "auto" (lab2.machine) | "on" | "off"
-    compile: bool = False                 # torch.compile the model (CUDA)
-    profile: str = "full"                 # the profile these settings came from (for labels)
+    seed: int = setting(0, "seed of weights, shuffling and augmentation")
+    device: Literal["auto", "cuda", "mps", "cpu"] = setting(
+        "auto", "auto: CUDA, else Apple MPS, else the CPU", resumable=True)
+    amp: Literal["auto", "bf16", "fp16", "off"] = setting(
+        "auto", "mixed precision; auto: bf16 where the GPU or CPU computes it natively, fp16 "
+        "with loss scaling on older NVIDIA GPUs, else off (lab2.machine)", resumable=True)
+    channels_last: Literal["auto", "on", "off"] = setting(
+        "auto", "channels_last memory layout (auto: lab2.machine)", resumable=True)
+    compile: bool = setting(False, "torch.compile the model (CUDA)", resumable=True)
+    profile: Literal["full", "quick", "smoke", "auto"] = setting(
+        "full", "the profile these settings came from (for labels)", flag=False)
 
     def __post_init__(self) -> None:
         self.milestones = tuple(int(m) for m in self.milestones)
@@ -83,48 +112,31 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the field for any value that cannot work."""
+        from .models import size_multiple
+
         def bad(name: str, why: str):
             raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}: {why}")
 
-        if self.model not in MODELS:
-            bad("model", f"unknown model; choose one of {', '.join(MODELS)}")
-        multiple = MODELS[self.model].multiple
-        if self.image_size <= 0 or self.image_size % multiple:
+        for f in fields(self):
+            value, choices = getattr(self, f.name), field_choices(f.name, type(self))
+            if choices and value not in choices:
+                bad(f.name, f"unknown {f.name}; choose one of {', '.join(choices)}")
+            minimum = f.metadata.get("minimum")
+            if minimum is not None and value is not None and value < minimum:
+                bad(f.name, f"must be at least {minimum}" + (" or None" if f.default is None
+                                                               else ""))
+        multiple = size_multiple(self.model)
+        if self.image_size % multiple:
             nearest = max(multiple, round(self.image_size / multiple) * multiple)
             bad("image_size", f"{self.model} needs a multiple of {multiple} (nearest: {nearest})")
-        if self.optimizer not in OPTIMIZERS:
-            bad("optimizer", f"unknown optimiser; choose one of {', '.join(OPTIMIZERS)}")
         if not self.lr > 0:
             bad("lr", "the learning rate must be positive")
-        for name in ("epochs", "batch_size", "base_channels"):
-            if getattr(self, name) < 1:
-                bad(name, "must be at least 1")
-        for name in ("weight_decay", "momentum", "num_workers"):
-            if getattr(self, name) < 0:
-                bad(name, "must not be negative")
-        if self.prefetch_factor < 1:
-            bad("prefetch_factor", "must be at least 1")
         if not 0 <= self.dropout < 1:
             bad("dropout", "must be in [0, 1)")
         if not 0 < self.gamma <= 1:
             bad("gamma", "must be in (0, 1]")
         if list(self.milestones) != sorted(set(self.milestones)) or any(m < 1 for m in self.milestones):
             bad("milestones", "must be increasing positive epochs")
-        if self.loss != "cross_entropy":
-            bad("loss", "only 'cross_entropy' (the report's loss) is implemented")
-        if self.border not in BORDER_MODES:
-            bad("border", f"choose one of {', '.join(BORDER_MODES)}")
-        for name in ("max_train_samples", "max_eval_samples"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                bad(name, "must be at least 1 or None")
-        if self.device not in DEVICES:
-            bad("device", f"choose {', '.join(DEVICES)}")
-        if self.amp not in AMP_MODES:
-            bad("amp", f"choose {', '.join(AMP_MODES)}")
-        if self.channels_last not in ("auto", "on", "off"):
-            bad("channels_last", "choose auto, on or off")
-        if self.profile not in PROFILES:
-            bad("profile", f"choose one of {', '.join(PROFILES)}")
 
     # --- (de)serialisation
     def to_dict(self) -> dict:
@@ -208,5 +220,22 @@ def profile_config(profile: str | None = None, **overrides) -> TrainConfig:
     return TrainConfig(**settings)
 
 
-__all__ = ["TrainConfig", "RESUMABLE_FIELDS", "DEVICES", "AMP_MODES", "PROFILES", "PROFILE_OVERRIDES", "OPTIMIZERS", "profile_config",
-           "resolve_profile", "run_name"]
+@cache
+def field_types(cls: type = TrainConfig) -> dict[str, Any]:
+    """A config class's field annotations, resolved."""
+    return get_type_hints(cls)
+
+
+def field_choices(name: str, cls: type = TrainConfig) -> tuple | None:
+    """The values a ``Literal``-annotated config field allows (None for other fields)."""
+    kind = field_types(cls)[name]
+    return get_args(kind) if get_origin(kind) is Literal else None
+
+
+#: Fields that may change when a run resumes (recorded in run.json as a change at epoch N). Every
+#: other field defines what is trained and how it is measured, and is fixed for the run's life.
+RESUMABLE_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.metadata["resumable"])
+
+__all__ = ["PROFILES", "PROFILE_OVERRIDES",
+           "RESUMABLE_FIELDS", "TrainConfig", "field_choices", "field_types", "profile_config",
+           "resolve_profile", "run_name", "setting"]

@@ -76,8 +76,13 @@ def test_every_profile_builds_a_valid_config_for_both_models():
             profile_config(profile, model=model)
 
 
-def test_cli_choices_match_the_registries():
-    assert set(cli.MODEL_NAMES) == set(MODELS) and set(cli.PROFILES) == set(PROFILES)
+def test_config_choices_match_the_registries():
+    # TrainConfig's Literal annotations are the CLI's choices; they must name what exists
+    from lab2.config import field_choices
+    from lab2.data.masks import BORDER_MODES
+    assert field_choices("model") == tuple(MODELS)
+    assert field_choices("border") == BORDER_MODES
+    assert set(field_choices("profile")) == set(PROFILES)
 
 
 def test_lr_schedule_is_multistep_stepped_per_epoch():

@@ -4,9 +4,16 @@ widget library, and a command line whose help is fast."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from lab2 import cli
+from lab2.config import TrainConfig, setting
 
 PACKAGE = Path(__file__).resolve().parent.parent / "lab2"
 
@@ -96,3 +103,42 @@ def test_the_training_core_imports_neither_matplotlib_nor_ipywidgets():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)
     assert out.stdout.strip() == "[]"
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys\n"
+            "from lab2 import cli\n"
+            "for command in ([], ['train'], ['experiment']):\n"
+            "    try:\n"
+            "        cli.main(command + ['--help'])\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            "print('torch' in sys.modules, file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert "--batch-size" in out.stdout and out.stderr.strip() == "False"
+
+
+def test_a_new_config_field_is_a_flag_without_a_second_edit(monkeypatch, capsys):
+    @dataclasses.dataclass
+    class Extended(TrainConfig):
+        label_smoothing: float = setting(0.0, "cross-entropy label smoothing", minimum=0)
+        scheduler: Literal["multistep", "cosine"] = setting("multistep", "learning-rate schedule")
+
+    monkeypatch.setattr(cli, "TrainConfig", Extended)
+    parser = cli.build_parser()
+    args = parser.parse_args(["train", "--out", "x", "--model", "unet", "--label-smoothing", "0.1",
+                              "--scheduler", "cosine", "--milestones", "5", "8", "--no-augment"])
+    assert cli._overrides(args) == {"model": "unet", "label_smoothing": 0.1,
+                                    "scheduler": "cosine", "milestones": (5, 8),
+                                    "augment": False}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["experiment", "--help"])
+    shown = capsys.readouterr().out
+    assert "--label-smoothing" in shown and "cross-entropy label smoothing" in shown
+    assert "{multistep,cosine}" in shown
+    assert "--model" not in shown          # the experiment trains every model itself
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["train", "--out", "x", "--label-smoothing", "-1"])
+    assert exit_info.value.code == 2
+    assert "must be at least 0" in capsys.readouterr().err
