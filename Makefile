@@ -1,6 +1,6 @@
 # Two commands set up a fresh machine (Python 3.10+ is all it needs):
 #   make report   create .venv if missing, install, run the main job
-#   make test     create .venv if missing, install, run the whole test suite
+#   make test     create .venv if missing, install, lint (ruff), run the whole test suite
 # The install step runs again only when pyproject.toml changes.
 
 PYTHON ?= python3
@@ -20,6 +20,7 @@ notebooks: $(STAMP)
 	$(PY) -m lab2 notebooks
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 # The default suite minus tests marked slow (for a quick check while editing).

@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 
 import torch
+from results import append_section, markdown_table
+from stepbench import TrainStep
 
 from lab2.machine import choose_channels_last, choose_precision, describe
 from lab2.models import build_model
-from results import append_section, markdown_table
-from stepbench import TrainStep
 
 NETWORKS = ("unet:16", "resnet34_unet:16", "unet:64")   # name:width
 VARIANTS = ((None, False), (None, True), (torch.bfloat16, False), (torch.bfloat16, True))
@@ -46,7 +46,8 @@ def main() -> None:
     rows = []
     for name, width in (spec.split(":") for spec in args.networks):
         width = int(width)
-        benches = {(dtype, cl): TrainStep(f"{name} w{width}", build_model(name, base_channels=width),
+        benches = {(dtype, cl): TrainStep(f"{name} w{width}",
+                                          build_model(name, base_channels=width),
                                           args.batch, args.size, channels_last=cl, amp=dtype)
                    for dtype, cl in (FP32_VARIANTS if args.fp32_only else VARIANTS)}
         for bench in benches.values():

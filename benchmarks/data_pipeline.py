@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from results import append_section, markdown_table
 
 from lab2.augment import build_train_transforms, normalize_images
 from lab2.data import OxfordPetSegmentation, build_cache, make_sample_dataset
@@ -34,7 +35,6 @@ from lab2.data.resize import resize_pair
 from lab2.paths import dataset_dir, default_data_root
 from lab2.preprocess import PreprocessParams, preprocess
 from lab2.report.timing import ms_per_item
-from results import append_section, markdown_table
 
 
 def per_second(fn, items, repeat: int = 1) -> float:
@@ -158,7 +158,7 @@ def main() -> None:
                             ds, batch_size=8, num_workers=workers,
                             prefetch_factor=2 if workers else None, persistent_workers=workers > 0)
 
-                        def epoch():
+                        def epoch(loader=loader, compact=compact):
                             for images, _, _ in loader:
                                 if compact:
                                     normalize_images(images)

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from results import append_section, markdown_table
 
 TRAIN_IMAGES, EPOCHS = 3312, 50

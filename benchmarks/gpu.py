@@ -29,7 +29,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-
 from results import append_section, markdown_table
 from stepbench import StepResult, TrainStep, build, time_train_step
 
@@ -84,7 +83,8 @@ def time_lab2_loop(name: str, batch: int, size: int, device: str, amp, channels_
     if pin:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    train_one_epoch(bench.model, batches, optimizer, step, epoch=0, progress=False)  # ends in a sync
+    # ends in a sync
+    train_one_epoch(bench.model, batches, optimizer, step, epoch=0, progress=False)
     bench.seconds.append((time.perf_counter() - start) / steps)
     return bench.result(warmup_s)
 
@@ -104,7 +104,8 @@ class Config:
 def configs(dry_run: bool) -> list[Config]:
     bf16 = torch.bfloat16
     if dry_run:
-        return [Config(m, 2, v, a) for m in MODELS for v, a in (("fp32", None), ("bf16 autocast", bf16))] + \
+        precisions = (("fp32", None), ("bf16 autocast", bf16))
+        return [Config(m, 2, v, a) for m in MODELS for v, a in precisions] + \
                [Config(m, 2, "lab2 loop (fp32)", lab2_loop=True) for m in MODELS]
     out = []
     for model in MODELS:                                   # 1. the precision and layout sweep

@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 
 import torch
+from results import append_section, markdown_table
 from torch.utils.flop_counter import FlopCounterMode
 
 from lab2.models import MODELS, build_model
-from results import append_section, markdown_table
 
 
 def forward_macs(name: str, size: int) -> int:
@@ -36,11 +36,12 @@ def main() -> None:
     for name in MODELS:
         params = sum(p.numel() for p in build_model(name).parameters())
         rows.append((name, f"{params:,}", f"{forward_macs(name, args.size) / 1e9:.1f}"))
-    table = markdown_table(("model", "parameters", f"forward GMACs at {args.size}x{args.size}, batch 1"),
+    table = markdown_table(("model", "parameters",
+                            f"forward GMACs at {args.size}x{args.size}, batch 1"),
                            rows)
     print(table)
-    append_section("Model size and cost", table + "\n\nTool: torch.utils.flop_counter.FlopCounterMode "
-                   "(conv/matmul only), meta device.")
+    append_section("Model size and cost", table + "\n\nTool: "
+                   "torch.utils.flop_counter.FlopCounterMode (conv/matmul only), meta device.")
 
 
 if __name__ == "__main__":

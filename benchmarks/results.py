@@ -1,4 +1,5 @@
-"""Shared by the benchmark scripts: a Markdown table, machine facts, and the dated RESULTS.md section."""
+"""Shared by the benchmark scripts: a Markdown table, machine facts, and the dated RESULTS.md
+section."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import datetime as _dt
 import os
 import platform
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -23,7 +24,8 @@ def machine() -> str:
     import torch
     cpu = platform.machine()
     try:
-        names = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")]
+        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                 if line.startswith("model name")]
         cpu = names[0] if names else cpu
     except OSError:
         pass

@@ -32,7 +32,8 @@ class TextbookUNet(nn.Module):
                                  nn.ReLU(inplace=True), nn.Conv2d(o, o, 3, padding=1, bias=False),
                                  nn.BatchNorm2d(o), nn.ReLU(inplace=True))
         w = [base * 2**i for i in range(5)]
-        self.downs = nn.ModuleList([double(3, w[0])] + [double(w[i - 1], w[i]) for i in range(1, 5)])
+        self.downs = nn.ModuleList([double(3, w[0])] +
+                                   [double(w[i - 1], w[i]) for i in range(1, 5)])
         self.ups = nn.ModuleList(nn.ConvTranspose2d(w[i + 1], w[i], 2, stride=2)
                                  for i in reversed(range(4)))
         self.convs = nn.ModuleList(double(2 * w[i], w[i]) for i in reversed(range(4)))
@@ -44,7 +45,7 @@ class TextbookUNet(nn.Module):
             x = down(x if i == 0 else F.max_pool2d(x, 2))
             skips.append(x)
         x = skips.pop()
-        for up, conv in zip(self.ups, self.convs):
+        for up, conv in zip(self.ups, self.convs, strict=True):
             x = conv(torch.cat([skips.pop(), up(x)], dim=1))
         return self.head(x)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 
 import torch
-
 from results import append_section, markdown_table
 from stepbench import TrainStep, build
 
@@ -27,7 +26,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--steps", type=int, default=5, help="timed rounds (median reported)")
     parser.add_argument("--models", nargs="+", default=list(MODELS),
-                        help=f"networks to compare (default {' '.join(MODELS)}; also unet_dropout0)")
+                        help=f"networks to compare (default {' '.join(MODELS)}; "
+                             "also unet_dropout0)")
     args = parser.parse_args()
     results = {}
     rows = []

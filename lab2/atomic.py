@@ -19,9 +19,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 #: errno values that mean "this folder cannot be written": the fix is another folder.
 _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)

@@ -6,7 +6,8 @@ Evaluation: normalisation only. Geometric transforms move the mask with nearest-
 interpolation, so it keeps its labels ({0, 1}, or {0, 1, 255} with the ignore convention).
 
 Pipelines are deterministic for a seed (``seed=`` here, or :func:`reseed` later; training reseeds
-the pipeline for every sample from (run seed, epoch, sample), see :class:`lab2.data.loaders.SeededSampler`).
+the pipeline for every sample from (run seed, epoch, sample), see
+:class:`lab2.data.loaders.SeededSampler`).
 Each transform of a pipeline gets its own seed: albumentations' ``Compose(seed=s)`` gives every
 transform the same stream, so that the flip, the affine, the blur, the colour shift and the
 brightness change all drew the same number and were applied together or not at all.
@@ -103,5 +104,5 @@ def reseed(transform, seed: int) -> None:
         transform.set_random_seed(seed)
         children = getattr(transform, "transforms", None) or []
         for child, child_seed in zip(children, np.random.SeedSequence(seed).generate_state(
-                len(children))):
+                len(children)), strict=True):
             reseed(child, int(child_seed))

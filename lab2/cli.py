@@ -9,12 +9,18 @@ import os
 import sys
 import types
 import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from . import atomic
-from .config import (PROFILE_OVERRIDES, PROFILES, RESUMABLE_FIELDS, TrainConfig, field_choices,
-                     field_types)
+from .config import (
+    PROFILE_OVERRIDES,
+    PROFILES,
+    RESUMABLE_FIELDS,
+    TrainConfig,
+    field_choices,
+    field_types,
+)
 from .paths import CACHE_ENV, default_data_root, default_sample_root
 
 
@@ -118,14 +124,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict_files
     out = args.out or Path(args.checkpoint).parent / "predictions"
     written = predict_files(args.checkpoint, args.images, out)
-    for image, mask, overlay in zip(args.images, written[::2], written[1::2]):
+    for image, mask, overlay in zip(args.images, written[::2], written[1::2], strict=True):
         print(f"{image} -> {mask}, {overlay}")
     return 0
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from .experiment import run_experiment
     from .data import choose_data_root
+    from .experiment import run_experiment
     root = Path(args.root) if args.root else choose_data_root(try_download=False)
     _, out = run_experiment(args.profile, root, args.out, **_overrides(args))
     print((out / "results.md").read_text())
@@ -348,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "then re-run the four notebooks so every figure regenerates.")
     _add_root(p, real_root, "real data root")
     p.add_argument("--sample-root", default=sample_root,
-                   help=f"sample data root used when the real set is absent (default {sample_root})")
+                   help="sample data root used when the real set is absent "
+                        f"(default {sample_root})")
     p.add_argument("--profile", default=None, choices=PROFILES,
                    help="default: $LAB2_PROFILE or auto")
     p.add_argument("--no-download", action="store_true",

@@ -135,7 +135,8 @@ class TrainConfig:
             bad("dropout", "must be in [0, 1)")
         if not 0 < self.gamma <= 1:
             bad("gamma", "must be in (0, 1]")
-        if list(self.milestones) != sorted(set(self.milestones)) or any(m < 1 for m in self.milestones):
+        milestones = list(self.milestones)
+        if milestones != sorted(set(milestones)) or any(m < 1 for m in milestones):
             bad("milestones", "must be increasing positive epochs")
 
     # --- (de)serialisation
@@ -145,7 +146,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -157,13 +158,13 @@ class TrainConfig:
         write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "TrainConfig":
+    def load(cls, path: str | os.PathLike) -> TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
-    def changes_from(self, saved: "TrainConfig", fix: str = "pass --restart to train the run "
+    def changes_from(self, saved: TrainConfig, fix: str = "pass --restart to train the run "
                      "again from scratch with the new settings, or use another --out"
                      ) -> dict[str, tuple]:
         """``{field: (saved value, this value)}`` for the fields this config changes in ``saved``.
@@ -196,10 +197,12 @@ PROFILE_OVERRIDES: dict[str, dict] = {
 
 
 def resolve_profile(profile: str | None = None, *, announce: bool = True) -> str:
-    """``profile`` or ``$LAB2_PROFILE`` or ``auto``; ``auto`` → ``full`` with CUDA, else ``quick``."""
+    """``profile`` or ``$LAB2_PROFILE`` or ``auto``; ``auto`` → ``full`` with CUDA, else
+    ``quick``."""
     chosen = profile or os.environ.get(PROFILE_ENV) or "auto"
     if chosen not in PROFILES:
-        raise ValueError(f"unknown profile {chosen!r} (from {'argument' if profile else PROFILE_ENV});"
+        source = "argument" if profile else PROFILE_ENV
+        raise ValueError(f"unknown profile {chosen!r} (from {source});"
                          f" choose one of {', '.join(PROFILES)}")
     if chosen == "auto":
         import torch

@@ -54,18 +54,19 @@ def evaluate_model(model: nn.Module, loader: DataLoader, step: Step, *,
         count += images.shape[0]
         meter.update(logits.argmax(1), masks, list(names))
         if original is not None:
-            for logit, name in zip(logits, names):
+            for logit, name in zip(logits, names, strict=True):
                 mask = torch.from_numpy(original.original_mask(name)).long()
                 resized = F.interpolate(logit[None], size=mask.shape, mode="bilinear",
                                         align_corners=False)
                 meter_original.update(resized.argmax(1).cpu(), mask[None], [name])
     model.train(was_training)
     result = {"loss": loss_sum / max(1, count), "dice": meter.mean, "dice_pooled": meter.pooled,
-              "n_images": count, "per_image": dict(zip(meter.names, meter.per_image.tolist()))}
+              "n_images": count,
+              "per_image": dict(zip(meter.names, meter.per_image.tolist(), strict=True))}
     if original is not None:
         result.update(dice_original=meter_original.mean, dice_pooled_original=meter_original.pooled,
                       per_image_original=dict(zip(meter_original.names,
-                                                  meter_original.per_image.tolist())))
+                                                  meter_original.per_image.tolist(), strict=True)))
     return result
 
 

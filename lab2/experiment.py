@@ -40,7 +40,8 @@ REPORTED_DICE = {
 }
 RUNS = tuple(REPORTED_DICE)
 RESULT_FIELDS = ("model", "preprocess", "dice", "dice_pooled", "dice_original",
-                 "dice_pooled_original", "reported_dice", "n_test", "epochs", "best_epoch", "best_val_dice",
+                 "dice_pooled_original", "reported_dice", "n_test", "epochs", "best_epoch",
+                 "best_val_dice",
                  "image_size", "profile", "data")
 
 
@@ -154,8 +155,8 @@ def results_markdown(rows: list[dict], profile: str, label: str) -> str:
         "",
     ]
     if synthetic:
-        lines += ["**SYNTHETIC SAMPLE** — these numbers come from lab2's generated sample, not from "
-                  "Oxford-IIIT Pet; they cannot be compared with the report's column.", ""]
+        lines += ["**SYNTHETIC SAMPLE** — these numbers come from lab2's generated sample, not "
+                  "from Oxford-IIIT Pet; they cannot be compared with the report's column.", ""]
     if profile != "full":
         lines += [f"Profile `{profile}` is smaller than the report's setup (512 px, 50 epochs, "
                   "full-width networks).", ""]

@@ -5,7 +5,7 @@ What ``device="auto"``, ``amp="auto"`` and ``channels_last="auto"`` choose:
 | machine | device | amp | channels_last |
 |---|---|---|---|
 | NVIDIA GPU, compute capability 8.0 or more (A100, H100, RTX 30xx/40xx) | cuda | bf16 | on |
-| NVIDIA GPU below 8.0 (T4, V100, RTX 20xx, GTX 10xx: no native bf16) | cuda | fp16 + GradScaler | on |
+| NVIDIA GPU below 8.0 (T4, V100, RTX 20xx, GTX 10xx; no bf16) | cuda | fp16 + GradScaler | on |
 | Apple silicon (MPS) | mps | off (fp32) | off |
 | CPU that computes bf16 natively (AVX512-BF16 or AMX) | cpu | bf16 | on |
 | any other CPU | cpu | off (fp32) | off |
@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .augment import normalize_images
+from .config import TrainConfig
 
 #: ``TrainConfig.amp`` values and the autocast dtype each forces.
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
@@ -110,7 +111,7 @@ class Step:
     why: dict | None = None        # the reason for each choice, recorded in run.json
 
     @classmethod
-    def for_config(cls, config: TrainConfig) -> "Step":
+    def for_config(cls, config: TrainConfig) -> Step:
         device = resolve_device(config.device)
         amp, amp_why = choose_precision(config.amp, device)
         layout, layout_why = choose_channels_last(config.channels_last, device, amp)

@@ -21,7 +21,8 @@ HOME_ENV = "LAB2_HOME"
 
 def source_checkout() -> Path | None:
     """The source checkout lab2 runs from (``pyproject.toml`` of lab2 beside the package), or
-    None when lab2 is an installed package (``pip install .``: the package sits in site-packages)."""
+    None when lab2 is an installed package (``pip install .``: the package sits in
+    site-packages)."""
     pyproject = _PACKAGE_PARENT / "pyproject.toml"
     try:
         if pyproject.is_file() and 'name = "lab2"' in pyproject.read_text():

@@ -19,7 +19,7 @@ from torch import nn
 from . import atomic
 from .augment import normalize_images
 from .config import TrainConfig
-from .data.reading import check_image, read_rgb, SKIPPED
+from .data.reading import SKIPPED, check_image, read_rgb
 from .data.resize import resize_image
 from .evaluate import load_trained_model
 from .preprocess import PreprocessParams, preprocess
@@ -98,7 +98,7 @@ def predict_files(checkpoint: str | os.PathLike, images: list[str | os.PathLike]
             raise ValueError(f"cannot read {path}: {problem}; lab2 reads any format Pillow reads "
                              "(JPEG, PNG, GIF, WebP, BMP, TIFF, ...)")
     written = []
-    for path, stem in zip(paths, output_stems(paths)):
+    for path, stem in zip(paths, output_stems(paths), strict=True):
         image = read_rgb(path)
         mask = predict_mask(model, config, image)
         for suffix, picture in (("mask", mask * 255), ("overlay", overlay(image, mask))):

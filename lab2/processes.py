@@ -14,8 +14,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable
 
 #: How often a worker looks for its parent, in seconds.
 WATCH_INTERVAL_S = 0.5

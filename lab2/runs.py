@@ -112,8 +112,8 @@ def reconcile_run(run_dir: str | Path) -> dict | None:
         if held != best_epoch:
             if best_epoch != summary["epoch"]:
                 raise ValueError(
-                    f"{best} does not hold epoch {best_epoch}, which {run_dir / 'last.pt'} names as "
-                    "the best, and it cannot be rebuilt; train the run again with --restart")
+                    f"{best} does not hold epoch {best_epoch}, which {run_dir / 'last.pt'} names "
+                    "as the best, and it cannot be rebuilt; train the run again with --restart")
             log.warning("%s: best.pt was not written after epoch %d; copying it from last.pt",
                         run_dir, best_epoch)
             copy_checkpoint(run_dir / "last.pt", best)
@@ -141,9 +141,9 @@ def check_same_data(run_dir: Path, data: dict | None, fingerprint: str, root) ->
     if data and data.get("fingerprint") != fingerprint:
         raise ValueError(
             f"{run_dir} was trained on the {data.get('label')} in {data.get('root')} (fingerprint "
-            f"{data.get('fingerprint')}), but {root} holds another data set ({dataset_label(root)}, "
-            f"fingerprint {fingerprint}); point --root at the data the run was trained on, or "
-            "use another --out")
+            f"{data.get('fingerprint')}), but {root} holds another data set "
+            f"({dataset_label(root)}, fingerprint {fingerprint}); point --root at the data the run "
+            "was trained on, or use another --out")
 
 
 def is_finished(run_dir: str | Path, epochs: int | None = None) -> bool:

@@ -26,8 +26,8 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -37,8 +37,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import __version__, atomic, locks
-from .checkpoint import (copy_checkpoint, load_checkpoint, rng_state, save_checkpoint,
-                         set_rng_state)
+from .checkpoint import copy_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .data import dataset_fingerprint
 from .data.loaders import build_datasets, make_loader
@@ -47,8 +46,14 @@ from .data.sample import dataset_label
 from .evaluate import evaluate_model
 from .machine import Step, describe
 from .models import model_for
-from .runs import (RUN_FILES, check_same_data, device_name, reconcile_run, write_history,
-                   write_run_record)
+from .runs import (
+    RUN_FILES,
+    check_same_data,
+    device_name,
+    reconcile_run,
+    write_history,
+    write_run_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +289,8 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
         scheduler.load_state_dict(checkpoint["scheduler"])
         if scaler.is_enabled() and checkpoint.get("scaler"):
             scaler.load_state_dict(checkpoint["scaler"])
-        start_epoch, best, history = checkpoint["epoch"], checkpoint["best_dice"], checkpoint["history"]
+        start_epoch, best = checkpoint["epoch"], checkpoint["best_dice"]
+        history = checkpoint["history"]
         best_epoch = checkpoint.get("best_epoch")
         set_rng_state(checkpoint["rng"])
         run = {"run_id": checkpoint.get("run_id") or run["run_id"],

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import pytest
+from sample_settings import TEST_SAMPLE
 
 from lab2.data import make_sample_dataset
-from sample_settings import TEST_SAMPLE
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from lab2.augment import (MEAN, STD, AugmentParams, build_eval_transforms, build_train_transforms,
-                          normalize_images)
+from lab2.augment import (
+    MEAN,
+    STD,
+    AugmentParams,
+    build_eval_transforms,
+    build_train_transforms,
+    normalize_images,
+)
 from lab2.data import IGNORE_INDEX, OxfordPetSegmentation
 
 GEOMETRY_ONLY = AugmentParams(p_hflip=0.5, p_affine=1.0, p_blur=0, p_color=0,
@@ -63,8 +69,8 @@ def test_same_seed_same_augmentation_other_seed_other():
     mask = (rng.random((48, 48)) > 0.5).astype(np.uint8)
     runs = [[build_train_transforms(seed=s)(image=image, mask=mask)["image"] for _ in range(3)]
             for s in (7, 7, 8)]
-    assert all(np.array_equal(a, b) for a, b in zip(runs[0], runs[1]))
-    assert not all(np.array_equal(a, b) for a, b in zip(runs[0], runs[2]))
+    assert all(np.array_equal(a, b) for a, b in zip(runs[0], runs[1], strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(runs[0], runs[2], strict=True))
 
 
 def test_eval_transform_only_normalises():

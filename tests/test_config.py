@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lab2 import cli
 from lab2.config import PROFILES, TrainConfig, profile_config, resolve_profile
 from lab2.models import MODELS
 from lab2.train import build_optimizer, build_scheduler, lr_at_epoch
@@ -91,7 +90,7 @@ def test_lr_schedule_is_multistep_stepped_per_epoch():
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     seen = []
-    for epoch in range(6):
+    for _ in range(6):
         seen.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()

@@ -7,15 +7,22 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+from sample_settings import TEST_SAMPLE
 
 from lab2 import cli
-from lab2.data import (BREEDS, IGNORE_INDEX, OxfordPetSegmentation, audit_dataset, load_split,
-                       make_sample_dataset, parse_list, trimap_to_mask)
+from lab2.data import (
+    BREEDS,
+    IGNORE_INDEX,
+    OxfordPetSegmentation,
+    audit_dataset,
+    load_split,
+    make_sample_dataset,
+    parse_list,
+    trimap_to_mask,
+)
 from lab2.data.index import breed_id_of, species_of
 from lab2.data.reading import read_rgb, read_trimap
 from lab2.paths import dataset_dir
-from sample_settings import TEST_SAMPLE
-
 
 # ---- index and splits -------------------------------------------------------------------------
 

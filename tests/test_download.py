@@ -7,13 +7,19 @@ import io
 import tarfile
 
 import pytest
+from loopback import LoopbackServer
 
 from lab2 import cli
-from lab2.data import (ChecksumError, DownloadError, UnsafeArchiveError, download_oxford_pet,
-                       make_sample_dataset, safe_extract)
+from lab2.data import (
+    ChecksumError,
+    DownloadError,
+    UnsafeArchiveError,
+    download_oxford_pet,
+    make_sample_dataset,
+    safe_extract,
+)
 from lab2.data import download as download_module
 from lab2.paths import dataset_dir
-from loopback import LoopbackServer
 
 
 def _tarball(folder, subdir: str) -> bytes:

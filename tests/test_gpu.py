@@ -57,7 +57,8 @@ def test_a_cuda_run_records_its_machine_resumes_and_evaluates_the_same_on_the_cp
     assert [h["epoch"] for h in history] == [1, 2, 3] == [h["epoch"] for h in resumed["history"]]
     assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in history)
 
-    on_gpu = evaluate_checkpoint(out / "last.pt", sample_root, "test", device="cuda", progress=False)
+    on_gpu = evaluate_checkpoint(out / "last.pt", sample_root, "test", device="cuda",
+                                 progress=False)
     on_cpu = evaluate_checkpoint(out / "last.pt", sample_root, "test", device="cpu", progress=False)
     assert on_gpu["n_images"] == on_cpu["n_images"] > 0
     # bf16 on the GPU against fp32 on the CPU: a few boundary pixels may flip, no more.

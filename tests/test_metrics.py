@@ -45,7 +45,7 @@ def test_mean_of_per_image_differs_from_pooled():
 def reference_dice(pred: np.ndarray, true: np.ndarray) -> float:
     """Loop over pixels, the textbook way."""
     inter = p_sum = t_sum = 0
-    for p, g in zip(pred.ravel(), true.ravel()):
+    for p, g in zip(pred.ravel(), true.ravel(), strict=True):
         if g == IGNORE_INDEX:
             continue
         inter += int(p == 1 and g == 1)
@@ -59,7 +59,7 @@ def test_against_an_independent_implementation_on_random_masks():
     pred = rng.integers(0, 2, (6, 9, 11))
     true = rng.choice([0, 1, IGNORE_INDEX], size=(6, 9, 11), p=[0.5, 0.4, 0.1])
     ours = dice_per_image(torch.from_numpy(pred), torch.from_numpy(true))
-    expected = [reference_dice(p, g) for p, g in zip(pred, true)]
+    expected = [reference_dice(p, g) for p, g in zip(pred, true, strict=True)]
     assert np.allclose(ours.numpy(), expected)
     assert pooled_dice(torch.from_numpy(pred), torch.from_numpy(true)) == pytest.approx(
         reference_dice(pred, true))

@@ -39,7 +39,8 @@ def test_output_shape_at_the_reports_512(full, name):
 
 
 def test_n_classes_sets_the_output_channels():
-    assert build_model("unet", n_classes=5, base_channels=4)(torch.randn(1, 3, 32, 32)).shape[1] == 5
+    model = build_model("unet", n_classes=5, base_channels=4)
+    assert model(torch.randn(1, 3, 32, 32)).shape[1] == 5
 
 
 @pytest.mark.parametrize("name,bad,nearest", [("unet", (100, 130), "96x128"),

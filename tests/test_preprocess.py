@@ -9,8 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-from lab2.preprocess import (PreprocessParams, bilateral, clahe, preprocess, preprocess_steps,
-                             zscore_minmax)
+from lab2.preprocess import (
+    PreprocessParams,
+    bilateral,
+    clahe,
+    preprocess,
+    preprocess_steps,
+    zscore_minmax,
+)
 
 rng = np.random.default_rng(0)
 IMAGES = [rng.integers(0, 256, (40, 56, 3), dtype=np.uint8),

@@ -146,7 +146,8 @@ def test_evaluate_reports_both_dice_figures_at_both_resolutions(trained, sample_
         assert 0 <= metrics[key] <= 1
     assert metrics["n_images"] == SMOKE["max_eval_samples"]
     stored = json.loads((trained / "metrics.json").read_text())
-    assert stored["test"]["dice"] == metrics["dice"] and stored["test"]["data"] == "synthetic sample"
+    assert stored["test"]["dice"] == metrics["dice"]
+    assert stored["test"]["data"] == "synthetic sample"
     lines = (trained / "per_image_test.csv").read_text().splitlines()
     assert lines[0] == "name,dice,dice_original" and len(lines) == 1 + metrics["n_images"]
 

@@ -39,4 +39,5 @@ def size_multiple(name: str) -> int:
     return MODELS[name].multiple
 
 
-__all__ = ["MODELS", "build_model", "model_for", "size_multiple", "UNet", "ResNet34UNet", "DEFAULT_DROPOUT"]
+__all__ = ["DEFAULT_DROPOUT", "MODELS", "ResNet34UNet", "UNet", "build_model", "model_for",
+           "size_multiple"]

@@ -7,7 +7,7 @@ lists their channel counts. :class:`UNetDecoder` is built from those counts.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -54,7 +54,8 @@ class DoubleConv(nn.Sequential):
 
 
 class UpBlock(nn.Module):
-    """One decoder stage: 2×2 transposed conv (stride 2) → dropout → concatenate skip → DoubleConv."""
+    """One decoder stage: 2×2 transposed conv (stride 2) → dropout → concatenate skip →
+    DoubleConv."""
 
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int,
                  dropout: float = DEFAULT_DROPOUT):
@@ -86,7 +87,7 @@ class UNetDecoder(nn.Module):
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         x = features[-1]
-        for block, skip in zip(self.blocks, reversed(features[:-1])):
+        for block, skip in zip(self.blocks, reversed(features[:-1]), strict=True):
             x = block(x, skip)
         return x
 
@@ -101,7 +102,8 @@ def check_model_args(n_classes: int, base_channels: int, dropout: float) -> None
 
 
 def check_input_size(x: torch.Tensor, multiple: int, model: str) -> None:
-    """Raise ValueError naming the nearest valid size when H or W is not a multiple of ``multiple``."""
+    """Raise ValueError naming the nearest valid size when H or W is not a multiple of
+    ``multiple``."""
     h, w = x.shape[-2:]
     if h % multiple or w % multiple:
         nearest = [max(multiple, round(s / multiple) * multiple) for s in (h, w)]

@@ -2,9 +2,9 @@
 ResNet-34 encoder (He, Zhang, Ren & Sun, "Deep Residual Learning for Image Recognition", CVPR 2016)
 under a UNet decoder (Ronneberger et al., 2015), as modified by the lab report.
 
-=============================  ==========================  ==========================================
- report (REPORT.md)             ResNet-34 / paper           here
-=============================  ==========================  ==========================================
+=============================  ==========================  ========================================
+ report (docs/report.md)        ResNet-34 / paper           here
+=============================  ==========================  ========================================
  stem: 7×7 conv 3→64, stride    same, then 3×3 max-pool     ``conv1``/``bn1``/``relu``; no max-pool
  2, padding 3; no max-pool      stride 2                    anywhere in the encoder
  residual block: 2 × 3×3 conv   BasicBlock, no dropout      :class:`ResidualBlock` = torchvision's
@@ -23,7 +23,7 @@ under a UNet decoder (Ronneberger et al., 2015), as modified by the lab report.
                                                             layer 1's resolution (input / 2)
  1×1 conv to n_classes, then    —                           ``head`` then ``F.interpolate``
  bilinear to the input size                                 (bilinear) to the input size
-=============================  ==========================  ==========================================
+=============================  ==========================  ========================================
 
 The stem and ``layer1``–``layer4`` use torchvision's ResNet building blocks with the same parameter
 names and shapes as ``torchvision.models.resnet34``, so its ImageNet weights load into them
@@ -42,8 +42,14 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from .blocks import (DEFAULT_DROPOUT, UNetDecoder, check_input_size, check_model_args,
-                     conv1x1, dropout_layer)
+from .blocks import (
+    DEFAULT_DROPOUT,
+    UNetDecoder,
+    check_input_size,
+    check_model_args,
+    conv1x1,
+    dropout_layer,
+)
 
 __all__ = ["ResNet34UNet", "ResNetEncoder", "ResidualBlock", "RESNET34_LAYERS"]
 
@@ -97,7 +103,7 @@ class ResNetEncoder(nn.Module):
         self.bn1 = nn.BatchNorm2d(base_channels)
         self.relu = nn.ReLU(inplace=True)
         widths = [base_channels * 2**i for i in range(len(layers))]   # 64 ... 1024
-        for i, (blocks, width) in enumerate(zip(layers, widths), start=1):
+        for i, (blocks, width) in enumerate(zip(layers, widths, strict=True), start=1):
             setattr(self, f"layer{i}", self._make_layer(width, blocks, stride=1 if i == 1 else 2))
         self.out_channels = tuple(widths)
         self._init_weights()
@@ -146,8 +152,10 @@ def load_imagenet_encoder(encoder: ResNetEncoder, weights: str | os.PathLike) ->
     if str(weights) == "imagenet":
         path = Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILE
         hint = (f"lab2 does not download weights. On a connected machine run "
-                f"`python -c \"import torchvision; torchvision.models.resnet34(weights='IMAGENET1K_V1')\"` "
-                f"and copy {IMAGENET_FILE} to {path.parent}, or pass encoder_weights='/path/to/file.pth'.")
+                "`python -c \"import torchvision; "
+                "torchvision.models.resnet34(weights='IMAGENET1K_V1')\"` "
+                f"and copy {IMAGENET_FILE} to {path.parent}, or pass "
+                "encoder_weights='/path/to/file.pth'.")
     else:
         path, hint = Path(weights), "Pass encoder_weights='imagenet' or an existing .pth file."
     if not path.is_file():

@@ -1,14 +1,14 @@
 """UNet, after Ronneberger, Fischer & Brox, "U-Net: Convolutional Networks for Biomedical Image
 Segmentation", MICCAI 2015 (arXiv:1505.04597), as modified by the lab report.
 
-=============================  ==========================  ==========================================
- report (REPORT.md, "UNet")     paper                       here
-=============================  ==========================  ==========================================
+=============================  ==========================  ========================================
+ report (docs/report.md, UNet) paper                       here
+=============================  ==========================  ========================================
  double conv: 2 × (3×3 conv,    2 × (3×3 unpadded conv,     :class:`DoubleConv`: conv3x3 (padding 1)
  stride 1, padding 1 → BN →     ReLU); no BatchNorm         → BatchNorm → ReLU, twice; size kept
  ReLU); size unchanged
- dropout after the second conv  dropout only at the         ``Dropout2d`` (channel-wise) closing every
- of every block                 end of the contracting path DoubleConv
+ dropout after the second conv  dropout only at the         ``Dropout2d`` (channel-wise) closing
+ of every block                 end of the contracting path every DoubleConv
  dropout after every up-conv    —                           ``UpBlock.dropout``
  encoder 64→128→256→512→1024,   same widths, 2×2 max-pool   ``UNetEncoder``: 5 stages, 4 max-pools
  2×2 max-pool between stages
@@ -17,7 +17,7 @@ Segmentation", MICCAI 2015 (arXiv:1505.04597), as modified by the lab report.
  same-stage encoder map,                                    size thanks to padding), DoubleConv
  double conv
  final 3×3 conv to n_classes    final 1×1 conv              ``head``: 3×3 conv (padding 1)
-=============================  ==========================  ==========================================
+=============================  ==========================  ========================================
 
 Inputs must have sides that are multiples of 16 (four 2× poolings).
 """
@@ -27,8 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import (DEFAULT_DROPOUT, DoubleConv, UNetDecoder, check_input_size,
-                     check_model_args)
+from .blocks import DEFAULT_DROPOUT, DoubleConv, UNetDecoder, check_input_size, check_model_args
 
 __all__ = ["UNet", "UNetEncoder"]
 

@@ -4,8 +4,8 @@ four runs for the Table 3 grid, and the numbers behind the written analysis."""
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -46,7 +46,7 @@ def load_models(experiment: str | Path) -> dict:
 def prediction_rows(models: dict, root, names: Sequence[str], notes: Sequence[str]) -> list[dict]:
     """Rows for :func:`lab2.figures.plot_prediction_grid`, at each photo's original size."""
     rows = []
-    for name, note in zip(names, notes):
+    for name, note in zip(names, notes, strict=True):
         image, _, mask = read_example(root, name)
         predictions, dice = {}, {}
         for run, (model, config) in models.items():
@@ -75,10 +75,11 @@ def analysis_text(results: Sequence[dict], histories: Sequence[dict]) -> str:
                          f"({pre - raw:+.4f}; the report saw {reported:+.4f}).")
     for pre, label in ((False, "without"), (True, "with")):
         if ("unet", pre) in by and ("resnet34_unet", pre) in by:
-            u, r = by[("unet", pre)]["dice"], by[("resnet34_unet", pre)]["dice"]
+            unet, resnet = by[("unet", pre)], by[("resnet34_unet", pre)]
+            u, r = unet["dice"], resnet["dice"]
+            reported = resnet["reported_dice"] - unet["reported_dice"]
             lines.append(f"- **ResNet34-UNet vs UNet, {label} preprocessing:** {r:.4f} vs {u:.4f} "
-                         f"({r - u:+.4f}; the report: "
-                         f"{by[('resnet34_unet', pre)]['reported_dice'] - by[('unet', pre)]['reported_dice']:+.4f}).")
+                         f"({r - u:+.4f}; the report: {reported:+.4f}).")
     runs = list(dict.fromkeys(h["run"] for h in histories))
     speed = {run: epochs_to_reach([h for h in histories if h["run"] == run]) for run in runs}
     lines.append("- **Convergence:** epochs to reach 95 % of the best validation Dice — " +

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 
 from ..data.reading import read_example
-from .figures import RUN_TITLES, mask_rgb
 from ..metrics import image_dice
 from ..predict import overlay, predict_mask
+from .figures import RUN_TITLES, mask_rgb
 
 
 def prediction_browser(models: dict, root, names: Sequence[str]) -> widgets.Widget:
@@ -30,7 +30,8 @@ def prediction_browser(models: dict, root, names: Sequence[str]) -> widgets.Widg
             fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
             for ax, picture, title in zip(axes, (overlay(image, pred), mask_rgb(mask),
                                                  mask_rgb(pred)),
-                                          ("prediction overlay", "ground truth", "prediction")):
+                                          ("prediction overlay", "ground truth", "prediction"),
+                                          strict=True):
                 ax.imshow(picture)
                 ax.set_title(title)
                 ax.axis("off")

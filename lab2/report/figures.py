@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -43,7 +43,8 @@ def save_figure(fig: plt.Figure, name: str, folder: str | os.PathLike | None = N
 
 
 def mask_rgb(mask: np.ndarray) -> np.ndarray:
-    """Binary mask (0/1, 255 = ignore) as an RGB picture: pet white, background black, ignore grey."""
+    """Binary mask (0/1, 255 = ignore) as an RGB picture: pet white, background black, ignore
+    grey."""
     out = np.zeros((*mask.shape, 3), np.uint8)
     out[mask == 1] = 255
     out[mask == 255] = 128
@@ -88,7 +89,8 @@ def plot_breed_counts(breeds: Sequence[str], data: str) -> plt.Figure:
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
     ax.set_ylabel("images (trainval + test)")
     cats = sum(counts[b] for b in names if b[0].isupper())
-    ax.set_title(f"Images per breed — cats (orange) {cats}, dogs (blue) {sum(counts.values()) - cats}")
+    dogs = sum(counts.values()) - cats
+    ax.set_title(f"Images per breed — cats (orange) {cats}, dogs (blue) {dogs}")
     stamp(fig, data)
     return fig
 
@@ -99,7 +101,8 @@ def plot_image_sizes(sizes: Sequence[tuple[int, int]], data: str) -> plt.Figure:
     ax.scatter(w, h, s=6, alpha=0.4)
     ax.set_xlabel("width (px)")
     ax.set_ylabel("height (px)")
-    ax.set_title(f"Original image sizes (n={len(sizes)}), median {int(np.median(w))}×{int(np.median(h))}")
+    ax.set_title(f"Original image sizes (n={len(sizes)}), "
+                 f"median {int(np.median(w))}×{int(np.median(h))}")
     stamp(fig, data)
     return fig
 
@@ -108,13 +111,13 @@ def plot_examples(examples: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarr
                   data: str) -> plt.Figure:
     """Rows of (name, image, trimap, binary mask)."""
     fig, axes = _grid(len(examples), 3)
-    for row, (name, image, trimap, mask) in zip(axes, examples):
+    for row, (name, image, trimap, mask) in zip(axes, examples, strict=True):
         row[0].imshow(image)
         row[0].set_ylabel(name, fontsize=8)
         row[1].imshow(trimap_rgb(trimap))
         row[2].imshow(mask_rgb(mask))
     for ax, title in zip(axes[0], ("image", "trimap (pet / background / border)",
-                                   "binary mask (border → pet)")):
+                                   "binary mask (border → pet)"), strict=True):
         ax.set_title(title, fontsize=9)
     stamp(fig, data)
     return fig
@@ -131,11 +134,11 @@ def plot_preprocessing_steps(rows: Sequence[tuple[str, dict[str, np.ndarray]]],
     """One row per image: every intermediate of the chain (the report's Figure 3, extended)."""
     steps = list(rows[0][1])
     fig, axes = _grid(len(rows), len(steps), cell=2.6)
-    for row, (name, images) in zip(axes, rows):
-        for ax, step in zip(row, steps):
+    for row, (name, images) in zip(axes, rows, strict=True):
+        for ax, step in zip(row, steps, strict=True):
             ax.imshow(images[step])
         row[0].set_ylabel(name, fontsize=8)
-    for ax, step in zip(axes[0], steps):
+    for ax, step in zip(axes[0], steps, strict=True):
         ax.set_title(STEP_TITLES.get(step, step), fontsize=9)
     stamp(fig, data)
     return fig
@@ -143,7 +146,8 @@ def plot_preprocessing_steps(rows: Sequence[tuple[str, dict[str, np.ndarray]]],
 
 def plot_channel_histograms(before: np.ndarray, after: np.ndarray, data: str) -> plt.Figure:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3), sharey=True)
-    for ax, image, title in zip(axes, (before, after), ("before the chain", "after the chain")):
+    titles = ("before the chain", "after the chain")
+    for ax, image, title in zip(axes, (before, after), titles, strict=True):
         for c, colour in enumerate(("red", "green", "blue")):
             hist = np.bincount(image[..., c].ravel(), minlength=256)
             ax.plot(hist, color=colour, lw=1, label=colour)
@@ -199,7 +203,7 @@ def plot_training_curves(histories: Sequence[dict], data: str, profile: str) -> 
         axes[2].plot(epochs, [h["val_dice"] for h in rows], color=colour, label=label)
     for ax, title, ylabel in zip(axes, ("training loss", "validation loss",
                                         "validation Dice (mean per image)"),
-                                 ("cross-entropy", "cross-entropy", "Dice")):
+                                 ("cross-entropy", "cross-entropy", "Dice"), strict=True):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
@@ -219,15 +223,15 @@ def plot_prediction_grid(rows: Sequence[dict], runs: Sequence[str], data: str,
     ``dice`` keyed by run.
     """
     fig, axes = _grid(len(rows), 2 + len(runs), cell=2.2)
-    for ax_row, row in zip(axes, rows):
+    for ax_row, row in zip(axes, rows, strict=True):
         ax_row[0].imshow(row["image"])
         ax_row[0].set_ylabel(f"{row['name']}\n{row.get('note', '')}", fontsize=7)
         ax_row[1].imshow(mask_rgb(row["mask"]))
-        for ax, run in zip(ax_row[2:], runs):
+        for ax, run in zip(ax_row[2:], runs, strict=True):
             ax.imshow(mask_rgb(row["predictions"][run]))
             ax.set_xlabel(f"Dice {row['dice'][run]:.3f}", fontsize=8)
     titles = ["photo", "ground truth", *(RUN_TITLES.get(r, r) for r in runs)]
-    for ax, title in zip(axes[0], titles):
+    for ax, title in zip(axes[0], titles, strict=True):
         ax.set_title(title, fontsize=8)
     stamp(fig, data, profile)
     return fig

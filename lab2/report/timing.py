@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ..augment import build_train_transforms
 from ..data.cache import find_cache
@@ -25,9 +25,10 @@ def ms_per_item(fn: Callable, items: Sequence, repeat: int = 1) -> float:
 
 
 def step_costs(root: str | os.PathLike, names: Sequence[str], image_size: int,
-               params: PreprocessParams = PreprocessParams()) -> dict[str, float]:
+               params: PreprocessParams | None = None) -> dict[str, float]:
     """Milliseconds per image of each step at ``image_size``: decoding, resizing, each step of the
     chain, augmentation, and reading from the preprocessed cache if one is built."""
+    params = params or PreprocessParams()
     folder = dataset_dir(root)
     size = as_hw(image_size)
     images = {n: read_rgb(image_path(folder, n)) for n in names}
