@@ -1,6 +1,6 @@
 """Augmentation and normalisation pipelines (albumentations 2.x, ``strict=True``).
 
-Training (REPORT.md, "Augmentation"): horizontal flip, rotation + scaling + translation (one
+Training (docs/report.md, "Augmentation"): horizontal flip, rotation + scaling + translation (one
 ``Affine``), Gaussian blur, colour shift (``RGBShift``), brightness/contrast; then normalisation.
 Evaluation: normalisation only. Geometric transforms move the mask with nearest-neighbour
 interpolation, so it keeps its labels ({0, 1}, or {0, 1, 255} with the ignore convention).

@@ -9,6 +9,7 @@ import os
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -381,18 +382,26 @@ def _one_line(error: BaseException) -> str:
     return text
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line on stderr: ``lab2: <message>`` (no source location)."""
+    print(f"lab2: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not logging.getLogger().handlers:   # lab2's warnings (waiting, resuming) as plain lines
+    if not logging.getLogger().handlers:   # lab2's status lines (waiting, resuming) as plain lines
         logging.basicConfig(level=logging.WARNING, format="lab2: %(message)s")
+        logging.getLogger("lab2").setLevel(logging.INFO)
     if getattr(args, "cache_dir", None) is not None:
         os.environ[CACHE_ENV] = str(args.cache_dir)   # read by lab2.paths.cache_dir everywhere
-    try:
-        return args.func(args)
-    except _EXPECTED as e:
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to continue", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return args.func(args)
+        except _EXPECTED as e:
+            print(f"error: {_one_line(e)}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted; run the same command again to continue", file=sys.stderr)
+            return 130

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 from pathlib import Path
@@ -207,11 +207,11 @@ def resolve_profile(profile: str | None = None, *, announce: bool = True) -> str
     if chosen == "auto":
         import torch
         chosen = "full" if torch.cuda.is_available() else "quick"
-        if announce:
-            banner = ("CUDA found: profile 'full' (the report's settings)" if chosen == "full" else
-                      "NO GPU: profile 'quick' (128 px, 15 epochs, quarter-width networks, "
-                      "subsets) — NOT the report's setup; set LAB2_PROFILE=full to force it")
-            print(f"*** lab2: {banner} ***", file=sys.stderr)
+        if announce and chosen == "quick":
+            from .notices import ProfileWarning
+            warnings.warn("NO GPU: profile 'quick' (128 px, 15 epochs, quarter-width networks, "
+                          "subsets), NOT the report's setup; set LAB2_PROFILE=full to force it",
+                          ProfileWarning, stacklevel=1)
     return chosen
 
 

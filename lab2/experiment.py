@@ -22,6 +22,7 @@ import csv
 import datetime as dt
 import io
 import json
+import logging
 from pathlib import Path
 
 from . import atomic, locks
@@ -33,7 +34,9 @@ from .paths import runs_dir
 from .runs import check_same_data, git_commit, reconcile_run, run_summary
 from .train import train
 
-#: The report's test average Dice (REPORT.md, "Reported results").
+log = logging.getLogger(__name__)
+
+#: The report's test average Dice (docs/report.md, "Reported results").
 REPORTED_DICE = {
     ("unet", False): 0.8887, ("unet", True): 0.8945,
     ("resnet34_unet", False): 0.9319, ("resnet34_unet", True): 0.9359,
@@ -112,8 +115,8 @@ def _run_all(name: str, root, out: Path, progress: bool, runs, overrides: dict
             if summary is not None:
                 check_same_data(run_dir, summary["data"], fingerprint, root)
             if summary is not None and summary["epoch"] >= config.epochs:
-                print(f"{config.run_name}: finished earlier (last.pt holds epoch "
-                      f"{summary['epoch']}), skipping training")
+                log.info("%s: finished earlier (last.pt holds epoch %d), skipping training",
+                         config.run_name, summary["epoch"])
                 summary = reconcile_run(run_dir)
             else:
                 train(config, root, run_dir, resume=summary is not None, progress=progress)

@@ -1,6 +1,6 @@
 """Segmentation metrics as pure functions on tensors: foreground Dice per image and pooled.
 
-Dice = 2·Σ(pred·true) / (Σpred + Σtrue) on the foreground (REPORT.md, eq. (2)).
+Dice = 2·Σ(pred·true) / (Σpred + Σtrue) on the foreground (docs/report.md, "Evaluation").
 
 * per-image Dice, averaged over a split — the report's headline "average Dice";
 * pooled Dice — the sums taken over every pixel of the split first.

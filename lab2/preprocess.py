@@ -1,9 +1,9 @@
 """The report's OpenCV preprocessing chain, as pure functions on uint8 RGB arrays (H, W, 3).
 
-In the report's order (REPORT.md, "Preprocessing chain"):
+In the report's order (docs/report.md, "Preprocessing chain"):
 
-1. z-score per image and channel, eq. (4):  X' = (X − μ) / (σ + ε)
-2. min-max back to 0–255, eq. (5):          X_norm = (X' − min X') / (max X' − min X') × 255
+1. z-score per image and channel:  X' = (X − μ) / (σ + ε)
+2. min-max back to 0–255: X_norm = (X' − min X') / (max X' − min X') × 255
 3. bilateral filter (edge-preserving denoising): d = 5, σ_color = σ_space = 75
 4. CLAHE, clip limit 2.0 on an 8×8 tile grid, on the L channel of LAB (hue is kept)
 

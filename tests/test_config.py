@@ -50,11 +50,12 @@ def test_unknown_field_in_json_is_refused():
         TrainConfig.from_dict({"model": "unet", "learning_rate": 1})
 
 
-def test_auto_profile_is_quick_without_cuda_and_says_so(monkeypatch, capsys):
+def test_auto_profile_is_quick_without_cuda_and_says_so(monkeypatch):
+    from lab2.notices import ProfileWarning
     monkeypatch.delenv("LAB2_PROFILE", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_profile() == "quick"
-    assert "NO GPU" in capsys.readouterr().err
+    with pytest.warns(ProfileWarning, match="NO GPU"):
+        assert resolve_profile() == "quick"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_profile("auto") == "full"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 
 import numpy as np
 import pytest
@@ -210,17 +211,20 @@ def test_dataset_items_are_float_image_long_mask_and_name(sample_root):
     assert name == ds.names[0]
 
 
-def test_dataset_excludes_skipped_samples_and_says_so_once(tmp_path, capsys):
+def test_dataset_excludes_skipped_samples_and_says_so_once(tmp_path):
+    from lab2.notices import SkippedFilesWarning
     make_sample_dataset(tmp_path, n_trainval=10, n_test=5, size=64, progress=False)
     report = audit_dataset(tmp_path, progress=False)
-    for split in ("trainval", "test"):
-        ds = OxfordPetSegmentation(tmp_path, split, image_size=32, progress=False)
-        assert not set(ds.names) & report.skipped_names
-        for i in range(len(ds)):  # every remaining sample reads without error
-            ds[i]
-    err = capsys.readouterr().err
-    assert err.count("lab2: skipping") == 1
-    assert all(name in err for name in report.skipped_names)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")          # Python's own: each message once
+        for split in ("trainval", "test"):
+            ds = OxfordPetSegmentation(tmp_path, split, image_size=32, progress=False)
+            assert not set(ds.names) & report.skipped_names
+            for i in range(len(ds)):  # every remaining sample reads without error
+                ds[i]
+    said = [str(w.message) for w in caught if issubclass(w.category, SkippedFilesWarning)]
+    assert len(said) == 1 and said[0].startswith("skipping")
+    assert all(name in said[0] for name in report.skipped_names)
 
 
 def test_dataset_applies_an_albumentations_style_transform(sample_root):

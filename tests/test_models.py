@@ -1,4 +1,5 @@
-"""UNet and ResNet34-UNet: shapes, structure point by point against REPORT.md, weights, numerics."""
+"""UNet and ResNet34-UNet: shapes, structure point by point against docs/report.md, weights,
+numerics."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 * *recovered* — decodable pixels in the wrong container or mode (GIF or PNG saved as ``.jpg``, RGBA,
   palette, grayscale, CMYK); read and converted to 3-channel RGB.
 * *skipped* — no usable sample: not an image (the ``.mat`` files), undecodable or truncated data,
-  trimap missing, trimap values outside {1, 2, 3}, trimap of another size than its image, or an image
-  listed in a split that is not on disk. Skipped samples are excluded from every split.
+  trimap missing, trimap values outside {1, 2, 3}, trimap of another size than its image, or an
+  image listed in a split that is not on disk. Skipped samples are excluded from every split.
 * *ignored* — hidden ``._*`` files (macOS metadata in the annotations archive) and trimaps with no
   image; they are not read.
 
@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import logging
+import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from tqdm.auto import tqdm
 
@@ -44,7 +44,7 @@ ACTIONS = {
 }
 
 
-#: The files the report could not read (REPORT.md, "Data"), and what it said of them.
+#: The files the report could not read (docs/report.md, "Data"), and what it said of them.
 REPORTED_PROBLEM_FILES = {
     "images/Abyssinian_100.mat": "non-image file in images/",
     "images/Abyssinian_101.mat": "non-image file in images/",
@@ -129,7 +129,7 @@ class AuditReport:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AuditReport":
+    def from_dict(cls, d: dict) -> AuditReport:
         entries = [AuditEntry(e["file"], e["status"], e["problem"]) for e in d["entries"]]
         return cls(d["folder"], d["fingerprint"], d["n_image_files"], d["n_listed"], entries)
 
@@ -163,7 +163,8 @@ def _listed_names(annotations: Path) -> list[str]:
 
 
 def _check_sample(job: tuple[str, str, str | None]) -> list[tuple[str, str, str]]:
-    """Check one image file (and its trimap when the sample is listed) → [(file, status, problem)]."""
+    """Check one image file (and its trimap when the sample is listed) →
+    [(file, status, problem)]."""
     folder, image_rel, trimap_rel = job
     status, problem = check_image(Path(folder) / image_rel)
     found = [(image_rel, status, problem)] if problem else []

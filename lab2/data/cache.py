@@ -83,7 +83,9 @@ class SampleCache:
 
     def __init__(self, folder: str | os.PathLike, meta: dict | None = None):
         self.folder = Path(folder)
-        self.meta = meta if meta is not None else json.loads((self.folder / "meta.json").read_text())
+        if meta is None:
+            meta = json.loads((self.folder / "meta.json").read_text())
+        self.meta = meta
         self.names: list[str] = self.meta["names"]
         self.row = {name: i for i, name in enumerate(self.names)}
         self._images = self._trimaps = None

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
+import warnings
 from pathlib import Path
 
+from ..notices import SyntheticDataWarning
 from ..paths import dataset_dir, default_data_root, default_sample_root
 from .download import DownloadError, download_oxford_pet
 from .sample import make_sample_dataset
@@ -24,14 +25,15 @@ def choose_data_root(root: str | os.PathLike | None = None,
     sample_root = Path(sample_root or default_sample_root())
     if has_dataset(root):
         return root
+    why = ""
     if try_download:
         try:
             download_oxford_pet(root, retries=2)
             return root
         except DownloadError as e:
-            print(f"could not download the real data set: {e}", file=sys.stderr)
-    print(f"WARNING: no real data set in {dataset_dir(root)}; using the SYNTHETIC sample in "
-          f"{dataset_dir(sample_root)}. Its numbers say nothing about Oxford-IIIT Pet.",
-          file=sys.stderr)
+            why = f" (the download failed: {e})"
+    warnings.warn(f"no real data set in {dataset_dir(root)}{why}; using the SYNTHETIC sample in "
+                  f"{dataset_dir(sample_root)}: its numbers say nothing about Oxford-IIIT Pet",
+                  SyntheticDataWarning, stacklevel=1)
     make_sample_dataset(sample_root)
     return sample_root

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import os
-import sys
-from typing import Callable
+import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..augment import reseed
+from ..notices import SkippedFilesWarning
 from ..paths import dataset_dir
-from ..preprocess import PreprocessParams, preprocess as run_chain
+from ..preprocess import PreprocessParams
+from ..preprocess import preprocess as run_chain
 from .audit import audit_dataset
 from .cache import SampleCache, find_cache
 from .index import Record, load_split
 from .masks import trimap_to_mask
 from .reading import read_example, read_trimap, trimap_path
 from .resize import as_hw, resize_pair
-from ..augment import reseed
-
-_announced: set[str] = set()  # data set folders whose skipped files were already printed
 
 
 def to_tensors(image: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor,
@@ -81,12 +81,10 @@ class OxfordPetSegmentation(Dataset):
         self.audit = audit_dataset(root, progress=progress)
         skipped = self.audit.skipped_names
         self.records: list[Record] = [r for r in records if r.name not in skipped][:max_samples]
-        key = str(self.folder)
-        if skipped and key not in _announced:
-            _announced.add(key)
-            print(f"lab2: skipping {len(skipped)} unusable file(s) of {self.folder}: "
-                  f"{', '.join(sorted(skipped))} (details: python -m lab2 audit --root {root})",
-                  file=sys.stderr)
+        if skipped:   # the same text each time: shown once per process (lab2.notices)
+            warnings.warn(f"skipping {len(skipped)} unusable file(s) of {self.folder}: "
+                          f"{', '.join(sorted(skipped))} (details: python -m lab2 audit --root "
+                          f"{root})", SkippedFilesWarning, stacklevel=1)
         self.cache: SampleCache | None = None
         if use_cache and self.image_size is not None:
             self.cache = find_cache(root, self.image_size, self.preprocess)
@@ -122,9 +120,9 @@ class OxfordPetSegmentation(Dataset):
         return image, mask
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, str]:
-        """Item ``index``; an index ``(seed, i)`` (from :class:`lab2.data.loaders.SeededSampler`) first
-        reseeds the transform with ``seed``, so a sample's augmentation does not depend on which
-        worker or in which order it is read."""
+        """Item ``index``; an index ``(seed, i)`` (from
+        :class:`lab2.data.loaders.SeededSampler`) first reseeds the transform with ``seed``, so a
+        sample's augmentation does not depend on which worker or in which order it is read."""
         if isinstance(index, tuple):
             seed, index = index
             reseed(self.transform, seed)

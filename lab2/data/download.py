@@ -23,8 +23,8 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from tqdm.auto import tqdm
 

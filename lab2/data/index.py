@@ -74,8 +74,9 @@ def parse_list(text: str, source: str = "list") -> list[Record]:
             name, class_id, species, breed_id = parts[0], *map(int, parts[1:4])
         except (ValueError, IndexError):
             raise ValueError(
-                f"{source}, line {number}: expected 'Image CLASS-ID SPECIES BREED-ID', got {raw!r}. "
-                "Is the annotations folder from the official annotations.tar.gz?") from None
+                f"{source}, line {number}: expected 'Image CLASS-ID SPECIES BREED-ID', got "
+                f"{raw!r}. Is the annotations folder from the official annotations.tar.gz?"
+            ) from None
         records.append(Record(name, class_id, species, breed_id))
     return records
 

@@ -1,9 +1,9 @@
 """Robust reading of the data set's files, and the classification the audit reports.
 
-The real archive holds files that a plain ``cv2.imread`` cannot read (REPORT.md lists them): MATLAB
-files in ``images/``, GIF or RGBA PNG data saved as ``.jpg``, grayscale and CMYK JPEGs, a truncated
-JPEG. Pillow decodes every container and mode, so lab2 reads with it, converts what it can to RGB
-(*recovered*) and refuses only what has no usable pixels (*skipped*).
+The real archive holds files that a plain ``cv2.imread`` cannot read (docs/report.md lists them):
+MATLAB files in ``images/``, GIF or RGBA PNG data saved as ``.jpg``, grayscale and CMYK JPEGs, a
+truncated JPEG. Pillow decodes every container and mode, so lab2 reads with it, converts what it can
+to RGB (*recovered*) and refuses only what has no usable pixels (*skipped*).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def check_image(path: str | os.PathLike) -> tuple[str, str]:
         head = f.read(16)
     fmt = sniff_format(head) or pillow_format(path)
     if fmt is None:
-        what = f"a {path.suffix} file" if path.suffix.lower() not in _EXPECTED_FORMAT else "unknown data"
+        expected = path.suffix.lower() in _EXPECTED_FORMAT
+        what = "unknown data" if expected else f"a {path.suffix} file"
         return SKIPPED, f"not an image ({what})"
     try:
         with Image.open(path) as image:
@@ -131,8 +132,8 @@ def check_trimap(path: str | os.PathLike, image_size: tuple[int, int] | None) ->
     if not values <= {1, 2, 3}:
         return SKIPPED, f"trimap values {sorted(values - {1, 2, 3})} outside {{1, 2, 3}}"
     if image_size is not None and (trimap.shape[1], trimap.shape[0]) != tuple(image_size):
-        return SKIPPED, (f"trimap size {trimap.shape[1]}x{trimap.shape[0]} differs from the image's "
-                         f"{image_size[0]}x{image_size[1]}")
+        return SKIPPED, (f"trimap size {trimap.shape[1]}x{trimap.shape[0]} differs from the "
+                         f"image's {image_size[0]}x{image_size[1]}")
     return OK, ""
 
 

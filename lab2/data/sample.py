@@ -5,10 +5,10 @@ spots, soft edges) on a textured, cluttered background that sometimes has the pe
 fur-textured distractors and partial occlusion. Trimaps hold 1 = pet, 2 = background and a border
 band of 3, like the real ones. Names and class ids are drawn from the 37 real breeds.
 
-The sample plants the same kinds of odd files as the real archive (see REPORT.md) so that the audit
-and the robust reader are exercised: a ``.mat`` file in ``images/``, a GIF and an RGBA PNG saved as
-``.jpg``, a grayscale JPEG, a truncated JPEG, a listed sample without a trimap, and hidden ``._*``
-files next to the trimaps. ``SampleInfo.planted`` says which file is which.
+The sample plants the same kinds of odd files as the real archive (see docs/report.md) so that the
+audit and the robust reader are exercised: a ``.mat`` file in ``images/``, a GIF and an RGBA PNG
+saved as ``.jpg``, a grayscale JPEG, a truncated JPEG, a listed sample without a trimap, and hidden
+``._*`` files next to the trimaps. ``SampleInfo.planted`` says which file is which.
 
 Results computed on this sample say nothing about the real data set; label them as synthetic.
 
@@ -163,11 +163,13 @@ def _pet_shape(rng: np.random.Generator, h: int, w: int, cat: bool) -> tuple[np.
         ex = hx + side_sign * r * 0.55
         if cat:
             tip = (int(ex + side_sign * r * 0.2), int(hy - r * rng.uniform(1.4, 1.8)))
-            base = [(int(ex - r * 0.35), int(hy - r * 0.6)), (int(ex + r * 0.35), int(hy - r * 0.6))]
+            base = [(int(ex - r * 0.35), int(hy - r * 0.6)),
+                    (int(ex + r * 0.35), int(hy - r * 0.6))]
             cv2.fillPoly(mask, [np.array([base[0], tip, base[1]], np.int32)], 1)
         else:
             cv2.ellipse(mask, (int(ex + side_sign * r * 0.3), int(hy + r * 0.1)),
-                        (max(2, int(r * 0.3)), max(3, int(r * 0.75))), side_sign * 20, 0, 360, 1, -1)
+                        (max(2, int(r * 0.3)), max(3, int(r * 0.75))), side_sign * 20,
+                        0, 360, 1, -1)
     # Tail: a curved stroke from the back.
     tx, ty = cx - ux * a * 0.9, cy - uy * a * 0.9 - b * 0.2
     curl = rng.uniform(-1, 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +11,17 @@ from ..config import resolve_profile
 from ..data import choose_data_root
 from ..data.sample import dataset_label
 from ..experiment import default_out
-from ..paths import dataset_dir
+from ..notices import ProfileWarning, SyntheticDataWarning
+from ..paths import dataset_dir, home
+
+
+def shown(path: str | os.PathLike) -> str:
+    """A path as a reader wants it: relative to the project folder when inside it."""
+    path = Path(path).expanduser().resolve()
+    try:
+        return str(path.relative_to(home().resolve()))
+    except ValueError:
+        return str(path)
 
 
 @dataclass(frozen=True)
@@ -19,19 +31,38 @@ class NotebookContext:
     profile: str        # full | quick | smoke
     experiment: Path    # the experiment folder of this data set and profile
 
+    @property
+    def synthetic(self) -> bool:
+        return self.data == "synthetic sample"
+
+    def warning(self) -> str | None:
+        """One line saying how far these results are from the report's, or None."""
+        problems = []
+        if self.synthetic:
+            problems.append("the SYNTHETIC sample (no real data set found): its numbers say "
+                            "nothing about Oxford-IIIT Pet")
+        if self.profile != "full":
+            problems.append(f"profile '{self.profile}' (smaller images, networks and subsets): "
+                            "not the report's setup; LAB2_PROFILE=full runs the report's")
+        return "WARNING: " + "; ".join(problems) if problems else None
+
     def banner(self) -> str:
-        warning = ("  <-- SYNTHETIC: numbers here say nothing about Oxford-IIIT Pet"
-                   if self.data == "synthetic sample" else "")
-        return (f"data set: {self.data} ({dataset_dir(self.root)}){warning}\n"
-                f"profile:  {self.profile}\n"
-                f"results:  {self.experiment}")
+        lines = [f"data set: {self.data} ({shown(dataset_dir(self.root))})",
+                 f"profile:  {self.profile}",
+                 f"results:  {shown(self.experiment)}"]
+        warning = self.warning()
+        return "\n".join(lines + ([warning] if warning else []))
 
 
 def setup(profile: str | None = None) -> NotebookContext:
     """Pick the data (real if present, else the generated sample) and the profile
-    (``profile`` or ``$LAB2_PROFILE`` or auto); print both."""
-    root = choose_data_root()
-    chosen = resolve_profile(profile)
+    (``profile`` or ``$LAB2_PROFILE`` or auto); print them and where results go, with at most
+    one warning line (the library's own warnings about them are folded into it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntheticDataWarning)
+        warnings.simplefilter("ignore", ProfileWarning)
+        root = choose_data_root()
+        chosen = resolve_profile(profile)
     context = NotebookContext(root, dataset_label(root), chosen, default_out(chosen, root))
     print(context.banner())
     return context

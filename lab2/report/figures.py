@@ -34,12 +34,12 @@ def stamp(fig: plt.Figure, data: str, profile: str | None = None) -> None:
     fig.text(0.995, -0.01, text, ha="right", va="top", fontsize=8, color="dimgray")
 
 
-def save_figure(fig: plt.Figure, name: str, folder: str | os.PathLike | None = None) -> Path:
-    """Save as ``<folder>/<name>.png`` (default ``figures/``), atomically; return the path."""
+def save_figure(fig: plt.Figure, name: str, folder: str | os.PathLike | None = None) -> None:
+    """Save as ``<folder>/<name>.png`` (default ``figures/``), atomically. Returns nothing, so a
+    notebook cell that ends with it shows the figure and no path."""
     path = Path(folder or figures_dir()) / f"{name}.png"
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    return path
 
 
 def mask_rgb(mask: np.ndarray) -> np.ndarray:

@@ -1,0 +1,84 @@
+"""What a user reads: warnings as single lines on the command line, a notebook settings cell with
+relative paths and at most one warning, notebook cells without stray return values."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from lab2 import cli
+from lab2.data import make_sample_dataset
+from lab2.notices import Lab2Warning, SyntheticDataWarning
+from lab2.report import context
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def sample_project(tmp_path_factory):
+    """A project folder holding only the synthetic sample (its default settings, as the
+    notebooks and the command line generate it)."""
+    home = tmp_path_factory.mktemp("project")
+    make_sample_dataset(home / "data" / "sample", progress=False)
+    return home
+
+
+@pytest.fixture
+def project(sample_project, monkeypatch):
+    """The sample project as LAB2_HOME, on a machine without a GPU."""
+    monkeypatch.setenv("LAB2_HOME", str(sample_project))
+    for name in ("LAB2_DATA_DIR", "LAB2_SAMPLE_DIR", "LAB2_PROFILE", "LAB2_CACHE_DIR"):
+        monkeypatch.setenv(name, "")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    return sample_project
+
+
+def test_the_settings_cell_prints_relative_paths_and_one_warning(project, capsys):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ctx = context.setup()
+    out = capsys.readouterr()
+    lines = out.out.strip().splitlines()
+    assert lines[0] == "data set: synthetic sample (data/sample/oxford-iiit-pet)"
+    assert lines[1:3] == ["profile:  quick", "results:  runs/quick-sample"]
+    assert len(lines) == 4 and lines[3].startswith("WARNING: the SYNTHETIC sample")
+    assert "profile 'quick'" in lines[3]
+    assert not [w for w in caught if issubclass(w.category, Lab2Warning)] and out.err == ""
+    assert ctx.profile == "quick" and ctx.data == "synthetic sample"
+
+
+def test_the_settings_cell_has_no_warning_for_the_report_setup(tmp_path):
+    ctx = context.NotebookContext(tmp_path, "Oxford-IIIT Pet", "full", tmp_path / "runs")
+    assert ctx.warning() is None and len(ctx.banner().splitlines()) == 3
+
+
+def test_the_command_line_shows_a_library_warning_as_one_line(project, capsys):
+    # no real data: `experiment` falls back to the sample with a SyntheticDataWarning; stop it
+    # right after by asking for an impossible image size
+    assert cli.main(["experiment", "--profile", "smoke", "--image-size", "40"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("lab2: no real data set in ") and "SYNTHETIC" in err[0]
+    assert err[1].startswith("error: TrainConfig.image_size=40")
+    assert len(err) == 2
+
+
+def test_a_library_warning_is_a_warning_not_a_print(project, capsys):
+    from lab2.data import choose_data_root
+    with pytest.warns(SyntheticDataWarning, match="SYNTHETIC"):
+        choose_data_root(project / "nothing", project / "data" / "sample")
+    assert capsys.readouterr().err == ""
+
+
+def test_saved_notebooks_show_no_stray_values_or_absolute_paths():
+    for path in sorted((PROJECT / "notebooks").glob("0*.ipynb")):
+        notebook = json.loads(path.read_text())
+        for cell in notebook["cells"]:
+            for output in cell.get("outputs", []):
+                text = "".join(output.get("text", "")) + "".join(
+                    output.get("data", {}).get("text/plain", ""))
+                assert "PosixPath(" not in text and "WindowsPath(" not in text, path.name
+                assert str(PROJECT) not in text, (path.name, text[:200])
