@@ -22,6 +22,7 @@ from .config import (
     field_choices,
     field_types,
 )
+from .notices import Lab2Warning
 from .paths import CACHE_ENV, default_data_root, default_sample_root
 
 
@@ -396,6 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "cache_dir", None) is not None:
         os.environ[CACHE_ENV] = str(args.cache_dir)   # read by lab2.paths.cache_dir everywhere
     with warnings.catch_warnings():
+        warnings.simplefilter("default", Lab2Warning)    # each shown once, whatever the filters
         warnings.showwarning = _show_warning
         try:
             return args.func(args)
