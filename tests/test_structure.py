@@ -142,3 +142,29 @@ def test_a_new_config_field_is_a_flag_without_a_second_edit(monkeypatch, capsys)
         parser.parse_args(["train", "--out", "x", "--label-smoothing", "-1"])
     assert exit_info.value.code == 2
     assert "must be at least 0" in capsys.readouterr().err
+
+
+def test_environment_yml_parses_and_installs_this_package():
+    import re
+
+    import yaml
+    root = PACKAGE.parent
+    env = yaml.safe_load((root / "environment.yml").read_text())
+    assert env["name"] == "lab2"
+    deps = env["dependencies"]
+    python = next(d for d in deps if isinstance(d, str) and d.startswith("python"))
+    minimum = re.search(r'requires-python = "(.+)"', (root / "pyproject.toml").read_text())[1]
+    wanted = tuple(int(x) for x in re.findall(r"\d+", python)[:2])
+    assert wanted >= tuple(int(x) for x in re.findall(r"\d+", minimum)[:2])
+    pip = next(d["pip"] for d in deps if isinstance(d, dict) and "pip" in d)
+    assert "-e .[dev]" in pip and "pip" in deps
+
+
+def test_nothing_in_the_repository_points_outside_it():
+    import subprocess as sp
+    root = PACKAGE.parent
+    files = sp.run(["git", "ls-files"], cwd=root, capture_output=True, text=True).stdout.split()
+    for name in files:
+        path = root / name
+        if path.suffix in {".py", ".md", ".ipynb", ".toml", ".yml", ".cfg"} or name == "Makefile":
+            assert "../" + "shared" not in path.read_text(errors="replace"), name
