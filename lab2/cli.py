@@ -134,8 +134,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from .data import choose_data_root
     from .experiment import run_experiment
+    overrides = _overrides(args)
+    if "seed" in overrides:
+        if args.seeds:
+            raise ValueError("give the seeds with --seeds alone (--seed is one of them)")
+        args.seeds = [overrides.pop("seed")]
     root = Path(args.root) if args.root else choose_data_root(try_download=False)
-    _, out = run_experiment(args.profile, root, args.out, **_overrides(args))
+    _, out = run_experiment(args.profile, root, args.out, seeds=args.seeds or (0,), **overrides)
     print((out / "results.md").read_text())
     return 0
 
@@ -346,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_root(p, None, "data root (default: the real set if present, else the sample)")
     p.add_argument("--out", type=Path, default=None,
                    help="experiment folder (default runs/<profile>-<real|sample>)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                   help="train each model once per seed (default: 0, the report's single run); "
+                        "seed k > 0 runs in <model>_<raw|preprocessed>_seed<k>. Several seeds "
+                        "measure the seed-to-seed spread and multiply the time")
     _add_config_flags(p, per_run=False)
     p.set_defaults(func=cmd_experiment)
 

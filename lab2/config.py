@@ -45,9 +45,10 @@ def setting(default: Any, help: str, *, minimum: float | None = None, resumable:
                                             "flag": flag})
 
 
-def run_name(model: str, preprocess: bool) -> str:
-    """Name of a run folder: ``unet_raw``, ``resnet34_unet_preprocessed``, …"""
-    return f"{model}_{'preprocessed' if preprocess else 'raw'}"
+def run_name(model: str, preprocess: bool, seed: int = 0) -> str:
+    """Name of a run folder: ``unet_raw``, ``resnet34_unet_preprocessed``, … for seed 0 (the
+    report's single run), ``unet_raw_seed1`` … for the other seeds."""
+    return f"{model}_{'preprocessed' if preprocess else 'raw'}" + (f"_seed{seed}" if seed else "")
 
 
 @dataclass
@@ -69,6 +70,9 @@ class TrainConfig:
     base_channels: int = setting(
         64, "network width: channels of the first stage (64 = the report's networks)", minimum=1)
     dropout: float = setting(0.1, "probability of every dropout layer, in [0, 1)")
+    dropout_kind: Literal["element", "channel"] = setting(
+        "element", "element: nn.Dropout, the report's 'a Dropout layer'; channel: nn.Dropout2d "
+        "(whole feature maps), cheaper on a CPU")
     border: Literal["foreground", "background", "ignore"] = setting(
         "foreground", "what the trimap's border pixels count as")
     augment: bool = setting(True, "augment the training split (flip, affine, colour, blur)")
@@ -147,6 +151,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        if "dropout_kind" not in d:   # saved before the field existed: Dropout2d was the only kind
+            d = {**d, "dropout_kind": "channel"}
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -183,16 +189,19 @@ class TrainConfig:
 
     @property
     def run_name(self) -> str:
-        return run_name(self.model, self.preprocess)
+        return run_name(self.model, self.preprocess, self.seed)
 
 
 #: Field changes of each profile relative to the report's settings.
 PROFILE_OVERRIDES: dict[str, dict] = {
     "full": {},
+    # the CPU profiles use channel-wise dropout: cheaper there (benchmarks/README.md)
     "quick": dict(image_size=128, epochs=15, base_channels=16, milestones=(12,),
-                  max_train_samples=300, max_eval_samples=100, num_workers=0),
+                  max_train_samples=300, max_eval_samples=100, num_workers=0,
+                  dropout_kind="channel"),
     "smoke": dict(image_size=64, epochs=2, batch_size=4, base_channels=8, milestones=(30,),
-                  max_train_samples=16, max_eval_samples=8, num_workers=0),
+                  max_train_samples=16, max_eval_samples=8, num_workers=0,
+                  dropout_kind="channel"),
 }
 
 

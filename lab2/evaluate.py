@@ -15,6 +15,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,17 +33,26 @@ from .machine import Step
 from .metrics import DiceMeter
 from .models import model_for
 
+#: Images per batch of the per-batch Dice (the report's batch size), whatever the loader's.
+PER_BATCH = 8
+
+#: Columns of ``per_image_<split>.csv``: Dice at the training size and at the photo's own size,
+#: and the shape measures at the photo's own size.
+PER_IMAGE_FIELDS = ("name", "dice", "dice_original", "boundary_iou", "background_fpr")
+
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, loader: DataLoader, step: Step, *,
                    original: OxfordPetSegmentation | None = None, progress: bool = True,
                    desc: str = "eval") -> dict:
-    """Loss and Dice (mean per image, pooled) at the loader's resolution; with ``original`` (the
-    loader's data set) also at each image's original resolution: logits resized back bilinearly
-    and compared with the original trimap's mask. Restores the model's train/eval mode."""
+    """Loss and Dice (mean per image, pooled, per batch of 8) at the loader's resolution; with
+    ``original`` (the loader's data set) also at each image's original resolution — logits
+    resized back bilinearly and compared with the original trimap's mask — with each image's
+    Boundary IoU and background false-positive rate there. Restores the model's train/eval
+    mode."""
     was_training = model.training
     model.eval()
-    meter, meter_original = DiceMeter(), DiceMeter()
+    meter, meter_original = DiceMeter(), DiceMeter(shape=True)
     loss_sum, count = 0.0, 0
     for images, masks, names in tqdm(loader, desc=desc, unit="batch", leave=False,
                                      disable=not progress):
@@ -61,10 +71,15 @@ def evaluate_model(model: nn.Module, loader: DataLoader, step: Step, *,
                 meter_original.update(resized.argmax(1).cpu(), mask[None], [name])
     model.train(was_training)
     result = {"loss": loss_sum / max(1, count), "dice": meter.mean, "dice_pooled": meter.pooled,
-              "n_images": count,
+              "dice_per_batch": meter.per_batch(PER_BATCH), "n_images": count,
               "per_image": dict(zip(meter.names, meter.per_image.tolist(), strict=True))}
     if original is not None:
         result.update(dice_original=meter_original.mean, dice_pooled_original=meter_original.pooled,
+                      boundary_iou=float(np.mean(meter_original.boundary)),
+                      background_fpr=float(np.mean(meter_original.fpr)),
+                      per_image_shape={name: (b, f) for name, b, f in zip(
+                          meter_original.names, meter_original.boundary, meter_original.fpr,
+                          strict=True)},
                       per_image_original=dict(zip(meter_original.names,
                                                   meter_original.per_image.tolist(), strict=True)))
     return result
@@ -81,7 +96,8 @@ def load_trained_model(checkpoint: str | os.PathLike, device: torch.device | str
 
 
 #: Bumped when the way metrics are computed changes (stored metrics are then recomputed).
-EVALUATION_VERSION = 1
+#: 2: per-batch Dice, Boundary IoU and background false-positive rate added.
+EVALUATION_VERSION = 2
 
 
 def evaluation_key(checkpoint: str | os.PathLike, root, split: str, config: TrainConfig) -> dict:
@@ -99,7 +115,7 @@ def measure_checkpoint(checkpoint: str | os.PathLike, root, split: str = "test",
     """Evaluate ``checkpoint`` on ``split`` of the data set under ``root``; write nothing.
 
     ``max_samples=-1`` keeps the run's own ``max_eval_samples``; ``None`` evaluates the whole
-    split. Returns the metrics and the per-image rows ``[name, dice, dice_original]``.
+    split. Returns the metrics and the per-image rows (:data:`PER_IMAGE_FIELDS`).
     """
     checkpoint = Path(checkpoint)
     model, config, state = load_trained_model(checkpoint)
@@ -114,14 +130,17 @@ def measure_checkpoint(checkpoint: str | os.PathLike, root, split: str = "test",
     metrics = {
         "split": split, "n_images": result["n_images"],
         "dice": result["dice"], "dice_pooled": result["dice_pooled"],
+        "dice_per_batch": result["dice_per_batch"],
         "dice_original": result["dice_original"],
         "dice_pooled_original": result["dice_pooled_original"],
+        "boundary_iou": result["boundary_iou"], "background_fpr": result["background_fpr"],
         "loss": result["loss"], "image_size": config.image_size,
         "model": config.model, "preprocess": config.preprocess, "profile": config.profile,
         "data": dataset_label(root), "checkpoint": checkpoint.name, "epoch": state["epoch"],
         "key": evaluation_key(checkpoint, root, split, config),
     }
-    rows = [[name, f"{dice:.6f}", f"{result['per_image_original'][name]:.6f}"]
+    rows = [[name, f"{dice:.6f}", f"{result['per_image_original'][name]:.6f}",
+             *(f"{v:.6f}" for v in result["per_image_shape"][name])]
             for name, dice in result["per_image"].items()]
     return metrics, rows
 
@@ -147,7 +166,7 @@ def save_evaluation(checkpoint: str | os.PathLike, metrics: dict, rows: list[lis
     stored[metrics["split"]] = metrics
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["name", "dice", "dice_original"])
+    writer.writerow(PER_IMAGE_FIELDS)
     writer.writerows(rows)
     atomic.write_text(folder / f"per_image_{metrics['split']}.csv", buf.getvalue(), fix=fix)
     atomic.write_json(path, stored, fix=fix)   # last: the per-image file it summarises exists
@@ -181,6 +200,7 @@ def format_metrics(m: dict) -> str:
     return (f"{m['model']} ({'preprocessed' if m['preprocess'] else 'raw'}), {m['split']} split of "
             f"the {m['data']} ({m['n_images']} images, profile {m['profile']}):\n"
             f"  at {m['image_size']}x{m['image_size']}: average Dice {m['dice']:.4f}, "
-            f"pooled Dice {m['dice_pooled']:.4f}\n"
+            f"pooled Dice {m['dice_pooled']:.4f}, per-batch Dice {m['dice_per_batch']:.4f}\n"
             f"  at original resolution: average Dice {m['dice_original']:.4f}, "
-            f"pooled Dice {m['dice_pooled_original']:.4f}")
+            f"pooled Dice {m['dice_pooled_original']:.4f}, Boundary IoU "
+            f"{m['boundary_iou']:.4f}, background false-positive rate {m['background_fpr']:.4f}")

@@ -1,10 +1,13 @@
 """The report's experiment: UNet and ResNet34-UNet, each without and with preprocessing, trained,
 tested by Dice, and tabulated beside the report's numbers (its Table 1).
 
-An experiment folder holds one run folder per model (``unet_raw``, ``unet_preprocessed``, …),
-``results.csv``, ``results.md`` and ``histories.csv`` (every epoch of the four runs, for the loss
-curves), and ``experiment.json`` (the data set and profile the folder belongs to). Finished runs
-are skipped and an interrupted one resumes, so the command can simply be run again.
+An experiment folder holds one run folder per model and seed (``unet_raw``, ``unet_preprocessed``,
+… for seed 0; ``unet_raw_seed1`` … for the others), ``results.json`` (every number, typed: what the
+notebooks read), and for people ``results.csv`` (one row per run), ``results.md`` (Table 1 and the
+paired comparisons), ``comparisons.csv`` (:mod:`lab2.comparisons`) and ``histories.csv`` (every
+epoch of every run, for the loss curves), and ``experiment.json`` (the data set and profile the
+folder belongs to). Finished runs are skipped and an interrupted one resumes, so the command can
+simply be run again.
 
 What makes a row of Table 1 trustworthy:
 
@@ -23,10 +26,12 @@ import datetime as dt
 import io
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from . import atomic, locks
-from .config import TrainConfig, profile_config, resolve_profile
+from .comparisons import COMPARISON_FIELDS, compare, read_per_image, seed_spread
+from .config import TrainConfig, profile_config, resolve_profile, run_name
 from .data import dataset_fingerprint
 from .data.sample import dataset_label, is_sample
 from .evaluate import evaluate_checkpoint
@@ -42,10 +47,16 @@ REPORTED_DICE = {
     ("resnet34_unet", False): 0.9319, ("resnet34_unet", True): 0.9359,
 }
 RUNS = tuple(REPORTED_DICE)
-RESULT_FIELDS = ("model", "preprocess", "dice", "dice_pooled", "dice_original",
-                 "dice_pooled_original", "reported_dice", "n_test", "epochs", "best_epoch",
-                 "best_val_dice",
-                 "image_size", "profile", "data")
+#: Columns of ``results.csv``: one row per run (network, preprocessing, seed).
+RESULT_FIELDS = ("run", "model", "preprocess", "seed", "dice", "dice_pooled", "dice_per_batch",
+                 "dice_original", "dice_pooled_original", "boundary_iou", "background_fpr",
+                 "reported_dice", "n_test", "epochs", "best_epoch", "best_val_dice",
+                 "dropout_kind", "image_size", "profile", "data")
+#: Test measures averaged over seeds in Table 1 (mean and standard deviation of each).
+TABLE_MEASURES = ("dice", "dice_pooled", "dice_per_batch", "dice_original",
+                  "dice_pooled_original", "boundary_iou", "background_fpr")
+#: Version of ``results.json``'s layout.
+RESULTS_VERSION = 1
 
 
 def default_out(profile: str, root) -> Path:
@@ -88,67 +99,108 @@ def _run_config(run_dir: Path, summary: dict | None, wanted: TrainConfig, overri
 
 
 def run_experiment(profile: str | None = None, root=None, out=None, *, progress: bool = True,
-                   runs=RUNS, **overrides) -> tuple[list[dict], Path]:
-    """Train (or resume, or skip) and test each run; write the tables; return the result rows
-    and the experiment folder. ``overrides`` set single TrainConfig fields: for runs not started
-    yet, and as changes (:data:`lab2.config.RESUMABLE_FIELDS` only) for runs that exist."""
+                   runs=RUNS, seeds: Sequence[int] = (0,), **overrides
+                   ) -> tuple[list[dict], Path]:
+    """Train (or resume, or skip) and test each run, once per seed; write the tables; return
+    Table 1's rows (one per network and preprocessing, averaged over the seeds) and the
+    experiment folder. Seed 0 runs in ``unet_raw`` and so on, seed k in ``unet_raw_seed<k>``.
+    ``overrides`` set single TrainConfig fields: for runs not started yet, and as changes
+    (:data:`lab2.config.RESUMABLE_FIELDS` only) for runs that exist."""
     name = resolve_profile(profile)
+    seeds = tuple(dict.fromkeys(int(s) for s in seeds))
+    if not seeds:
+        raise ValueError("--seeds needs at least one seed")
+    if "seed" in overrides:
+        raise ValueError("give the experiment's seeds with --seeds, not --seed")
     out = Path(out) if out is not None else default_out(name, root)
     with locks.owned(locks.folder_lock(out), f"the experiment folder {out}",
                      fix="choose a writable --out folder"):
         _check_folder_data(out, root, name)
-        return _run_all(name, root, out, progress, runs, overrides)
+        return _run_all(name, root, out, progress, runs, seeds, overrides)
 
 
-def _run_all(name: str, root, out: Path, progress: bool, runs, overrides: dict
-             ) -> tuple[list[dict], Path]:
+def _run_all(name: str, root, out: Path, progress: bool, runs, seeds: tuple[int, ...],
+             overrides: dict) -> tuple[list[dict], Path]:
     label = dataset_label(root)
     fingerprint = dataset_fingerprint(root)
     rows, histories = [], []
-    for model, preprocess in runs:
-        wanted = profile_config(name, model=model, preprocess=preprocess, **overrides)
-        run_dir = out / wanted.run_name
-        with locks.owned(locks.folder_lock(run_dir), f"the run folder {run_dir}",
-                         fix="choose a writable --out folder"):
-            summary = run_summary(run_dir)
-            config = _run_config(run_dir, summary, wanted, overrides)
-            if summary is not None:
-                check_same_data(run_dir, summary["data"], fingerprint, root)
-            if summary is not None and summary["epoch"] >= config.epochs:
-                log.info("%s: finished earlier (last.pt holds epoch %d), skipping training",
-                         config.run_name, summary["epoch"])
-                summary = reconcile_run(run_dir)
-            else:
-                train(config, root, run_dir, resume=summary is not None, progress=progress)
+    for seed in seeds:
+        for model, preprocess in runs:
+            wanted = profile_config(name, model=model, preprocess=preprocess, seed=seed,
+                                    **overrides)
+            run_dir = out / wanted.run_name
+            with locks.owned(locks.folder_lock(run_dir), f"the run folder {run_dir}",
+                             fix="choose a writable --out folder"):
                 summary = run_summary(run_dir)
-            metrics = evaluate_checkpoint(run_dir / "best.pt", root, "test", progress=progress,
-                                          reuse=True)
-        history = summary["history"]
-        histories += [{"run": config.run_name, "model": model, "preprocess": preprocess, **h}
-                      for h in history]
-        rows.append({
-            "model": model, "preprocess": preprocess, "dice": metrics["dice"],
-            "dice_pooled": metrics["dice_pooled"], "dice_original": metrics["dice_original"],
-            "dice_pooled_original": metrics["dice_pooled_original"],
-            "reported_dice": REPORTED_DICE[(model, preprocess)], "n_test": metrics["n_images"],
-            "epochs": summary["epoch"], "best_epoch": metrics["epoch"],
-            "best_val_dice": summary["best_dice"],
-            "image_size": config.image_size, "profile": name, "data": label,
-        })
-    write_tables(out, rows, histories, name, label)
-    return rows, out
+                config = _run_config(run_dir, summary, wanted, overrides)
+                if summary is not None:
+                    check_same_data(run_dir, summary["data"], fingerprint, root)
+                if summary is not None and summary["epoch"] >= config.epochs:
+                    log.info("%s: finished earlier (last.pt holds epoch %d), skipping training",
+                             config.run_name, summary["epoch"])
+                    summary = reconcile_run(run_dir)
+                else:
+                    train(config, root, run_dir, resume=summary is not None, progress=progress)
+                    summary = run_summary(run_dir)
+                metrics = evaluate_checkpoint(run_dir / "best.pt", root, "test",
+                                              progress=progress, reuse=True)
+            histories += [{"run": config.run_name, "model": model, "preprocess": preprocess,
+                           "seed": seed, **h} for h in summary["history"]]
+            rows.append({
+                "run": config.run_name, "model": model, "preprocess": preprocess, "seed": seed,
+                **{m: metrics[m] for m in TABLE_MEASURES},
+                "reported_dice": REPORTED_DICE[(model, preprocess)],
+                "n_test": metrics["n_images"], "epochs": summary["epoch"],
+                "best_epoch": metrics["epoch"], "best_val_dice": summary["best_dice"],
+                "dropout_kind": config.dropout_kind,
+                "image_size": config.image_size, "profile": name, "data": label,
+            })
+    table = table_rows(rows)
+    comparisons = compare({(m, p): [read_per_image(out / run_name(m, p, s)) for s in seeds]
+                           for m, p in runs}, REPORTED_DICE)
+    write_tables(out, rows, table, comparisons, histories, name, label, seeds)
+    return table, out
+
+
+def table_rows(rows: list[dict]) -> list[dict]:
+    """Table 1: one row per network and preprocessing, each test measure's mean over the seeds
+    (``<measure>``) and standard deviation (``<measure>_std``)."""
+    table = []
+    for key in dict.fromkeys((r["model"], r["preprocess"]) for r in rows):
+        runs = [r for r in rows if (r["model"], r["preprocess"]) == key]
+        entry = {"model": key[0], "preprocess": key[1], "n_seeds": len(runs),
+                 "seeds": [r["seed"] for r in runs]}
+        for measure in TABLE_MEASURES:
+            spread = seed_spread([r[measure] for r in runs])
+            entry[measure], entry[f"{measure}_std"] = spread["mean"], spread["std"]
+        first = runs[0]
+        entry.update(reported_dice=first["reported_dice"], n_test=first["n_test"],
+                     epochs=min(r["epochs"] for r in runs),
+                     best_epoch=first["best_epoch"],          # of the first seed's run
+                     best_val_dice=seed_spread([r["best_val_dice"] for r in runs])["mean"],
+                     dropout_kind="/".join(sorted({r.get("dropout_kind", "?") for r in runs})),
+                     image_size=first["image_size"], profile=first["profile"],
+                     data=first["data"])
+        table.append(entry)
+    return table
 
 
 def _csv(rows: list[dict], fields) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(fields))
+    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
 
 
-def results_markdown(rows: list[dict], profile: str, label: str) -> str:
-    """Table 1: lab2's test Dice beside the report's."""
+def _spread(row: dict, measure: str) -> str:
+    text = f"{row[measure]:.4f}"
+    return text + (f" ± {row[measure + '_std']:.4f}" if row["n_seeds"] > 1 else "")
+
+
+def results_markdown(table: list[dict], comparisons: list[dict], profile: str, label: str,
+                     seeds: Sequence[int] = (0,)) -> str:
+    """Table 1 (lab2's test Dice beside the report's) and the paired comparisons."""
     synthetic = label == "synthetic sample"
     lines = [
         f"# Table 1 — test Dice ({label}, profile `{profile}`)",
@@ -163,49 +215,80 @@ def results_markdown(rows: list[dict], profile: str, label: str) -> str:
     if profile != "full":
         lines += [f"Profile `{profile}` is smaller than the report's setup (512 px, 50 epochs, "
                   "full-width networks).", ""]
-    lines += ["| model | preprocessing | average Dice | pooled Dice | average Dice, original "
-              "size | pooled Dice, original size | report's average Dice | test images | epochs |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+    several = len(seeds) > 1
+    lines += [(f"Each model trained with seeds {', '.join(map(str, seeds))}: mean ± standard "
+               "deviation over the seeds." if several else
+               f"One training run per model (seed {seeds[0]}): the spread between seeds is not "
+               "measured; `--seeds 0 1 2` measures it."), ""]
+    lines += ["| model | preprocessing | average Dice | pooled Dice | per-batch Dice | average "
+              "Dice, original size | Boundary IoU | background false positives | report's "
+              "average Dice | test images | epochs | dropout |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in table:
         lines.append(
-            f"| {r['model']} | {'yes' if r['preprocess'] else 'no'} | {r['dice']:.4f} | "
-            f"{r['dice_pooled']:.4f} | {r['dice_original']:.4f} | {r['dice_pooled_original']:.4f}"
-            f" | {r['reported_dice']:.4f} | {r['n_test']} | {r['epochs']} |")
+            f"| {r['model']} | {'yes' if r['preprocess'] else 'no'} | {_spread(r, 'dice')} | "
+            f"{_spread(r, 'dice_pooled')} | {_spread(r, 'dice_per_batch')} | "
+            f"{_spread(r, 'dice_original')} | {_spread(r, 'boundary_iou')} | "
+            f"{_spread(r, 'background_fpr')} | {r['reported_dice']:.4f} | {r['n_test']} | "
+            f"{r['epochs']} | {r['dropout_kind']} |")
     lines += ["", f"Average Dice = mean of per-image foreground Dice at the training size "
-              f"({rows[0]['image_size']} px) unless marked original size (logits resized back "
-              "to each photo); pooled = one Dice over all test pixels."]
+              f"({table[0]['image_size']} px); pooled = one Dice over all test pixels; per-batch "
+              "= mean over consecutive batches of 8 test images of each batch's pooled Dice. "
+              "Original size: logits resized back to each photo, where Boundary IoU (band of 2 % "
+              "of the diagonal) and the share of background pixels called pet are measured too. "
+              "Dropout: element = nn.Dropout (the report's), channel = nn.Dropout2d."]
+    if comparisons:
+        lines += ["", "## Paired comparisons (difference b − a, 95 % bootstrap interval over "
+                  "test images)", "",
+                  ("Per image, each model's value averaged over its seeds; 10,000 resamples of "
+                   "the test images." if several else
+                   "One seed per model: the interval covers the choice of test images only, not "
+                   "the seed-to-seed spread."), "",
+                  "| comparison | a | b | images | seeds | b − a | 95 % interval | verdict | "
+                  "report's b − a |", "|---|---|---|---|---|---|---|---|---|"]
+        for c in comparisons:
+            reported = ("" if c["reported_difference"] is None
+                        else f"{c['reported_difference']:+.4f}")
+            lines.append(f"| {c['comparison']} | {c['model_a']} | {c['model_b']} | "
+                         f"{c['n_images']} | {c['n_seeds']} | {c['mean_difference']:+.4f} | "
+                         f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | {c['verdict']} | "
+                         f"{reported} |")
     return "\n".join(lines) + "\n"
 
 
-def write_tables(out: Path, rows: list[dict], histories: list[dict], profile: str,
-                 label: str) -> None:
+HISTORY_FIELDS = ("run", "model", "preprocess", "seed", "epoch", "train_loss", "val_loss",
+                  "val_dice", "val_dice_pooled", "lr", "seconds")
+
+
+def write_tables(out: Path, rows: list[dict], table: list[dict], comparisons: list[dict],
+                 histories: list[dict], profile: str, label: str, seeds: Sequence[int]) -> None:
+    """``results.json`` (everything, typed: what code reads) and, for people, ``results.csv``
+    (one row per run), ``results.md`` (Table 1 and the comparisons), ``comparisons.csv`` and
+    ``histories.csv``."""
     atomic.write_text(out / "results.csv", _csv(rows, RESULT_FIELDS))
-    atomic.write_text(out / "results.md", results_markdown(rows, profile, label))
-    fields = ("run", "model", "preprocess", "epoch", "train_loss", "val_loss", "val_dice",
-              "val_dice_pooled", "lr", "seconds")
-    atomic.write_text(out / "histories.csv", _csv(histories, fields))
+    atomic.write_text(out / "comparisons.csv", _csv(comparisons, COMPARISON_FIELDS))
+    atomic.write_text(out / "histories.csv", _csv(histories, HISTORY_FIELDS))
+    atomic.write_text(out / "results.md",
+                      results_markdown(table, comparisons, profile, label, seeds))
+    atomic.write_json(out / "results.json", {
+        "version": RESULTS_VERSION, "profile": profile, "data": label, "seeds": list(seeds),
+        "date": dt.date.today().isoformat(), "git_commit": git_commit(),
+        "table": table, "runs": rows, "comparisons": comparisons, "histories": histories})
+
+
+def load_experiment(out) -> dict:
+    """Everything an experiment folder's ``results.json`` holds (typed)."""
+    path = Path(out) / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path}: run python -m lab2 experiment to write it")
+    return json.loads(path.read_text())
 
 
 def load_results(out) -> tuple[list[dict], list[dict]]:
-    """(results rows, history rows) of an experiment folder, with numbers parsed."""
-    out = Path(out)
-
-    def parse(value: str):
-        if value in ("True", "False"):
-            return value == "True"
-        try:
-            return int(value)
-        except ValueError:
-            try:
-                return float(value)
-            except ValueError:
-                return value
-    with open(out / "results.csv") as f:
-        rows = [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    with open(out / "histories.csv") as f:
-        histories = [{k: parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    return rows, histories
+    """(Table 1 rows, history rows) of an experiment folder, from ``results.json``."""
+    results = load_experiment(out)
+    return results["table"], results["histories"]
 
 
-__all__ = ["run_experiment", "REPORTED_DICE", "RUNS", "load_results", "results_markdown",
-           "default_out"]
+__all__ = ["REPORTED_DICE", "RUNS", "default_out", "load_experiment", "load_results",
+           "results_markdown", "run_experiment", "table_rows"]

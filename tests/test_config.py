@@ -82,6 +82,8 @@ def test_config_choices_match_the_registries():
     from lab2.data.masks import BORDER_MODES
     assert field_choices("model") == tuple(MODELS)
     assert field_choices("border") == BORDER_MODES
+    from lab2.models.blocks import DROPOUT_KINDS
+    assert set(field_choices("dropout_kind")) == set(DROPOUT_KINDS)
     assert set(field_choices("profile")) == set(PROFILES)
 
 

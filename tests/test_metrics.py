@@ -79,3 +79,92 @@ def test_meter_over_batches_equals_one_shot():
 def test_shape_mismatch_is_refused():
     with pytest.raises(ValueError, match="differ"):
         dice_per_image(torch.zeros(1, 4, 4), torch.zeros(1, 4, 5))
+
+
+# ---- per-batch Dice, Boundary IoU, background false positives ----------------------------------
+
+def test_per_batch_dice_is_the_mean_of_each_batchs_pooled_dice():
+    from lab2.metrics import batch_dice
+    # (intersection, Σpred, Σtrue) per image
+    counts = torch.tensor([[1, 2, 2], [0, 0, 4], [3, 3, 3]], dtype=torch.float64)
+    # batch 1 = images 1-2 pooled: 2·1 / (2 + 6) = 0.25; batch 2 = image 3: 1.0
+    assert batch_dice(counts, batch_size=2) == pytest.approx((0.25 + 1.0) / 2)
+    assert batch_dice(counts, batch_size=8) == pytest.approx(2 * 4 / (5 + 9))   # one batch
+    meter = DiceMeter()
+    meter.counts = [counts]
+    assert meter.per_batch(2) == pytest.approx(0.625)
+
+
+def slow_band(mask: np.ndarray, ratio: float = 0.02) -> np.ndarray:
+    """Boundary band by its definition: a mask pixel whose d-neighbourhood (Chebyshev distance,
+    what d erosions by a 3x3 square reach) holds background or leaves the image."""
+    h, w = mask.shape
+    d = max(1, int(round(ratio * np.hypot(h, w))))
+    band = np.zeros_like(mask, dtype=bool)
+    for y, x in zip(*np.nonzero(mask), strict=True):
+        y0, y1, x0, x1 = y - d, y + d + 1, x - d, x + d + 1
+        outside = y0 < 0 or x0 < 0 or y1 > h or x1 > w
+        band[y, x] = outside or not mask[max(0, y0):y1, max(0, x0):x1].all()
+    return band
+
+
+def slow_boundary_iou(pred: np.ndarray, target: np.ndarray) -> float:
+    p, t = slow_band(pred == 1), slow_band(target == 1)
+    union = (p | t).sum()
+    return 1.0 if union == 0 else (p & t).sum() / union
+
+
+def square(top: int, left: int, side: int = 20, size: int = 100) -> np.ndarray:
+    mask = np.zeros((size, size), np.uint8)
+    mask[top:top + side, left:left + side] = 1
+    return mask
+
+
+def test_boundary_iou_on_hand_built_masks():
+    from lab2.metrics import boundary_band, boundary_iou
+    a = square(40, 40)                        # 100x100 image: d = round(0.02 * 141.4) = 3
+    assert boundary_band(a).sum() == 20 * 20 - 14 * 14          # a ring 3 pixels wide
+    assert boundary_iou(a, a) == 1.0
+    # shifted one column: the rings share 170 pixels of 238 (counted by hand)
+    assert boundary_iou(square(40, 41), a) == pytest.approx(170 / 238)
+    empty = np.zeros_like(a)
+    assert boundary_iou(empty, empty) == 1.0
+    assert boundary_iou(empty, a) == 0.0 and boundary_iou(a, empty) == 0.0
+    # a filled image's band is its outer frame (the outside counts as background)
+    assert boundary_band(np.ones((50, 50), np.uint8)).sum() == 50 * 50 - 48 * 48
+
+
+def test_boundary_iou_matches_a_slow_implementation_on_random_shapes():
+    import cv2
+
+    from lab2.metrics import boundary_iou
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        h, w = rng.integers(24, 90, size=2)
+        masks = []
+        for _ in range(2):
+            mask = np.zeros((h, w), np.uint8)
+            for _ in range(rng.integers(1, 4)):
+                centre = tuple(int(v) for v in (rng.integers(0, w), rng.integers(0, h)))
+                axes = tuple(int(v) for v in rng.integers(3, 25, size=2))
+                cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+            masks.append(mask)
+        assert boundary_iou(*masks) == pytest.approx(slow_boundary_iou(*masks))
+
+
+def test_background_false_positive_rate():
+    from lab2.metrics import IGNORE_INDEX, background_fpr
+    target = np.array([[0, 0, 0, 0], [1, 1, IGNORE_INDEX, 0]])
+    pred = np.array([[1, 0, 0, 0], [1, 0, 1, 1]])
+    assert background_fpr(pred, target) == pytest.approx(2 / 5)   # ignored pixel counts nowhere
+    assert background_fpr(pred, np.ones_like(target)) == 0.0       # no background at all
+
+
+def test_the_meter_collects_shape_measures_per_image():
+    from lab2.metrics import background_fpr, boundary_iou
+    a, b = square(40, 40), square(40, 41)
+    meter = DiceMeter(shape=True)
+    meter.update(torch.from_numpy(np.stack([a, b])).long(),
+                 torch.from_numpy(np.stack([a, a])).long(), ["a", "b"])
+    assert meter.boundary == [1.0, pytest.approx(boundary_iou(b, a))]
+    assert meter.fpr == [0.0, pytest.approx(background_fpr(b, a))]

@@ -72,8 +72,8 @@ def test_unet_has_four_pools_four_up_convs_and_a_dropout_in_every_block(full):
     assert [(m.in_channels, m.out_channels) for m in ups] == [(1024, 512), (512, 256),
                                                                (256, 128), (128, 64)]
     # 9 double-conv blocks + 4 up-convs each end with dropout
-    assert count(unet, nn.Dropout2d) == 13
-    assert all(m.p == DEFAULT_DROPOUT for m in unet.modules() if isinstance(m, nn.Dropout2d))
+    assert count(unet, nn.Dropout) == 13
+    assert all(m.p == DEFAULT_DROPOUT for m in unet.modules() if isinstance(m, nn.Dropout))
 
 
 def test_unet_stage_widths_and_block_layout(full):
@@ -82,7 +82,7 @@ def test_unet_stage_widths_and_block_layout(full):
     block = unet.encoder.stages[0]
     kinds = [type(m) for m in block]
     assert kinds == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Conv2d, nn.BatchNorm2d, nn.ReLU,
-                     nn.Dropout2d]
+                     nn.Dropout]
     convs = [m for m in unet.modules() if isinstance(m, nn.Conv2d) and m is not unet.head]
     assert all(c.kernel_size == (3, 3) and c.stride == (1, 1) and c.padding == (1, 1)
                for c in convs)
@@ -128,7 +128,7 @@ def test_resnet34_unet_layers_blocks_widths_and_strides(full):
 def test_resnet34_unet_dropout_in_every_block_and_decoder_stage(full):
     model = full["resnet34_unet"]
     assert count(model, ResidualBlock) == 19
-    assert count(model, nn.Dropout2d) == 19 + 4 * 2  # residual blocks + (up-conv, double conv) × 4
+    assert count(model, nn.Dropout) == 19 + 4 * 2  # residual blocks + (up-conv, double conv) × 4
     assert count(model, nn.ConvTranspose2d) == 4
     assert model.head.kernel_size == (1, 1)
 
@@ -203,3 +203,41 @@ def test_channels_last_and_bf16_autocast_work_unchanged(full, name):
     assert out_bf16.shape == reference.shape and torch.isfinite(out_bf16).all()
     agree = (out_bf16.argmax(1) == reference.argmax(1)).float().mean()
     assert agree > 0.9
+
+
+def test_dropout_kind_element_is_the_reports_and_channel_the_cpu_profiles():
+    from torch import nn
+
+    from lab2.config import TrainConfig, profile_config
+    from lab2.models import model_for
+
+    def kinds(model):
+        return {type(m) for m in model.modules() if isinstance(m, (nn.Dropout, nn.Dropout2d))}
+    full = profile_config("full", model="unet")
+    assert full.dropout_kind == "element"
+    assert kinds(model_for(full.replace(base_channels=4))) == {nn.Dropout}
+    for model in ("unet", "resnet34_unet"):
+        quick = profile_config("quick", model=model).replace(base_channels=4)
+        assert quick.dropout_kind == "channel" and kinds(model_for(quick)) == {nn.Dropout2d}
+    # a checkpoint saved before the field existed was trained with Dropout2d
+    old = {k: v for k, v in TrainConfig().to_dict().items() if k != "dropout_kind"}
+    assert TrainConfig.from_dict(old).dropout_kind == "channel"
+
+
+def test_the_architecture_figures_read_every_stage_from_the_modules():
+    from lab2.models import build_model
+    from lab2.report.architecture import architecture_stages
+    unet = architecture_stages("unet")
+    assert [(s["channels"], s["height"]) for s in unet if s["part"] == "encoder"] == \
+        [(64, 512), (128, 256), (256, 128), (512, 64), (1024, 32)]
+    assert unet[-1]["name"] == "head" and (unet[-1]["channels"], unet[-1]["height"]) == (2, 512)
+    resnet = architecture_stages("resnet34_unet")
+    assert resnet[0]["label"].startswith("stem") and resnet[0]["height"] == 256
+    assert [s["channels"] for s in resnet if s["name"].startswith("encoder.layer")] == \
+        [64, 128, 256, 512, 1024]
+    assert resnet[-1]["name"] == "output" and resnet[-1]["height"] == 512   # bilinear back up
+    for name, stages in (("unet", unet), ("resnet34_unet", resnet)):
+        total = sum(p.numel() for p in build_model(name).parameters())
+        assert sum(s["parameters"] for s in stages) == total
+    # a narrower network gives another figure: the stages follow the module
+    assert architecture_stages("unet", 256, base_channels=8)[4]["channels"] == 128

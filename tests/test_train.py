@@ -149,7 +149,10 @@ def test_evaluate_reports_both_dice_figures_at_both_resolutions(trained, sample_
     assert stored["test"]["dice"] == metrics["dice"]
     assert stored["test"]["data"] == "synthetic sample"
     lines = (trained / "per_image_test.csv").read_text().splitlines()
-    assert lines[0] == "name,dice,dice_original" and len(lines) == 1 + metrics["n_images"]
+    assert lines[0] == "name,dice,dice_original,boundary_iou,background_fpr"
+    assert len(lines) == 1 + metrics["n_images"]
+    for key in ("dice_per_batch", "boundary_iou", "background_fpr"):
+        assert 0 <= metrics[key] <= 1
 
 
 def test_predict_writes_mask_and_overlay_at_the_photos_own_size(trained, tmp_path):
@@ -204,7 +207,11 @@ def test_experiment_trains_four_models_writes_table_1_and_skips_finished_runs(
     rows, out = run_experiment("smoke", sample_root, tmp_path / "exp", progress=False, **tiny)
     assert [(r["model"], r["preprocess"]) for r in rows] == list(REPORTED_DICE)
     table = (out / "results.md").read_text()
-    assert "SYNTHETIC SAMPLE" in table and "0.9359" in table and table.count("\n| ") == 5
+    assert "SYNTHETIC SAMPLE" in table and "0.9359" in table
+    model_rows = [line for line in table.splitlines() if line.startswith(("| unet |",
+                                                                           "| resnet34_unet |"))]
+    assert len(model_rows) == 4 and "One training run per model" in table
+    assert table.count("interval") >= 12 and "Dice: preprocessing vs none, UNet" in table
     results, histories = load_results(out)
     assert len(results) == 4 and len(histories) == 4
     assert all(0 <= r["dice"] <= 1 for r in results)

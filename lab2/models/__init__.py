@@ -28,8 +28,9 @@ def build_model(name: str, n_classes: int = 2, **kwargs) -> nn.Module:
 
 def model_for(config) -> nn.Module:
     """The network a :class:`lab2.config.TrainConfig` (or anything with its ``model``,
-    ``base_channels`` and ``dropout`` fields) describes, freshly initialised."""
-    return build_model(config.model, base_channels=config.base_channels, dropout=config.dropout)
+    ``base_channels``, ``dropout`` and ``dropout_kind`` fields) describes, freshly initialised."""
+    return build_model(config.model, base_channels=config.base_channels, dropout=config.dropout,
+                       dropout_kind=config.dropout_kind)
 
 
 def size_multiple(name: str) -> int:

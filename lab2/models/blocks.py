@@ -17,16 +17,25 @@ from torch import nn
 #: from-scratch training the report does.
 DEFAULT_DROPOUT = 0.1
 
+#: Kinds of dropout: ``element`` (``nn.Dropout``, the report's literal "a Dropout layer") and
+#: ``channel`` (``nn.Dropout2d``, whole feature maps).
+DROPOUT_KINDS = ("element", "channel")
+DEFAULT_DROPOUT_KIND = "element"
 
-def dropout_layer(p: float) -> nn.Dropout2d:
-    """The dropout of every block: channel-wise (spatial) dropout, which zeroes whole feature maps.
 
-    The report does not say which kind. Element-wise ``nn.Dropout`` draws one random number per
-    activation and cost lab2's UNet 25 % of its CPU training speed at 128 px; ``Dropout2d`` draws
-    one per channel and cost 10 % (benchmarks/RESULTS.md), and it suits convolutional features,
-    whose neighbouring activations are strongly correlated (Tompson et al., CVPR 2015).
+def dropout_layer(p: float, kind: str = DEFAULT_DROPOUT_KIND) -> nn.Module:
+    """The dropout of every block: element-wise (``nn.Dropout``, the report's "a Dropout layer")
+    or channel-wise (``nn.Dropout2d``, which zeroes whole feature maps).
+
+    Element-wise dropout draws one random number per activation and cost lab2's UNet 25 % of its
+    CPU training speed at 128 px; ``Dropout2d`` draws one per channel and cost 10 %
+    (benchmarks/README.md), and suits convolutional features, whose neighbouring activations are
+    strongly correlated (Tompson et al., CVPR 2015). The CPU profiles use it; ``full`` keeps the
+    report's element-wise dropout.
     """
-    return nn.Dropout2d(p)
+    if kind not in DROPOUT_KINDS:
+        raise ValueError(f"dropout kind must be one of {', '.join(DROPOUT_KINDS)}, got {kind!r}")
+    return nn.Dropout2d(p) if kind == "channel" else nn.Dropout(p)
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -41,7 +50,8 @@ def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
 class DoubleConv(nn.Sequential):
     """(3×3 conv → BatchNorm → ReLU) × 2 → dropout (probability ``p``). Spatial size unchanged."""
 
-    def __init__(self, in_channels: int, out_channels: int, p: float = DEFAULT_DROPOUT):
+    def __init__(self, in_channels: int, out_channels: int, p: float = DEFAULT_DROPOUT,
+                 dropout_kind: str = DEFAULT_DROPOUT_KIND):
         super().__init__(
             conv3x3(in_channels, out_channels),
             nn.BatchNorm2d(out_channels),
@@ -49,7 +59,7 @@ class DoubleConv(nn.Sequential):
             conv3x3(out_channels, out_channels),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
-            dropout_layer(p),
+            dropout_layer(p, dropout_kind),
         )
 
 
@@ -58,11 +68,11 @@ class UpBlock(nn.Module):
     DoubleConv."""
 
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int,
-                 dropout: float = DEFAULT_DROPOUT):
+                 dropout: float = DEFAULT_DROPOUT, dropout_kind: str = DEFAULT_DROPOUT_KIND):
         super().__init__()
         self.up = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2)
-        self.dropout = dropout_layer(dropout)
-        self.conv = DoubleConv(out_channels + skip_channels, out_channels, dropout)
+        self.dropout = dropout_layer(dropout, dropout_kind)
+        self.conv = DoubleConv(out_channels + skip_channels, out_channels, dropout, dropout_kind)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up(x)                    # (B, C_out, 2H, 2W)
@@ -75,12 +85,13 @@ class UNetDecoder(nn.Module):
     """The UNet decoder: from the coarsest encoder map up to the finest, one :class:`UpBlock` per
     skip connection. Output has ``encoder_channels[0]`` channels at the finest map's resolution."""
 
-    def __init__(self, encoder_channels: Sequence[int], dropout: float = DEFAULT_DROPOUT):
+    def __init__(self, encoder_channels: Sequence[int], dropout: float = DEFAULT_DROPOUT,
+                 dropout_kind: str = DEFAULT_DROPOUT_KIND):
         super().__init__()
         channels = list(encoder_channels)
         # deepest first: e.g. 1024 → 512 (skip 512), 512 → 256 (skip 256), ...
         self.blocks = nn.ModuleList(
-            UpBlock(channels[i + 1], channels[i], channels[i], dropout)
+            UpBlock(channels[i + 1], channels[i], channels[i], dropout, dropout_kind)
             for i in reversed(range(len(channels) - 1))
         )
         self.out_channels = channels[0]

@@ -44,6 +44,7 @@ from torchvision.models.resnet import BasicBlock
 
 from .blocks import (
     DEFAULT_DROPOUT,
+    DEFAULT_DROPOUT_KIND,
     UNetDecoder,
     check_input_size,
     check_model_args,
@@ -60,12 +61,13 @@ IMAGENET_FILE = "resnet34-b627a593.pth"
 
 
 class ResidualBlock(BasicBlock):
-    """torchvision's BasicBlock with (channel-wise) dropout after the second convolution."""
+    """torchvision's BasicBlock with dropout after the second convolution."""
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1,
-                 downsample: nn.Module | None = None, dropout: float = DEFAULT_DROPOUT):
+                 downsample: nn.Module | None = None, dropout: float = DEFAULT_DROPOUT,
+                 dropout_kind: str = DEFAULT_DROPOUT_KIND):
         super().__init__(inplanes, planes, stride, downsample)
-        self.dropout = dropout_layer(dropout)
+        self.dropout = dropout_layer(dropout, dropout_kind)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
@@ -94,10 +96,11 @@ class ResNetEncoder(nn.Module):
     """
 
     def __init__(self, layers: tuple[int, ...] = RESNET34_LAYERS, in_channels: int = 3,
-                 base_channels: int = 64, dropout: float = DEFAULT_DROPOUT):
+                 base_channels: int = 64, dropout: float = DEFAULT_DROPOUT,
+                 dropout_kind: str = DEFAULT_DROPOUT_KIND):
         super().__init__()
         self.inplanes = base_channels
-        self.dropout = dropout
+        self.dropout, self.dropout_kind = dropout, dropout_kind
         self.conv1 = nn.Conv2d(in_channels, base_channels, kernel_size=7, stride=2, padding=3,
                                bias=False)
         self.bn1 = nn.BatchNorm2d(base_channels)
@@ -113,9 +116,11 @@ class ResNetEncoder(nn.Module):
         if stride != 1 or self.inplanes != planes:
             downsample = nn.Sequential(conv1x1(self.inplanes, planes, stride),
                                        nn.BatchNorm2d(planes))
-        layers = [ResidualBlock(self.inplanes, planes, stride, downsample, self.dropout)]
+        layers = [ResidualBlock(self.inplanes, planes, stride, downsample, self.dropout,
+                                self.dropout_kind)]
         self.inplanes = planes
-        layers += [ResidualBlock(planes, planes, dropout=self.dropout) for _ in range(1, blocks)]
+        layers += [ResidualBlock(planes, planes, dropout=self.dropout,
+                                 dropout_kind=self.dropout_kind) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def _init_weights(self) -> None:
@@ -175,6 +180,8 @@ class ResNet34UNet(nn.Module):
         in_channels: image channels (3).
         n_classes: output channels (2).
         dropout: probability of every dropout layer (see :data:`DEFAULT_DROPOUT`).
+        dropout_kind: ``"element"`` (``nn.Dropout``, the report's) or ``"channel"``
+            (``nn.Dropout2d``; see :func:`lab2.models.blocks.dropout_layer`).
         encoder_weights: ``None`` (train from scratch, as the report), ``"imagenet"`` or a path;
             see :func:`load_imagenet_encoder`.
         base_channels: width of the stem and layer 1 (64 in ResNet-34). Smaller values exist for
@@ -184,16 +191,18 @@ class ResNet34UNet(nn.Module):
     multiple = 32
 
     def __init__(self, in_channels: int = 3, n_classes: int = 2, dropout: float = DEFAULT_DROPOUT,
-                 encoder_weights: str | os.PathLike | None = None, base_channels: int = 64):
+                 encoder_weights: str | os.PathLike | None = None, base_channels: int = 64,
+                 dropout_kind: str = DEFAULT_DROPOUT_KIND):
         super().__init__()
         check_model_args(n_classes, base_channels, dropout)
         if encoder_weights is not None and (base_channels != 64 or in_channels != 3):
             raise ValueError("encoder_weights needs the ResNet-34 shapes: base_channels=64 and "
                              "in_channels=3")
-        self.encoder = ResNetEncoder(RESNET34_LAYERS, in_channels, base_channels, dropout)
+        self.encoder = ResNetEncoder(RESNET34_LAYERS, in_channels, base_channels, dropout,
+                                     dropout_kind)
         if encoder_weights is not None:
             load_imagenet_encoder(self.encoder, encoder_weights)
-        self.decoder = UNetDecoder(self.encoder.out_channels, dropout)
+        self.decoder = UNetDecoder(self.encoder.out_channels, dropout, dropout_kind)
         self.head = nn.Conv2d(self.decoder.out_channels, n_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

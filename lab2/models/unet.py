@@ -7,8 +7,8 @@ Segmentation", MICCAI 2015 (arXiv:1505.04597), as modified by the lab report.
  double conv: 2 × (3×3 conv,    2 × (3×3 unpadded conv,     :class:`DoubleConv`: conv3x3 (padding 1)
  stride 1, padding 1 → BN →     ReLU); no BatchNorm         → BatchNorm → ReLU, twice; size kept
  ReLU); size unchanged
- dropout after the second conv  dropout only at the         ``Dropout2d`` (channel-wise) closing
- of every block                 end of the contracting path every DoubleConv
+ dropout after the second conv  dropout only at the         ``nn.Dropout`` (or channel-wise
+ of every block                 end of the contracting path ``Dropout2d``) closing every DoubleConv
  dropout after every up-conv    —                           ``UpBlock.dropout``
  encoder 64→128→256→512→1024,   same widths, 2×2 max-pool   ``UNetEncoder``: 5 stages, 4 max-pools
  2×2 max-pool between stages
@@ -27,7 +27,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import DEFAULT_DROPOUT, DoubleConv, UNetDecoder, check_input_size, check_model_args
+from .blocks import (
+    DEFAULT_DROPOUT,
+    DEFAULT_DROPOUT_KIND,
+    DoubleConv,
+    UNetDecoder,
+    check_input_size,
+    check_model_args,
+)
 
 __all__ = ["UNet", "UNetEncoder"]
 
@@ -39,13 +46,14 @@ class UNetEncoder(nn.Module):
     """
 
     def __init__(self, in_channels: int = 3, base_channels: int = 64,
-                 dropout: float = DEFAULT_DROPOUT, depth: int = 4):
+                 dropout: float = DEFAULT_DROPOUT, depth: int = 4,
+                 dropout_kind: str = DEFAULT_DROPOUT_KIND):
         super().__init__()
         widths = [base_channels * 2**i for i in range(depth + 1)]   # 64, 128, 256, 512, 1024
-        self.stages = nn.ModuleList([DoubleConv(in_channels, widths[0], dropout)])
+        self.stages = nn.ModuleList([DoubleConv(in_channels, widths[0], dropout, dropout_kind)])
         for i in range(1, depth + 1):
-            self.stages.append(nn.Sequential(nn.MaxPool2d(2), DoubleConv(widths[i - 1], widths[i],
-                                                                         dropout)))
+            self.stages.append(nn.Sequential(nn.MaxPool2d(2), DoubleConv(
+                widths[i - 1], widths[i], dropout, dropout_kind)))
         self.out_channels = tuple(widths)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -65,16 +73,19 @@ class UNet(nn.Module):
         base_channels: width of the first stage; every stage scales with it. The report's network
             is 64; smaller values exist for quick CPU runs.
         dropout: probability of every dropout layer (see :data:`DEFAULT_DROPOUT`).
+        dropout_kind: ``"element"`` (``nn.Dropout``, the report's) or ``"channel"``
+            (``nn.Dropout2d``; see :func:`lab2.models.blocks.dropout_layer`).
     """
 
     multiple = 16
 
     def __init__(self, in_channels: int = 3, n_classes: int = 2, base_channels: int = 64,
-                 dropout: float = DEFAULT_DROPOUT):
+                 dropout: float = DEFAULT_DROPOUT, dropout_kind: str = DEFAULT_DROPOUT_KIND):
         super().__init__()
         check_model_args(n_classes, base_channels, dropout)
-        self.encoder = UNetEncoder(in_channels, base_channels, dropout)
-        self.decoder = UNetDecoder(self.encoder.out_channels, dropout)
+        self.encoder = UNetEncoder(in_channels, base_channels, dropout,
+                                   dropout_kind=dropout_kind)
+        self.decoder = UNetDecoder(self.encoder.out_channels, dropout, dropout_kind)
         self.head = nn.Conv2d(self.decoder.out_channels, n_classes, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,40 +1,90 @@
-"""Reading an experiment's results: per-image Dice, the hardest test images, predictions of the
-four runs for the Table 3 grid, and the numbers behind the written analysis."""
+"""Reading an experiment's results: per-image measures (averaged over seeds), the hardest and the
+typical test images, predictions of the four runs for the Table 3 grid, Dice by species and breed
+with intervals, and the numbers behind the written analysis."""
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ..comparisons import read_per_image, seed_average
 from ..config import run_name
+from ..data.index import species_of
 from ..data.reading import read_example
 from ..evaluate import load_trained_model
 from ..experiment import RUNS
 from ..metrics import image_dice
 from ..predict import predict_mask
+from ..stats import bootstrap_mean
 
 RUN_NAMES = tuple(run_name(m, p) for m, p in RUNS)
 
 
-def per_image_dice(experiment: str | Path, split: str = "test") -> dict[str, dict[str, float]]:
-    """run → {image name → Dice at the training size} from each run's per-image CSV."""
+def per_image_dice(experiment: str | Path, split: str = "test", measure: str = "dice"
+                   ) -> dict[str, dict[str, float]]:
+    """run → {image name → ``measure``} (Dice at the training size by default), each image's
+    value averaged over the run's seeds (folders ``<run>``, ``<run>_seed<k>``)."""
     out = {}
     for run in RUN_NAMES:
-        path = Path(experiment) / run / f"per_image_{split}.csv"
-        if path.is_file():
-            with open(path) as f:
-                out[run] = {row["name"]: float(row["dice"]) for row in csv.DictReader(f)}
+        folders = [Path(experiment) / run, *sorted(Path(experiment).glob(f"{run}_seed*"))]
+        tables = [read_per_image(f, split) for f in folders
+                  if (f / f"per_image_{split}.csv").is_file()]
+        if tables:
+            out[run] = {name: values[measure] for name, values in seed_average(tables).items()}
     return out
+
+
+def _mean_over_runs(per_image: dict[str, dict[str, float]]) -> dict[str, float]:
+    names = set.intersection(*(set(d) for d in per_image.values()))
+    return {name: float(np.mean([d[name] for d in per_image.values()])) for name in names}
 
 
 def hardest_images(per_image: dict[str, dict[str, float]], n: int) -> list[str]:
     """The ``n`` images with the lowest Dice averaged over the runs."""
-    names = set.intersection(*(set(d) for d in per_image.values()))
-    mean = {name: np.mean([d[name] for d in per_image.values()]) for name in names}
-    return sorted(names, key=lambda name: (mean[name], name))[:n]
+    mean = _mean_over_runs(per_image)
+    return sorted(mean, key=lambda name: (mean[name], name))[:n]
+
+
+def typical_images(per_image: dict[str, dict[str, float]], n: int,
+                   exclude: Sequence[str] = ()) -> list[str]:
+    """The ``n`` images whose Dice averaged over the runs is closest to the median of those
+    averages (ties by name), leaving out ``exclude`` (e.g. the hardest ones)."""
+    mean = {k: v for k, v in _mean_over_runs(per_image).items() if k not in set(exclude)}
+    median = float(np.median(list(mean.values())))
+    return sorted(mean, key=lambda name: (abs(mean[name] - median), name))[:n]
+
+
+def breed_of(name: str) -> str:
+    """``Abyssinian_100`` → ``Abyssinian`` (capitalised breeds are cats)."""
+    return name.rsplit("_", 1)[0]
+
+
+def species_name(breed: str) -> str:
+    return "cat" if species_of(breed) == 1 else "dog"
+
+
+def dice_by_group(per_image: dict[str, dict[str, float]], by: str = "breed",
+                  n_resamples: int = 2000) -> list[dict]:
+    """Mean Dice per run and per species (``by="species"``) or breed, with a 95 % bootstrap
+    interval over the group's images; sorted by the group's Dice averaged over the runs."""
+    def group_of(name: str) -> str:
+        breed = breed_of(name)
+        return species_name(breed) if by == "species" else breed
+    rows = []
+    for run, values in per_image.items():
+        groups: dict[str, list[float]] = {}
+        for name, value in values.items():
+            groups.setdefault(group_of(name), []).append(value)
+        for group, dice in groups.items():
+            interval = bootstrap_mean(dice, n_resamples=n_resamples)
+            rows.append({"group": group, "run": run, "n_images": interval.n,
+                         "dice": interval.mean, "ci_low": interval.low,
+                         "ci_high": interval.high})
+    overall = {g: np.mean([r["dice"] for r in rows if r["group"] == g])
+               for g in {r["group"] for r in rows}}
+    return sorted(rows, key=lambda r: (overall[r["group"]], r["group"], r["run"]))
 
 
 def load_models(experiment: str | Path) -> dict:
@@ -63,29 +113,33 @@ def epochs_to_reach(history: Sequence[dict], fraction: float = 0.95) -> int:
     return next(h["epoch"] for h in history if h["val_dice"] >= fraction * best)
 
 
-def analysis_text(results: Sequence[dict], histories: Sequence[dict]) -> str:
-    """The written analysis, every number taken from ``results`` and ``histories``."""
-    by = {(r["model"], r["preprocess"]): r for r in results}
+def analysis_text(results: Sequence[dict], histories: Sequence[dict],
+                  comparisons: Sequence[dict] = ()) -> str:
+    """The written analysis, every number taken from ``results`` (Table 1's rows),
+    ``histories`` and ``comparisons`` (:func:`lab2.comparisons.compare`)."""
     lines = []
-    for model, title in (("unet", "UNet"), ("resnet34_unet", "ResNet34-UNet")):
-        if (model, False) in by and (model, True) in by:
-            raw, pre = by[(model, False)]["dice"], by[(model, True)]["dice"]
-            reported = by[(model, True)]["reported_dice"] - by[(model, False)]["reported_dice"]
-            lines.append(f"- **Preprocessing, {title}:** average test Dice {raw:.4f} → {pre:.4f} "
-                         f"({pre - raw:+.4f}; the report saw {reported:+.4f}).")
-    for pre, label in ((False, "without"), (True, "with")):
-        if ("unet", pre) in by and ("resnet34_unet", pre) in by:
-            unet, resnet = by[("unet", pre)], by[("resnet34_unet", pre)]
-            u, r = unet["dice"], resnet["dice"]
-            reported = resnet["reported_dice"] - unet["reported_dice"]
-            lines.append(f"- **ResNet34-UNet vs UNet, {label} preprocessing:** {r:.4f} vs {u:.4f} "
-                         f"({r - u:+.4f}; the report: {reported:+.4f}).")
-    runs = list(dict.fromkeys(h["run"] for h in histories))
-    speed = {run: epochs_to_reach([h for h in histories if h["run"] == run]) for run in runs}
-    lines.append("- **Convergence:** epochs to reach 95 % of the best validation Dice — " +
-                 ", ".join(f"{run} {n}" for run, n in speed.items()) + ".")
+    for c in comparisons:
+        claim = ("" if c.get("reported_difference") is None
+                 else f"; the report: {c['reported_difference']:+.4f}")
+        lines.append(f"- **{c['comparison']}:** {c['model_b']} − {c['model_a']} = "
+                     f"{c['mean_difference']:+.4f}, 95 % interval [{c['ci_low']:+.4f}, "
+                     f"{c['ci_high']:+.4f}] over {c['n_images']} test images, "
+                     f"{c['n_seeds']} seed(s): {c['verdict']}{claim}.")
+    if not comparisons:
+        by = {(r["model"], r["preprocess"]): r for r in results}
+        for model, title in (("unet", "UNet"), ("resnet34_unet", "ResNet34-UNet")):
+            if (model, False) in by and (model, True) in by:
+                raw, pre = by[(model, False)]["dice"], by[(model, True)]["dice"]
+                reported = by[(model, True)]["reported_dice"] - by[(model, False)]["reported_dice"]
+                lines.append(f"- **Preprocessing, {title}:** average test Dice {raw:.4f} → "
+                             f"{pre:.4f} ({pre - raw:+.4f}; the report saw {reported:+.4f}).")
+    seed0 = [h for h in histories if h.get("seed", 0) == 0]
+    runs = list(dict.fromkeys(h["run"] for h in seed0))
+    speed = {run: epochs_to_reach([h for h in seed0 if h["run"] == run]) for run in runs}
+    lines.append("- **Convergence** (seed 0): epochs to reach 95 % of the best validation Dice — "
+                 + ", ".join(f"{run} {n}" for run, n in speed.items()) + ".")
     for run in runs:
-        val = [h["val_loss"] for h in histories if h["run"] == run]
+        val = [h["val_loss"] for h in seed0 if h["run"] == run]
         if len(val) > 2:
             lines.append(f"- Validation-loss roughness of {run} (mean absolute epoch-to-epoch "
                          f"change): {np.mean(np.abs(np.diff(val))):.4f}.")

@@ -190,17 +190,21 @@ def plot_costs(costs: dict[str, float], title: str, data: str) -> plt.Figure:
 # ---- 03: training --------------------------------------------------------------------------------
 
 def plot_training_curves(histories: Sequence[dict], data: str, profile: str) -> plt.Figure:
-    """The report's Table 2: train and validation loss, and validation Dice, per epoch per run."""
+    """The report's Table 2: train and validation loss, and validation Dice, per epoch per run
+    (the runs of other seeds thinner, in their model's colour)."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     runs = list(dict.fromkeys(h["run"] for h in histories))
     for run in runs:
         rows = [h for h in histories if h["run"] == run]
         epochs = [h["epoch"] for h in rows]
-        colour = RUN_COLOURS.get(run)
-        label = RUN_TITLES.get(run, run)
-        axes[0].plot(epochs, [h["train_loss"] for h in rows], color=colour, label=label)
-        axes[1].plot(epochs, [h["val_loss"] for h in rows], color=colour, label=label)
-        axes[2].plot(epochs, [h["val_dice"] for h in rows], color=colour, label=label)
+        base = run_name(rows[0]["model"], rows[0]["preprocess"]) if "model" in rows[0] else run
+        first_seed = base == run
+        style = dict(color=RUN_COLOURS.get(base), linewidth=1.6 if first_seed else 0.8,
+                     alpha=1.0 if first_seed else 0.6,
+                     label=RUN_TITLES.get(base, base) if first_seed else None)
+        axes[0].plot(epochs, [h["train_loss"] for h in rows], **style)
+        axes[1].plot(epochs, [h["val_loss"] for h in rows], **style)
+        axes[2].plot(epochs, [h["val_dice"] for h in rows], **style)
     for ax, title, ylabel in zip(axes, ("training loss", "validation loss",
                                         "validation Dice (mean per image)"),
                                  ("cross-entropy", "cross-entropy", "Dice"), strict=True):
@@ -238,11 +242,16 @@ def plot_prediction_grid(rows: Sequence[dict], runs: Sequence[str], data: str,
 
 
 def plot_dice_table(results: Sequence[dict], data: str, profile: str) -> plt.Figure:
-    """Table 1 as bars: lab2's average test Dice beside the report's, per run."""
+    """Table 1 as bars: lab2's average test Dice beside the report's, per model; with several
+    seeds, lab2's bar is their mean and its error bar ± one standard deviation."""
     fig, ax = plt.subplots(figsize=(8, 3.5))
     names = [RUN_TITLES[run_name(r["model"], r["preprocess"])] for r in results]
     x = np.arange(len(results))
-    ours = ax.bar(x - 0.2, [r["dice"] for r in results], 0.4, label=f"lab2 ({data})")
+    seeds = max(r.get("n_seeds", 1) for r in results)
+    spread = [r.get("dice_std", 0.0) for r in results] if seeds > 1 else None
+    label = f"lab2 ({data}" + (f", mean ± sd of {seeds} seeds)" if seeds > 1 else ", one seed)")
+    ours = ax.bar(x - 0.2, [r["dice"] for r in results], 0.4, yerr=spread, capsize=3,
+                  label=label)
     theirs = ax.bar(x + 0.2, [r["reported_dice"] for r in results], 0.4,
                     label="report (Oxford-IIIT Pet)", color="lightgray")
     ax.bar_label(ours, fmt="%.3f", fontsize=8)
@@ -253,4 +262,85 @@ def plot_dice_table(results: Sequence[dict], data: str, profile: str) -> plt.Fig
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("Test Dice per model (Table 1)")
     stamp(fig, data, profile)
+    return fig
+
+
+def plot_dice_by_group(rows: Sequence[dict], data: str, profile: str, title: str
+                       ) -> plt.Figure:
+    """Mean test Dice per group (species or breed) and model with 95 % bootstrap intervals over
+    the group's images (rows of :func:`lab2.report.analysis.dice_by_group`), groups sorted by
+    their Dice over the models, hardest at the top."""
+    groups = list(dict.fromkeys(r["group"] for r in rows))
+    runs = list(dict.fromkeys(r["run"] for r in rows))
+    height = max(2.5, 0.32 * len(groups) * max(1, len(runs) / 2) + 1)
+    fig, ax = plt.subplots(figsize=(9, height))
+    step = 0.8 / max(1, len(runs))
+    for k, run in enumerate(runs):
+        mine = {r["group"]: r for r in rows if r["run"] == run}
+        y = np.array([i + (k - (len(runs) - 1) / 2) * step for i in range(len(groups))])
+        dice = np.array([mine[g]["dice"] if g in mine else np.nan for g in groups])
+        low = np.array([mine[g]["ci_low"] if g in mine else np.nan for g in groups])
+        high = np.array([mine[g]["ci_high"] if g in mine else np.nan for g in groups])
+        ax.errorbar(dice, y, xerr=[dice - low, high - dice], fmt="o", markersize=3,
+                    capsize=2, linewidth=0.8, color=RUN_COLOURS.get(run),
+                    label=RUN_TITLES.get(run, run))
+    counts = {g: max(r["n_images"] for r in rows if r["group"] == g) for g in groups}
+    ax.set_yticks(range(len(groups)), [f"{g} ({counts[g]})" for g in groups], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("mean test Dice, 95 % interval over the group's images")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title(title)
+    stamp(fig, data, profile)
+    return fig
+
+
+# ---- the architectures (the report's Figures 1 and 2) --------------------------------------------
+
+PART_COLOURS = {"encoder": "#cfe2f3", "decoder": "#f9d9c2", "head": "#d9ead3",
+                "output": "#eeeeee"}
+
+
+def plot_architecture(stages: Sequence[dict], title: str, size: int = 512) -> plt.Figure:
+    """A network as a U: each stage (from :func:`lab2.report.architecture.architecture_stages`)
+    a box at the depth of its resolution, with its channels × height × width and parameters;
+    arrows in forward order, dashed lines for the skip connections the decoder concatenates."""
+    levels = [int(round(np.log2(size / s["height"]))) for s in stages]
+    fig_w, fig_h = 1.55 * len(stages) + 0.5, 1.25 * (max(levels) + 1) + 1.0
+    fig, ax = plt.subplots(figsize=(fig_w, fig_h))
+    box_w, box_h = 1.3, 0.95
+    centres = []
+    for x, (stage, level) in enumerate(zip(stages, levels, strict=True)):
+        cx, cy = x * 1.55, -level * 1.25
+        centres.append((cx, cy))
+        ax.add_patch(plt.Rectangle((cx - box_w / 2, cy - box_h / 2), box_w, box_h,
+                                   facecolor=PART_COLOURS.get(stage["part"], "white"),
+                                   edgecolor="black", linewidth=0.8))
+        params = stage["parameters"]
+        count = (f"{params / 1e6:.2f} M" if params >= 1e6 else
+                 f"{params / 1e3:.1f} k" if params >= 1e3 else str(params))
+        ax.text(cx, cy, f"{stage['label']}\n{stage['channels']} × {stage['height']} × "
+                f"{stage['width']}\n{count} params", ha="center", va="center", fontsize=6.2,
+                wrap=True)
+    for (x0, y0), (x1, y1) in zip(centres, centres[1:], strict=False):
+        ax.annotate("", xy=(x1 - box_w / 2, y1), xytext=(x0 + box_w / 2, y0),
+                    arrowprops=dict(arrowstyle="->", linewidth=0.8))
+    encoder = [(i, lv) for i, (s, lv) in enumerate(zip(stages, levels, strict=True))
+               if s["part"] == "encoder"]
+    for j, (stage, level) in enumerate(zip(stages, levels, strict=True)):
+        if stage["part"] != "decoder":
+            continue
+        skips = [i for i, lv in encoder if lv == level]
+        if skips:
+            (x0, y0), (x1, y1) = centres[skips[-1]], centres[j]
+            ax.plot([x0 + box_w / 2, x1 - box_w / 2], [y0 + 0.3, y1 + 0.3], "--",
+                    color="grey", linewidth=0.8)
+    total = sum(s["parameters"] for s in stages)
+    ax.set_title(f"{title}: {total:,} parameters, input 3 × {size} × {size} (dashed: skip "
+                 "connections, concatenated)", fontsize=9)
+    ax.set_xlim(-box_w, (len(stages) - 1) * 1.55 + box_w)
+    ax.set_ylim(-max(levels) * 1.25 - box_h, box_h)
+    ax.axis("off")
+    fig.text(0.99, 0.01, "computed from lab2.models (meta-device forward pass)", ha="right",
+             va="bottom", fontsize=7, color="grey")
     return fig

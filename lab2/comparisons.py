@@ -1,0 +1,92 @@
+"""The report's conclusions as paired comparisons with intervals (``comparisons.csv``).
+
+The report concludes that preprocessing helps (+0.004 to +0.006 Dice) and that ResNet34-UNet beats
+UNet (+0.04), from single runs. Here each claim is a comparison of two models on the same test
+images: per image, the measure of model b minus that of model a, each model's value first averaged
+over its training seeds; the mean of those differences gets a 95 % paired-bootstrap interval over
+test images (:mod:`lab2.stats`) and a verdict computed from it. Measures: Dice (the report's),
+Boundary IoU (its "smoother edges and more accurate contours") and the background false-positive
+rate (its "suppresses background misclassification"; lower is better).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .config import run_name
+from .stats import bootstrap_mean, mean_and_std, verdict
+
+#: (comparison, model a, model b): each a (network, preprocessing) pair; the difference is b − a.
+COMPARISONS = (
+    ("preprocessing vs none, UNet", ("unet", False), ("unet", True)),
+    ("preprocessing vs none, ResNet34-UNet", ("resnet34_unet", False), ("resnet34_unet", True)),
+    ("ResNet34-UNet vs UNet, no preprocessing", ("unet", False), ("resnet34_unet", False)),
+    ("ResNet34-UNet vs UNet, with preprocessing", ("unet", True), ("resnet34_unet", True)),
+)
+
+#: Per-image measures compared: column of ``per_image_test.csv`` → (label, higher is better).
+MEASURES = {"dice": ("Dice", True), "boundary_iou": ("Boundary IoU", True),
+            "background_fpr": ("background false-positive rate", False)}
+
+#: The columns of ``comparisons.csv``, exactly.
+COMPARISON_FIELDS = ("comparison", "model_a", "model_b", "n_images", "n_seeds",
+                     "mean_difference", "ci_low", "ci_high")
+
+
+def read_per_image(run_dir: str | Path, split: str = "test") -> dict[str, dict[str, float]]:
+    """image name → {measure → value} from a run's ``per_image_<split>.csv``."""
+    with open(Path(run_dir) / f"per_image_{split}.csv") as f:
+        return {row["name"]: {k: float(v) for k, v in row.items() if k != "name"}
+                for row in csv.DictReader(f)}
+
+
+def seed_average(per_seed: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Each image's measures averaged over the seeds (images every seed has)."""
+    names = set.intersection(*(set(p) for p in per_seed)) if per_seed else set()
+    return {name: {m: float(np.mean([p[name][m] for p in per_seed])) for m in per_seed[0][name]}
+            for name in sorted(names)}
+
+
+def compare(per_image: dict[tuple[str, bool], Sequence[dict]], reported: dict | None = None,
+            measures: dict = MEASURES) -> list[dict]:
+    """Every comparison of :data:`COMPARISONS` whose two models are present, for every measure.
+
+    ``per_image``: (network, preprocessing) → one per-image table per seed. Each row has the
+    columns of :data:`COMPARISON_FIELDS` plus ``measure``, ``verdict`` and, for Dice,
+    ``reported_difference`` (the report's claim; None for the other measures)."""
+    averaged = {key: seed_average(tables) for key, tables in per_image.items() if tables}
+    rows = []
+    for measure, (label, higher_is_better) in measures.items():
+        for title, a, b in COMPARISONS:
+            if a not in averaged or b not in averaged:
+                continue
+            names = sorted(set(averaged[a]) & set(averaged[b]))
+            if not names or measure not in averaged[a][names[0]]:
+                continue
+            interval = bootstrap_mean([averaged[b][n][measure] - averaged[a][n][measure]
+                                       for n in names])
+            name_a, name_b = run_name(*a), run_name(*b)
+            rows.append({
+                "comparison": f"{label}: {title}", "model_a": name_a, "model_b": name_b,
+                "n_images": interval.n, "n_seeds": min(len(per_image[a]), len(per_image[b])),
+                "mean_difference": interval.mean, "ci_low": interval.low,
+                "ci_high": interval.high, "measure": measure,
+                "verdict": verdict(interval, name_a, name_b, higher_is_better),
+                "reported_difference": (reported[b] - reported[a]
+                                        if reported is not None and measure == "dice" else None),
+            })
+    return rows
+
+
+def seed_spread(values: Sequence[float]) -> dict:
+    """Mean and standard deviation over seeds of a model's test average."""
+    mean, std = mean_and_std(values)
+    return {"mean": mean, "std": std, "n_seeds": len(values)}
+
+
+__all__ = ["COMPARISONS", "COMPARISON_FIELDS", "MEASURES", "compare", "read_per_image",
+           "seed_average", "seed_spread"]

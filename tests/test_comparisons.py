@@ -1,0 +1,104 @@
+"""Seeds, Table 1 averaged over them, paired comparisons, typical images, Dice by breed."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from lab2 import cli
+from lab2.comparisons import COMPARISON_FIELDS, compare, seed_average
+from lab2.config import run_name
+from lab2.experiment import load_experiment, load_results, run_experiment, table_rows
+from lab2.report.analysis import dice_by_group, typical_images
+
+TINY = dict(epochs=1, base_channels=4, max_train_samples=8, max_eval_samples=6, num_workers=0,
+            device="cpu")
+
+
+def test_seed_zero_keeps_todays_folder_name():
+    assert run_name("unet", False) == run_name("unet", False, 0) == "unet_raw"
+    assert run_name("resnet34_unet", True, 2) == "resnet34_unet_preprocessed_seed2"
+
+
+def test_each_image_is_averaged_over_seeds_before_the_difference():
+    seed0 = {"x": {"dice": 0.6}, "y": {"dice": 0.8}}
+    seed1 = {"x": {"dice": 0.8}, "y": {"dice": 1.0}, "z": {"dice": 0.0}}   # z: one seed only
+    assert seed_average([seed0, seed1]) == {"x": {"dice": 0.7}, "y": {"dice": 0.9}}
+    a = [{"x": {"dice": 0.5}, "y": {"dice": 0.5}}]
+    rows = compare({("unet", False): a, ("unet", True): [seed0, seed1]},
+                   reported={("unet", False): 0.8887, ("unet", True): 0.8945},
+                   measures={"dice": ("Dice", True)})
+    assert len(rows) == 1 and set(COMPARISON_FIELDS) <= set(rows[0])
+    row = rows[0]
+    assert row["comparison"] == "Dice: preprocessing vs none, UNet"
+    assert (row["model_a"], row["model_b"], row["n_images"], row["n_seeds"]) == \
+        ("unet_raw", "unet_preprocessed", 2, 1)
+    assert row["mean_difference"] == pytest.approx(((0.7 - 0.5) + (0.9 - 0.5)) / 2)
+    assert row["reported_difference"] == pytest.approx(0.0058)
+    assert row["verdict"] == "unet_preprocessed better: interval above 0"
+
+
+def test_table_1_is_the_mean_and_spread_over_seeds():
+    runs = [{"model": "unet", "preprocess": False, "seed": s, "dice": d, "dice_pooled": d,
+             "dice_per_batch": d, "dice_original": d, "dice_pooled_original": d,
+             "boundary_iou": 0.5, "background_fpr": 0.1, "reported_dice": 0.8887, "n_test": 9,
+             "epochs": 2, "best_epoch": 2, "best_val_dice": 0.7, "dropout_kind": "channel",
+             "image_size": 64, "profile": "smoke",
+             "data": "synthetic sample"} for s, d in ((0, 0.6), (1, 0.8))]
+    (row,) = table_rows(runs)
+    assert row["dice"] == pytest.approx(0.7) and row["n_seeds"] == 2
+    assert row["dice_std"] == pytest.approx(0.1414213562)          # sample standard deviation
+    assert row["boundary_iou_std"] == 0.0 and row["seeds"] == [0, 1]
+
+
+def test_typical_images_are_the_ones_closest_to_the_median():
+    # binary fractions, so that equal distances are exactly equal
+    values = {"a": 0.125, "b": 0.5, "c": 0.75, "d": 1.0, "e": 0.625}
+    per_image = {"unet_raw": values, "resnet34_unet_raw": {k: v - 0.25 for k, v in values.items()}}
+    # means 0, 0.375, 0.625, 0.875, 0.5: median 0.5 (e); b and c are 0.125 from it, tie by name
+    assert typical_images(per_image, 3) == ["e", "b", "c"]
+    # without e the median is still 0.5: b, c, then d (0.375 away; a is 0.5 away)
+    assert typical_images(per_image, 3, exclude=["e"]) == ["b", "c", "d"]
+
+
+def test_dice_by_breed_and_species():
+    per_image = {"unet_raw": {"Abyssinian_1": 0.9, "Abyssinian_2": 0.7, "beagle_1": 0.2}}
+    by_species = dice_by_group(per_image, "species", n_resamples=200)
+    assert [(r["group"], r["n_images"]) for r in by_species] == [("dog", 1), ("cat", 2)]
+    assert by_species[1]["dice"] == pytest.approx(0.8)
+    assert by_species[1]["ci_low"] >= 0.7 - 1e-12 and by_species[1]["ci_high"] <= 0.9 + 1e-12
+    by_breed = dice_by_group(per_image, "breed", n_resamples=200)
+    assert [r["group"] for r in by_breed] == ["beagle", "Abyssinian"]   # hardest first
+
+
+def test_experiment_refuses_seed_and_seeds_together(capsys):
+    assert cli.main(["experiment", "--profile", "smoke", "--seed", "1", "--seeds", "0", "1"]) == 1
+    assert "--seeds" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_an_experiment_with_two_seeds_writes_eight_runs_and_the_comparisons(sample_root,
+                                                                            tmp_path):
+    out = tmp_path / "exp"
+    table, _ = run_experiment("smoke", sample_root, out, progress=False, seeds=(0, 1), **TINY)
+    names = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert names == sorted(run_name(m, p, s) for m in ("unet", "resnet34_unet")
+                           for p in (False, True) for s in (0, 1))
+    assert all(r["n_seeds"] == 2 for r in table) and len(table) == 4
+    with open(out / "comparisons.csv") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == COMPARISON_FIELDS
+        rows = list(reader)
+    assert len(rows) == 12 and {r["n_seeds"] for r in rows} == {"2"}   # 4 comparisons × 3
+    results = load_experiment(out)
+    assert results["seeds"] == [0, 1] and len(results["runs"]) == 8
+    assert isinstance(results["table"][0]["dice"], float)              # typed, not parsed
+    assert "± " in (out / "results.md").read_text()
+    first = json.loads((out / "results.json").read_text())
+    # a second call trains nothing: every run is finished and its metrics are reused
+    stamps = {p: (p / "last.pt").stat().st_mtime_ns for p in out.iterdir() if p.is_dir()}
+    run_experiment("smoke", sample_root, out, progress=False, seeds=(0, 1), **TINY)
+    assert stamps == {p: (p / "last.pt").stat().st_mtime_ns for p in stamps}
+    assert load_results(out)[0] == first["table"]
