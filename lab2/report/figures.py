@@ -272,7 +272,7 @@ def plot_dice_by_group(rows: Sequence[dict], data: str, profile: str, title: str
     their Dice over the models, hardest at the top."""
     groups = list(dict.fromkeys(r["group"] for r in rows))
     runs = list(dict.fromkeys(r["run"] for r in rows))
-    height = max(2.5, 0.32 * len(groups) * max(1, len(runs) / 2) + 1)
+    height = max(3.2, (0.1 + 0.08 * len(runs)) * len(groups) + 1.4)
     fig, ax = plt.subplots(figsize=(9, height))
     step = 0.8 / max(1, len(runs))
     for k, run in enumerate(runs):
@@ -286,11 +286,12 @@ def plot_dice_by_group(rows: Sequence[dict], data: str, profile: str, title: str
                     label=RUN_TITLES.get(run, run))
     counts = {g: max(r["n_images"] for r in rows if r["group"] == g) for g in groups}
     ax.set_yticks(range(len(groups)), [f"{g} ({counts[g]})" for g in groups], fontsize=7)
-    ax.invert_yaxis()
+    ax.set_ylim(len(groups) - 0.5, -0.5)            # hardest at the top, no empty margins
     ax.set_xlabel("mean test Dice, 95 % interval over the group's images")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))          # room for the stamp below the axis label
     stamp(fig, data, profile)
     return fig
 
