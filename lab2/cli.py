@@ -22,7 +22,7 @@ from .config import (
     field_choices,
     field_types,
 )
-from .notices import Lab2Warning
+from .notices import one_line_warnings
 from .paths import CACHE_ENV, default_data_root, default_sample_root
 
 
@@ -140,7 +140,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             raise ValueError("give the seeds with --seeds alone (--seed is one of them)")
         args.seeds = [overrides.pop("seed")]
     root = Path(args.root) if args.root else choose_data_root(try_download=False)
-    _, out = run_experiment(args.profile, root, args.out, seeds=args.seeds or (0,), **overrides)
+    _, out = run_experiment(args.profile, root, args.out, seeds=args.seeds or (0,),
+                            parallel=args.parallel, gpus=args.gpus, **overrides)
     print((out / "results.md").read_text())
     return 0
 
@@ -245,6 +246,16 @@ def _add_config_flags(p: argparse.ArgumentParser, *, per_run: bool) -> None:
         g.add_argument("--" + f.name.replace("_", "-"), **options)
         names.append(f.name)
     p.set_defaults(config_fields=tuple(names))
+
+
+def _gpu_list(text: str) -> list[int]:
+    try:
+        gpus = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected GPU numbers like 0,1,2, got {text}") from None
+    if not gpus or len(set(gpus)) != len(gpus) or min(gpus) < 0:
+        raise argparse.ArgumentTypeError(f"expected distinct GPU numbers like 0,1,2, got {text}")
+    return gpus
 
 
 def _add_root(p: argparse.ArgumentParser, default: str | None, what: str = "data root",
@@ -355,6 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train each model once per seed (default: 0, the report's single run); "
                         "seed k > 0 runs in <model>_<raw|preprocessed>_seed<k>. Several seeds "
                         "measure the seed-to-seed spread and multiply the time")
+    p.add_argument("--parallel", type=_positive(int), default=0, metavar="N",
+                   help="train up to N runs at the same time, one process per GPU (the first N "
+                        "visible ones; runs queue when there are more runs than GPUs) or, "
+                        "without CUDA, N processes sharing the CPU cores")
+    p.add_argument("--gpus", type=_gpu_list, default=None, metavar="0,1,...",
+                   help="the GPUs of --parallel, one run on each at a time")
     _add_config_flags(p, per_run=False)
     p.set_defaults(func=cmd_experiment)
 
@@ -392,11 +409,6 @@ def _one_line(error: BaseException) -> str:
     return text
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A warning as one line on stderr: ``lab2: <message>`` (no source location)."""
-    print(f"lab2: {' '.join(str(message).split())}", file=sys.stderr)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -406,8 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "cache_dir", None) is not None:
         os.environ[CACHE_ENV] = str(args.cache_dir)   # read by lab2.paths.cache_dir everywhere
     with warnings.catch_warnings():
-        warnings.simplefilter("default", Lab2Warning)    # each shown once, whatever the filters
-        warnings.showwarning = _show_warning
+        one_line_warnings()                  # each of lab2's shown once, whatever the filters
         try:
             return args.func(args)
         except _EXPECTED as e:

@@ -26,6 +26,9 @@ import datetime as dt
 import io
 import json
 import logging
+import os
+import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,7 +38,9 @@ from .config import TrainConfig, profile_config, resolve_profile, run_name
 from .data import dataset_fingerprint
 from .data.sample import dataset_label, is_sample
 from .evaluate import evaluate_checkpoint
+from .notices import one_line_warnings
 from .paths import runs_dir
+from .processes import die_with_parent
 from .runs import check_same_data, git_commit, reconcile_run, run_summary
 from .train import train
 
@@ -99,13 +104,18 @@ def _run_config(run_dir: Path, summary: dict | None, wanted: TrainConfig, overri
 
 
 def run_experiment(profile: str | None = None, root=None, out=None, *, progress: bool = True,
-                   runs=RUNS, seeds: Sequence[int] = (0,), **overrides
-                   ) -> tuple[list[dict], Path]:
+                   runs=RUNS, seeds: Sequence[int] = (0,), parallel: int = 0,
+                   gpus: Sequence[int] | None = None, **overrides) -> tuple[list[dict], Path]:
     """Train (or resume, or skip) and test each run, once per seed; write the tables; return
     Table 1's rows (one per network and preprocessing, averaged over the seeds) and the
     experiment folder. Seed 0 runs in ``unet_raw`` and so on, seed k in ``unet_raw_seed<k>``.
     ``overrides`` set single TrainConfig fields: for runs not started yet, and as changes
-    (:data:`lab2.config.RESUMABLE_FIELDS` only) for runs that exist."""
+    (:data:`lab2.config.RESUMABLE_FIELDS` only) for runs that exist.
+
+    ``parallel`` > 1 (or ``gpus``) trains the runs that need it at the same time, one worker
+    process per GPU (``gpus``, default the first ``parallel`` visible ones; the runs queue when
+    there are more runs than GPUs) or, without CUDA, ``parallel`` CPU processes sharing the cores;
+    the tables are then written as by a sequential experiment (:func:`_train_in_parallel`)."""
     name = resolve_profile(profile)
     seeds = tuple(dict.fromkeys(int(s) for s in seeds))
     if not seeds:
@@ -116,6 +126,8 @@ def run_experiment(profile: str | None = None, root=None, out=None, *, progress:
     with locks.owned(locks.folder_lock(out), f"the experiment folder {out}",
                      fix="choose a writable --out folder"):
         _check_folder_data(out, root, name)
+        if parallel > 1 or gpus:
+            _train_in_parallel(name, root, out, runs, seeds, overrides, parallel, gpus)
         return _run_all(name, root, out, progress, runs, seeds, overrides)
 
 
@@ -160,6 +172,123 @@ def _run_all(name: str, root, out: Path, progress: bool, runs, seeds: tuple[int,
                            for m, p in runs}, REPORTED_DICE)
     write_tables(out, rows, table, comparisons, histories, name, label, seeds)
     return table, out
+
+
+def _pending(name: str, root, out: Path, runs, seeds, overrides: dict) -> list[tuple]:
+    """(config, run folder, resume) of every run that still has epochs to train."""
+    fingerprint = dataset_fingerprint(root)
+    todo = []
+    for seed in seeds:
+        for model, preprocess in runs:
+            wanted = profile_config(name, model=model, preprocess=preprocess, seed=seed,
+                                    **overrides)
+            run_dir = out / wanted.run_name
+            with locks.owned(locks.folder_lock(run_dir), f"the run folder {run_dir}",
+                             fix="choose a writable --out folder"):
+                summary = run_summary(run_dir)
+                config = _run_config(run_dir, summary, wanted, overrides)
+                if summary is not None:
+                    check_same_data(run_dir, summary["data"], fingerprint, root)
+            if summary is None or summary["epoch"] < config.epochs:
+                todo.append((config, run_dir, summary is not None))
+    return todo
+
+
+def _train_run(config: dict, root, run_dir: str, resume: bool, gpu: int | None, threads: int,
+               report) -> None:
+    """One run of a parallel experiment, in its own spawned process, on GPU ``gpu`` (None: the
+    CPU, ``threads`` of its cores); quiet. Sends ``None`` or the error's one line through
+    ``report``. Ctrl-C goes to the parent alone, which stops this process (the run keeps its
+    last completed epoch)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # the parent's terminate() ends the run as a normal exit: locks released, and the
+    # multiprocessing locks tqdm creates unregistered (else the resource tracker warns)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    die_with_parent()
+    one_line_warnings()
+    import torch
+    torch.set_num_threads(threads)
+    if gpu is not None:
+        torch.cuda.set_device(gpu)        # "cuda" in the config means this GPU
+    try:
+        train(TrainConfig.from_dict(config), root, Path(run_dir), resume=resume, progress=False)
+        report.send(None)
+    except Exception as e:
+        report.send(" ".join(str(e).split()) or type(e).__name__)
+
+
+def _start_ignoring_ctrl_c(process) -> None:
+    """Start a child that ignores SIGINT from its first instruction: an ignored signal stays
+    ignored across exec, and Python then installs no KeyboardInterrupt handler, so a Ctrl-C
+    while the child is still importing cannot print a traceback."""
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        process.start()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _train_in_parallel(name: str, root, out: Path, runs, seeds, overrides: dict, parallel: int,
+                       gpus: Sequence[int] | None) -> None:
+    """Train the pending runs at the same time, each in its own spawned process: one per GPU
+    (or per share of the CPU cores) at a time, every run in its own folder and resumable as in a
+    sequential experiment. A failed run does not stop the others; the first failure is raised
+    once they have ended. Plain processes and pipes, no shared queues: a Ctrl-C terminates the
+    children and leaves nothing behind."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    import torch
+    todo = _pending(name, root, out, runs, seeds, overrides)
+    if not todo:
+        return
+    if gpus is None and torch.cuda.is_available():
+        gpus = list(range(min(parallel, torch.cuda.device_count())))
+    workers = min(len(gpus) if gpus else parallel, len(todo))
+    free = list(gpus[:workers]) if gpus else [None] * workers     # one run per slot at a time
+    threads = 1 if gpus else max(1, (os.cpu_count() or 1) // workers)
+    where = (f"GPUs {', '.join(map(str, gpus[:workers]))}" if gpus else
+             f"{workers} CPU processes of {threads} thread(s)")
+    log.info("training %d runs on %s", len(todo), where)
+    context = multiprocessing.get_context("spawn")
+    queue, running, failures, done = list(todo), {}, [], 0
+    try:
+        while queue or running:
+            while queue and free:
+                config, run_dir, resume = queue.pop(0)
+                slot = free.pop(0)
+                receive, send = context.Pipe(duplex=False)
+                process = context.Process(
+                    target=_train_run, name=f"lab2 {run_dir.name}",
+                    args=(config.to_dict(), root, str(run_dir), resume, slot, threads, send))
+                _start_ignoring_ctrl_c(process)
+                send.close()
+                running[process.sentinel] = (process, receive, run_dir, slot)
+            for sentinel in wait(list(running)):
+                process, receive, run_dir, slot = running.pop(sentinel)
+                process.join()
+                free.append(slot)
+                done += 1
+                error = receive.recv() if receive.poll() else (
+                    f"the process ended with exit code {process.exitcode}")
+                receive.close()
+                if error is None:
+                    log.info("%s trained (%d/%d)", run_dir.name, done, len(todo))
+                else:
+                    failures.append(f"{run_dir.name}: {error}")
+    except BaseException:            # Ctrl-C (the children ignore it): stop them, keep what's saved
+        for process, *_ in running.values():
+            process.terminate()
+        for process, *_ in running.values():
+            process.join()
+        raise
+    if failures:
+        raise RuntimeError("parallel training failed for " + "; ".join(failures) +
+                           "; run the same command again to resume")
 
 
 def table_rows(rows: list[dict]) -> list[dict]:

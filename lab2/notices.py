@@ -9,6 +9,9 @@ shows at INFO level.
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 
 class Lab2Warning(UserWarning):
     """Something the user should know about the results lab2 is producing."""
@@ -27,4 +30,17 @@ class SkippedFilesWarning(Lab2Warning):
     """Files of the data set that cannot be read are left out."""
 
 
-__all__ = ["Lab2Warning", "ProfileWarning", "SkippedFilesWarning", "SyntheticDataWarning"]
+def show_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A ``warnings.showwarning`` that prints ``lab2: <message>`` on one line, no location."""
+    print(f"lab2: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def one_line_warnings() -> None:
+    """Show every warning as one line from now on, lab2's own each once (command-line
+    processes and their workers)."""
+    warnings.simplefilter("default", Lab2Warning)
+    warnings.showwarning = show_one_line
+
+
+__all__ = ["Lab2Warning", "ProfileWarning", "SkippedFilesWarning", "SyntheticDataWarning",
+           "one_line_warnings", "show_one_line"]

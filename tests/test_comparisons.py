@@ -102,3 +102,66 @@ def test_an_experiment_with_two_seeds_writes_eight_runs_and_the_comparisons(samp
     run_experiment("smoke", sample_root, out, progress=False, seeds=(0, 1), **TINY)
     assert stamps == {p: (p / "last.pt").stat().st_mtime_ns for p in stamps}
     assert load_results(out)[0] == first["table"]
+
+
+@pytest.mark.slow
+def test_a_parallel_experiment_trains_the_four_runs_in_two_processes(sample_root, tmp_path,
+                                                                      monkeypatch):
+    out = tmp_path / "exp"
+    assert cli.main(["experiment", "--root", str(sample_root), "--out", str(out), "--profile",
+                     "smoke", "--parallel", "2", "--epochs", "1", "--base-channels", "4",
+                     "--max-train-samples", "8", "--max-eval-samples", "4", "--device", "cpu"]) == 0
+    table, histories = load_results(out)
+    assert [(r["model"], r["preprocess"]) for r in table] == [
+        ("unet", False), ("unet", True), ("resnet34_unet", False), ("resnet34_unet", True)]
+    assert all(r["epochs"] == 1 for r in table) and len(histories) == 4
+    # every run was trained by a worker: the parent, run again, trains nothing
+    import lab2.experiment as experiment_module
+    monkeypatch.setattr(experiment_module, "train",
+                        lambda *a, **k: pytest.fail("a finished run was trained again"))
+    run_experiment("smoke", sample_root, out, progress=False, parallel=2, epochs=1,
+                   base_channels=4, max_train_samples=8, max_eval_samples=4, device="cpu")
+
+
+def test_gpu_lists_are_checked_on_the_command_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["experiment", "--gpus", "0,0"])
+    assert exit_info.value.code == 2 and "distinct GPU numbers" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_parallel_experiment_cleanly_and_it_resumes(sample_root, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / "exp"
+    command = [sys.executable, "-m", "lab2", "experiment", "--root", str(sample_root), "--out",
+               str(out), "--profile", "smoke", "--parallel", "2", "--epochs", "3",
+               "--base-channels", "4", "--max-train-samples", "8", "--max-eval-samples", "4",
+               "--device", "cpu"]
+    # a terminal's Ctrl-C reaches the whole process group: the parent and its workers
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not any((out / run / "last.pt").exists() for run in ("unet_raw", "unet_preprocessed")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted; run the same command again to continue"
+    assert "Traceback" not in err
+    def alive_in_group() -> list[str]:       # zombies are already dead, waiting to be reaped
+        ps = subprocess.run(["ps", "-o", "pid=,stat=", "-g", str(proc.pid)],
+                            capture_output=True, text=True).stdout.split("\n")
+        return [line for line in ps if line.strip() and "Z" not in line.split()[1]]
+    deadline = time.monotonic() + 10
+    while alive_in_group() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert alive_in_group() == [], "worker processes outlived the interrupted experiment"
+    # the same command finishes the job from what was saved
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    table, _ = load_results(out)
+    assert all(r["epochs"] == 3 for r in table)
