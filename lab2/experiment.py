@@ -136,37 +136,29 @@ def _run_all(name: str, root, out: Path, progress: bool, runs, seeds: tuple[int,
     label = dataset_label(root)
     fingerprint = dataset_fingerprint(root)
     rows, histories = [], []
-    for seed in seeds:
-        for model, preprocess in runs:
-            wanted = profile_config(name, model=model, preprocess=preprocess, seed=seed,
-                                    **overrides)
-            run_dir = out / wanted.run_name
-            with locks.owned(locks.folder_lock(run_dir), f"the run folder {run_dir}",
-                             fix="choose a writable --out folder"):
+    for seed, model, preprocess, wanted, run_dir in _planned(name, out, runs, seeds, overrides):
+        with _run_lock(run_dir):
+            summary, config = _current(run_dir, wanted, overrides, fingerprint, root)
+            if summary is not None and summary["epoch"] >= config.epochs:
+                log.info("%s: finished earlier (last.pt holds epoch %d), skipping training",
+                         config.run_name, summary["epoch"])
+                summary = reconcile_run(run_dir)
+            else:
+                train(config, root, run_dir, resume=summary is not None, progress=progress)
                 summary = run_summary(run_dir)
-                config = _run_config(run_dir, summary, wanted, overrides)
-                if summary is not None:
-                    check_same_data(run_dir, summary["data"], fingerprint, root)
-                if summary is not None and summary["epoch"] >= config.epochs:
-                    log.info("%s: finished earlier (last.pt holds epoch %d), skipping training",
-                             config.run_name, summary["epoch"])
-                    summary = reconcile_run(run_dir)
-                else:
-                    train(config, root, run_dir, resume=summary is not None, progress=progress)
-                    summary = run_summary(run_dir)
-                metrics = evaluate_checkpoint(run_dir / "best.pt", root, "test",
-                                              progress=progress, reuse=True)
-            histories += [{"run": config.run_name, "model": model, "preprocess": preprocess,
-                           "seed": seed, **h} for h in summary["history"]]
-            rows.append({
-                "run": config.run_name, "model": model, "preprocess": preprocess, "seed": seed,
-                **{m: metrics[m] for m in TABLE_MEASURES},
-                "reported_dice": REPORTED_DICE[(model, preprocess)],
-                "n_test": metrics["n_images"], "epochs": summary["epoch"],
-                "best_epoch": metrics["epoch"], "best_val_dice": summary["best_dice"],
-                "dropout_kind": config.dropout_kind,
-                "image_size": config.image_size, "profile": name, "data": label,
-            })
+            metrics = evaluate_checkpoint(run_dir / "best.pt", root, "test",
+                                          progress=progress, reuse=True)
+        histories += [{"run": config.run_name, "model": model, "preprocess": preprocess,
+                       "seed": seed, **h} for h in summary["history"]]
+        rows.append({
+            "run": config.run_name, "model": model, "preprocess": preprocess, "seed": seed,
+            **{m: metrics[m] for m in TABLE_MEASURES},
+            "reported_dice": REPORTED_DICE[(model, preprocess)],
+            "n_test": metrics["n_images"], "epochs": summary["epoch"],
+            "best_epoch": metrics["epoch"], "best_val_dice": summary["best_dice"],
+            "dropout_kind": config.dropout_kind,
+            "image_size": config.image_size, "profile": name, "data": label,
+        })
     table = table_rows(rows)
     comparisons = compare({(m, p): [read_per_image(out / run_name(m, p, s)) for s in seeds]
                            for m, p in runs}, REPORTED_DICE)
@@ -174,23 +166,39 @@ def _run_all(name: str, root, out: Path, progress: bool, runs, seeds: tuple[int,
     return table, out
 
 
-def _pending(name: str, root, out: Path, runs, seeds, overrides: dict) -> list[tuple]:
-    """(config, run folder, resume) of every run that still has epochs to train."""
-    fingerprint = dataset_fingerprint(root)
-    todo = []
+def _planned(name: str, out: Path, runs, seeds, overrides: dict):
+    """(seed, network, preprocessing, wanted config, run folder) of every run, in order."""
     for seed in seeds:
         for model, preprocess in runs:
             wanted = profile_config(name, model=model, preprocess=preprocess, seed=seed,
                                     **overrides)
-            run_dir = out / wanted.run_name
-            with locks.owned(locks.folder_lock(run_dir), f"the run folder {run_dir}",
-                             fix="choose a writable --out folder"):
-                summary = run_summary(run_dir)
-                config = _run_config(run_dir, summary, wanted, overrides)
-                if summary is not None:
-                    check_same_data(run_dir, summary["data"], fingerprint, root)
-            if summary is None or summary["epoch"] < config.epochs:
-                todo.append((config, run_dir, summary is not None))
+            yield seed, model, preprocess, wanted, out / wanted.run_name
+
+
+def _run_lock(run_dir: Path):
+    return locks.owned(locks.folder_lock(run_dir), f"the run folder {run_dir}",
+                       fix="choose a writable --out folder")
+
+
+def _current(run_dir: Path, wanted: TrainConfig, overrides: dict, fingerprint: str, root
+             ) -> tuple[dict | None, TrainConfig]:
+    """What ``last.pt`` of a run says, and the config the run continues with (hold its lock)."""
+    summary = run_summary(run_dir)
+    config = _run_config(run_dir, summary, wanted, overrides)
+    if summary is not None:
+        check_same_data(run_dir, summary["data"], fingerprint, root)
+    return summary, config
+
+
+def _pending(name: str, root, out: Path, runs, seeds, overrides: dict) -> list[tuple]:
+    """(config, run folder, resume) of every run that still has epochs to train."""
+    fingerprint = dataset_fingerprint(root)
+    todo = []
+    for *_, wanted, run_dir in _planned(name, out, runs, seeds, overrides):
+        with _run_lock(run_dir):
+            summary, config = _current(run_dir, wanted, overrides, fingerprint, root)
+        if summary is None or summary["epoch"] < config.epochs:
+            todo.append((config, run_dir, summary is not None))
     return todo
 
 
