@@ -46,6 +46,31 @@ def build_datasets(config: TrainConfig, root, splits=("train", "val"), progress:
     return datasets
 
 
+def shard(items: list, batch_size: int, rank: int, world_size: int) -> list:
+    """This rank's part of a sequence cut into global batches of ``batch_size``: in every global
+    batch, rank r takes the r-th of ``world_size`` equal consecutive slices, so the ranks'
+    batches together are exactly one process's batch. A last, incomplete global batch of m items
+    gives every rank ceil(m / world_size) of them, the short slices padded by repeating that
+    batch's first items (every rank must take the same number of steps); evaluation drops the
+    repeats by name."""
+    items = list(items)
+    if world_size == 1:
+        return items
+    if batch_size % world_size:
+        raise ValueError(f"the batch size {batch_size} does not divide among {world_size} "
+                         f"processes; use a --batch-size that is a multiple of {world_size}")
+    per, mine = batch_size // world_size, []
+    for start in range(0, len(items), batch_size):
+        batch = items[start:start + batch_size]
+        if len(batch) == batch_size:
+            mine += batch[rank * per:(rank + 1) * per]
+        else:
+            size = -(-len(batch) // world_size)
+            part = batch[rank * size:(rank + 1) * size]
+            mine += part + [batch[i % len(batch)] for i in range(size - len(part))]
+    return mine
+
+
 class SeededSampler(torch.utils.data.Sampler):
     """Indices ``(seed, i)`` for one pass over a data set: the order (shuffled or not) and one
     augmentation seed per sample, both drawn from (run seed, epoch) only.
@@ -54,23 +79,31 @@ class SeededSampler(torch.utils.data.Sampler):
     carries its own seed, the augmentation does not depend on the number of loader workers, and
     the workers can stay alive across epochs (``persistent_workers``): under the ``spawn`` start
     method of macOS and Windows, starting them again every epoch costs seconds each.
+
+    With ``world_size`` > 1 (one process per GPU) each rank takes its slice of every global
+    batch of ``batch_size`` (:func:`shard`): the global order and the samples' seeds are those of
+    one process, so the ranks together see exactly what one process would.
     """
 
-    def __init__(self, n: int, seed: int, shuffle: bool):
+    def __init__(self, n: int, seed: int, shuffle: bool, *, batch_size: int = 1, rank: int = 0,
+                 world_size: int = 1):
         self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
+        shard([], batch_size, rank, world_size)            # checks that the batch divides
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n
+        return len(shard(range(self.n), self.batch_size, self.rank, self.world_size))
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         order = torch.randperm(self.n, generator=generator).tolist() if self.shuffle \
             else range(self.n)
         seeds = np.random.SeedSequence([self.seed, self.epoch, 1]).generate_state(self.n)
-        return iter([(int(seeds[i]), i) for i in order])
+        pairs = [(int(seeds[i]), i) for i in order]
+        return iter(shard(pairs, self.batch_size, self.rank, self.world_size))
 
 
 def init_loader_worker(seed: int, worker_id: int) -> None:
