@@ -107,6 +107,8 @@ class TrainConfig:
     channels_last: Literal["auto", "on", "off"] = setting(
         "auto", "channels_last memory layout (auto: lab2.machine)", resumable=True)
     compile: bool = setting(False, "torch.compile the model (CUDA)", resumable=True)
+    sync_bn: bool = setting(True, "under torchrun: BatchNorm statistics over the global batch "
+                            "(synchronised across the processes)")
     profile: Literal["full", "quick", "smoke", "auto"] = setting(
         "full", "the profile these settings came from (for labels)", flag=False)
 

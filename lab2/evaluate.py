@@ -29,6 +29,7 @@ from .data import OxfordPetSegmentation, dataset_fingerprint
 from .data.loaders import build_datasets, make_loader
 from .data.masks import IGNORE_INDEX
 from .data.sample import dataset_label
+from .distributed import current, gather
 from .machine import Step
 from .metrics import DiceMeter
 from .models import model_for
@@ -70,6 +71,13 @@ def evaluate_model(model: nn.Module, loader: DataLoader, step: Step, *,
                                         align_corners=False)
                 meter_original.update(resized.argmax(1).cpu(), mask[None], [name])
     model.train(was_training)
+    if current().distributed:      # every rank evaluated its share: the whole split, once each
+        order = {name: i for i, name in enumerate(loader.dataset.names)}
+        parts = gather((meter, meter_original, loss_sum, count))
+        meter = merged([p[0] for p in parts], order)
+        meter_original = merged([p[1] for p in parts], order)
+        loss_sum, count = sum(p[2] for p in parts), sum(p[3] for p in parts)
+        count = len(meter.names)   # the padded repeats counted once (their loss counted twice)
     result = {"loss": loss_sum / max(1, count), "dice": meter.mean, "dice_pooled": meter.pooled,
               "dice_per_batch": meter.per_batch(PER_BATCH), "n_images": count,
               "per_image": dict(zip(meter.names, meter.per_image.tolist(), strict=True))}
@@ -83,6 +91,23 @@ def evaluate_model(model: nn.Module, loader: DataLoader, step: Step, *,
                       per_image_original=dict(zip(meter_original.names,
                                                   meter_original.per_image.tolist(), strict=True)))
     return result
+
+
+def merged(meters: list[DiceMeter], order: dict[str, int]) -> DiceMeter:
+    """One meter from the ranks' meters: each image once, in the data set's order — what one
+    process evaluating the whole split holds."""
+    rows: dict[str, tuple] = {}
+    for m in meters:
+        counts = m._all()
+        for i, name in enumerate(m.names):
+            rows.setdefault(name, (counts[i], m.boundary[i] if m.boundary else None,
+                                   m.fpr[i] if m.fpr else None))
+    names = sorted(rows, key=order.__getitem__)
+    out = DiceMeter(meters[0].ignore_index, meters[0].shape, names=names,
+                    counts=[torch.stack([rows[n][0] for n in names])] if names else [])
+    if meters[0].shape:
+        out.boundary, out.fpr = [rows[n][1] for n in names], [rows[n][2] for n in names]
+    return out
 
 
 def load_trained_model(checkpoint: str | os.PathLike, device: torch.device | str = "cpu"

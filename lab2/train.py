@@ -27,16 +27,18 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from . import __version__, atomic, locks
+from . import __version__, atomic, distributed, locks
 from .checkpoint import copy_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .data import dataset_fingerprint
@@ -44,7 +46,7 @@ from .data.loaders import build_datasets, make_loader
 from .data.masks import IGNORE_INDEX
 from .data.sample import dataset_label
 from .evaluate import evaluate_model
-from .machine import Step, describe
+from .machine import Step, describe, resolve_device
 from .models import model_for
 from .runs import (
     RUN_FILES,
@@ -178,6 +180,9 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         if on_batch is not None:
             on_batch(epoch, i)
     guard.flush()
+    if dist.is_available() and dist.is_initialized():     # the mean over every rank's images
+        dist.all_reduce(total)
+        dist.all_reduce(count)
     return float(total) / max(1.0, float(count))
 
 
@@ -232,21 +237,31 @@ def train(config: TrainConfig, root, out, *, resume: bool = False, restart: bool
     ``saved_config(out).replace(...)`` to change only some fields. ``restart`` deletes the run
     in ``out`` and trains from scratch. ``on_batch(epoch, batch)`` is called after every step
     (tests use it to interrupt a run).
+
+    Started by ``torchrun`` with several ranks, the run is one DistributedDataParallel run
+    (:mod:`lab2.distributed`): rank 0 owns the folder, writes every file and shows progress.
     """
     out = Path(out)
-    with locks.owned(locks.folder_lock(out), f"the run folder {out}",
-                     fix="choose a writable --out folder"):
-        atomic.remove_stale_temporaries(out)
-        if restart:
-            for name in RUN_FILES:
-                (out / name).unlink(missing_ok=True)
-            for per_image in out.glob("per_image_*.csv"):
-                per_image.unlink()
-        return _train(config, root, out, resume, progress, on_batch)
+    with distributed.process_group(resolve_device(config.device)) as world:
+        owner = locks.owned(locks.folder_lock(out), f"the run folder {out}",
+                            fix="choose a writable --out folder") if world.main else nullcontext()
+        with owner:
+            if world.main:
+                atomic.remove_stale_temporaries(out)
+                if restart:
+                    for name in RUN_FILES:
+                        (out / name).unlink(missing_ok=True)
+                    for per_image in out.glob("per_image_*.csv"):
+                        per_image.unlink()
+            if world.distributed:
+                dist.barrier()
+            return _train(config, root, out, resume, progress and world.main, on_batch, world)
 
 
 def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
-           on_batch: Callable[[int, int], None] | None) -> dict:
+           on_batch: Callable[[int, int], None] | None,
+           world: distributed.World | None = None) -> dict:
+    world = world or distributed.World()
     last = out / "last.pt"
     fingerprint = dataset_fingerprint(root)
     checkpoint, changes = None, {}
@@ -254,7 +269,10 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
         if not last.is_file():
             raise FileNotFoundError(f"--resume: no {last} to continue from; drop --resume to "
                                     "start a new run")
-        reconcile_run(out)
+        if world.main:
+            reconcile_run(out)
+        if world.distributed:
+            dist.barrier()
         checkpoint = load_checkpoint(last)
         changes = config.changes_from(TrainConfig.from_dict(checkpoint["config"]))
         check_same_data(out, checkpoint.get("data"), fingerprint, root)
@@ -265,7 +283,8 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
     elif last.is_file():
         raise ValueError(f"{out} already holds a run (last.pt); pass --resume to continue it, "
                          "--restart to train it again from scratch, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
 
     step = Step.for_config(config)
     device = step.device
@@ -275,6 +294,8 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
         torch.backends.cudnn.allow_tf32 = True
     seed_everything(config.seed)
     model = step.place(model_for(config))
+    if world.distributed and config.sync_bn:
+        model = distributed.synchronise_batchnorm(model, device)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     scaler = step.scaler()
@@ -302,25 +323,34 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
             scheduler.base_lrs = [config.lr] * len(scheduler.base_lrs)
             for group in optimizer.param_groups:
                 group["initial_lr"], group["lr"] = config.lr, lr_at_epoch(config, start_epoch)
-    runnable = torch.compile(model) if config.compile else model   # shares model's weights
+    runnable = model                       # shares model's weights; checkpoints save model
+    if world.distributed:
+        runnable = nn.parallel.DistributedDataParallel(
+            model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None)
+    if config.compile:
+        runnable = torch.compile(runnable)
 
     datasets = build_datasets(config, root, progress=progress)
-    config.save(out / "config.json")
-    write_run_record(out, {
-        "data": run["data"]["label"], "data_root": run["data"]["root"],
-        "dataset_fingerprint": fingerprint, "profile": config.profile, "run_id": run["run_id"],
-        "device": device_name(device), **step.why, "channels_last": step.channels_last,
-        "dropout": f"{config.dropout} {config.dropout_kind}-wise",
-        "n_train": len(datasets["train"]), "n_val": len(datasets["val"]),
-        "resumed_from_epoch": start_epoch if checkpoint is not None else None,
-        "changes": run["changes"],
-    })
-    if checkpoint is not None:
+    if world.main:
+        config.save(out / "config.json")
+        write_run_record(out, {
+            "data": run["data"]["label"], "data_root": run["data"]["root"],
+            "dataset_fingerprint": fingerprint, "profile": config.profile,
+            "run_id": run["run_id"], "device": device_name(device), **step.why,
+            "channels_last": step.channels_last,
+            "dropout": f"{config.dropout} {config.dropout_kind}-wise",
+            "n_train": len(datasets["train"]), "n_val": len(datasets["val"]),
+            "resumed_from_epoch": start_epoch if checkpoint is not None else None,
+            "changes": run["changes"], "world_size": world.size,
+            "backend": dist.get_backend() if world.distributed else None,
+        })
+    if checkpoint is not None and world.main:
         log.warning("resuming %s after epoch %d%s", out, start_epoch,
                     "".join(f"; {name} {old} -> {new}" for name, (old, new) in changes.items()))
 
     saved_epoch = start_epoch   # what last.pt holds, for the messages
-    loaders = {split: make_loader(datasets[split], config, train=split == "train", device=device)
+    loaders = {split: make_loader(datasets[split], config, train=split == "train", device=device,
+                                  rank=world.rank, world_size=world.size)
                for split in ("train", "val")}
     epochs = tqdm(range(start_epoch, config.epochs), desc=config.run_name, unit="epoch",
                   initial=start_epoch, total=config.epochs, disable=not progress)
@@ -343,12 +373,14 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
             if is_best:
                 best, best_epoch = val["dice"], epoch + 1
             # last.pt first: everything else is derived from it (see the module docstring)
-            save_checkpoint(last, _state(model, optimizer, scheduler, scaler,
-                                         epoch + 1, best, best_epoch, config, history, run))
+            if world.main:
+                save_checkpoint(last, _state(model, optimizer, scheduler, scaler,
+                                             epoch + 1, best, best_epoch, config, history, run))
             saved_epoch = epoch + 1
-            if is_best:
+            if is_best and world.main:
                 copy_checkpoint(last, out / "best.pt")
-            write_history(out / "history.csv", history)
+            if world.main:
+                write_history(out / "history.csv", history)
             epochs.set_postfix(train_loss=f"{train_loss:.3f}", val_dice=f"{val['dice']:.3f}")
     except NonFiniteLossError as e:
         raise NonFiniteLossError(f"{e} (last.pt holds epoch {saved_epoch})"
@@ -356,8 +388,9 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
     except torch.OutOfMemoryError:
         raise OutOfMemory(_oom_advice(out, config, step, saved_epoch)) from None
     except KeyboardInterrupt:
-        log.warning("interrupted: %s holds epoch %d; run again with --resume to continue",
-                    last, saved_epoch)
+        if world.main:
+            log.warning("interrupted: %s holds epoch %d; run again with --resume to continue",
+                        last, saved_epoch)
         raise
     return {"history": history, "best_dice": best, "run_dir": out}
 

@@ -118,7 +118,8 @@ def init_loader_worker(seed: int, worker_id: int) -> None:
 
 
 def make_loader(dataset: OxfordPetSegmentation, config: TrainConfig, *, train: bool,
-                device: torch.device | None = None) -> DataLoader:
+                device: torch.device | None = None, rank: int = 0, world_size: int = 1
+                ) -> DataLoader:
     """The loader of one split for a whole run; call ``loader.sampler.set_epoch(e)`` before each
     pass. Works under any multiprocessing start method.
 
@@ -127,8 +128,9 @@ def make_loader(dataset: OxfordPetSegmentation, config: TrainConfig, *, train: b
     augmentation to spread, so workers would only add processes."""
     workers = config.num_workers if (train or dataset.cache is None) else 0
     return DataLoader(
-        dataset, batch_size=config.batch_size, drop_last=False,
-        sampler=SeededSampler(len(dataset), config.seed, shuffle=train),
+        dataset, batch_size=config.batch_size // world_size, drop_last=False,
+        sampler=SeededSampler(len(dataset), config.seed, shuffle=train,
+                              batch_size=config.batch_size, rank=rank, world_size=world_size),
         num_workers=workers, prefetch_factor=config.prefetch_factor if workers else None,
         persistent_workers=workers > 0,
         worker_init_fn=partial(init_loader_worker, config.seed) if workers else None,
