@@ -91,9 +91,12 @@ def test_two_gloo_processes_train_what_one_process_trains(sample_root, tmp_path)
         assert row_b["val_dice"] == pytest.approx(row_a["val_dice"], abs=1e-6)
     run = json.loads((tmp_path / "two" / "run.json").read_text())
     assert (run["world_size"], run["backend"]) == (2, "gloo")
-    # a DDP checkpoint is a plain one: it evaluates in one process
+    # a DDP checkpoint is a plain one: it evaluates, and resumes, in one process
     assert cli_main(["evaluate", "--checkpoint", str(tmp_path / "two" / "best.pt"), "--root",
                      str(sample_root)]) == 0
+    assert cli_main(["train", "--out", str(tmp_path / "two"), "--resume", "--epochs", "3"]) == 0
+    history = load_checkpoint(tmp_path / "two" / "last.pt")["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
 
 
 @pytest.mark.slow
