@@ -76,8 +76,8 @@ def evaluate_model(model: nn.Module, loader: DataLoader, step: Step, *,
         parts = gather((meter, meter_original, loss_sum, count))
         meter = merged([p[0] for p in parts], order)
         meter_original = merged([p[1] for p in parts], order)
-        loss_sum, count = sum(p[2] for p in parts), sum(p[3] for p in parts)
-        count = len(meter.names)   # the padded repeats counted once (their loss counted twice)
+        # each image counted once; the loss of a padded repeat is in the sum twice
+        loss_sum, count = sum(p[2] for p in parts), len(meter.names)
     result = {"loss": loss_sum / max(1, count), "dice": meter.mean, "dice_pooled": meter.pooled,
               "dice_per_batch": meter.per_batch(PER_BATCH), "n_images": count,
               "per_image": dict(zip(meter.names, meter.per_image.tolist(), strict=True))}

@@ -372,14 +372,15 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
             is_best = val["dice"] > best
             if is_best:
                 best, best_epoch = val["dice"], epoch + 1
-            # last.pt first: everything else is derived from it (see the module docstring)
+            # last.pt first: everything else is derived from it (see the module docstring);
+            # under DDP rank 0 is the only writer
             if world.main:
                 save_checkpoint(last, _state(model, optimizer, scheduler, scaler,
                                              epoch + 1, best, best_epoch, config, history, run))
             saved_epoch = epoch + 1
-            if is_best and world.main:
-                copy_checkpoint(last, out / "best.pt")
             if world.main:
+                if is_best:
+                    copy_checkpoint(last, out / "best.pt")
                 write_history(out / "history.csv", history)
             epochs.set_postfix(train_loss=f"{train_loss:.3f}", val_dice=f"{val['dice']:.3f}")
     except NonFiniteLossError as e:
