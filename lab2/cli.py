@@ -183,24 +183,22 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
 # Parser
 # --------------------------------------------------------------------------------------------
 
-def _positive(kind: Callable[[str], int]) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def _at_least(kind: Callable[[str], float], minimum: float) -> Callable[[str], float]:
+def _at_least(kind: Callable[[str], float], minimum: float, why: str | None = None
+              ) -> Callable[[str], float]:
+    """An argparse type: ``kind(text)``, refused in one line below ``minimum``."""
     def parse(text: str) -> float:
         value = kind(text)
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}, got {text}")
+            raise argparse.ArgumentTypeError(f"{why or f'must be at least {minimum:g}'}, "
+                                             f"got {text}")
         return value
     parse.__name__ = kind.__name__
     return parse
+
+
+def _positive(kind: Callable[[str], int]) -> Callable[[str], int]:
+    """An integer argparse type above 0."""
+    return _at_least(kind, 1, "must be positive")
 
 
 def _profile_values(name: str) -> str:
