@@ -98,7 +98,7 @@ def merged(meters: list[DiceMeter], order: dict[str, int]) -> DiceMeter:
     process evaluating the whole split holds."""
     rows: dict[str, tuple] = {}
     for m in meters:
-        counts = m._all()
+        counts = m.image_counts
         for i, name in enumerate(m.names):
             rows.setdefault(name, (counts[i], m.boundary[i] if m.boundary else None,
                                    m.fpr[i] if m.fpr else None))

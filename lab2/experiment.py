@@ -244,9 +244,9 @@ def _train_in_parallel(name: str, root, out: Path, runs, seeds, overrides: dict,
                        gpus: Sequence[int] | None) -> None:
     """Train the pending runs at the same time, each in its own spawned process: one per GPU
     (or per share of the CPU cores) at a time, every run in its own folder and resumable as in a
-    sequential experiment. A failed run does not stop the others; the first failure is raised
-    once they have ended. Plain processes and pipes, no shared queues: a Ctrl-C terminates the
-    children and leaves nothing behind."""
+    sequential experiment. A failed run does not stop the others; the failures are raised
+    together, in one line, once every run has ended. Plain processes and pipes, no shared
+    queues: a Ctrl-C terminates the children and leaves nothing behind."""
     import multiprocessing
     from multiprocessing.connection import wait
 

@@ -142,14 +142,16 @@ class DiceMeter:
 
     def per_batch(self, batch_size: int = 8) -> float:
         """Per-batch Dice over batches of ``batch_size`` in the order the images came."""
-        return batch_dice(self._all(), batch_size)
+        return batch_dice(self.image_counts, batch_size)
 
-    def _all(self) -> torch.Tensor:
+    @property
+    def image_counts(self) -> torch.Tensor:
+        """(N, 3) counts of every image so far, in the order they came."""
         return torch.cat(self.counts) if self.counts else torch.zeros(0, 3, dtype=torch.float64)
 
     @property
     def per_image(self) -> torch.Tensor:
-        return dice_from_counts(self._all())
+        return dice_from_counts(self.image_counts)
 
     @property
     def mean(self) -> float:
@@ -159,4 +161,4 @@ class DiceMeter:
 
     @property
     def pooled(self) -> float:
-        return float(dice_from_counts(self._all().sum(0)))
+        return float(dice_from_counts(self.image_counts.sum(0)))
