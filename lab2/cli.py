@@ -22,7 +22,7 @@ from .config import (
     field_choices,
     field_types,
 )
-from .notices import one_line_warnings
+from .notices import QUIET_INTERRUPT_ENV, one_line_warnings
 from .paths import CACHE_ENV, default_data_root, default_sample_root
 
 
@@ -89,27 +89,45 @@ def _overrides(args: argparse.Namespace) -> dict:
             for name, value in given.items() if value is not None}
 
 
+def _config_file(path: Path) -> TrainConfig:
+    """A TrainConfig from a ``config.json`` (``train --config``), or a one-line error."""
+    try:
+        return TrainConfig.load(path)
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"--config {path}: not a readable lab2 config.json ({_one_line(e)}); "
+                         "point it at a run's config.json") from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import profile_config, resolve_profile
     from .runs import saved_run
     from .train import train
     if args.resume and args.restart:
         raise ValueError("--resume continues the run in --out and --restart deletes it; pass one")
+    if args.config and args.profile:
+        raise ValueError("--config gives every setting and --profile its own; pass one")
     overrides = _overrides(args)
     if args.resume:
         # the run's own settings, with only what was given on this command line changed
         summary = saved_run(args.out)      # last.pt read once
         if args.profile:
             overrides["profile"] = resolve_profile(args.profile)
-        config = TrainConfig.from_dict(summary["config"]).replace(**overrides)
+        saved = (_config_file(args.config) if args.config else
+                 TrainConfig.from_dict(summary["config"]))
+        config = saved.replace(**overrides)
         root = args.root or (summary["data"] or {}).get("root") or default_data_root()
     else:
-        if "model" not in overrides:
+        if args.config:
+            config = _config_file(args.config).replace(**overrides)
+        elif "model" not in overrides:
             raise ValueError("--model is required to start a run (unet or resnet34_unet)")
-        config = profile_config(args.profile, **overrides)
+        else:
+            config = profile_config(args.profile, **overrides)
         root = args.root or default_data_root()
     result = train(config, root, args.out, resume=args.resume, restart=args.restart)
-    print(f"{config.run_name}: best validation Dice {result['best_dice']:.4f}; run in {args.out}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{config.run_name}: best validation Dice {result['best_dice']:.4f}; run in "
+              f"{args.out}")
     return 0
 
 
@@ -141,7 +159,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         args.seeds = [overrides.pop("seed")]
     root = Path(args.root) if args.root else choose_data_root(try_download=False)
     _, out = run_experiment(args.profile, root, args.out, seeds=args.seeds or (0,),
-                            parallel=args.parallel, gpus=args.gpus, **overrides)
+                            parallel=args.parallel, gpus=args.gpus, ddp=args.ddp, **overrides)
     print((out / "results.md").read_text())
     return 0
 
@@ -330,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
                         " change from the next epoch (kept in run.json); others are refused")
     p.add_argument("--restart", action="store_true",
                    help="delete the run in OUT and train it again from scratch")
+    p.add_argument("--config", type=Path, default=None, metavar="CONFIG_JSON",
+                   help="take every setting from this config.json (another run's, say) instead "
+                        "of a profile; the flags below change it")
     _add_config_flags(p, per_run=True)
     p.set_defaults(func=cmd_train)
 
@@ -370,6 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "without CUDA, N processes sharing the CPU cores")
     p.add_argument("--gpus", type=_gpu_list, default=None, metavar="0,1,...",
                    help="the GPUs of --parallel, one run on each at a time")
+    p.add_argument("--ddp", type=_positive(int), default=0, metavar="N",
+                   help="train each run on N processes, one run after the other, through "
+                        "torchrun (DistributedDataParallel: N GPUs, or N CPU processes with "
+                        "--device cpu); --parallel is the better use of several GPUs for the "
+                        "four runs, --ddp shortens each run")
     _add_config_flags(p, per_run=False)
     p.set_defaults(func=cmd_experiment)
 
@@ -407,6 +433,13 @@ def _one_line(error: BaseException) -> str:
     return text
 
 
+def _told_by_first_rank(error: BaseException) -> bool:
+    """Under torchrun, whether rank 0 tells this error for every rank: a wrong argument or
+    missing file (every rank finds the same) or an error all ranks raise together (a non-finite
+    loss). Anything else happened to this rank alone and is told with its rank."""
+    return isinstance(error, (ValueError, FileNotFoundError)) or getattr(error, "every_rank", False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -415,13 +448,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("lab2").setLevel(logging.INFO)
     if getattr(args, "cache_dir", None) is not None:
         os.environ[CACHE_ENV] = str(args.cache_dir)   # read by lab2.paths.cache_dir everywhere
+    rank = int(os.environ.get("RANK", "0"))     # set by torchrun: the first rank speaks for all
+    if rank:
+        logging.getLogger("lab2").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         one_line_warnings()                  # each of lab2's shown once, whatever the filters
+        if rank:
+            warnings.simplefilter("ignore")
         try:
             return args.func(args)
         except _EXPECTED as e:
-            print(f"error: {_one_line(e)}", file=sys.stderr)
+            if not (rank and _told_by_first_rank(e)):
+                print(f"{f'rank {rank}: ' if rank else ''}error: {_one_line(e)}",
+                      file=sys.stderr)
             return 1
         except KeyboardInterrupt:
-            print("interrupted; run the same command again to continue", file=sys.stderr)
+            if not (rank or os.environ.get(QUIET_INTERRUPT_ENV)):
+                again = ("add --resume to the same command to continue"
+                         if args.command == "train" and not args.resume else
+                         "run the same command again to continue")
+                print(f"interrupted; {again}", file=sys.stderr)
             return 130

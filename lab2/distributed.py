@@ -20,9 +20,13 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from .checkpoint import rng_state, set_rng_state
+from .processes import die_with_parent
 
 #: Seconds a rank waits for the others in a collective before failing (``LAB2_DIST_TIMEOUT_S``).
 DEFAULT_TIMEOUT_S = 600
@@ -35,27 +39,28 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    #: whether torchrun started this process and it joined a process group (even alone:
+    #: ``--nproc_per_node 1`` is a DistributedDataParallel run of one rank)
+    distributed: bool = False
 
     @property
     def main(self) -> bool:
         """Rank 0: the one that writes files and shows progress."""
         return self.rank == 0
 
-    @property
-    def distributed(self) -> bool:
-        return self.size > 1
-
 
 def launched() -> bool:
-    """Whether this process was started by ``torchrun`` with more than one rank."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """Whether this process was started by ``torchrun`` (or another launcher that sets the
+    ``env://`` variables ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``)."""
+    return all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR",
+                                               "MASTER_PORT"))
 
 
 def current() -> World:
     """The world of this process (a single rank when no process group is initialised)."""
     if dist.is_available() and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size(),
-                     int(os.environ.get("LOCAL_RANK", dist.get_rank())))
+                     int(os.environ.get("LOCAL_RANK", dist.get_rank())), distributed=True)
     return World()
 
 
@@ -72,11 +77,46 @@ def process_group(device: torch.device):
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    die_with_parent()       # a killed torchrun takes its ranks with it (and their run lock)
     dist.init_process_group(backend, timeout=timeout)
     try:
         yield current()
     finally:
         dist.destroy_process_group()
+
+
+#: ``python -c`` code that runs torchrun (see :func:`torchrun_command`).
+_LAUNCHER = "import sys; from lab2.distributed import torchrun_main; sys.exit(torchrun_main())"
+
+
+def torchrun_command(nproc: int, args: list[str]) -> list[str]:
+    """The command that runs ``python -m lab2 <args>`` on ``nproc`` local processes through
+    torchrun (:func:`torchrun_main`)."""
+    import sys
+    return [sys.executable, "-c", _LAUNCHER, "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "lab2", *args]
+
+
+def torchrun_main(argv: list[str] | None = None) -> int:
+    """``torchrun`` for a parent process (``experiment --ddp``): it dies with its parent (and its
+    ranks with it), a failed run ends in exit code 1 after the ranks' own one-line messages,
+    and a signal (the parent passing on a Ctrl-C) stops the ranks, without torchrun's traceback
+    of its own."""
+    import sys
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+    die_with_parent()
+    try:
+        run(parse_args(sys.argv[1:] if argv is None else argv))
+    except SignalException as e:       # stopped (Ctrl-C): torchrun has stopped the ranks
+        return 128 + int(e.sigval)
+    except ChildFailedError as e:
+        failures = "; ".join(f"rank {r}: exit code {f.exitcode}" for r, f in e.failures.items())
+        print(f"lab2: torchrun stopped ({failures})", file=sys.stderr)
+        return 1
+    return 0
 
 
 def gather(obj) -> list:
@@ -89,21 +129,75 @@ def gather(obj) -> list:
     return out
 
 
+def is_peer_failure(error: BaseException) -> bool:
+    """Whether ``error`` is a collective failing because another rank is gone or stuck: a
+    ``DistError``, or the plain RuntimeError that gloo and NCCL raise from inside DDP's gradient
+    hooks (recognised by its text)."""
+    text = str(error).lower()
+    return isinstance(error, dist.DistError) or any(
+        sign in text for sign in ("closed by peer", "connection reset", "gloo", "nccl",
+                                  "timed out", "timeout"))
+
+
+def seed_rank(seed: int, rank: int, epoch: int = 0) -> None:
+    """Give rank ``rank`` > 0 its own torch random stream (its own dropout masks) once the model
+    is built, which every rank builds alike from ``seed``; rank 0 keeps one process's stream."""
+    if rank:
+        torch.manual_seed(int(np.random.SeedSequence([seed, epoch, rank, 2]).generate_state(1)[0]))
+
+
+def rng_states() -> list[dict]:
+    """Every rank's RNG states, in rank order (a collective: call it on every rank)."""
+    return gather(rng_state())
+
+
+def restore_rng(checkpoint: dict, world: World, seed: int) -> bool:
+    """Set this rank's RNGs to what they were when ``checkpoint`` was saved, so the run goes on
+    as if never interrupted. A checkpoint saved by another number of ranks has no state for this
+    one: rank 0 continues the first rank's stream and the others start streams of their own
+    (:func:`seed_rank` of the epoch); the batches stay those of an uninterrupted run, the dropout
+    masks do not. Returns whether every rank got its own saved state."""
+    states = checkpoint.get("rng_ranks") or [checkpoint["rng"]]
+    if len(states) == world.size:
+        set_rng_state(states[world.rank])
+        return True
+    set_rng_state(states[0])
+    seed_rank(seed, world.rank, int(checkpoint["epoch"]))
+    return False
+
+
+class _SumOverRanks(torch.autograd.Function):
+    """The sum of a tensor over the ranks, on every rank, differentiable: each rank's output
+    depends on every rank's input, so the gradient of an input is the sum over the ranks of the
+    output's gradients. (``torch.distributed.nn.all_reduce`` does this too but is deprecated.)"""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+        return tensor
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics cover the batches of all ranks (gloo on the CPU,
     where ``nn.SyncBatchNorm`` does not run): per channel, the sums of x and x² and the count are
-    added over the ranks with the differentiable ``torch.distributed.nn.all_reduce``, so the
-    gradients flow through the global statistics as in one process with the global batch."""
+    added over the ranks with a differentiable all-reduce, so the gradients flow through the
+    global statistics as in one process with the global batch."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized()
                 and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
         dims = (0, 2, 3)
         count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
         stats = torch.cat([x.sum(dims), (x * x).sum(dims), count])
-        stats = all_reduce(stats)
+        stats = _SumOverRanks.apply(stats)
         channels = x.shape[1]
         total, total_sq, n = stats[:channels], stats[channels:2 * channels], stats[-1]
         mean = total / n
@@ -139,5 +233,6 @@ def synchronise_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
-__all__ = ["DEFAULT_TIMEOUT_S", "GlobalBatchNorm2d", "World", "current", "gather", "launched",
-           "process_group", "synchronise_batchnorm"]
+__all__ = ["DEFAULT_TIMEOUT_S", "GlobalBatchNorm2d", "World", "current", "gather",
+           "is_peer_failure", "launched", "process_group", "restore_rng", "rng_states",
+           "seed_rank", "synchronise_batchnorm", "torchrun_command", "torchrun_main"]

@@ -38,7 +38,7 @@ from .config import TrainConfig, profile_config, resolve_profile, run_name
 from .data import dataset_fingerprint
 from .data.sample import dataset_label, is_sample
 from .evaluate import evaluate_checkpoint
-from .notices import one_line_warnings
+from .notices import QUIET_INTERRUPT_ENV, one_line_warnings
 from .paths import runs_dir
 from .processes import die_with_parent
 from .runs import check_same_data, git_commit, reconcile_run, run_summary
@@ -105,7 +105,8 @@ def _run_config(run_dir: Path, summary: dict | None, wanted: TrainConfig, overri
 
 def run_experiment(profile: str | None = None, root=None, out=None, *, progress: bool = True,
                    runs=RUNS, seeds: Sequence[int] = (0,), parallel: int = 0,
-                   gpus: Sequence[int] | None = None, **overrides) -> tuple[list[dict], Path]:
+                   gpus: Sequence[int] | None = None, ddp: int = 0, **overrides
+                   ) -> tuple[list[dict], Path]:
     """Train (or resume, or skip) and test each run, once per seed; write the tables; return
     Table 1's rows (one per network and preprocessing, averaged over the seeds) and the
     experiment folder. Seed 0 runs in ``unet_raw`` and so on, seed k in ``unet_raw_seed<k>``.
@@ -115,19 +116,27 @@ def run_experiment(profile: str | None = None, root=None, out=None, *, progress:
     ``parallel`` > 1 (or ``gpus``) trains the runs that need it at the same time, one worker
     process per GPU (``gpus``, default the first ``parallel`` visible ones; the runs queue when
     there are more runs than GPUs) or, without CUDA, ``parallel`` CPU processes sharing the cores;
-    the tables are then written as by a sequential experiment (:func:`_train_in_parallel`)."""
+    the tables are then written as by a sequential experiment (:func:`_train_in_parallel`).
+
+    ``ddp`` = N trains each run that needs it on N processes through torchrun
+    (DistributedDataParallel, :func:`_train_with_torchrun`), one run after the other."""
     name = resolve_profile(profile)
     seeds = tuple(dict.fromkeys(int(s) for s in seeds))
     if not seeds:
         raise ValueError("--seeds needs at least one seed")
     if "seed" in overrides:
         raise ValueError("give the experiment's seeds with --seeds, not --seed")
+    if ddp and (parallel or gpus):
+        raise ValueError("--ddp trains each run on several processes and --parallel several runs "
+                         "at once; pass one")
     out = Path(out) if out is not None else default_out(name, root)
     with locks.owned(locks.folder_lock(out), f"the experiment folder {out}",
                      fix="choose a writable --out folder"):
         _check_folder_data(out, root, name)
         if parallel > 1 or gpus:
             _train_in_parallel(name, root, out, runs, seeds, overrides, parallel, gpus)
+        if ddp:
+            _train_with_torchrun(name, root, out, runs, seeds, overrides, ddp, progress)
         return _run_all(name, root, out, progress, runs, seeds, overrides)
 
 
@@ -297,6 +306,59 @@ def _train_in_parallel(name: str, root, out: Path, runs, seeds, overrides: dict,
     if failures:
         raise RuntimeError("parallel training failed for " + "; ".join(failures) +
                            "; run the same command again to resume")
+
+
+def _train_with_torchrun(name: str, root, out: Path, runs, seeds, overrides: dict, nproc: int,
+                         progress: bool = True) -> None:
+    """Train the pending runs one after the other, each on ``nproc`` processes through torchrun
+    (:mod:`lab2.distributed`): ``python -m lab2 train --config`` with the run's config, resumed
+    when the run has epochs already. The ranks print their own one-line errors; a failure stops
+    the experiment here, the run resumable by the same command. A Ctrl-C stops torchrun, which
+    stops its ranks."""
+    import subprocess
+    import tempfile
+
+    from .distributed import torchrun_command
+    from .machine import resolve_device
+    todo = _pending(name, root, out, runs, seeds, overrides)
+    if not todo:
+        return
+    if resolve_device(todo[0][0].device).type == "cuda":
+        import torch
+        if torch.cuda.device_count() < nproc:
+            raise ValueError(f"--ddp {nproc} needs {nproc} GPUs; this machine has "
+                             f"{torch.cuda.device_count()}. Use --ddp "
+                             f"{torch.cuda.device_count()} or --device cpu")
+    env = {**os.environ, QUIET_INTERRUPT_ENV: "1"}      # a Ctrl-C is told once, below
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    env.setdefault("LOGLEVEL", "ERROR")       # torchrun's own logging: its warnings are noise here
+    if not progress:
+        env["TQDM_DISABLE"] = "1"             # tqdm's own switch, read by every bar
+    with tempfile.TemporaryDirectory(prefix="lab2-ddp-") as folder:
+        for done, (config, run_dir, resume) in enumerate(todo):
+            log.info("%s on %d processes through torchrun (%d/%d)", run_dir.name, nproc,
+                     done + 1, len(todo))
+            config_file = Path(folder) / f"{run_dir.name}.json"
+            config.save(config_file)
+            command = torchrun_command(nproc, ["train", "--root", str(root), "--out",
+                                               str(run_dir), "--config", str(config_file),
+                                               *(["--resume"] if resume else [])])
+            # its own session: a terminal's Ctrl-C reaches this process alone, which passes it on
+            # once (twice would cut torchrun's own shutdown of the ranks short)
+            process = subprocess.Popen(command, env=env, start_new_session=True)
+            try:
+                code = process.wait()
+            except BaseException:        # Ctrl-C: torchrun stops its ranks; wait for that
+                process.send_signal(signal.SIGINT)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                raise
+            if code != 0:
+                raise RuntimeError(f"{run_dir.name} stopped on {nproc} processes (exit code "
+                                   f"{code}; its message is above); run the same command again "
+                                   "to resume it")
 
 
 def table_rows(rows: list[dict]) -> list[dict]:

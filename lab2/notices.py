@@ -42,5 +42,10 @@ def one_line_warnings() -> None:
     warnings.showwarning = show_one_line
 
 
-__all__ = ["Lab2Warning", "ProfileWarning", "SkippedFilesWarning", "SyntheticDataWarning",
-           "one_line_warnings", "show_one_line"]
+#: Set for the ranks of ``experiment --ddp``: the experiment itself tells the user of a Ctrl-C,
+#: once, instead of every command it started.
+QUIET_INTERRUPT_ENV = "LAB2_QUIET_INTERRUPT"
+
+
+__all__ = ["QUIET_INTERRUPT_ENV", "Lab2Warning", "ProfileWarning", "SkippedFilesWarning",
+           "SyntheticDataWarning", "one_line_warnings", "show_one_line"]

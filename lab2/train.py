@@ -23,6 +23,7 @@ a run interrupted and resumed on the CPU ends with the same weights as one that 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 import uuid
@@ -39,7 +40,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import __version__, atomic, distributed, locks
-from .checkpoint import copy_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import dataset_fingerprint
 from .data.loaders import build_datasets, make_loader
@@ -61,7 +62,11 @@ log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; training stopped with the last good checkpoint intact."""
+    """The loss became NaN or infinite; training stopped with the last good checkpoint intact.
+    Under DDP every rank raises it at the same step (:class:`LossGuard`)."""
+
+    #: raised by every rank together: the first one tells it (:func:`lab2.cli.main`)
+    every_rank = True
 
 
 def seed_everything(seed: int) -> None:
@@ -108,6 +113,10 @@ class LossGuard:
 
     Under fp16 an overflow now and then is normal: the GradScaler skips that step and lowers its
     scale. ``tolerate`` consecutive non-finite losses pass; one more stops the run.
+
+    Under DistributedDataParallel the flag is the minimum over the ranks (one small all-reduce
+    per step), so every rank stops at the same step: a rank that stopped alone would leave the
+    others waiting in the next gradient all-reduce.
     """
 
     def __init__(self, device: torch.device, tolerate: int = 0):
@@ -115,14 +124,20 @@ class LossGuard:
         self.tolerate = tolerate
         self.bad_in_a_row = 0
         self.pending: tuple | None = None
+        self.collective = (dist.is_available() and dist.is_initialized()
+                           and dist.get_world_size() > 1)
 
     def check(self, loss: torch.Tensor, epoch: int, batch: int) -> None:
         loss = loss.detach()
+        finite = torch.isfinite(loss)
+        if self.collective:
+            finite = finite.to(torch.int32)
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
         if not self.lagged:
-            self._count(bool(torch.isfinite(loss)), loss, epoch, batch)
+            self._count(bool(finite), loss, epoch, batch)
             return
         flag = torch.empty((), dtype=torch.bool, pin_memory=True)
-        flag.copy_(torch.isfinite(loss), non_blocking=True)
+        flag.copy_(finite, non_blocking=True)
         event = torch.cuda.Event()
         event.record()
         self.flush()
@@ -139,8 +154,10 @@ class LossGuard:
     def _count(self, finite: bool, loss: torch.Tensor, epoch: int, batch: int) -> None:
         self.bad_in_a_row = 0 if finite else self.bad_in_a_row + 1
         if self.bad_in_a_row > self.tolerate:
+            value = loss.item()    # finite here when another rank's loss was not
+            text = "non-finite on another process" if math.isfinite(value) else f"{value}"
             raise NonFiniteLossError(
-                f"the training loss became {loss.item()} in epoch {epoch + 1}, batch {batch + 1}"
+                f"the training loss became {text} in epoch {epoch + 1}, batch {batch + 1}"
                 + (f" ({self.bad_in_a_row} steps in a row)" if self.tolerate else "")
                 + "; training stopped and last.pt still holds the last completed epoch. Lower "
                 "--lr, or turn mixed precision off (--amp off), then resume with --resume.")
@@ -188,12 +205,15 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
 
 # ---- run folder ---------------------------------------------------------------------------------
 
-def _state(model, optimizer, scheduler, scaler, epoch, best, best_epoch, config, history, run
-           ) -> dict:
+def _state(model, optimizer, scheduler, scaler, epoch, best, best_epoch, config, history, run,
+           rngs: list[dict]) -> dict:
+    """What last.pt holds. ``rngs``: every rank's RNG states (one entry in a single process);
+    ``rng`` is the first's, ``rng_ranks`` all of them under DDP."""
     return {
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "epoch": epoch, "best_dice": best, "best_epoch": best_epoch, "rng": rng_state(),
+        "epoch": epoch, "best_dice": best, "best_epoch": best_epoch, "rng": rngs[0],
+        **({"rng_ranks": rngs} if len(rngs) > 1 else {}),
         "config": config.to_dict(), "history": history, "lab2_version": __version__, **run,
         **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),   # fp16 only
     }
@@ -205,20 +225,35 @@ class OutOfMemory(RuntimeError):
     """The device ran out of memory; last.pt still holds the last completed epoch."""
 
 
-def _oom_advice(out: Path, config: TrainConfig, step: Step, saved_epoch: int) -> str:
-    smaller = max(1, config.batch_size // 2)
+class OtherRankFailed(RuntimeError):
+    """Under DDP, another process of the run stopped (and said why); this one cannot go on."""
+
+    every_rank = True     # the survivors all see it: the first of them tells it
+
+
+def _command(world: distributed.World) -> str:
+    """How this run was started: plain, or torchrun with its number of processes."""
+    return ("python -m lab2 train" if not world.distributed else
+            f"torchrun --nproc_per_node {world.size} -m lab2 train")
+
+
+def _oom_advice(out: Path, config: TrainConfig, step: Step, saved_epoch: int,
+                world: distributed.World) -> str:
+    smaller = config.batch_size // 2
     precision = ("" if step.amp is not None else
                  f", or add --amp {'fp16' if step.device.type == 'cuda' else 'bf16'}")
+    batch = (f"continue with a smaller batch: {_command(world)} --out {out} --resume "
+             f"--batch-size {smaller}{precision}; or "
+             if smaller and smaller % world.size == 0 else "")
     return (f"out of {step.device.type.upper()} memory training {config.model} at "
             f"{config.image_size}x{config.image_size}, batch {config.batch_size}, "
-            f"{describe(step.amp)} ({out}/last.pt holds epoch {saved_epoch}); continue with a "
-            f"smaller batch: python -m lab2 train --out {out} --resume --batch-size {smaller}"
-            f"{precision}; or start again at a smaller size with --restart --image-size "
+            f"{describe(step.amp)} ({out}/last.pt holds epoch {saved_epoch}); {batch}start "
+            f"again at a smaller size with --restart --image-size "
             f"{max(64, config.image_size // 2)}")
 
 
-def _nan_advice(out: Path, config: TrainConfig) -> str:
-    return (f"; to continue with a lower learning rate run: python -m lab2 train --out {out} "
+def _nan_advice(out: Path, config: TrainConfig, world: distributed.World) -> str:
+    return (f"; to continue with a lower learning rate run: {_command(world)} --out {out} "
             f"--resume --lr {config.lr / 10:g}" + ("" if config.amp == "off" else
                                                      " (or add --amp off)"))
 
@@ -294,6 +329,7 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
         torch.backends.cudnn.allow_tf32 = True
     seed_everything(config.seed)
     model = step.place(model_for(config))
+    distributed.seed_rank(config.seed, world.rank)     # the same weights, own dropout masks
     if world.distributed and config.sync_bn:
         model = distributed.synchronise_batchnorm(model, device)
     optimizer = build_optimizer(model, config)
@@ -313,7 +349,10 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
         start_epoch, best = checkpoint["epoch"], checkpoint["best_dice"]
         history = checkpoint["history"]
         best_epoch = checkpoint.get("best_epoch")
-        set_rng_state(checkpoint["rng"])
+        if not distributed.restore_rng(checkpoint, world, config.seed) and world.main:
+            log.info("%s was saved by %d process(es), this run has %d: the batches continue as "
+                     "before, the dropout masks are new", last,
+                     len(checkpoint.get("rng_ranks") or [0]), world.size)
         run = {"run_id": checkpoint.get("run_id") or run["run_id"],
                "data": checkpoint.get("data") or run["data"],
                "changes": list(checkpoint.get("changes") or []) + [
@@ -331,6 +370,7 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
         runnable = torch.compile(runnable)
 
     datasets = build_datasets(config, root, progress=progress)
+    devices = distributed.gather(device_name(device))        # every rank's (a collective)
     if world.main:
         config.save(out / "config.json")
         write_run_record(out, {
@@ -343,6 +383,7 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
             "resumed_from_epoch": start_epoch if checkpoint is not None else None,
             "changes": run["changes"], "world_size": world.size,
             "backend": dist.get_backend() if world.distributed else None,
+            **({"devices": devices} if world.distributed else {}),
         })
     if checkpoint is not None and world.main:
         log.warning("resuming %s after epoch %d%s", out, start_epoch,
@@ -373,10 +414,11 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
             if is_best:
                 best, best_epoch = val["dice"], epoch + 1
             # last.pt first: everything else is derived from it (see the module docstring);
-            # under DDP rank 0 is the only writer
+            # under DDP rank 0 is the only writer, of every rank's RNG states
+            rngs = distributed.rng_states()
             if world.main:
-                save_checkpoint(last, _state(model, optimizer, scheduler, scaler,
-                                             epoch + 1, best, best_epoch, config, history, run))
+                save_checkpoint(last, _state(model, optimizer, scheduler, scaler, epoch + 1,
+                                             best, best_epoch, config, history, run, rngs))
             saved_epoch = epoch + 1
             if world.main:
                 if is_best:
@@ -385,16 +427,23 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
             epochs.set_postfix(train_loss=f"{train_loss:.3f}", val_dice=f"{val['dice']:.3f}")
     except NonFiniteLossError as e:
         raise NonFiniteLossError(f"{e} (last.pt holds epoch {saved_epoch})"
-                                 f"{_nan_advice(out, config)}") from None
+                                 f"{_nan_advice(out, config, world)}") from None
     except torch.OutOfMemoryError:
-        raise OutOfMemory(_oom_advice(out, config, step, saved_epoch)) from None
+        raise OutOfMemory(_oom_advice(out, config, step, saved_epoch, world)) from None
+    except RuntimeError as e:
+        if not (world.distributed and distributed.is_peer_failure(e)):
+            raise
+        raise OtherRankFailed(
+            f"another process of this run stopped ({' '.join(str(e).split())[:200]}); its own "
+            f"message says why. {out}/last.pt holds epoch {saved_epoch}: "
+            f"{_command(world)} --out {out} --resume continues it") from None
     except KeyboardInterrupt:
         if world.main:
-            log.warning("interrupted: %s holds epoch %d; run again with --resume to continue",
+            log.warning("interrupted: %s holds epoch %d, where the run resumes",
                         last, saved_epoch)
         raise
     return {"history": history, "best_dice": best, "run_dir": out}
 
 
-__all__ = ["LossGuard", "NonFiniteLossError", "OutOfMemory", "build_optimizer", "build_scheduler",
-           "lr_at_epoch", "seed_everything", "train", "train_one_epoch"]
+__all__ = ["LossGuard", "NonFiniteLossError", "OtherRankFailed", "OutOfMemory", "build_optimizer",
+           "build_scheduler", "lr_at_epoch", "seed_everything", "train", "train_one_epoch"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,13 @@ def test_two_gloo_processes_train_what_one_process_trains(sample_root, tmp_path)
         assert row_b["val_dice"] == pytest.approx(row_a["val_dice"], abs=1e-6)
     run = json.loads((tmp_path / "two" / "run.json").read_text())
     assert (run["world_size"], run["backend"]) == (2, "gloo")
+    # torchrun with one process is a DDP run of one rank: exactly what the plain run trains
+    alone = _torchrun(1, [*args, "--out", str(tmp_path / "alone")], tmp_path)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    c = load_checkpoint(tmp_path / "alone" / "last.pt")
+    assert all(torch.equal(weight, c["model"][name]) for name, weight in a["model"].items())
+    run = json.loads((tmp_path / "alone" / "run.json").read_text())
+    assert (run["world_size"], run["backend"]) == (1, "gloo")
     # a DDP checkpoint is a plain one: it evaluates, and resumes, in one process
     assert cli_main(["evaluate", "--checkpoint", str(tmp_path / "two" / "best.pt"), "--root",
                      str(sample_root)]) == 0
@@ -126,3 +134,138 @@ def test_a_two_process_evaluation_equals_the_one_process_one(sample_root, tmp_pa
                 "boundary_iou", "background_fpr"):
         assert two[key] == one[key], key                       # exactly, not approximately
     assert two["per_image"] == one["per_image"]
+
+
+# ---- interruption and failure of one rank --------------------------------------------------
+
+FAULT_RUN = ["--model", "unet", "--profile", "smoke", "--device", "cpu", "--epochs", "3",
+             "--batch-size", "8", "--max-train-samples", "24", "--max-eval-samples", "8",
+             "--base-channels", "4", "--num-workers", "0"]     # 3 steps per epoch; dropout on
+
+
+def _torchrun_fault(fault: str, args: list, tmp_path) -> subprocess.CompletedProcess:
+    """torchrun of tests/ddp_train.py with ``fault`` (kind:rank:step) on one rank. The process
+    group's timeout is longer than the subprocess's: a rank left waiting would fail the test."""
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(Path(__file__).parent / "ddp_train.py"), *args],
+        capture_output=True, text=True, timeout=240, cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "LAB2_DIST_TIMEOUT_S": "900",
+             "LAB2_TEST_FAULT": fault})
+
+
+def _without_seconds(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+@pytest.mark.slow
+def test_a_rank_killed_mid_epoch_resumes_under_torchrun_as_if_never_killed(sample_root, tmp_path):
+    # dropout and augmentation on: each rank's own random stream must come back on resume
+    args = ["train", "--root", str(sample_root), *FAULT_RUN]
+    whole = _torchrun(2, [*args, "--out", str(tmp_path / "whole")], tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed = tmp_path / "killed"
+    # step 5 = epoch 2, batch 2: rank 1 gets SIGKILL inside its forward pass
+    died = _torchrun_fault("kill:1:5", [*args, "--out", str(killed)], tmp_path)
+    assert died.returncode != 0
+    assert load_checkpoint(killed / "last.pt")["epoch"] == 1
+    resumed = _torchrun(2, ["train", "--out", str(killed), "--resume"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = (load_checkpoint(run / "last.pt") for run in (tmp_path / "whole", killed))
+    assert [row["epoch"] for row in b["history"]] == [1, 2, 3]       # complete, no repeats
+    assert _without_seconds(b["history"]) == _without_seconds(a["history"])
+    for name, weight in a["model"].items():
+        assert torch.equal(weight, b["model"][name]), name
+    assert len(b["rng_ranks"]) == 2
+    history_csv = (killed / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in history_csv[1:]] == ["1", "2", "3"]
+    assert cli_main(["evaluate", "--checkpoint", str(killed / "best.pt"), "--root",
+                     str(sample_root)]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["nan", "oom"])
+def test_a_failure_on_one_rank_stops_every_rank_with_one_message(fault, sample_root, tmp_path):
+    run = tmp_path / "run"
+    done = _torchrun_fault(f"{fault}:1:5", ["train", "--root", str(sample_root), *FAULT_RUN,
+                                            "--out", str(run)], tmp_path)
+    assert done.returncode != 0                       # and no hang: see _torchrun_fault
+    errors = re.findall(r"(?:rank \d+: )?error: .*", done.stderr.replace("\r", "\n"))
+    if fault == "nan":     # every rank stops at the same step; the first rank says it, once
+        assert len(errors) == 1, errors
+        assert errors[0].startswith("error: the training loss became non-finite on another "
+                                    "process in epoch 2, batch 2"), errors
+        assert "torchrun --nproc_per_node 2 -m lab2 train --out" in errors[0]
+    else:                  # the rank that failed says why; the first rank says it had to stop
+        assert sorted(e.split(":")[0] for e in errors) == ["error", "rank 1"], errors
+        told = dict(e.split("error: ", 1) for e in errors)
+        assert told["rank 1: "].startswith("out of CPU memory training unet at 64x64, batch 8")
+        assert told[""].startswith("another process of this run stopped")
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    # the run goes on, here in one process
+    assert cli_main(["train", "--out", str(run), "--resume"]) == 0
+    assert [h["epoch"] for h in load_checkpoint(run / "last.pt")["history"]] == [1, 2, 3]
+
+
+# ---- experiment --ddp N ----------------------------------------------------------------------
+
+def test_ddp_and_parallel_are_refused_together(capsys):
+    assert cli_main(["experiment", "--ddp", "2", "--parallel", "2"]) == 1
+    assert "pass one" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_an_experiment_with_ddp_trains_each_run_on_two_processes(sample_root, tmp_path,
+                                                                monkeypatch):
+    from lab2.experiment import load_results, run_experiment
+    out = tmp_path / "exp"
+    settings = dict(progress=False, runs=(("unet", False),), epochs=2, base_channels=4,
+                    max_train_samples=16, max_eval_samples=8, device="cpu")
+    table, _ = run_experiment("smoke", sample_root, out, ddp=2, **settings)
+    run = json.loads((out / "unet_raw" / "run.json").read_text())
+    assert (run["world_size"], run["backend"], len(run["devices"])) == (2, "gloo", 2)
+    assert [(r["model"], r["epochs"]) for r in table] == [("unet", 2)]
+    assert load_results(out)[0] == table
+    # finished: the same command starts no torchrun
+    import lab2.distributed
+    monkeypatch.setattr(lab2.distributed, "torchrun_command",
+                        lambda *a, **k: pytest.fail("a finished run was trained again"))
+    assert run_experiment("smoke", sample_root, out, ddp=2, **settings)[0] == table
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("who", ["terminal", "parent"])
+def test_ctrl_c_stops_a_ddp_experiment_and_every_rank(who, sample_root, tmp_path):
+    import signal
+    import time
+    out = tmp_path / "exp"
+    command = [sys.executable, "-m", "lab2", "experiment", "--root", str(sample_root), "--out",
+               str(out), "--profile", "smoke", "--ddp", "2", "--epochs", "3",
+               "--base-channels", "4", "--max-train-samples", "8", "--max-eval-samples", "4",
+               "--device", "cpu"]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not (out / "unet_raw" / "last.pt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.2)
+    # a terminal's Ctrl-C reaches the whole process group; Jupyter's interrupt the parent alone
+    if who == "terminal":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        os.kill(proc.pid, signal.SIGINT)
+    err = proc.communicate(timeout=90)[1]
+    assert proc.returncode == 130, err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if "interrupted" in line]
+    assert lines[-1] == "interrupted; run the same command again to continue", err
+    assert len(lines) <= 2 and "Traceback" not in err, err     # rank 0's epoch line at most
+    time.sleep(3)
+    left = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout
+    assert left == "", "processes of the interrupted experiment are still running"
+    if who == "terminal":         # the same command finishes the job from what was saved
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        histories = [load_checkpoint(out / r / "last.pt")["history"] for r in
+                     ("unet_raw", "unet_preprocessed", "resnet34_unet_raw",
+                      "resnet34_unet_preprocessed")]
+        assert all([h["epoch"] for h in history] == [1, 2, 3] for history in histories)

@@ -11,7 +11,7 @@ import torch
 
 from lab2 import cli
 from lab2.checkpoint import load_checkpoint
-from lab2.config import profile_config
+from lab2.config import TrainConfig, profile_config
 from lab2.data import OxfordPetSegmentation, make_sample_dataset
 from lab2.evaluate import evaluate_checkpoint, load_trained_model
 from lab2.experiment import REPORTED_DICE, load_results, run_experiment
@@ -192,6 +192,25 @@ def test_cli_train_evaluate_predict(sample_root, tmp_path, capsys):
                      "--out", str(tmp_path / "p")]) == 0
     assert len(list((tmp_path / "p").glob("*.png"))) == 2
 
+
+def test_cli_train_takes_every_setting_from_another_runs_config(sample_root, tmp_path, capsys):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert cli.main(["train", "--model", "unet", "--preprocess", "--root", str(sample_root),
+                     "--out", str(first), "--profile", "smoke", "--epochs", "1",
+                     "--base-channels", "4", "--lr", "0.003"]) == 0
+    assert cli.main(["train", "--config", str(first / "config.json"), "--root",
+                     str(sample_root), "--out", str(second), "--seed", "5"]) == 0
+    a, b = (TrainConfig.load(run / "config.json") for run in (first, second))
+    assert b == a.replace(seed=5)           # the model, lr, width... of the first; the new seed
+    capsys.readouterr()
+    assert cli.main(["train", "--config", str(first / "config.json"), "--profile", "quick",
+                     "--out", str(tmp_path / "x")]) == 1
+    assert "pass one" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{not json")
+    assert cli.main(["train", "--config", str(tmp_path / "bad.json"), "--out",
+                     str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bad.json: not a readable lab2 config.json" in err
 
 
 def test_cli_resume_without_a_run_is_one_clear_line(tmp_path, capsys):
