@@ -37,6 +37,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--n-trainval", type=int, default=600)
     parser.add_argument("--sample-size", type=int, default=500, help="longest photo side, px")
+    parser.add_argument("--compile", action="store_true",
+                        help="also train each network compiled (torch.compile) with the first "
+                             "worker count: the end-to-end basis of a compile default")
     args = parser.parse_args()
 
     from lab2.config import profile_config
@@ -63,21 +66,24 @@ def main() -> None:
         cached = time.perf_counter() - started
         print(f"sample: {generated:.0f} s; cache of {len(cache.names)} samples at {size} px: "
               f"{cached:.1f} s", flush=True)
+        plan = [(w, False) for w in workers] + ([(workers[0], True)] if args.compile else [])
         for model in ("unet", "resnet34_unet"):
-            for w in workers:
-                out = Path(tmp) / f"{model}_{w}"
+            for w, compiled in plan:
+                out = Path(tmp) / f"{model}_{w}_{compiled}"
                 config = profile_config("full", model=model, image_size=size, epochs=epochs,
-                                        num_workers=w, **extra)
+                                        num_workers=w, compile=compiled, **extra)
                 result = train(config, root, out, progress=False)
                 seconds = [h["seconds"] for h in result["history"]]
                 steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
                 n_train = json.loads((out / "run.json").read_text())["n_train"]
                 rate = n_train / steady
-                rows.append((model, config.batch_size, w, n_train, f"{seconds[0]:.1f}",
+                rows.append((model, "yes" if compiled else "no", config.batch_size, w, n_train,
+                             f"{seconds[0]:.1f}",
                              f"{steady:.2f}", f"{rate:.0f}",
                              f"{EPOCHS * steady * TRAIN_IMAGES / n_train / 3600:.2f}"))
                 print(rows[-1], flush=True)
-    table = markdown_table(("model", "batch", "loader workers", "train images", "first epoch s",
+    table = markdown_table(("model", "torch.compile", "batch", "loader workers", "train images",
+                            "first epoch s",
                             "median later epoch s", "train images/s (epoch incl. validation)",
                             "projected 50-epoch run (h)"), rows)
     print(table)

@@ -1,10 +1,15 @@
-"""The CUDA path: bf16 autocast, channels_last, torch.compile, the lagged loss guard, and runs that
-move between GPU and CPU. Run with ``pytest -m gpu`` on a GPU machine; skipped where none is.
-(The non-finite-loss stop on CUDA is a parameter of its test in test_train.py.)"""
+"""The CUDA path: bf16 autocast, channels_last, torch.compile, fp16 with a GradScaler at the
+report's 512 px, the lagged loss guard, NCCL under torchrun, and runs that move between GPU and
+CPU. Run with ``pytest -m gpu`` on a GPU machine (``benchmarks/gpu_checks.sh`` runs it with the GPU
+benchmarks); skipped where none is. (The non-finite-loss stop on CUDA is a parameter of its test
+in test_train.py.)"""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -49,7 +54,7 @@ def test_a_cuda_run_records_its_machine_resumes_and_evaluates_the_same_on_the_cp
     train(profile_config("smoke", **SMOKE), sample_root, out, progress=False)
     run = json.loads((out / "run.json").read_text())
     assert run["device"] == torch.cuda.get_device_name()
-    assert run["amp"] == "torch.bfloat16" and run["channels_last"] is True
+    assert run["precision"] == "bf16" and run["channels_last"] is True     # compute capability 8+
 
     resumed = train(profile_config("smoke", **{**SMOKE, "epochs": 3}), sample_root, out,
                     resume=True, progress=False)
@@ -85,3 +90,43 @@ def test_the_lagged_loss_guard_reports_the_bad_batch(tmp_path):
     guard.check(torch.tensor(float("inf"), device="cuda"), epoch=3, batch=7)
     with pytest.raises(NonFiniteLossError, match="epoch 4, batch 8"):
         guard.flush()                                                       # the epoch's last batch
+
+
+@pytest.mark.parametrize("name", ["unet", "resnet34_unet"])
+def test_fp16_with_a_grad_scaler_trains_at_512_and_resumes_where_it_stopped(name, sample_root,
+                                                                            tmp_path):
+    # the T4/V100 path, forced on this GPU: full-width network, the report's size and batch
+    settings = dict(model=name, image_size=512, batch_size=8, epochs=2, max_train_samples=32,
+                    max_eval_samples=8, num_workers=2, amp="fp16")
+    whole = train(profile_config("full", **settings), sample_root, tmp_path / "whole",
+                  progress=False)
+    part = tmp_path / "part"
+    train(profile_config("full", **{**settings, "epochs": 1}), sample_root, part, progress=False)
+    saved = load_checkpoint(part / "last.pt")
+    assert saved["scaler"]["scale"] > 0                        # the scaler's state is kept
+    resumed = train(profile_config("full", **settings), sample_root, part, resume=True,
+                    progress=False)
+    assert json.loads((part / "run.json").read_text())["precision"] == "fp16"
+    for a, b in zip(whole["history"], resumed["history"], strict=True):
+        assert torch.isfinite(torch.tensor([a["train_loss"], b["train_loss"]])).all()
+        # cudnn's kernels are not bitwise deterministic: the same run, not the same bits
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=2e-2)
+    ended = load_checkpoint(part / "last.pt")["scaler"]["scale"]
+    assert ended == load_checkpoint(tmp_path / "whole" / "last.pt")["scaler"]["scale"]
+
+
+def test_torchrun_with_one_gpu_is_an_nccl_run_that_resumes_in_one_process(sample_root, tmp_path):
+    out = tmp_path / "ddp"
+    args = ["train", "--model", "unet", "--profile", "smoke", "--root", str(sample_root),
+            "--out", str(out), "--base-channels", "8", "--epochs", "2", "--batch-size", "4"]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=1", "-m", "lab2", *args],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "LAB2_DIST_TIMEOUT_S": "120"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = json.loads((out / "run.json").read_text())
+    assert (run["world_size"], run["backend"]) == (1, "nccl")
+    assert run["devices"] == [torch.cuda.get_device_name()]
+    resumed = train(profile_config("smoke", model="unet", base_channels=8, epochs=3,
+                                   batch_size=4), sample_root, out, resume=True, progress=False)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
