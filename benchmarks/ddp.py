@@ -17,15 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from results import append_section, markdown_table
+from results import append_section, markdown_table, sample_with_cache, steady_epoch_seconds
 
 
 def run(command: list[str], env: dict) -> None:
@@ -44,7 +42,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from lab2.checkpoint import load_checkpoint
-    from lab2.data import build_cache, make_sample_dataset
     from lab2.distributed import torchrun_command
 
     if args.dry_run:
@@ -57,12 +54,7 @@ def main() -> None:
         flags, launches = [], [0, 1]                      # 0 = plain, N = torchrun with N ranks
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "data"
-        started = time.perf_counter()
-        make_sample_dataset(root, n_trainval=n_trainval, n_test=10, size=sample_size,
-                            progress=False)
-        build_cache(root, size, None, progress=False)
-        print(f"sample and cache: {time.perf_counter() - started:.0f} s", flush=True)
+        root, _, _ = sample_with_cache(tmp, n_trainval, sample_size, size)
         for model in ("unet", "resnet34_unet"):
             plain_rate = None
             for nproc in launches:
@@ -79,7 +71,7 @@ def main() -> None:
                 history = load_checkpoint(out / "last.pt")["history"]
                 record = json.loads((out / "run.json").read_text())
                 seconds = [h["seconds"] for h in history]
-                steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
+                steady = steady_epoch_seconds(seconds)
                 rate = record["n_train"] / steady
                 plain_rate = plain_rate or rate
                 launcher = (f"torchrun --nproc_per_node {nproc}" if nproc else "python -m lab2")

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from results import append_section, markdown_table
+from results import append_section, markdown_table, sample_with_cache, steady_epoch_seconds
 
 TRAIN_IMAGES, EPOCHS = 3312, 50
 
@@ -43,7 +41,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from lab2.config import profile_config
-    from lab2.data import build_cache, make_sample_dataset
     from lab2.train import train
 
     if args.dry_run:
@@ -56,16 +53,7 @@ def main() -> None:
         workers, epochs, extra = args.workers, args.epochs, {}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "data"
-        started = time.perf_counter()
-        make_sample_dataset(root, n_trainval=n_trainval, n_test=10, size=sample_size,
-                            progress=False)
-        generated = time.perf_counter() - started
-        started = time.perf_counter()
-        cache = build_cache(root, size, None, progress=False)
-        cached = time.perf_counter() - started
-        print(f"sample: {generated:.0f} s; cache of {len(cache.names)} samples at {size} px: "
-              f"{cached:.1f} s", flush=True)
+        root, generated, cached = sample_with_cache(tmp, n_trainval, sample_size, size)
         plan = [(w, False) for w in workers] + ([(workers[0], True)] if args.compile else [])
         for model in ("unet", "resnet34_unet"):
             for w, compiled in plan:
@@ -74,7 +62,7 @@ def main() -> None:
                                         num_workers=w, compile=compiled, **extra)
                 result = train(config, root, out, progress=False)
                 seconds = [h["seconds"] for h in result["history"]]
-                steady = statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
+                steady = steady_epoch_seconds(seconds)
                 n_train = json.loads((out / "run.json").read_text())["n_train"]
                 rate = n_train / steady
                 rows.append((model, "yes" if compiled else "no", config.batch_size, w, n_train,

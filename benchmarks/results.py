@@ -13,6 +13,33 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
+def sample_with_cache(folder: Path, n_trainval: int, photo_size: int, image_size: int
+                      ) -> tuple[Path, float, float]:
+    """A synthetic sample of ``n_trainval`` photos (longest side ``photo_size``) in
+    ``folder/data`` with its raw cache at ``image_size`` built; returns the data root and the
+    seconds each took (also printed)."""
+    import time
+
+    from lab2.data import build_cache, make_sample_dataset
+    root = Path(folder) / "data"
+    started = time.perf_counter()
+    make_sample_dataset(root, n_trainval=n_trainval, n_test=10, size=photo_size, progress=False)
+    generated = time.perf_counter() - started
+    started = time.perf_counter()
+    cache = build_cache(root, image_size, None, progress=False)
+    cached = time.perf_counter() - started
+    print(f"sample: {generated:.0f} s; cache of {len(cache.names)} samples at {image_size} px: "
+          f"{cached:.1f} s", flush=True)
+    return root, generated, cached
+
+
+def steady_epoch_seconds(seconds: Sequence[float]) -> float:
+    """The median epoch time after the first (which pays cudnn's autotuning and the start of the
+    loader's workers)."""
+    import statistics
+    return statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0]
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     lines = ["| " + " | ".join(map(str, header)) + " |",
              "|" + "|".join("---" for _ in header) + "|"]
