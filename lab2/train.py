@@ -16,14 +16,16 @@ message naming the first one's PID.
 
 Determinism: the shuffling order and the augmentation of each sample are seeded from
 ``(config.seed, epoch, sample)`` (:class:`lab2.data.loaders.SeededSampler`), whatever the number
-of loader workers or the multiprocessing start method, and the checkpoint holds all RNG states, so
-a run interrupted and resumed on the CPU ends with the same weights as one that was not.
+of loader workers or the multiprocessing start method, and the checkpoint holds all RNG states (of
+every rank under torchrun), so a run interrupted and resumed on the CPU ends with the same weights
+as one that was not.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import time
 import uuid
@@ -232,9 +234,13 @@ class OtherRankFailed(RuntimeError):
 
 
 def _command(world: distributed.World) -> str:
-    """How this run was started: plain, or torchrun with its number of processes."""
-    return ("python -m lab2 train" if not world.distributed else
-            f"torchrun --nproc_per_node {world.size} -m lab2 train")
+    """How this run was started: plain, or torchrun with its processes per machine (and, on
+    several machines, a reminder of the rendezvous flags)."""
+    if not world.distributed:
+        return "python -m lab2 train"
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))     # set by torchrun
+    machines = f"--nnodes {world.size // local} ... " if local < world.size else ""
+    return f"torchrun {machines}--nproc_per_node {local} -m lab2 train"
 
 
 def _oom_advice(out: Path, config: TrainConfig, step: Step, saved_epoch: int,
