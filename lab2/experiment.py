@@ -349,7 +349,11 @@ def _train_with_torchrun(name: str, root, out: Path, runs, seeds, overrides: dic
             try:
                 code = process.wait()
             except BaseException:        # Ctrl-C: torchrun stops its ranks; wait for that
-                process.send_signal(signal.SIGINT)
+                # (Windows can send no SIGINT to a child: terminate it; the ranks watch it)
+                if sys.platform == "win32":
+                    process.terminate()
+                else:
+                    process.send_signal(signal.SIGINT)
                 try:
                     process.wait(timeout=60)
                 except subprocess.TimeoutExpired:
