@@ -76,7 +76,12 @@ def process_group(device: torch.device):
     timeout = dt.timedelta(seconds=int(os.environ.get("LAB2_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S)))
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if local_rank >= gpus:
+            started = os.environ.get("LOCAL_WORLD_SIZE", str(local_rank + 1))
+            raise RuntimeError(f"torchrun started {started} processes on this machine, which has "
+                               f"{gpus} visible GPU(s); use --nproc_per_node {gpus}")
+        torch.cuda.set_device(local_rank)
     die_with_parent()       # a killed torchrun takes its ranks with it (and their run lock)
     dist.init_process_group(backend, timeout=timeout)
     try:

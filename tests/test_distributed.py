@@ -269,3 +269,15 @@ def test_ctrl_c_stops_a_ddp_experiment_and_every_rank(who, sample_root, tmp_path
                      ("unet_raw", "unet_preprocessed", "resnet34_unet_raw",
                       "resnet34_unet_preprocessed")]
         assert all([h["epoch"] for h in history] == [1, 2, 3] for history in histories)
+
+
+def test_more_processes_than_gpus_is_one_clear_line(monkeypatch):
+    from lab2 import distributed
+    for name, value in dict(RANK="3", WORLD_SIZE="4", LOCAL_RANK="3", LOCAL_WORLD_SIZE="4",
+                            MASTER_ADDR="127.0.0.1", MASTER_PORT="29500").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(RuntimeError, match="started 4 processes on this machine, which has 2 "
+                                           "visible GPU.s.; use --nproc_per_node 2"):
+        with distributed.process_group(torch.device("cuda")):
+            pass
