@@ -1,5 +1,10 @@
+import signal
 import sys
 
 from .cli import main
 
-sys.exit(main())
+code = main()
+# the work is done: a Ctrl-C while the interpreter shuts down has nothing left to stop, and
+# would only print a traceback from an exit handler
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+sys.exit(code)

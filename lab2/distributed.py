@@ -107,12 +107,15 @@ def torchrun_main(argv: list[str] | None = None) -> int:
     ranks with it), a failed run ends in exit code 1 after the ranks' own one-line messages,
     and a signal (the parent passing on a Ctrl-C) stops the ranks, without torchrun's traceback
     of its own."""
+    import logging
     import sys
 
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
     die_with_parent()
+    # its warnings ("Sending process ... closing signal") only repeat what lab2 says
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
     try:
         run(parse_args(sys.argv[1:] if argv is None else argv))
     except SignalException as e:       # stopped (Ctrl-C): torchrun has stopped the ranks

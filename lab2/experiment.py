@@ -331,7 +331,6 @@ def _train_with_torchrun(name: str, root, out: Path, runs, seeds, overrides: dic
                              f"{torch.cuda.device_count()} or --device cpu")
     env = {**os.environ, QUIET_INTERRUPT_ENV: "1"}      # a Ctrl-C is told once, below
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    env.setdefault("LOGLEVEL", "ERROR")       # torchrun's own logging: its warnings are noise here
     if not progress:
         env["TQDM_DISABLE"] = "1"             # tqdm's own switch, read by every bar
     with tempfile.TemporaryDirectory(prefix="lab2-ddp-") as folder:
