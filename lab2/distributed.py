@@ -73,7 +73,7 @@ def process_group(device: torch.device):
         return
     if not dist.is_available():
         raise RuntimeError("this PyTorch build has no torch.distributed; run without torchrun")
-    timeout = dt.timedelta(seconds=int(os.environ.get("LAB2_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S)))
+    timeout = dt.timedelta(seconds=timeout_s())
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
@@ -137,6 +137,11 @@ def gather(obj) -> list:
     return out
 
 
+def timeout_s() -> int:
+    """Seconds a rank waits for the others in a collective (``LAB2_DIST_TIMEOUT_S``)."""
+    return int(os.environ.get("LAB2_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S))
+
+
 def is_peer_failure(error: BaseException) -> bool:
     """Whether ``error`` is a collective failing because another rank is gone or stuck: a
     ``DistError``, or the plain RuntimeError that gloo and NCCL raise from inside DDP's gradient
@@ -145,6 +150,15 @@ def is_peer_failure(error: BaseException) -> bool:
     return isinstance(error, dist.DistError) or any(
         sign in text for sign in ("closed by peer", "connection reset", "gloo", "nccl",
                                   "timed out", "timeout"))
+
+
+def peer_failure(error: BaseException) -> str:
+    """What a collective's failure (:func:`is_peer_failure`) says about the other ranks."""
+    text = " ".join(str(error).split())
+    if "timed out" in text.lower() or "timeout" in text.lower():
+        return (f"another process of this run did not answer for {timeout_s()} s (stuck, or far "
+                "slower than this one; if it was only slow, raise LAB2_DIST_TIMEOUT_S)")
+    return f"another process of this run stopped ({text[:200]}); its own message says why"
 
 
 def seed_rank(seed: int, rank: int, epoch: int = 0) -> None:
@@ -242,5 +256,6 @@ def synchronise_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 __all__ = ["DEFAULT_TIMEOUT_S", "GlobalBatchNorm2d", "World", "current", "gather",
-           "is_peer_failure", "launched", "process_group", "restore_rng", "rng_states",
-           "seed_rank", "synchronise_batchnorm", "torchrun_command", "torchrun_main"]
+           "is_peer_failure", "launched", "peer_failure", "process_group", "restore_rng",
+           "rng_states", "seed_rank", "synchronise_batchnorm", "timeout_s", "torchrun_command",
+           "torchrun_main"]

@@ -440,8 +440,7 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
         if not (world.distributed and distributed.is_peer_failure(e)):
             raise
         raise OtherRankFailed(
-            f"another process of this run stopped ({' '.join(str(e).split())[:200]}); its own "
-            f"message says why. {out}/last.pt holds epoch {saved_epoch}: "
+            f"{distributed.peer_failure(e)}. {out}/last.pt holds epoch {saved_epoch}: "
             f"{_command(world)} --out {out} --resume continues it") from None
     except KeyboardInterrupt:
         if world.main:

@@ -1,17 +1,18 @@
 """Run under torchrun by tests/test_distributed.py: ``python -m lab2 train ...`` with a fault on
 one rank at one training step, to check what the other ranks and the run folder go through.
 
-    LAB2_TEST_FAULT=kill|nan|oom:RANK:STEP python -m torch.distributed.run ... \\
+    LAB2_TEST_FAULT=kill|nan|oom|hang:RANK:STEP python -m torch.distributed.run ... \\
         tests/ddp_train.py train --out RUN ...
 
 STEP counts training steps from 1 over the whole run. ``kill`` SIGKILLs the rank in the middle of
 that step's forward pass (a real kill -9, no clean-up), ``nan`` makes its loss NaN, ``oom`` raises
-``torch.OutOfMemoryError`` from it.
+``torch.OutOfMemoryError`` from it, ``hang`` makes it sleep for an hour (alive, but stuck).
 """
 
 import os
 import signal
 import sys
+import time
 import types
 
 import torch
@@ -35,6 +36,8 @@ if os.environ.get("RANK") == rank:
                 raise torch.OutOfMemoryError("simulated out of memory")
             if kind == "nan":
                 return loss * float("nan")
+            if kind == "hang":
+                time.sleep(3600)
         return loss
 
     lab2.train.F = types.SimpleNamespace(cross_entropy=cross_entropy)

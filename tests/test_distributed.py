@@ -144,14 +144,16 @@ FAULT_RUN = ["--model", "unet", "--profile", "smoke", "--device", "cpu", "--epoc
              "--base-channels", "4", "--num-workers", "0"]     # 3 steps per epoch; dropout on
 
 
-def _torchrun_fault(fault: str, args: list, tmp_path) -> subprocess.CompletedProcess:
+def _torchrun_fault(fault: str, args: list, tmp_path, dist_timeout_s: int = 900
+                    ) -> subprocess.CompletedProcess:
     """torchrun of tests/ddp_train.py with ``fault`` (kind:rank:step) on one rank. The process
-    group's timeout is longer than the subprocess's: a rank left waiting would fail the test."""
+    group's timeout is by default longer than the subprocess's: a rank left waiting would fail
+    the test."""
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(Path(__file__).parent / "ddp_train.py"), *args],
         capture_output=True, text=True, timeout=240, cwd=tmp_path,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "LAB2_DIST_TIMEOUT_S": "900",
+        env={**os.environ, "OMP_NUM_THREADS": "1", "LAB2_DIST_TIMEOUT_S": str(dist_timeout_s),
              "LAB2_TEST_FAULT": fault})
 
 
@@ -206,6 +208,20 @@ def test_a_failure_on_one_rank_stops_every_rank_with_one_message(fault, sample_r
     # the run goes on, here in one process
     assert cli_main(["train", "--out", str(run), "--resume"]) == 0
     assert [h["epoch"] for h in load_checkpoint(run / "last.pt")["history"]] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_a_stuck_rank_stops_the_run_after_the_process_group_timeout(sample_root, tmp_path):
+    run = tmp_path / "run"
+    # rank 1 sleeps for an hour inside step 5; the others wait 10 s for it, not an hour
+    done = _torchrun_fault("hang:1:5", ["train", "--root", str(sample_root), *FAULT_RUN,
+                                        "--out", str(run)], tmp_path, dist_timeout_s=10)
+    assert done.returncode != 0
+    errors = re.findall(r"(?:rank \d+: )?error: .*", done.stderr.replace("\r", "\n"))
+    assert len(errors) == 1 and errors[0].startswith(
+        "error: another process of this run did not answer for 10 s"), errors
+    assert "LAB2_DIST_TIMEOUT_S" in errors[0] and "--resume continues it" in errors[0]
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
 
 
 # ---- experiment --ddp N ----------------------------------------------------------------------
