@@ -83,6 +83,9 @@ def test_two_gloo_processes_train_what_one_process_trains(sample_root, tmp_path)
     assert one.returncode == 0, one.stderr
     two = _torchrun(2, [*args, "--out", str(tmp_path / "two")], tmp_path)
     assert two.returncode == 0, two.stderr[-3000:]
+    # the first rank speaks for both: one warning, one result line
+    assert two.stderr.count("unusable file(s)") == 1, two.stderr[-3000:]
+    assert two.stdout.count("best validation Dice") == 1
     a, b = (load_checkpoint(tmp_path / run / "last.pt") for run in ("one", "two"))
     for name, weight in a["model"].items():
         if weight.is_floating_point():
