@@ -174,7 +174,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     root = choose_data_root(args.root, args.sample_root, try_download=not args.no_download)
     print(audit_dataset(root).table())
     profile = resolve_profile(args.profile)
-    _, out = run_experiment(profile, root)
+    _, out = run_experiment(profile, root, parallel=args.parallel, gpus=args.gpus, ddp=args.ddp)
     print((out / "results.md").read_text())
     if args.no_notebooks:
         return 0
@@ -272,6 +272,21 @@ def _gpu_list(text: str) -> list[int]:
     if not gpus or len(set(gpus)) != len(gpus) or min(gpus) < 0:
         raise argparse.ArgumentTypeError(f"expected distinct GPU numbers like 0,1,2, got {text}")
     return gpus
+
+
+def _add_several_gpus(p: argparse.ArgumentParser) -> None:
+    """How the experiment's runs use several GPUs (or CPU processes)."""
+    p.add_argument("--parallel", type=_positive(int), default=0, metavar="N",
+                   help="train up to N runs at the same time, one process per GPU (the first N "
+                        "visible ones; runs queue when there are more runs than GPUs) or, "
+                        "without CUDA, N processes sharing the CPU cores")
+    p.add_argument("--gpus", type=_gpu_list, default=None, metavar="0,1,...",
+                   help="the GPUs of --parallel, one run on each at a time")
+    p.add_argument("--ddp", type=_positive(int), default=0, metavar="N",
+                   help="train each run on N processes, one run after the other, through "
+                        "torchrun (DistributedDataParallel: N GPUs, or N CPU processes with "
+                        "--device cpu); --parallel is the better use of several GPUs for the "
+                        "four runs, --ddp shortens each run")
 
 
 def _add_root(p: argparse.ArgumentParser, default: str | None, what: str = "data root",
@@ -385,17 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train each model once per seed (default: 0, the report's single run); "
                         "seed k > 0 runs in <model>_<raw|preprocessed>_seed<k>. Several seeds "
                         "measure the seed-to-seed spread and multiply the time")
-    p.add_argument("--parallel", type=_positive(int), default=0, metavar="N",
-                   help="train up to N runs at the same time, one process per GPU (the first N "
-                        "visible ones; runs queue when there are more runs than GPUs) or, "
-                        "without CUDA, N processes sharing the CPU cores")
-    p.add_argument("--gpus", type=_gpu_list, default=None, metavar="0,1,...",
-                   help="the GPUs of --parallel, one run on each at a time")
-    p.add_argument("--ddp", type=_positive(int), default=0, metavar="N",
-                   help="train each run on N processes, one run after the other, through "
-                        "torchrun (DistributedDataParallel: N GPUs, or N CPU processes with "
-                        "--device cpu); --parallel is the better use of several GPUs for the "
-                        "four runs, --ddp shortens each run")
+    _add_several_gpus(p)
     _add_config_flags(p, per_run=False)
     p.set_defaults(func=cmd_experiment)
 
@@ -414,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not try to download the real data set")
     p.add_argument("--no-notebooks", action="store_true",
                    help="stop after the experiment (do not re-run the notebooks)")
+    _add_several_gpus(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("notebooks", help="re-run the four notebooks in place",

@@ -231,9 +231,9 @@ def test_report_runs_the_experiment_then_the_four_notebooks(tmp_path, monkeypatc
     make_sample_dataset(sample, n_trainval=30, n_test=10, size=64, progress=False)
     import lab2.experiment as experiment_module
     original = experiment_module.run_experiment
-    monkeypatch.setattr(experiment_module, "run_experiment", lambda profile, root: original(
+    monkeypatch.setattr(experiment_module, "run_experiment", lambda profile, root, **kw: original(
         profile, root, progress=False, epochs=1, base_channels=4, max_train_samples=8,
-        max_eval_samples=4))
+        max_eval_samples=4, **kw))
     assert cli.main(["report", "--root", str(tmp_path / "no_real_data"), "--sample-root",
                      str(sample), "--no-download", "--profile", "smoke"]) == 0
     assert [p.name for p in executed] == ["01_data_inspection.ipynb", "02_preprocessing.ipynb",
@@ -242,6 +242,23 @@ def test_report_runs_the_experiment_then_the_four_notebooks(tmp_path, monkeypatc
     assert (tmp_path / "runs" / "smoke-sample" / "results.md").is_file()
     assert os.environ["LAB2_PROFILE"] == "smoke"                   # what the kernels inherit
     assert os.environ["LAB2_SAMPLE_DIR"] == str(sample.resolve())
+
+
+def test_report_uses_several_gpus_as_experiment_does(tmp_path, monkeypatch):
+    import lab2.experiment as experiment_module
+    monkeypatch.setenv("LAB2_HOME", str(tmp_path))
+    from lab2.data import make_sample_dataset
+    make_sample_dataset(tmp_path / "sample", n_trainval=30, n_test=10, size=64, progress=False)
+    asked = {}
+
+    def stop(profile, root, **kw):
+        asked.update(kw)
+        raise ValueError("stop here")
+    monkeypatch.setattr(experiment_module, "run_experiment", stop)
+    assert cli.main(["report", "--root", str(tmp_path / "none"), "--sample-root",
+                     str(tmp_path / "sample"), "--no-download", "--profile", "smoke",
+                     "--parallel", "3", "--gpus", "0,2"]) == 1
+    assert asked == {"parallel": 3, "gpus": [0, 2], "ddp": 0}
 
 
 @pytest.mark.slow
