@@ -125,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             config = profile_config(args.profile, **overrides)
         root = args.root or default_data_root()
     result = train(config, root, args.out, resume=args.resume, restart=args.restart)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if not _rank():
         print(f"{config.run_name}: best validation Dice {result['best_dice']:.4f}; run in "
               f"{args.out}")
     return 0
@@ -439,6 +439,11 @@ def _one_line(error: BaseException) -> str:
     return text
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def _told_by_first_rank(error: BaseException) -> bool:
     """Under torchrun, whether rank 0 tells this error for every rank: a wrong argument or
     missing file (every rank finds the same) or an error all ranks raise together (a non-finite
@@ -454,7 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("lab2").setLevel(logging.INFO)
     if getattr(args, "cache_dir", None) is not None:
         os.environ[CACHE_ENV] = str(args.cache_dir)   # read by lab2.paths.cache_dir everywhere
-    rank = int(os.environ.get("RANK", "0"))     # set by torchrun: the first rank speaks for all
+    rank = _rank()                       # under torchrun the first rank speaks for all
     if rank:
         logging.getLogger("lab2").setLevel(logging.ERROR)
     with warnings.catch_warnings():

@@ -142,23 +142,19 @@ def timeout_s() -> int:
     return int(os.environ.get("LAB2_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S))
 
 
-def is_peer_failure(error: BaseException) -> bool:
-    """Whether ``error`` is a collective failing because another rank is gone or stuck: a
-    ``DistError``, or the plain RuntimeError that gloo and NCCL raise from inside DDP's gradient
-    hooks (recognised by its text)."""
-    text = str(error).lower()
-    return isinstance(error, dist.DistError) or any(
-        sign in text for sign in ("closed by peer", "connection reset", "gloo", "nccl",
-                                  "timed out", "timeout"))
-
-
-def peer_failure(error: BaseException) -> str:
-    """What a collective's failure (:func:`is_peer_failure`) says about the other ranks."""
+def peer_failure(error: BaseException) -> str | None:
+    """What ``error`` says about the other ranks when it is a collective that failed because
+    another rank is gone or stuck (a ``DistError``, or the plain RuntimeError that gloo and NCCL
+    raise from inside DDP's gradient hooks, recognised by its text); None for any other error."""
     text = " ".join(str(error).split())
-    if "timed out" in text.lower() or "timeout" in text.lower():
+    lowered = text.lower()
+    if "timed out" in lowered or "timeout" in lowered:
         return (f"another process of this run did not answer for {timeout_s()} s (stuck, or far "
                 "slower than this one; if it was only slow, raise LAB2_DIST_TIMEOUT_S)")
-    return f"another process of this run stopped ({text[:200]}); its own message says why"
+    if isinstance(error, dist.DistError) or any(
+            sign in lowered for sign in ("closed by peer", "connection reset", "gloo", "nccl")):
+        return f"another process of this run stopped ({text[:200]}); its own message says why"
+    return None
 
 
 def seed_rank(seed: int, rank: int, epoch: int = 0) -> None:
@@ -256,6 +252,6 @@ def synchronise_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 __all__ = ["DEFAULT_TIMEOUT_S", "GlobalBatchNorm2d", "World", "current", "gather",
-           "is_peer_failure", "launched", "peer_failure", "process_group", "restore_rng",
+           "launched", "peer_failure", "process_group", "restore_rng",
            "rng_states", "seed_rank", "synchronise_batchnorm", "timeout_s", "torchrun_command",
            "torchrun_main"]

@@ -437,10 +437,11 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
     except torch.OutOfMemoryError:
         raise OutOfMemory(_oom_advice(out, config, step, saved_epoch, world)) from None
     except RuntimeError as e:
-        if not (world.distributed and distributed.is_peer_failure(e)):
+        failure = distributed.peer_failure(e) if world.distributed else None
+        if failure is None:
             raise
         raise OtherRankFailed(
-            f"{distributed.peer_failure(e)}. {out}/last.pt holds epoch {saved_epoch}: "
+            f"{failure}. {out}/last.pt holds epoch {saved_epoch}: "
             f"{_command(world)} --out {out} --resume continues it") from None
     except KeyboardInterrupt:
         if world.main:
