@@ -6,7 +6,7 @@ import csv
 import json
 
 import pytest
-from interrupts import default_ctrl_c
+from interrupts import start_until
 
 from lab2 import cli
 from lab2.comparisons import COMPARISON_FIELDS, compare, seed_average
@@ -143,12 +143,8 @@ def test_ctrl_c_stops_a_parallel_experiment_cleanly_and_it_resumes(sample_root, 
                "--base-channels", "4", "--max-train-samples", "8", "--max-eval-samples", "4",
                "--device", "cpu"]
     # a terminal's Ctrl-C reaches the whole process group: the parent and its workers
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=default_ctrl_c)
-    deadline = time.monotonic() + 120
-    while not any((out / run / "last.pt").exists() for run in ("unet_raw", "unet_preprocessed")):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-        time.sleep(0.2)
+    proc = start_until(command, lambda: any((out / run / "last.pt").exists()
+                                            for run in ("unet_raw", "unet_preprocessed")))
     os.killpg(proc.pid, signal.SIGINT)
     err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 130, err

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from interrupts import default_ctrl_c
+from interrupts import start_until
 
 from lab2.checkpoint import load_checkpoint
 from lab2.cli import main as cli_main
@@ -264,13 +264,8 @@ def test_ctrl_c_stops_a_ddp_experiment_and_every_rank(who, sample_root, tmp_path
                str(out), "--profile", "smoke", "--ddp", "2", "--epochs", "3",
                "--base-channels", "4", "--max-train-samples", "32", "--max-eval-samples", "4",
                "--device", "cpu"]
-    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=default_ctrl_c,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 120
-    while not (out / "unet_raw" / "last.pt").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-        time.sleep(0.2)
+    proc = start_until(command, (out / "unet_raw" / "last.pt").exists,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
     # a terminal's Ctrl-C reaches the whole process group; Jupyter's interrupt the parent alone
     if who == "terminal":
         os.killpg(proc.pid, signal.SIGINT)
