@@ -43,6 +43,7 @@ def main() -> None:
 
     from lab2.checkpoint import load_checkpoint
     from lab2.distributed import torchrun_command
+    from lab2.machine import cpu_threads_each
 
     if args.dry_run:
         size, n_trainval, sample_size, epochs = 64, 40, 96, 2
@@ -62,9 +63,8 @@ def main() -> None:
                 args_ = ["train", "--model", model, "--profile", "full", "--root", str(root),
                          "--out", str(out), "--image-size", str(size), "--epochs", str(epochs),
                          "--max-eval-samples", "64", *flags]
-                threads = max(1, (os.cpu_count() or 1) // max(1, nproc))
-                env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TQDM_DISABLE": "1",
-                       "LOGLEVEL": "ERROR"}
+                env = {**os.environ, "OMP_NUM_THREADS": str(cpu_threads_each(nproc)),
+                       "TQDM_DISABLE": "1"}
                 command = (torchrun_command(nproc, args_) if nproc else
                            [sys.executable, "-m", "lab2", *args_])
                 run(command, env)

@@ -22,6 +22,7 @@ reason, which ``run.json`` records.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,11 @@ def cpu_bf16_native() -> tuple[bool, str]:
     if avx512_bf16:
         return True, "the CPU has AVX512-BF16"
     return False, "the CPU has neither AVX512-BF16 nor AMX (bf16 would be emulated, slower)"
+
+
+def cpu_threads_each(processes: int) -> int:
+    """Threads for each of ``processes`` processes that share this machine's CPU cores."""
+    return max(1, (os.cpu_count() or 1) // max(1, processes))
 
 
 def mps_available() -> bool:
