@@ -91,13 +91,25 @@ def test_auto_precision_on_cuda_follows_the_compute_capability(monkeypatch, capa
 @pytest.mark.parametrize("avx512_bf16, amx, expected", [
     (True, False, torch.bfloat16), (False, True, torch.bfloat16), (False, False, None)])
 def test_auto_precision_on_the_cpu_follows_native_bf16(monkeypatch, avx512_bf16, amx, expected):
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    # raising=False: PyTorch before 2.5 has no such probes (the next test covers that case)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
     dtype, why = machine.choose_precision("auto", torch.device("cpu"))
     assert dtype == expected and why
     layout, why = machine.choose_channels_last("auto", torch.device("cpu"), dtype)
     assert layout == (expected is not None) and why
     assert not machine.choose_channels_last("auto", torch.device("mps"), None)[0]
+
+
+def test_auto_precision_on_the_cpu_is_fp32_when_pytorch_has_no_bf16_probe(monkeypatch):
+    # PyTorch 2.4 has neither torch.cpu._is_avx512_bf16_supported nor _is_amx_tile_supported
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    native, why = machine.cpu_bf16_native()
+    assert not native and "cannot tell" in why
+    dtype, why = machine.choose_precision("auto", torch.device("cpu"))
+    assert dtype is None and why
+    assert not machine.choose_channels_last("auto", torch.device("cpu"), dtype)[0]
 
 
 def test_forced_precisions_and_mps(monkeypatch):
