@@ -299,3 +299,31 @@ def test_more_processes_than_gpus_is_one_clear_line(monkeypatch):
                                            "visible GPU.s.; use --nproc_per_node 2"):
         with distributed.process_group(torch.device("cuda")):
             pass
+
+
+def test_the_ranks_meet_before_the_group_is_torn_down_unless_one_failed(monkeypatch):
+    # PyTorch 2.4's gloo destroy_process_group could hang when a peer had left first
+    import socket
+
+    from lab2 import distributed
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for name, value in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                            MASTER_PORT=str(port)).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(distributed, "die_with_parent", lambda: None)
+    calls = []
+    barrier, destroy = torch.distributed.barrier, torch.distributed.destroy_process_group
+    monkeypatch.setattr(torch.distributed, "barrier",
+                        lambda *a, **k: (calls.append("barrier"), barrier(*a, **k))[1])
+    monkeypatch.setattr(torch.distributed, "destroy_process_group",
+                        lambda *a, **k: (calls.append("destroy"), destroy(*a, **k))[1])
+    with distributed.process_group(torch.device("cpu")) as world:
+        assert world.distributed and torch.distributed.is_initialized()
+    assert calls == ["barrier", "destroy"] and not torch.distributed.is_initialized()
+    calls.clear()
+    with pytest.raises(ValueError):
+        with distributed.process_group(torch.device("cpu")):
+            raise ValueError("a failure on this rank")
+    assert calls == ["destroy"] and not torch.distributed.is_initialized()
