@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -56,6 +57,31 @@ def test_training_with_workers_under_spawn_equals_fork_and_no_workers(sample_roo
     losses = [[h["train_loss"] for h in read_history(tmp_path / name / "history.csv")]
               for name in ("fork", "spawn", "main")]
     assert losses[0] == losses[1] == losses[2]
+
+
+@pytest.mark.slow
+def test_the_cache_build_and_the_audit_pools_work_under_every_start_method(sample_root, tmp_path,
+                                                                            start_method):
+    """Their worker pools start with spawn on macOS and Windows and with forkserver on Linux from
+    Python 3.14: the same files and the same audit as fork."""
+    from lab2.data.audit import audit_dataset
+    from lab2.data.cache import build_cache
+    from lab2.preprocess import PreprocessParams
+    built = {}
+    for method in ("fork", "spawn", "forkserver"):
+        start_method(method)
+        cache = build_cache(sample_root, 48, PreprocessParams(), cache_root=tmp_path / method,
+                            workers=2, progress=False)
+        report = audit_dataset(sample_root, progress=False, workers=2, use_cache=False)
+        built[method] = ({n: cache.read(n) for n in cache.names}, report.entries)
+    fork = built["fork"]
+    assert len(fork[0]) >= 8 and fork[1]        # enough jobs for the pools, some files found
+    for method in ("spawn", "forkserver"):
+        rows, entries = built[method]
+        assert rows.keys() == fork[0].keys() and entries == fork[1]
+        for name, (image, trimap) in rows.items():
+            assert np.array_equal(image, fork[0][name][0])
+            assert np.array_equal(trimap, fork[0][name][1])
 
 
 def test_the_sampler_order_and_seeds_depend_only_on_seed_and_epoch():
