@@ -16,6 +16,7 @@ the network one process would. PyTorch's ``nn.SyncBatchNorm`` runs on GPUs only;
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from torch import nn
 
 from .checkpoint import rng_state, set_rng_state
 from .processes import die_with_parent
+
+log = logging.getLogger(__name__)
 
 #: Seconds a rank waits for the others in a collective before failing (``LAB2_DIST_TIMEOUT_S``).
 DEFAULT_TIMEOUT_S = 600
@@ -90,11 +93,19 @@ def process_group(device: torch.device):
         # destroy_process_group sometimes never returned on a rank whose peer had already left
         # (4 of 17 two-rank smoke runs here, 0 of 10 with this barrier). The barrier is bounded
         # by the group's timeout; after an error it is skipped (the other ranks may be gone).
-        # NCCL is told this rank's GPU (else it warns that it guesses one).
-        if backend == "nccl":
-            dist.barrier(device_ids=[torch.cuda.current_device()])
-        else:
-            dist.barrier()
+        # NCCL is told this rank's GPU (else it warns that it guesses one). This rank's work is
+        # done and saved by then: a peer that failed at the very end is a warning here (that
+        # peer's own message says what went wrong), not a traceback.
+        try:
+            if backend == "nccl":
+                dist.barrier(device_ids=[torch.cuda.current_device()])
+            else:
+                dist.barrier()
+        except Exception as e:      # reraised unless another rank caused it
+            told = peer_failure(e)
+            if told is None:
+                raise
+            log.warning("%s after this process had finished its work", told)
     finally:
         dist.destroy_process_group()
 
@@ -116,7 +127,6 @@ def torchrun_main(argv: list[str] | None = None) -> int:
     ranks with it), a failed run ends in exit code 1 after the ranks' own one-line messages,
     and a signal (the parent passing on a Ctrl-C) stops the ranks, without torchrun's traceback
     of its own."""
-    import logging
     import sys
 
     from torch.distributed.elastic.multiprocessing.api import SignalException

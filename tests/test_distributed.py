@@ -301,7 +301,7 @@ def test_more_processes_than_gpus_is_one_clear_line(monkeypatch):
             pass
 
 
-def test_the_ranks_meet_before_the_group_is_torn_down_unless_one_failed(monkeypatch):
+def test_the_ranks_meet_before_the_group_is_torn_down_unless_one_failed(monkeypatch, caplog):
     # PyTorch 2.4's gloo destroy_process_group could hang when a peer had left first
     import socket
 
@@ -327,3 +327,19 @@ def test_the_ranks_meet_before_the_group_is_torn_down_unless_one_failed(monkeypa
         with distributed.process_group(torch.device("cpu")):
             raise ValueError("a failure on this rank")
     assert calls == ["destroy"] and not torch.distributed.is_initialized()
+
+    # a peer that fails at the very end: a warning on the rank whose work is done, no traceback
+    def peer_gone(*args, **kwargs):
+        raise torch.distributed.DistBackendError("[gloo] Connection closed by peer")
+    monkeypatch.setattr(torch.distributed, "barrier", peer_gone)
+    with caplog.at_level("WARNING", logger="lab2.distributed"):
+        with distributed.process_group(torch.device("cpu")):
+            pass
+    assert "another process of this run stopped" in caplog.text
+    assert "after this process had finished its work" in caplog.text
+    assert not torch.distributed.is_initialized()
+    monkeypatch.setattr(torch.distributed, "barrier", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):          # anything else is not hidden
+        with distributed.process_group(torch.device("cpu")):
+            pass
+    assert not torch.distributed.is_initialized()
