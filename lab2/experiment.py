@@ -232,6 +232,10 @@ def _train_run(config: dict, root, run_dir: str, resume: bool, gpu: int | None, 
         report.send(None)
     except Exception as e:
         report.send(" ".join(str(e).split()) or type(e).__name__)
+    finally:
+        # the run is over and reported: a terminate() now (a Ctrl-C as this process exits) has
+        # nothing to stop, and its SystemExit would only print a traceback from an exit handler
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _start_ignoring_ctrl_c(process) -> None:

@@ -163,3 +163,35 @@ def test_ctrl_c_stops_a_parallel_experiment_cleanly_and_it_resumes(sample_root, 
     assert done.returncode == 0, done.stderr
     table, _ = load_results(out)
     assert all(r["epochs"] == 3 for r in table)
+
+
+@pytest.mark.slow
+def test_a_parallel_run_that_is_exiting_ignores_the_parents_terminate(tmp_path):
+    # Ctrl-C just as a run ends: the parent terminates a child that is already running its exit
+    # handlers; the child's SIGTERM handler (SystemExit) printed "Exception ignored in atexit
+    # callback ... Traceback" there. The exact instant: an exit handler that waits for the signal.
+    import signal
+    import subprocess
+    import sys
+    child = f"""
+import multiprocessing, time, weakref
+import lab2.experiment as experiment
+from lab2.config import profile_config
+class Box: pass
+box = Box()
+def exiting():
+    print("exiting", flush=True)
+    time.sleep(2)
+weakref.finalize(box, exiting)
+experiment.train = lambda *args, **kwargs: None
+receive, send = multiprocessing.Pipe(duplex=False)
+experiment._train_run(profile_config("smoke").to_dict(), ".", {str(tmp_path)!r}, False, None, 1,
+                      send)
+assert receive.recv() is None
+"""
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    assert proc.stdout.readline().startswith("exiting")
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 0 and "Traceback" not in err, err
