@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from interrupts import start_until
+from ports import free_port
 
 from lab2.checkpoint import load_checkpoint
 from lab2.cli import main as cli_main
@@ -303,14 +304,9 @@ def test_more_processes_than_gpus_is_one_clear_line(monkeypatch):
 
 def test_the_ranks_meet_before_the_group_is_torn_down_unless_one_failed(monkeypatch, caplog):
     # PyTorch 2.4's gloo destroy_process_group could hang when a peer had left first
-    import socket
-
     from lab2 import distributed
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     for name, value in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                            MASTER_PORT=str(port)).items():
+                            MASTER_PORT=str(free_port())).items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(distributed, "die_with_parent", lambda: None)
     calls = []
