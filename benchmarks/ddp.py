@@ -69,7 +69,7 @@ def main() -> None:
                            [sys.executable, "-m", "lab2", *args_])
                 run(command, env)
                 history = load_checkpoint(out / "last.pt")["history"]
-                record = json.loads((out / "run.json").read_text())
+                record = json.loads((out / "run.json").read_text(encoding="utf-8"))
                 seconds = [h["seconds"] for h in history]
                 steady = steady_epoch_seconds(seconds)
                 rate = record["n_train"] / steady

@@ -63,7 +63,7 @@ def main() -> None:
                 result = train(config, root, out, progress=False)
                 seconds = [h["seconds"] for h in result["history"]]
                 steady = steady_epoch_seconds(seconds)
-                n_train = json.loads((out / "run.json").read_text())["n_train"]
+                n_train = json.loads((out / "run.json").read_text(encoding="utf-8"))["n_train"]
                 rate = n_train / steady
                 rows.append((model, "yes" if compiled else "no", config.batch_size, w, n_train,
                              f"{seconds[0]:.1f}",

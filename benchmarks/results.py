@@ -51,7 +51,7 @@ def machine() -> str:
     import torch
     cpu = platform.machine()
     try:
-        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo", encoding="utf-8")
                  if line.startswith("model name")]
         cpu = names[0] if names else cpu
     except OSError:
@@ -72,7 +72,7 @@ def append_section(title: str, body: str, *, dry_run: bool = False) -> None:
     text = f"\n## {title} — {stamp}\n\nCommand: `{command}`  \nMachine: {machine()}\n\n{body}\n"
     if not RESULTS.exists():
         RESULTS.write_text("# Benchmark results\n\nEach section is appended by a script in "
-                           "`benchmarks/`; newest last.\n")
-    with open(RESULTS, "a") as f:
+                           "`benchmarks/`; newest last.\n", encoding="utf-8")
+    with open(RESULTS, "a", encoding="utf-8") as f:
         f.write(text)
     print(f"appended to {RESULTS}")

@@ -9,7 +9,11 @@ things this module also takes care of, each seen once as a real fault:
   the fix, instead of whatever the writer raised half-way (torch's ``inline_container.cc ...
   unexpected pos`` for a checkpoint);
 * a temporary file left behind by a killed process (``.last.pt.abc123.tmp``) is removed by
-  :func:`remove_stale_temporaries` when its folder's next owner starts.
+  :func:`remove_stale_temporaries` when its folder's next owner starts;
+* on Windows, a file cannot be replaced while another program has it open: a virus scanner
+  looking at the new file for a moment (the rename is retried for a few seconds, as pip does), or
+  ``results.csv`` open in a spreadsheet (then one sentence says to close it; the old file is
+  intact). Tested here by raising Windows' error at the rename; not run on Windows.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +32,12 @@ from typing import Any
 #: errno values that mean "this folder cannot be written": the fix is another folder.
 _READ_ONLY = (errno.EROFS, errno.EACCES, errno.EPERM)
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT) if hasattr(errno, "EDQUOT") else (errno.ENOSPC,)
+#: Windows' "access denied" and "used by another process": the target of a rename is open
+#: elsewhere (Windows locks open files against replacement).
+IN_USE_WINERRORS = (5, 32)
+#: How long a rename onto a file in use is retried, and the wait between tries.
+IN_USE_RETRY_S, IN_USE_WAIT_S = 3.0, 0.25
+_clock, _sleep = time.monotonic, time.sleep       # what the retry waits with (tests replace them)
 
 
 class StorageError(OSError):
@@ -56,7 +67,12 @@ def storage_error(path: str | os.PathLike, error: BaseException, fix: str = "") 
     """A :class:`StorageError` for a failed write of ``path``, with the fix for its cause."""
     path = Path(path)
     code = getattr(error, "errno", None)
-    if code in FULL_DISK or "unexpected pos" in str(error) or "No space left" in str(error):
+    if getattr(error, "winerror", None) in IN_USE_WINERRORS and path.exists():
+        why = ("Windows cannot replace it while another program has it open (or while it is "
+               "marked read-only)")
+        fix = ("close it there (a spreadsheet, an editor, a viewer) and run the command again; "
+               "the old file is unchanged")
+    elif code in FULL_DISK or "unexpected pos" in str(error) or "No space left" in str(error):
         try:
             free = shutil.disk_usage(next(p for p in [path, *path.parents] if p.exists())).free
             room = f" ({free / 2**20:.0f} MiB free)"
@@ -93,7 +109,7 @@ def atomic_path(path: str | os.PathLike, fix: str = "") -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, file_mode())
-        os.replace(tmp_path, path)
+        replace(tmp_path, path)
     except StorageError:
         raise
     except OSError as e:
@@ -105,6 +121,21 @@ def atomic_path(path: str | os.PathLike, fix: str = "") -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def replace(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """``os.replace``, retried for :data:`IN_USE_RETRY_S` while Windows says a file of either is
+    in use (a virus scanner reading a new file lets go within a second)."""
+    deadline = _clock() + IN_USE_RETRY_S
+    while True:
+        try:
+            os.replace(source, target)
+            return
+        except PermissionError as e:
+            if getattr(e, "winerror", None) not in IN_USE_WINERRORS or \
+                    _clock() >= deadline:
+                raise
+        _sleep(IN_USE_WAIT_S)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, fix: str = "") -> None:

@@ -22,7 +22,7 @@ from .config import (
     field_choices,
     field_types,
 )
-from .notices import QUIET_INTERRUPT_ENV, one_line_warnings
+from .notices import QUIET_INTERRUPT_ENV, one_line_warnings, printable_output
 from .paths import CACHE_ENV, default_data_root, default_sample_root
 
 
@@ -160,7 +160,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     root = Path(args.root) if args.root else choose_data_root(try_download=False)
     _, out = run_experiment(args.profile, root, args.out, seeds=args.seeds or (0,),
                             parallel=args.parallel, gpus=args.gpus, ddp=args.ddp, **overrides)
-    print((out / "results.md").read_text())
+    print((out / "results.md").read_text(encoding="utf-8"))
     return 0
 
 
@@ -175,7 +175,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(audit_dataset(root).table())
     profile = resolve_profile(args.profile)
     _, out = run_experiment(profile, root, parallel=args.parallel, gpus=args.gpus, ddp=args.ddp)
-    print((out / "results.md").read_text())
+    print((out / "results.md").read_text(encoding="utf-8"))
     if args.no_notebooks:
         return 0
     notebooks = notebook_paths()
@@ -454,6 +454,7 @@ def _told_by_first_rank(error: BaseException) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    printable_output()                   # Table 1's "−" on a Windows redirect (cp1252)
     if not logging.getLogger().handlers:   # lab2's status lines (waiting, resuming) as plain lines
         logging.basicConfig(level=logging.WARNING, format="lab2: %(message)s")
         logging.getLogger("lab2").setLevel(logging.INFO)

@@ -39,7 +39,7 @@ COMPARISON_FIELDS = ("comparison", "model_a", "model_b", "n_images", "n_seeds",
 
 def read_per_image(run_dir: str | Path, split: str = "test") -> dict[str, dict[str, float]]:
     """image name → {measure → value} from a run's ``per_image_<split>.csv``."""
-    with open(Path(run_dir) / f"per_image_{split}.csv") as f:
+    with open(Path(run_dir) / f"per_image_{split}.csv", encoding="utf-8") as f:
         return {row["name"]: {k: float(v) for k, v in row.items() if k != "name"}
                 for row in csv.DictReader(f)}
 

@@ -173,7 +173,7 @@ def measure_checkpoint(checkpoint: str | os.PathLike, root, split: str = "test",
 def stored_metrics(checkpoint: str | os.PathLike, split: str) -> dict | None:
     path = Path(checkpoint).parent / "metrics.json"
     try:
-        return json.loads(path.read_text()).get(split)
+        return json.loads(path.read_text(encoding="utf-8")).get(split)
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -185,7 +185,7 @@ def save_evaluation(checkpoint: str | os.PathLike, metrics: dict, rows: list[lis
     fix = "the numbers above were computed but not saved; copy the run folder somewhere writable"
     path = folder / "metrics.json"
     try:
-        stored = json.loads(path.read_text()) if path.is_file() else {}
+        stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     except ValueError:
         stored = {}
     stored[metrics["split"]] = metrics

@@ -76,7 +76,7 @@ def _check_folder_data(out: Path, root, profile: str) -> None:
     if not path.is_file():
         atomic.write_json(path, record)
         return
-    stored = json.loads(path.read_text())
+    stored = json.loads(path.read_text(encoding="utf-8"))
     if stored.get("dataset_fingerprint") != record["dataset_fingerprint"]:
         raise ValueError(
             f"{out} holds runs of the {stored.get('data')} in {stored.get('root')} (fingerprint "
@@ -489,7 +489,7 @@ def load_experiment(out) -> dict:
     path = Path(out) / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"no {path}: run python -m lab2 experiment to write it")
-    return json.loads(path.read_text())
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def load_results(out) -> tuple[list[dict], list[dict]]:

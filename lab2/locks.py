@@ -54,7 +54,7 @@ def _file_lock(path: Path) -> FileLock:
 def owner_of(lock_path: str | os.PathLike) -> str:
     """Who holds a lock, as its owner file says: ``"PID 1234 (python -m lab2 train ...)"``."""
     try:
-        info = json.loads(Path(f"{lock_path}.owner").read_text())
+        info = json.loads(Path(f"{lock_path}.owner").read_text(encoding="utf-8"))
         return f"PID {info['pid']} ({info['command']})"
     except (OSError, ValueError, KeyError):
         return "another process"

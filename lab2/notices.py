@@ -9,6 +9,7 @@ shows at INFO level.
 
 from __future__ import annotations
 
+import codecs
 import sys
 import warnings
 
@@ -42,10 +43,36 @@ def one_line_warnings() -> None:
     warnings.showwarning = show_one_line
 
 
+def printable_output(streams=None) -> None:
+    """Let standard output and error print every character lab2 writes ("−" and "→" in Table 1
+    and its messages).
+
+    Windows writes output that is redirected or piped (``python -m lab2 report > log.txt``) in
+    its legacy code page (cp1252 in Western Europe and America), which has no "−": a finished
+    experiment then stopped with ``'charmap' codec can't encode character '\\u2212'`` when it
+    printed Table 1, before the notebooks ran. Redirected output becomes UTF-8 (what Python
+    itself does from 3.15, PEP 686); a terminal whose encoding lacks a character shows "?" for
+    it. UTF-8 streams (Linux, macOS, the Windows console) are left as they are.
+    """
+    for stream in streams or (sys.stdout, sys.stderr):
+        encoding = getattr(stream, "encoding", None)
+        if not encoding or not hasattr(stream, "reconfigure"):
+            continue
+        try:
+            if codecs.lookup(encoding).name == "utf-8":
+                continue
+            if stream.isatty():
+                stream.reconfigure(errors="replace")
+            else:
+                stream.reconfigure(encoding="utf-8")
+        except (LookupError, ValueError, OSError):
+            pass                         # a stream that cannot change keeps its encoding
+
+
 #: Set for the ranks of ``experiment --ddp``: the experiment itself tells the user of a Ctrl-C,
 #: once, instead of every command it started.
 QUIET_INTERRUPT_ENV = "LAB2_QUIET_INTERRUPT"
 
 
 __all__ = ["QUIET_INTERRUPT_ENV", "Lab2Warning", "ProfileWarning", "SkippedFilesWarning",
-           "SyntheticDataWarning", "one_line_warnings", "show_one_line"]
+           "SyntheticDataWarning", "one_line_warnings", "printable_output", "show_one_line"]

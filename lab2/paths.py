@@ -25,7 +25,7 @@ def source_checkout() -> Path | None:
     site-packages)."""
     pyproject = _PACKAGE_PARENT / "pyproject.toml"
     try:
-        if pyproject.is_file() and 'name = "lab2"' in pyproject.read_text():
+        if pyproject.is_file() and 'name = "lab2"' in pyproject.read_text(encoding="utf-8"):
             return _PACKAGE_PARENT
     except OSError:
         pass

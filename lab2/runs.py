@@ -56,7 +56,7 @@ def write_history(path: Path, history: list[dict]) -> None:
 
 
 def read_history(path: str | Path) -> list[dict]:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()}
                 for row in csv.DictReader(f)]
 

@@ -26,7 +26,7 @@ def main(checkpoint: str, root: str, max_samples: str, out: str) -> None:
                              world_size=world.size)
         result = evaluate_model(model, loader, step, original=dataset, progress=False)
         if world.main:
-            with open(out, "w") as f:
+            with open(out, "w", encoding="utf-8") as f:
                 json.dump(result, f)
 
 

@@ -74,7 +74,7 @@ def lab(tmp_path_factory, browser_binary):
     notebooks.mkdir()
     shutil.copy(PROJECT / "notebooks" / NOTEBOOK, notebooks / NOTEBOOK)
     port, token = free_port(), secrets.token_hex(16)
-    log = open(home / "jupyter.log", "w")
+    log = open(home / "jupyter.log", "w", encoding="utf-8")
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={notebooks}",
@@ -90,8 +90,8 @@ def lab(tmp_path_factory, browser_binary):
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("jupyter lab did not start:\n" +
-                                       (home / "jupyter.log").read_text()[-3000:]) from None
+                    started = (home / "jupyter.log").read_text(encoding="utf-8")
+                    raise RuntimeError(f"jupyter lab did not start:\n{started[-3000:]}") from None
                 time.sleep(0.5)
         yield {"url": url, "token": token, "home": home, "binary": browser_binary}
     finally:

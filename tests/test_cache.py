@@ -55,7 +55,8 @@ def test_changing_a_setting_builds_a_new_cache(root, change):
 
 def test_changing_the_data_set_builds_a_new_cache(root):
     first = build_cache(root, 32, None, progress=False, workers=1)
-    (first.folder.parent.parent / "oxford-iiit-pet" / "images" / "extra.txt").write_text("x")
+    extra = first.folder.parent.parent / "oxford-iiit-pet" / "images" / "extra.txt"
+    extra.write_text("x", encoding="utf-8")
     assert find_cache(root, 32, None) is None
 
 

@@ -88,7 +88,7 @@ def test_an_experiment_with_two_seeds_writes_eight_runs_and_the_comparisons(samp
     assert names == sorted(run_name(m, p, s) for m in ("unet", "resnet34_unet")
                            for p in (False, True) for s in (0, 1))
     assert all(r["n_seeds"] == 2 for r in table) and len(table) == 4
-    with open(out / "comparisons.csv") as f:
+    with open(out / "comparisons.csv", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         assert tuple(reader.fieldnames) == COMPARISON_FIELDS
         rows = list(reader)
@@ -96,8 +96,8 @@ def test_an_experiment_with_two_seeds_writes_eight_runs_and_the_comparisons(samp
     results = load_experiment(out)
     assert results["seeds"] == [0, 1] and len(results["runs"]) == 8
     assert isinstance(results["table"][0]["dice"], float)              # typed, not parsed
-    assert "± " in (out / "results.md").read_text()
-    first = json.loads((out / "results.json").read_text())
+    assert "± " in (out / "results.md").read_text(encoding="utf-8")
+    first = json.loads((out / "results.json").read_text(encoding="utf-8"))
     # a second call trains nothing: every run is finished and its metrics are reused
     stamps = {p: (p / "last.pt").stat().st_mtime_ns for p in out.iterdir() if p.is_dir()}
     run_experiment("smoke", sample_root, out, progress=False, seeds=(0, 1), **TINY)

@@ -52,8 +52,8 @@ def test_every_tenth_trainval_line_is_validation_on_a_hand_made_tree(tmp_path):
     annotations = dataset_dir(tmp_path) / "annotations"
     annotations.mkdir(parents=True)
     lines = [f"beagle_{i} 5 2 4" for i in range(25)]
-    (annotations / "trainval.txt").write_text("\n".join(lines) + "\n")
-    (annotations / "test.txt").write_text("pug_1 26 2 16\npug_2 26 2 16\n")
+    (annotations / "trainval.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (annotations / "test.txt").write_text("pug_1 26 2 16\npug_2 26 2 16\n", encoding="utf-8")
     val = [r.name for r in load_split(tmp_path, "val")]
     train = [r.name for r in load_split(tmp_path, "train")]
     assert val == ["beagle_0", "beagle_10", "beagle_20"]
@@ -98,7 +98,7 @@ def test_border_can_be_background_or_ignored():
 
 def test_sample_has_official_layout_and_real_breed_names(sample_root):
     folder = dataset_dir(sample_root)
-    list_txt = (folder / "annotations" / "list.txt").read_text().splitlines()
+    list_txt = (folder / "annotations" / "list.txt").read_text(encoding="utf-8").splitlines()
     assert list_txt[0].startswith("#")
     records = load_split(sample_root, "trainval") + load_split(sample_root, "test")
     for r in records:
@@ -184,7 +184,7 @@ def test_audit_is_cached_until_a_file_changes(tmp_path):
     first = audit_dataset(tmp_path, progress=False)
     assert audit_dataset(tmp_path, progress=False).to_dict() == first.to_dict()
     extra = dataset_dir(tmp_path) / "images" / "notes.txt"
-    extra.write_text("not an image")
+    extra.write_text("not an image", encoding="utf-8")
     again = audit_dataset(tmp_path, progress=False)
     assert again.fingerprint != first.fingerprint
     assert "images/notes.txt" in {e.file for e in again.entries}

@@ -95,14 +95,14 @@ def test_two_gloo_processes_train_what_one_process_trains(sample_root, tmp_path)
         assert row_b["train_loss"] == pytest.approx(row_a["train_loss"], rel=1e-5)
         assert row_b["val_loss"] == pytest.approx(row_a["val_loss"], rel=1e-5)
         assert row_b["val_dice"] == pytest.approx(row_a["val_dice"], abs=1e-6)
-    run = json.loads((tmp_path / "two" / "run.json").read_text())
+    run = json.loads((tmp_path / "two" / "run.json").read_text(encoding="utf-8"))
     assert (run["world_size"], run["backend"]) == (2, "gloo")
     # torchrun with one process is a DDP run of one rank: exactly what the plain run trains
     alone = _torchrun(1, [*args, "--out", str(tmp_path / "alone")], tmp_path)
     assert alone.returncode == 0, alone.stderr[-3000:]
     c = load_checkpoint(tmp_path / "alone" / "last.pt")
     assert all(torch.equal(weight, c["model"][name]) for name, weight in a["model"].items())
-    run = json.loads((tmp_path / "alone" / "run.json").read_text())
+    run = json.loads((tmp_path / "alone" / "run.json").read_text(encoding="utf-8"))
     assert (run["world_size"], run["backend"]) == (1, "gloo")
     # a DDP checkpoint is a plain one: it evaluates, and resumes, in one process
     assert cli_main(["evaluate", "--checkpoint", str(tmp_path / "two" / "best.pt"), "--root",
@@ -133,7 +133,7 @@ def test_a_two_process_evaluation_equals_the_one_process_one(sample_root, tmp_pa
         capture_output=True, text=True, timeout=600,
         env={**os.environ, "OMP_NUM_THREADS": "1", "LAB2_DIST_TIMEOUT_S": "120"})
     assert done.returncode == 0, done.stderr[-3000:]
-    two = json.loads((tmp_path / "two.json").read_text())
+    two = json.loads((tmp_path / "two.json").read_text(encoding="utf-8"))
     assert two["n_images"] == one["n_images"] == 7
     for key in ("dice", "dice_pooled", "dice_per_batch", "dice_original", "dice_pooled_original",
                 "boundary_iou", "background_fpr"):
@@ -184,7 +184,7 @@ def test_a_rank_killed_mid_epoch_resumes_under_torchrun_as_if_never_killed(sampl
     for name, weight in a["model"].items():
         assert torch.equal(weight, b["model"][name]), name
     assert len(b["rng_ranks"]) == 2
-    history_csv = (killed / "history.csv").read_text().splitlines()
+    history_csv = (killed / "history.csv").read_text(encoding="utf-8").splitlines()
     assert [line.split(",")[0] for line in history_csv[1:]] == ["1", "2", "3"]
     assert cli_main(["evaluate", "--checkpoint", str(killed / "best.pt"), "--root",
                      str(sample_root)]) == 0
@@ -243,7 +243,7 @@ def test_an_experiment_with_ddp_trains_each_run_on_two_processes(sample_root, tm
     settings = dict(progress=False, runs=(("unet", False),), epochs=2, base_channels=4,
                     max_train_samples=16, max_eval_samples=8, device="cpu")
     table, _ = run_experiment("smoke", sample_root, out, ddp=2, **settings)
-    run = json.loads((out / "unet_raw" / "run.json").read_text())
+    run = json.loads((out / "unet_raw" / "run.json").read_text(encoding="utf-8"))
     assert (run["world_size"], run["backend"], len(run["devices"])) == (2, "gloo", 2)
     assert [(r["model"], r["epochs"]) for r in table] == [("unet", 2)]
     assert load_results(out)[0] == table

@@ -66,7 +66,7 @@ def test_fresh_download_verifies_and_extracts(tmp_path, server, archives):
     assert len(list((folder / "images").glob("*.jpg"))) >= 15
     for name, _, md5 in archives:
         assert (folder / name).is_file()
-        assert (folder / f".{name}.extracted").read_text().strip() == md5
+        assert (folder / f".{name}.extracted").read_text(encoding="utf-8").strip() == md5
 
 
 def test_second_call_fetches_nothing(tmp_path, server, archives):

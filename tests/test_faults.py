@@ -332,7 +332,7 @@ def predict_files_cli(trained, images, out):
 
 def test_predict_into_a_folder_it_cannot_write_is_one_line_and_exit_1(trained, tmp_path, capsys):
     blocked = tmp_path / "not_a_folder"
-    blocked.write_text("a file where the output folder should be")
+    blocked.write_text("a file where the output folder should be", encoding="utf-8")
     code = cli.main(["predict", "--checkpoint", str(trained / "best.pt"),
                      str(photo(tmp_path / "cat.jpg")), "--out", str(blocked)])
     assert code == 1 and "cannot write" in one_line_error(capsys)
@@ -358,7 +358,7 @@ def test_resume_applies_a_new_learning_rate_and_records_it(sample_root, tmp_path
     history = read_history(out / "history.csv")
     assert [h["lr"] for h in history] == [1e-3, 1e-4]
     assert saved_config(out).lr == 1e-4
-    changes = json.loads((out / "run.json").read_text())["changes"]
+    changes = json.loads((out / "run.json").read_text(encoding="utf-8"))["changes"]
     assert {"epoch": 1, "field": "lr", "from": 1e-3, "to": 1e-4} in changes
 
 
@@ -511,7 +511,7 @@ def test_cache_build_workers_die_with_their_killed_parent(small_root, tmp_path):
         "    time.sleep(0.5)\n"
         "    return original(job)\n"
         "cache._fill_row = slow\n"
-        "cache.build_cache(sys.argv[1], 32, None, progress=False, workers=2)\n")
+        "cache.build_cache(sys.argv[1], 32, None, progress=False, workers=2)\n", encoding="utf-8")
     parent = subprocess.Popen([sys.executable, str(script), str(small_root)], cwd=PROJECT)
     children: list[int] = []
     deadline = time.monotonic() + 60
@@ -531,7 +531,7 @@ def children_of(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = stat.read_text(encoding="utf-8").rsplit(")", 1)[1].split()
         except OSError:
             continue
         if int(fields[1]) == pid:
@@ -541,7 +541,7 @@ def children_of(pid: int) -> list[int]:
 
 def alive(pid: int) -> bool:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+        state = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").split()[2]
     except OSError:
         return False
     return state != "Z"
@@ -554,7 +554,7 @@ def test_atomic_writes_get_the_mode_of_a_normal_write(tmp_path):
     try:
         atomic.write_text(tmp_path / "x.json", "{}")
         plain = tmp_path / "plain"
-        plain.write_text("{}")
+        plain.write_text("{}", encoding="utf-8")
         assert (tmp_path / "x.json").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
     finally:
         os.umask(old)

@@ -52,7 +52,7 @@ def test_a_cuda_run_records_its_machine_resumes_and_evaluates_the_same_on_the_cp
         sample_root, tmp_path):
     out = tmp_path / "cuda_run"
     train(profile_config("smoke", **SMOKE), sample_root, out, progress=False)
-    run = json.loads((out / "run.json").read_text())
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
     assert run["device"] == torch.cuda.get_device_name()
     assert run["precision"] == "bf16" and run["channels_last"] is True     # compute capability 8+
 
@@ -106,7 +106,7 @@ def test_fp16_with_a_grad_scaler_trains_at_512_and_resumes_where_it_stopped(name
     assert saved["scaler"]["scale"] > 0                        # the scaler's state is kept
     resumed = train(profile_config("full", **settings), sample_root, part, resume=True,
                     progress=False)
-    assert json.loads((part / "run.json").read_text())["precision"] == "fp16"
+    assert json.loads((part / "run.json").read_text(encoding="utf-8"))["precision"] == "fp16"
     for a, b in zip(whole["history"], resumed["history"], strict=True):
         assert torch.isfinite(torch.tensor([a["train_loss"], b["train_loss"]])).all()
         # cudnn's kernels are not bitwise deterministic: the same run, not the same bits
@@ -124,7 +124,7 @@ def test_torchrun_with_one_gpu_is_an_nccl_run_that_resumes_in_one_process(sample
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "LAB2_DIST_TIMEOUT_S": "120"})
     assert done.returncode == 0, done.stderr[-3000:]
-    run = json.loads((out / "run.json").read_text())
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
     assert (run["world_size"], run["backend"]) == (1, "nccl")
     assert run["devices"] == [torch.cuda.get_device_name()]
     resumed = train(profile_config("smoke", model="unet", base_channels=8, epochs=3,

@@ -75,7 +75,7 @@ def test_a_library_warning_is_a_warning_not_a_print(project, capsys):
 
 def test_saved_notebooks_show_no_stray_values_or_absolute_paths():
     for path in sorted((PROJECT / "notebooks").glob("0*.ipynb")):
-        notebook = json.loads(path.read_text())
+        notebook = json.loads(path.read_text(encoding="utf-8"))
         for cell in notebook["cells"]:
             for output in cell.get("outputs", []):
                 text = "".join(output.get("text", "")) + "".join(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import multiprocessing
 import os
@@ -15,11 +16,12 @@ import pytest
 import torch
 
 import lab2.train as train_module
-from lab2 import cli, machine, paths
+from lab2 import atomic, cli, machine, paths
 from lab2.checkpoint import load_checkpoint
 from lab2.config import profile_config
 from lab2.data.loaders import SeededSampler
 from lab2.machine import Step
+from lab2.notices import printable_output
 from lab2.runs import is_finished, read_history
 from lab2.train import LossGuard, NonFiniteLossError, train
 
@@ -157,7 +159,7 @@ def test_run_json_records_the_precision_used_and_why(sample_root, tmp_path):
     import json
     train(profile_config("smoke", **{**SMOKE, "epochs": 1}, num_workers=0), sample_root,
           tmp_path / "run", progress=False)
-    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    run = json.loads((tmp_path / "run" / "run.json").read_text(encoding="utf-8"))
     assert run["precision"] in ("fp32", "bf16") and run["precision_why"]
     assert "channels_last_why" in run
 
@@ -308,11 +310,118 @@ def test_notebooks_are_executed_and_saved_in_place(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB2_FIGURES_DIR", str(tmp_path / "figures"))
     monkeypatch.setenv("LAB2_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("LAB2_SAMPLE_DIR", raising=False)
-    before = notebook.read_text()
+    before = notebook.read_text(encoding="utf-8")
     assert len(run_notebooks([notebook])) == 1
-    executed = json.loads(notebook.read_text())
-    assert notebook.read_text() != before
+    executed = json.loads(notebook.read_text(encoding="utf-8"))
+    assert notebook.read_text(encoding="utf-8") != before
     outputs = [o for cell in executed["cells"] if cell["cell_type"] == "code"
                for o in cell.get("outputs", [])]
     assert outputs and not [o for o in outputs if o.get("output_type") == "error"]
     assert list((tmp_path / "figures").glob("01_*.png"))
+
+
+class _Terminal(io.TextIOWrapper):
+    def isatty(self):
+        return True
+
+
+def test_output_in_a_legacy_code_page_prints_every_character_lab2_writes():
+    redirected = io.TextIOWrapper(io.BytesIO(), encoding="cp1252")
+    terminal = _Terminal(io.BytesIO(), encoding="cp1252")
+    utf8 = io.TextIOWrapper(io.BytesIO(), encoding="UTF8")
+    printable_output([redirected, terminal, utf8])
+    for stream in (redirected, terminal, utf8):
+        stream.write("b − a → 0.8 ± 0.1\n")
+        stream.flush()
+    assert redirected.buffer.getvalue().decode("utf-8") == "b − a → 0.8 ± 0.1\n"
+    assert terminal.buffer.getvalue().decode("cp1252") == "b ? a ? 0.8 ± 0.1\n"
+    assert (utf8.encoding, utf8.errors) == ("UTF8", "strict")       # left as it was
+
+
+def test_table_1_prints_to_output_redirected_on_windows(sample_root, tmp_path):
+    """Windows writes a redirect (``python -m lab2 experiment > log.txt``) in cp1252, which has
+    no "−": the finished experiment used to stop with exit code 1 on printing Table 1."""
+    log = tmp_path / "log.txt"
+    command = [sys.executable, "-m", "lab2", "experiment", "--root", str(sample_root), "--out",
+               str(tmp_path / "exp"), "--profile", "smoke", "--epochs", "1", "--base-channels",
+               "4", "--max-train-samples", "8", "--max-eval-samples", "4", "--device", "cpu"]
+    with open(log, "wb") as out:
+        done = subprocess.run(command, stdout=out, stderr=subprocess.PIPE, cwd=PROJECT,
+                              env={**os.environ, "PYTHONIOENCODING": "cp1252",
+                                   "TQDM_DISABLE": "1"})
+    assert done.returncode == 0, done.stderr.decode("utf-8", "replace")[-2000:]
+    assert "| b − a |" in log.read_text(encoding="utf-8")
+
+
+def windows_in_use(winerror=32):
+    """The PermissionError Windows raises when the target of a rename is open elsewhere."""
+    error = PermissionError(13, "The process cannot access the file because it is being used "
+                                "by another process")
+    error.winerror = winerror
+    return error
+
+
+@pytest.fixture
+def renames(monkeypatch):
+    """``os.replace`` failing as on Windows for the first ``fails`` renames that ``which``
+    selects (all if None); lab2.atomic's waits are recorded, not slept."""
+    state = {"fails": None, "which": lambda source: True, "tries": 0, "waits": 0.0}
+    clock = [0.0]
+    real = os.replace
+
+    def replace(source, target):
+        if not state["which"](Path(source)):
+            return real(source, target)
+        state["tries"] += 1
+        if state["fails"] is None or state["tries"] <= state["fails"]:
+            raise windows_in_use()
+        real(source, target)
+
+    def sleep(seconds):
+        state["waits"] += seconds
+        clock[0] += seconds
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    monkeypatch.setattr(atomic, "_sleep", sleep)
+    monkeypatch.setattr(atomic, "_clock", lambda: clock[0])
+    return state
+
+
+def test_a_file_a_scanner_holds_for_a_moment_on_windows_is_replaced_after_a_retry(tmp_path,
+                                                                                  renames):
+    renames["fails"] = 2
+    atomic.write_text(tmp_path / "results.csv", "new\n")
+    assert (tmp_path / "results.csv").read_text(encoding="utf-8") == "new\n"
+    assert renames["tries"] == 3 and renames["waits"] == 2 * atomic.IN_USE_WAIT_S
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_file_open_in_another_program_on_windows_is_one_line_saying_to_close_it(tmp_path,
+                                                                                 renames):
+    target = tmp_path / "results.csv"
+    target.write_text("old\n", encoding="utf-8")
+    with pytest.raises(atomic.StorageError) as raised:
+        atomic.write_text(target, "new\n")
+    message = str(raised.value)
+    assert "results.csv" in message and "another program has it open" in message
+    assert "close it" in message and "\n" not in message
+    assert renames["waits"] >= atomic.IN_USE_RETRY_S            # it waited, then gave up
+    assert target.read_text(encoding="utf-8") == "old\n"        # untouched
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_permission_error_that_is_not_windows_in_use_is_not_retried(tmp_path, monkeypatch):
+    def refuse(source, target):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(atomic.os, "replace", refuse)
+    monkeypatch.setattr(atomic, "_sleep", lambda s: pytest.fail("retried"))
+    with pytest.raises(atomic.StorageError, match="not writable by you"):
+        atomic.write_text(tmp_path / "x.json", "{}")
+
+
+def test_a_cache_folder_a_scanner_holds_for_a_moment_on_windows_is_still_put_in_place(
+        sample_root, tmp_path, monkeypatch, renames):
+    from lab2.data import build_cache
+    monkeypatch.setenv("LAB2_CACHE_DIR", str(tmp_path / "cache"))
+    renames["fails"], renames["which"] = 1, Path.is_dir      # the finished folder's rename
+    cache = build_cache(sample_root, 32, None, progress=False, workers=1)
+    assert cache.folder.parent == tmp_path / "cache" and renames["tries"] == 2

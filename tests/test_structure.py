@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,7 @@ def import_graph() -> dict[str, set[str]]:
         name = module_name(path)
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         targets = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 targets |= {a.name for a in node.names if a.name.startswith("lab2")}
             elif isinstance(node, ast.ImportFrom):
@@ -149,11 +150,12 @@ def test_environment_yml_parses_and_installs_this_package():
 
     import yaml
     root = PACKAGE.parent
-    env = yaml.safe_load((root / "environment.yml").read_text())
+    env = yaml.safe_load((root / "environment.yml").read_text(encoding="utf-8"))
     assert env["name"] == "lab2"
     deps = env["dependencies"]
     python = next(d for d in deps if isinstance(d, str) and d.startswith("python"))
-    minimum = re.search(r'requires-python = "(.+)"', (root / "pyproject.toml").read_text())[1]
+    pyproject = (root / "pyproject.toml").read_text(encoding="utf-8")
+    minimum = re.search(r'requires-python = "(.+)"', pyproject)[1]
     wanted = tuple(int(x) for x in re.findall(r"\d+", python)[:2])
     assert wanted >= tuple(int(x) for x in re.findall(r"\d+", minimum)[:2])
     pip = next(d["pip"] for d in deps if isinstance(d, dict) and "pip" in d)
@@ -167,4 +169,55 @@ def test_nothing_in_the_repository_points_outside_it():
     for name in files:
         path = root / name
         if path.suffix in {".py", ".md", ".ipynb", ".toml", ".yml", ".cfg"} or name == "Makefile":
-            assert "../" + "shared" not in path.read_text(errors="replace"), name
+            assert "../" + "shared" not in path.read_text(errors="replace", encoding="utf-8"), name
+
+
+def binary_mode(mode: ast.expr | None) -> bool:
+    """Whether an ``open`` mode is binary: ``"rb"``, or ``"ab" if ... else "wb"``."""
+    if isinstance(mode, ast.IfExp):
+        return binary_mode(mode.body) and binary_mode(mode.orelse)
+    return isinstance(mode, ast.Constant) and "b" in mode.value
+
+
+def text_calls_without_encoding(source: str) -> list[int]:
+    """Lines of ``open``, ``.read_text`` and ``.write_text`` calls in text mode with no
+    ``encoding`` (lab2's own ``atomic.write_text`` writes UTF-8)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call) or any(k.arg == "encoding" for k in node.keywords):
+            continue
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr in ("read_text", "write_text"):
+            if not (isinstance(func.value, ast.Name) and func.value.id == "atomic"):
+                lines.append(node.lineno)
+        elif isinstance(func, ast.Name) and func.id == "open":
+            mode = node.args[1] if len(node.args) > 1 else next(
+                (k.value for k in node.keywords if k.arg == "mode"), None)
+            if not binary_mode(mode):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_the_check_for_text_encodings_finds_each_kind_of_call():
+    source = ('open(p)\nopen(p, "w")\nopen(p, "rb")\nopen(p, mode="wb")\np.read_text()\n'
+              'p.write_text(t)\natomic.write_text(p, t)\np.read_text(encoding="utf-8")\n'
+              'open(p, "ab" if a else "wb")\nopen(p, "ab" if a else "w")\n')
+    assert text_calls_without_encoding(source) == [1, 2, 5, 6, 10]
+
+
+def test_text_files_are_read_and_written_as_utf8():
+    """Without ``encoding``, Windows reads and writes text in its legacy code page (cp1252):
+    Table 1's "−" came back as "âˆ’". Every text file lab2 and its tests touch is UTF-8."""
+    root = PACKAGE.parent
+    sources = {path: path.read_text(encoding="utf-8")
+               for folder in ("lab2", "benchmarks", "tests", "notebooks")
+               for path in sorted((root / folder).rglob("*.py"))}
+    for notebook in sorted((root / "notebooks").glob("*.ipynb")):   # cell by cell, magics out
+        cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+        for number, cell in enumerate(cells):
+            if cell["cell_type"] == "code":
+                sources[Path(f"{notebook}, cell {number}")] = "".join(
+                    line for line in cell["source"] if not line.startswith(("%", "!")))
+    found = [f"{path.relative_to(root)}:{line}" for path, source in sources.items()
+             for line in text_calls_without_encoding(source)]
+    assert not found, f"add encoding=\"utf-8\" to: {', '.join(found)}"

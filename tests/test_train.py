@@ -67,7 +67,7 @@ def test_run_folder_holds_config_history_checkpoints_and_provenance(trained):
     history = read_history(trained / "history.csv")
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert all(np.isfinite(h["train_loss"]) and 0 <= h["val_dice"] <= 1 for h in history)
-    run = json.loads((trained / "run.json").read_text())
+    run = json.loads((trained / "run.json").read_text(encoding="utf-8"))
     assert run["data"] == "synthetic sample" and len(run["dataset_fingerprint"]) == 16
     assert run["git_commit"]
     state = load_checkpoint(trained / "last.pt")  # weights_only=True
@@ -145,10 +145,10 @@ def test_evaluate_reports_both_dice_figures_at_both_resolutions(trained, sample_
     for key in ("dice", "dice_pooled", "dice_original", "dice_pooled_original"):
         assert 0 <= metrics[key] <= 1
     assert metrics["n_images"] == SMOKE["max_eval_samples"]
-    stored = json.loads((trained / "metrics.json").read_text())
+    stored = json.loads((trained / "metrics.json").read_text(encoding="utf-8"))
     assert stored["test"]["dice"] == metrics["dice"]
     assert stored["test"]["data"] == "synthetic sample"
-    lines = (trained / "per_image_test.csv").read_text().splitlines()
+    lines = (trained / "per_image_test.csv").read_text(encoding="utf-8").splitlines()
     assert lines[0] == "name,dice,dice_original,boundary_iou,background_fpr"
     assert len(lines) == 1 + metrics["n_images"]
     for key in ("dice_per_batch", "boundary_iou", "background_fpr"):
@@ -206,7 +206,7 @@ def test_cli_train_takes_every_setting_from_another_runs_config(sample_root, tmp
     assert cli.main(["train", "--config", str(first / "config.json"), "--profile", "quick",
                      "--out", str(tmp_path / "x")]) == 1
     assert "pass one" in capsys.readouterr().err
-    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
     assert cli.main(["train", "--config", str(tmp_path / "bad.json"), "--out",
                      str(tmp_path / "x")]) == 1
     err = capsys.readouterr().err.strip()
@@ -225,7 +225,7 @@ def test_experiment_trains_four_models_writes_table_1_and_skips_finished_runs(
     tiny = dict(epochs=1, base_channels=4, max_train_samples=8, max_eval_samples=4)
     rows, out = run_experiment("smoke", sample_root, tmp_path / "exp", progress=False, **tiny)
     assert [(r["model"], r["preprocess"]) for r in rows] == list(REPORTED_DICE)
-    table = (out / "results.md").read_text()
+    table = (out / "results.md").read_text(encoding="utf-8")
     assert "SYNTHETIC SAMPLE" in table and "0.9359" in table
     model_rows = [line for line in table.splitlines() if line.startswith(("| unet |",
                                                                            "| resnet34_unet |"))]

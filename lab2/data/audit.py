@@ -197,7 +197,7 @@ def audit_dataset(root: str | os.PathLike, *, progress: bool = True, workers: in
     cache = cache_dir(root) / f"audit-{fingerprint}.json"
     if use_cache and cache.is_file():
         try:
-            stored = json.loads(cache.read_text())
+            stored = json.loads(cache.read_text(encoding="utf-8"))
             if stored.get("version") == AUDIT_VERSION and stored["fingerprint"] == fingerprint:
                 return AuditReport.from_dict(stored)
         except (ValueError, KeyError):

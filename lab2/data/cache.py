@@ -84,7 +84,7 @@ class SampleCache:
     def __init__(self, folder: str | os.PathLike, meta: dict | None = None):
         self.folder = Path(folder)
         if meta is None:
-            meta = json.loads((self.folder / "meta.json").read_text())
+            meta = json.loads((self.folder / "meta.json").read_text(encoding="utf-8"))
         self.meta = meta
         self.names: list[str] = self.meta["names"]
         self.row = {name: i for i, name in enumerate(self.names)}
@@ -117,7 +117,7 @@ def verified_cache(folder: str | os.PathLike) -> SampleCache | None:
     of the recorded size and row count. None for a missing, partial or damaged cache."""
     folder = Path(folder)
     try:
-        meta = json.loads((folder / "meta.json").read_text())
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         if meta.get("version") != CACHE_VERSION:
             return None
         n, sizes = len(meta["names"]), meta["sizes"]
@@ -286,7 +286,7 @@ def _build(root, size: tuple[int, int], params: PreprocessParams | None, fingerp
             "sizes": {name: (partial / name).stat().st_size for name in ARRAYS},
         }, fix=FIX)
         os.chmod(partial, atomic.folder_mode())
-        os.replace(partial, final)
+        atomic.replace(partial, final)   # retried while a virus scanner holds a new file
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

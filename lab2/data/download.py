@@ -90,7 +90,7 @@ def download_oxford_pet(
 
     for filename, md5 in resources:
         marker = folder / f".{filename}.extracted"
-        if marker.is_file() and marker.read_text().strip() == md5:
+        if marker.is_file() and marker.read_text(encoding="utf-8").strip() == md5:
             continue  # verified and extracted by an earlier call
         archive = folder / filename
         if not archive.is_file():
@@ -99,7 +99,7 @@ def download_oxford_pet(
                               progress=progress)
         _verify(archive, md5)
         safe_extract(archive, folder, progress=progress)
-        marker.write_text(md5 + "\n")
+        marker.write_text(md5 + "\n", encoding="utf-8")
     return folder
 
 

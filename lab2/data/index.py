@@ -87,7 +87,7 @@ def read_list(path: str | os.PathLike) -> list[Record]:
         raise FileNotFoundError(
             f"{path} is missing. Run `python -m lab2 download --root DIR` for the real data set "
             "or `python -m lab2 sample --root DIR` for the synthetic sample.")
-    return parse_list(path.read_text(), source=str(path))
+    return parse_list(path.read_text(encoding="utf-8"), source=str(path))
 
 
 def split_records(records: list[Record], split: str, *, test: list[Record] | None = None

@@ -294,7 +294,7 @@ def make_sample_dataset(root: str | os.PathLike, *, seed: int = 0, n_trainval: i
     with locks.owned(parent / ".lab2-sample.lock", f"the sample {folder}", wait=True, fix=fix):
         manifest = folder / MANIFEST
         if manifest.is_file() and not overwrite:
-            stored = json.loads(manifest.read_text())
+            stored = json.loads(manifest.read_text(encoding="utf-8"))
             if stored.get("settings") == settings:
                 return SampleInfo(str(folder), seed, n_trainval, n_test, size,
                                   {k: tuple(v) for k, v in stored["planted"].items()})
@@ -312,8 +312,8 @@ def make_sample_dataset(root: str | os.PathLike, *, seed: int = 0, n_trainval: i
             os.chmod(partial, atomic.folder_mode())
             if folder.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{DATASET_FOLDER}.partial-", dir=parent))
-                os.replace(folder, old / "old")
-            os.replace(partial, folder)
+                atomic.replace(folder, old / "old")
+            atomic.replace(partial, folder)   # retried while a scanner holds a new file
         except BaseException as e:
             shutil.rmtree(partial, ignore_errors=True)
             if isinstance(e, OSError) and not isinstance(e, atomic.StorageError):
@@ -386,9 +386,10 @@ def _write_sample(folder: Path, seed: int, n_trainval: int, n_test: int, size: i
         planted[f"annotations/trimaps/._{rec.name}.png"] = (IGNORED, "hidden ._ file")
 
     annotations = folder / "annotations"
-    (annotations / "trainval.txt").write_text("".join(r.line() + "\n" for r in trainval))
-    (annotations / "test.txt").write_text("".join(r.line() + "\n" for r in test))
-    (annotations / "list.txt").write_text(LIST_HEADER + "".join(r.line() + "\n" for r in records))
+    for name, text in (("trainval.txt", "".join(r.line() + "\n" for r in trainval)),
+                       ("test.txt", "".join(r.line() + "\n" for r in test)),
+                       ("list.txt", LIST_HEADER + "".join(r.line() + "\n" for r in records))):
+        (annotations / name).write_text(text, encoding="utf-8")
     info = SampleInfo(str(folder), seed, n_trainval, n_test, size, planted)
     atomic.write_json(manifest, {"settings": settings, "planted": planted})
     return info
