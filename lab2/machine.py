@@ -18,6 +18,11 @@ faster there (3-13 %), but on that AVX2 CPU oneDNN's 1x1-convolution weight grad
 (``jit_avx2_1x1_convolution_bwd_weights``) then spun forever in one of the test runs, so fp32 on
 the CPU stays contiguous unless ``--channels-last on`` asks for it. Every choice comes with the
 reason, which ``run.json`` records.
+
+CPU threads: PyTorch starts one per core of the process's affinity, but ignores a container's CPU
+quota (``docker --cpus``, a JupyterHub or Kubernetes pod): 64 threads throttled to 2 cores.
+:func:`fit_cpu_threads` lowers them to the usable cores (``lab2.processes.usable_cpus``) unless
+``OMP_NUM_THREADS`` says otherwise; ``benchmarks/cpu_threads.py`` measured the gain.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from torch import nn
 
 from .augment import normalize_images
 from .config import TrainConfig
+from .processes import usable_cpus
 
 #: ``TrainConfig.amp`` values and the autocast dtype each forces.
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
@@ -51,7 +57,21 @@ def cpu_bf16_native() -> tuple[bool, str]:
 
 def cpu_threads_each(processes: int) -> int:
     """Threads for each of ``processes`` processes that share this machine's CPU cores."""
-    return max(1, (os.cpu_count() or 1) // max(1, processes))
+    return max(1, usable_cpus() // max(1, processes))
+
+
+def fit_cpu_threads() -> tuple[int, str]:
+    """Lower PyTorch's CPU threads to the cores this process may use (its affinity and its
+    container's CPU quota); return the count and why. An ``OMP_NUM_THREADS`` the user set, or a
+    count already at or below the usable cores, is left as it is."""
+    threads, usable = torch.get_num_threads(), usable_cpus()
+    if os.environ.get("OMP_NUM_THREADS"):
+        return threads, "OMP_NUM_THREADS"
+    if threads <= usable:
+        return threads, f"PyTorch's default, within the {usable} usable core(s)"
+    torch.set_num_threads(usable)
+    return usable, (f"lowered from PyTorch's {threads}: the process may use {usable} core(s) "
+                    "(its affinity and CPU quota)")
 
 
 def mps_available() -> bool:
@@ -118,11 +138,15 @@ class Step:
 
     @classmethod
     def for_config(cls, config: TrainConfig) -> Step:
+        """The step ``config`` asks for on this machine; PyTorch's CPU threads are fitted to the
+        usable cores on the way (:func:`fit_cpu_threads`)."""
         device = resolve_device(config.device)
         amp, amp_why = choose_precision(config.amp, device)
         layout, layout_why = choose_channels_last(config.channels_last, device, amp)
+        threads, threads_why = fit_cpu_threads()
         return cls(device, amp, layout, {"precision": describe(amp), "precision_why": amp_why,
-                                         "channels_last_why": layout_why})
+                                         "channels_last_why": layout_why,
+                                         "cpu_threads": threads, "cpu_threads_why": threads_why})
 
     def scaler(self) -> torch.amp.GradScaler:
         """The loss scaler fp16 needs (a no-op one for bf16 and fp32)."""

@@ -1,14 +1,23 @@
-"""Worker processes that die with their parent.
+"""Worker processes: as many as the CPU cores this process may use, and dying with their parent.
 
-The cache build and the audit decode images in a ``ProcessPoolExecutor``. When the parent was
-SIGKILLed, its forked workers once slept forever (about 430 MB each) waiting on a queue whose
-write end they had inherited themselves. Each worker now watches its parent and exits when it is
-gone. DataLoader workers need none of this: PyTorch gives them the same watchdog.
+The cache build and the audit decode images in a ``ProcessPoolExecutor``.
+
+* **How many.** ``os.cpu_count()`` counts the machine's cores, not the ones a process may use: a
+  SLURM job or ``taskset`` pins it to some (its affinity), and a container (``docker --cpus``, a
+  JupyterHub or Kubernetes pod on a course server) gets a CPU quota. Counting ``os.cpu_count()``,
+  a pod limited to 2 cores of a 64-core node would start 64 workers of about 430 MB each.
+  :func:`usable_cpus` counts both, as joblib's ``loky.cpu_count`` does; Windows pools stop at 61
+  workers (its limit).
+* **Dying with the parent.** When the parent was SIGKILLed, its forked workers once slept forever
+  waiting on a queue whose write end they had inherited themselves. Each worker now watches its
+  parent and exits when it is gone. DataLoader workers need none of this: PyTorch gives them the
+  same watchdog.
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import signal
 import sys
@@ -16,6 +25,83 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+#: The most workers a ``ProcessPoolExecutor`` takes on Windows.
+WINDOWS_MAX_WORKERS = 61
+
+
+def _cpu_quota_v2(folder: Path) -> float | None:
+    """Cores allowed by a cgroup v2 ``cpu.max`` (``"200000 100000"`` → 2.0; ``"max ..."``: none)."""
+    try:
+        quota, period = (folder / "cpu.max").read_text(encoding="utf-8").split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else int(quota) / int(period)
+
+
+def _cpu_quota_v1(folder: Path) -> float | None:
+    """Cores allowed by cgroup v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (-1: none)."""
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text(encoding="utf-8"))
+        period = int((folder / "cpu.cfs_period_us").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return None if quota <= 0 or period <= 0 else quota / period
+
+
+def cgroup_cpu_limit(cgroup_root: str | os.PathLike = "/sys/fs/cgroup",
+                     membership: str | None = None) -> float | None:
+    """The CPU quota, in cores, of this process's control group and every group above it (the
+    smallest); None where there is none (or no cgroups: macOS, Windows).
+
+    ``membership`` is the text of ``/proc/self/cgroup`` (read when None). Inside a container the
+    group's own path may not exist under ``cgroup_root`` (it is mounted as the root): the search
+    starts at the deepest folder that does.
+    """
+    root = Path(cgroup_root)
+    if membership is None:
+        try:
+            membership = Path("/proc/self/cgroup").read_text(encoding="utf-8")
+        except OSError:
+            return None
+    limits = []
+    for line in membership.splitlines():
+        hierarchy, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if hierarchy == "0" and not controllers:
+            base, read = root, _cpu_quota_v2                            # cgroup v2
+        elif "cpu" in controllers.split(","):
+            base = next((root / name for name in (controllers, "cpu", "cpu,cpuacct")
+                         if (root / name).is_dir()), None)
+            if base is None:
+                continue
+            read = _cpu_quota_v1
+        else:
+            continue
+        folder = base / path.strip("/")
+        while folder != base and not folder.is_dir():
+            folder = folder.parent
+        while True:
+            if (limit := read(folder)) is not None:
+                limits.append(limit)
+            if folder == base:
+                break
+            folder = folder.parent
+    return min(limits) if limits else None
+
+
+def usable_cpus() -> int:
+    """The CPU cores this process may use: its affinity (``taskset``, a SLURM job's cores), capped
+    by its control group's CPU quota (a container's ``--cpus``), rounded up; at least 1."""
+    if hasattr(os, "process_cpu_count"):                 # Python 3.13: the affinity
+        cores = os.process_cpu_count()
+    elif hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count()
+    cores = cores or 1
+    limit = cgroup_cpu_limit() if sys.platform.startswith("linux") else None
+    return max(1, min(cores, math.ceil(limit))) if limit else cores
 
 #: How often a worker looks for its parent, in seconds.
 WATCH_INTERVAL_S = 0.5
@@ -59,6 +145,9 @@ def _start_worker(initializer: Callable | None, initargs: tuple) -> None:
 
 def worker_pool(workers: int, initializer: Callable | None = None, initargs: tuple = ()
                 ) -> ProcessPoolExecutor:
-    """A ``ProcessPoolExecutor`` whose workers exit when this process dies."""
+    """A ``ProcessPoolExecutor`` of ``workers`` processes (at most 61 on Windows) whose workers
+    exit when this process dies."""
+    if sys.platform == "win32":
+        workers = min(workers, WINDOWS_MAX_WORKERS)
     return ProcessPoolExecutor(workers, initializer=_start_worker,
                                initargs=(initializer, initargs))

@@ -161,7 +161,7 @@ def test_run_json_records_the_precision_used_and_why(sample_root, tmp_path):
           tmp_path / "run", progress=False)
     run = json.loads((tmp_path / "run" / "run.json").read_text(encoding="utf-8"))
     assert run["precision"] in ("fp32", "bf16") and run["precision_why"]
-    assert "channels_last_why" in run
+    assert "channels_last_why" in run and run["cpu_threads"] >= 1 and run["cpu_threads_why"]
 
 
 def test_fp16_training_resumes_exactly_with_the_scaler_state(sample_root, tmp_path):
@@ -425,3 +425,131 @@ def test_a_cache_folder_a_scanner_holds_for_a_moment_on_windows_is_still_put_in_
     renames["fails"], renames["which"] = 1, Path.is_dir      # the finished folder's rename
     cache = build_cache(sample_root, 32, None, progress=False, workers=1)
     assert cache.folder.parent == tmp_path / "cache" and renames["tries"] == 2
+
+
+# ---- how many CPU cores a process may use: affinity, container quota, Windows' pool limit -----
+
+def cgroup_tree(root, files):
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text, encoding="utf-8")
+    return root
+
+
+def test_the_cpu_quota_is_the_smallest_of_the_group_and_the_groups_above(tmp_path):
+    from lab2.processes import cgroup_cpu_limit
+    v2 = cgroup_tree(tmp_path / "v2", {"kubepods/cpu.max": "200000 100000\n",
+                                       "kubepods/pod1/cpu.max": "max 100000\n",
+                                       "kubepods/pod1/box/cpu.max": "350000 100000\n"})
+    assert cgroup_cpu_limit(v2, "0::/kubepods/pod1/box\n") == 2.0
+    assert cgroup_cpu_limit(v2, "0::/\n") is None                      # no quota anywhere
+    # cgroup v1 in a container: the group's path is not under the mount, which is its root
+    v1 = cgroup_tree(tmp_path / "v1", {"cpu,cpuacct/cpu.cfs_quota_us": "150000\n",
+                                       "cpu,cpuacct/cpu.cfs_period_us": "100000\n"})
+    membership = "4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n"
+    assert cgroup_cpu_limit(v1, membership) == 1.5
+    unlimited = cgroup_tree(tmp_path / "v1u", {"cpu/cpu.cfs_quota_us": "-1\n",
+                                               "cpu/cpu.cfs_period_us": "100000\n"})
+    assert cgroup_cpu_limit(unlimited, "1:cpu:/\n") is None
+    assert cgroup_cpu_limit(tmp_path / "none", "") is None               # macOS, Windows
+
+
+def test_usable_cpus_rounds_a_quota_up_and_never_exceeds_the_affinity(monkeypatch):
+    from lab2 import processes
+    monkeypatch.setattr(processes.os, "process_cpu_count", lambda: 8, raising=False)
+    for limit, expected in ((None, 8), (1.5, 2), (0.5, 1), (64.0, 8)):
+        monkeypatch.setattr(processes, "cgroup_cpu_limit", lambda limit=limit: limit)
+        assert processes.usable_cpus() == expected
+
+
+def in_subprocess(code: str, prefix=()) -> str:
+    done = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True,
+                          text=True, cwd=PROJECT, check=True)
+    return done.stdout.strip()
+
+
+@pytest.mark.skipif(not shutil.which("taskset") or (os.cpu_count() or 1) < 2,
+                    reason="needs taskset and two cores")
+def test_usable_cpus_follows_the_affinity_of_a_real_process():
+    code = "from lab2.processes import usable_cpus; print(usable_cpus())"
+    assert in_subprocess(code, ["taskset", "-c", "0"]) == "1"
+
+
+def quota_group(tmp_name: str, cores: float):
+    """A real cgroup (v1 or v2) with a CPU quota, if this machine lets us make one; else None."""
+    v1, v2 = Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")
+    if (v1 / "cpu.cfs_quota_us").is_file():
+        group, name, text = v1 / tmp_name, "cpu.cfs_quota_us", str(int(cores * 100000))
+    elif (v2 / "cgroup.controllers").is_file():
+        group, name, text = v2 / tmp_name, "cpu.max", f"{int(cores * 100000)} 100000"
+    else:
+        return None
+    try:
+        group.mkdir()
+    except OSError:
+        return None
+    try:
+        (group / name).write_text(text, encoding="utf-8")
+    except OSError:
+        group.rmdir()
+        return None
+    return group
+
+
+def test_usable_cpus_follows_a_real_containers_cpu_quota():
+    group = quota_group(f"lab2-test-{os.getpid()}", 1.0)
+    if group is None:
+        pytest.skip("cannot make a cgroup with a CPU quota here (needs root and cgroups)")
+    try:
+        code = "from lab2.processes import *; print(usable_cpus(), cgroup_cpu_limit())"
+        done = subprocess.run(["sh", "-c", f'echo $$ > "{group}/cgroup.procs" && exec "$0" -c '
+                               '"$1"', sys.executable, code], capture_output=True, text=True,
+                              cwd=PROJECT)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["1", "1.0"]
+    finally:
+        group.rmdir()
+
+
+def test_pytorch_threads_are_lowered_to_the_usable_cores_unless_omp_num_threads_says(
+        monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setattr(machine, "usable_cpus", lambda: 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    try:
+        torch.set_num_threads(2)
+        step = Step.for_config(profile_config("smoke", device="cpu"))
+        assert torch.get_num_threads() == 1 and step.why["cpu_threads"] == 1
+        assert "lowered" in step.why["cpu_threads_why"]
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert machine.fit_cpu_threads() == (2, "OMP_NUM_THREADS")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_cache_build_starts_one_worker_per_usable_core(sample_root, tmp_path, monkeypatch):
+    from lab2.data import build_cache
+    from lab2.data import cache as cache_module
+    asked = []
+
+    def pool(workers, *args, **kwargs):
+        asked.append(workers)
+        raise RuntimeError("enough")
+    monkeypatch.setenv("LAB2_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cache_module, "usable_cpus", lambda: 3)
+    monkeypatch.setattr(cache_module, "worker_pool", pool)
+    with pytest.raises(RuntimeError, match="enough"):
+        build_cache(sample_root, 32, None, progress=False)
+    assert asked == [3]
+
+
+def test_a_windows_pool_stops_at_61_workers(monkeypatch):
+    from lab2 import processes
+    monkeypatch.setattr(sys, "platform", "win32")
+    pool = processes.worker_pool(128)
+    try:
+        assert pool._max_workers == processes.WINDOWS_MAX_WORKERS == 61
+    finally:
+        pool.shutdown()

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .. import atomic
 from ..paths import cache_dir, dataset_dir
-from ..processes import worker_pool
+from ..processes import usable_cpus, worker_pool
 from .index import read_list
 from .reading import IGNORED, RECOVERED, SKIPPED, check_image, check_trimap, image_size_of
 
@@ -226,7 +226,7 @@ def audit_dataset(root: str | os.PathLike, *, progress: bool = True, workers: in
         elif path.stem not in present:
             entries.append(AuditEntry(rel, IGNORED, "trimap without an image"))
 
-    for found in _run(jobs, workers or os.cpu_count() or 1, progress):
+    for found in _run(jobs, workers or usable_cpus(), progress):
         entries.extend(AuditEntry(*f) for f in found)
     order = {SKIPPED: 0, RECOVERED: 1, IGNORED: 2}
     entries.sort(key=lambda e: (order[e.status], e.file))

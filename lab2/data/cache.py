@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from .. import atomic, locks
 from ..paths import CACHE_ENV, cache_dir, dataset_dir
 from ..preprocess import PreprocessParams, preprocess
-from ..processes import worker_pool
+from ..processes import usable_cpus, worker_pool
 from .audit import audit_dataset, dataset_fingerprint
 from .index import load_split
 from .reading import read_sample
@@ -264,7 +264,7 @@ def _build(root, size: tuple[int, int], params: PreprocessParams | None, fingerp
         jobs = list(enumerate(names))
         label = "cache " + ("preprocessed" if params is not None else "raw") + f" {h}x{w}"
         bar = dict(total=len(jobs), desc=label, unit="img", disable=not progress)
-        workers = workers or os.cpu_count() or 1
+        workers = workers or usable_cpus()
         if workers <= 1 or len(jobs) < 4 * workers:
             _init_worker(*init_args)
             try:
