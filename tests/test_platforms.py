@@ -553,3 +553,104 @@ def test_a_windows_pool_stops_at_61_workers(monkeypatch):
         assert pool._max_workers == processes.WINDOWS_MAX_WORKERS == 61
     finally:
         pool.shutdown()
+
+
+@pytest.fixture
+def windows_fsync(monkeypatch):
+    """``os.fsync`` with Windows' rule: a descriptor opened read-only cannot be flushed
+    (``FlushFileBuffers`` needs write access; Python raises EBADF)."""
+    import errno
+    import fcntl
+    real = os.fsync
+
+    def fsync(fd):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def held_by_this_process() -> set[str]:
+    """Paths this process has open or memory-mapped (Linux's /proc)."""
+    held = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            held.add(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    with open("/proc/self/maps", encoding="utf-8") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[5].startswith("/"):
+                held.add(fields[5].strip().removesuffix(" (deleted)"))
+    return held
+
+
+@pytest.fixture
+def windows_files(monkeypatch, windows_fsync):
+    """Windows' rule for this process's own files: one that is open or memory-mapped cannot be
+    replaced, renamed or deleted, nor can a folder holding one (``PermissionError``, winerror 32).
+    Retried renames are not waited for."""
+    if not Path("/proc/self/maps").is_file():
+        pytest.skip("needs Linux's /proc")
+    real = {name: getattr(os, name) for name in ("replace", "rename", "unlink", "remove")}
+    monkeypatch.setattr(atomic, "_sleep", lambda s: None)
+
+    def guarded(name):
+        def call(*paths, **kwargs):
+            if "dir_fd" not in kwargs and "src_dir_fd" not in kwargs:
+                held = held_by_this_process()
+                for path in paths:
+                    path = os.path.abspath(path)
+                    if any(h == path or h.startswith(path + os.sep) for h in held):
+                        raise windows_in_use()
+            return real[name](*paths, **kwargs)
+        return call
+    for name in real:
+        monkeypatch.setattr(os, name, guarded(name))
+
+
+def test_the_simulated_windows_rules_refuse_what_windows_refuses(tmp_path, windows_files):
+    target, new = tmp_path / "held.pt", tmp_path / "new.pt"
+    target.write_bytes(b"old")
+    new.write_bytes(b"new")
+    with open(target, "rb"):
+        with pytest.raises(PermissionError):
+            os.replace(new, target)
+        with pytest.raises(PermissionError):
+            os.replace(tmp_path, tmp_path.with_name("moved"))      # a folder holding it
+    mapped = np.lib.format.open_memmap(tmp_path / "rows.npy", "w+", np.uint8, (4,))
+    with pytest.raises(PermissionError):
+        os.unlink(tmp_path / "rows.npy")
+    del mapped
+    os.unlink(tmp_path / "rows.npy")
+    os.replace(new, target)
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def test_lab2_follows_windows_rules_for_open_files(sample_root, tmp_path, monkeypatch,
+                                                   windows_files):
+    """The cache build, a run and its resume, evaluation and an experiment under Windows' file
+    rules (simulated for this process: no flush of a read-only descriptor, no rename or delete of
+    an open or mapped file). The cache build used to flush read-only descriptors."""
+    from lab2.data import build_cache
+    from lab2.evaluate import evaluate_checkpoint
+    from lab2.experiment import run_experiment
+    monkeypatch.setenv("LAB2_CACHE_DIR", str(tmp_path / "cache"))
+    assert build_cache(sample_root, 32, None, progress=False, workers=1) is not None
+    config = profile_config("smoke", **{**SMOKE, "epochs": 1, "image_size": 32}, num_workers=0)
+    train(config, sample_root, tmp_path / "run", progress=False)
+    train(config.replace(epochs=2), sample_root, tmp_path / "run", resume=True, progress=False)
+    assert is_finished(tmp_path / "run")
+    assert len(read_history(tmp_path / "run" / "history.csv")) == 2
+    assert 0 <= evaluate_checkpoint(tmp_path / "run" / "best.pt", sample_root, progress=False,
+                                    max_samples=4)["dice"] <= 1
+    rows, out = run_experiment("smoke", sample_root, tmp_path / "exp", progress=False,
+                               epochs=1, base_channels=4, max_train_samples=8,
+                               max_eval_samples=4, image_size=32, device="cpu")
+    assert len(rows) == 4 and (out / "results.md").is_file()

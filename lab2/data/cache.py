@@ -211,7 +211,9 @@ def _remove_abandoned_builds(base: Path) -> None:
 
 
 def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    """Flush a file to disk. Opened for writing: Windows flushes no read-only descriptor (its
+    ``FlushFileBuffers`` needs write access, so every cache build failed there)."""
+    fd = os.open(path, os.O_RDWR)
     try:
         os.fsync(fd)
     finally:
