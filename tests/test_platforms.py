@@ -635,12 +635,14 @@ def test_the_simulated_windows_rules_refuse_what_windows_refuses(tmp_path, windo
 
 def test_lab2_follows_windows_rules_for_open_files(sample_root, tmp_path, monkeypatch,
                                                    windows_files):
-    """The cache build, a run and its resume, evaluation and an experiment under Windows' file
-    rules (simulated for this process: no flush of a read-only descriptor, no rename or delete of
-    an open or mapped file). The cache build used to flush read-only descriptors."""
-    from lab2.data import build_cache
+    """The cache build, a run and its resume, evaluation, an experiment, predictions and the
+    sample (each twice where the second replaces files) under Windows' file rules, simulated for
+    this process: no flush of a read-only descriptor, no rename or delete of an open or mapped
+    file. The cache build used to flush read-only descriptors."""
+    from lab2.data import build_cache, make_sample_dataset
     from lab2.evaluate import evaluate_checkpoint
     from lab2.experiment import run_experiment
+    from lab2.predict import predict_files
     monkeypatch.setenv("LAB2_CACHE_DIR", str(tmp_path / "cache"))
     assert build_cache(sample_root, 32, None, progress=False, workers=1) is not None
     config = profile_config("smoke", **{**SMOKE, "epochs": 1, "image_size": 32}, num_workers=0)
@@ -654,3 +656,9 @@ def test_lab2_follows_windows_rules_for_open_files(sample_root, tmp_path, monkey
                                epochs=1, base_channels=4, max_train_samples=8,
                                max_eval_samples=4, image_size=32, device="cpu")
     assert len(rows) == 4 and (out / "results.md").is_file()
+    photo = next((Path(sample_root) / "oxford-iiit-pet" / "images").glob("*_2*.jpg"))
+    for _ in range(2):                                   # the second replaces the first's files
+        assert len(predict_files(tmp_path / "run" / "best.pt", [photo], tmp_path / "pred")) == 2
+    for _ in range(2):                                   # the second replaces the first sample
+        make_sample_dataset(tmp_path / "sample", n_trainval=10, n_test=5, size=64,
+                            progress=False, overwrite=True)
