@@ -13,6 +13,7 @@ read-only.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 _PACKAGE_PARENT = Path(__file__).resolve().parent.parent
@@ -89,3 +90,27 @@ def notebooks_dir() -> Path | None:
     """The numbered notebooks of the source checkout, or None for an installed package."""
     checkout = source_checkout()
     return checkout / "notebooks" if checkout and (checkout / "notebooks").is_dir() else None
+
+
+def moved_by(setting: str) -> str:
+    """What to do about a default folder that cannot be written: the setting that moves it."""
+    moves = f"{setting} or {HOME_ENV}" if setting != HOME_ENV else HOME_ENV
+    return (f"set {moves} to a writable folder ({HOME_ENV} moves data/, runs/ and figures/; in a "
+            f"notebook, `%env {HOME_ENV}=~/lab2-work` in a cell above), then run this again")
+
+
+def check_writable(folder: Path, fix: str) -> None:
+    """Make sure ``folder`` (created if missing) can be written, before any work starts; else
+    raise :class:`lab2.atomic.StorageError` naming it and ``fix``.
+
+    A project opened from a read-only place (a course folder shared on a JupyterHub, a mounted
+    disk) otherwise got as far as its first write, and then named a command-line flag that a
+    notebook does not have.
+    """
+    from .atomic import storage_error
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise storage_error(folder, e, fix) from e

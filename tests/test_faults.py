@@ -453,6 +453,75 @@ def test_a_read_only_data_root_says_to_move_the_cache_and_cache_dir_does(
                       cache_root=tmp_path / "elsewhere") is not None
 
 
+@pytest.fixture
+def read_only_home(tmp_path, monkeypatch):
+    """LAB2_HOME in a folder where nothing can be created (EROFS), as a course folder mounted
+    read-only on a JupyterHub; returns it."""
+    import lab2.paths as paths_module
+    home = tmp_path / "course"
+    for name in ("LAB2_DATA_DIR", "LAB2_SAMPLE_DIR", "LAB2_FIGURES_DIR", "LAB2_PROFILE"):
+        monkeypatch.setenv(name, "")
+    monkeypatch.setenv("LAB2_HOME", str(home))
+    original_mkdir, original_file = Path.mkdir, paths_module.tempfile.TemporaryFile
+
+    def refuse(path):
+        if str(path).startswith(str(home)):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    def mkdir(self, *args, **kwargs):
+        refuse(self)
+        return original_mkdir(self, *args, **kwargs)
+
+    def temporary_file(*args, dir=None, **kwargs):
+        refuse(dir)
+        return original_file(*args, dir=dir, **kwargs)
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    monkeypatch.setattr(paths_module.tempfile, "TemporaryFile", temporary_file)
+    return home
+
+
+def test_a_read_only_project_stops_the_notebooks_first_cell_saying_to_set_lab2_home(
+        read_only_home):
+    from lab2.report.context import setup
+    with pytest.raises(atomic.StorageError) as raised:
+        setup("smoke")
+    message = str(raised.value)
+    assert str(read_only_home / "runs") in message and "%env LAB2_HOME=" in message
+    assert "--root" not in message             # a notebook has no command-line flags
+    assert not (read_only_home / "data").exists()
+
+
+def test_a_read_only_project_stops_report_before_any_work(read_only_home, monkeypatch, capsys):
+    import lab2.experiment as experiment_module
+    monkeypatch.setattr(experiment_module, "run_experiment",
+                        lambda *a, **k: pytest.fail("the experiment ran before the check"))
+    code = cli.main(["report", "--no-download", "--profile", "smoke"])
+    line = one_line_error(capsys)
+    assert code == 1 and "runs" in line and "set LAB2_HOME to a writable folder" in line
+    assert not (read_only_home / "data").exists()             # no sample was drawn
+
+
+def test_report_with_a_read_only_notebooks_folder_says_what_to_do(tmp_path, monkeypatch,
+                                                                  capsys):
+    import lab2.paths as paths_module
+    monkeypatch.setenv("LAB2_HOME", str(tmp_path))
+    notebooks = paths_module.notebooks_dir()
+    original_file = paths_module.tempfile.TemporaryFile
+
+    def temporary_file(*args, dir=None, **kwargs):
+        if Path(dir) == notebooks:
+            raise OSError(errno.EROFS, "Read-only file system", str(dir))
+        return original_file(*args, dir=dir, **kwargs)
+    monkeypatch.setattr(paths_module.tempfile, "TemporaryFile", temporary_file)
+    import lab2.experiment as experiment_module
+    monkeypatch.setattr(experiment_module, "run_experiment",
+                        lambda *a, **k: pytest.fail("the experiment ran before the check"))
+    assert cli.main(["report", "--no-download", "--profile", "smoke"]) == 1
+    line = one_line_error(capsys)
+    assert "notebooks" in line and "--no-notebooks" in line
+    assert not (tmp_path / "data").exists()
+
+
 def test_evaluate_prints_the_dice_before_failing_to_save_it(trained, sample_root, tmp_path,
                                                            capsys):
     run = tmp_path / "readonly_run"
