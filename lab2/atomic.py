@@ -40,6 +40,10 @@ IN_USE_RETRY_S, IN_USE_WAIT_S = 3.0, 0.25
 _clock, _sleep = time.monotonic, time.sleep       # what the retry waits with (tests replace them)
 
 
+class InUseError(PermissionError):
+    """Windows kept refusing a rename for :data:`IN_USE_RETRY_S`: a file of it is in use."""
+
+
 class StorageError(OSError):
     """A write failed because of the disk or the folder (full, read-only), said in one sentence."""
 
@@ -67,7 +71,7 @@ def storage_error(path: str | os.PathLike, error: BaseException, fix: str = "") 
     """A :class:`StorageError` for a failed write of ``path``, with the fix for its cause."""
     path = Path(path)
     code = getattr(error, "errno", None)
-    if getattr(error, "winerror", None) in IN_USE_WINERRORS and path.exists():
+    if isinstance(error, InUseError):
         why = ("Windows cannot replace it while another program has it open (or while it is "
                "marked read-only)")
         fix = ("close it there (a spreadsheet, an editor, a viewer) and run the command again; "
@@ -132,9 +136,10 @@ def replace(source: str | os.PathLike, target: str | os.PathLike) -> None:
             os.replace(source, target)
             return
         except PermissionError as e:
-            if getattr(e, "winerror", None) not in IN_USE_WINERRORS or \
-                    _clock() >= deadline:
+            if getattr(e, "winerror", None) not in IN_USE_WINERRORS:
                 raise
+            if _clock() >= deadline:
+                raise InUseError(e.errno, e.strerror, e.filename) from e
         _sleep(IN_USE_WAIT_S)
 
 

@@ -662,3 +662,17 @@ def test_lab2_follows_windows_rules_for_open_files(sample_root, tmp_path, monkey
     for _ in range(2):                                   # the second replaces the first sample
         make_sample_dataset(tmp_path / "sample", n_trainval=10, n_test=5, size=64,
                             progress=False, overwrite=True)
+
+
+def test_a_read_only_folder_on_windows_is_not_called_a_file_in_use(tmp_path, monkeypatch):
+    """Windows says "access denied" (winerror 5) for a read-only folder too: only a rename that
+    kept failing is blamed on another program."""
+    target = tmp_path / "results.csv"
+    target.write_text("old\n", encoding="utf-8")
+
+    def refuse(*args, **kwargs):
+        raise windows_in_use(winerror=5)
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", refuse)
+    with pytest.raises(atomic.StorageError, match="not writable by you") as raised:
+        atomic.write_text(target, "new\n")
+    assert "another program" not in str(raised.value)
