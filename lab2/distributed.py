@@ -133,6 +133,8 @@ def torchrun_main(argv: list[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
     die_with_parent()
+    if sys.platform == "win32":   # PyTorch's Windows builds have no libuv store, torchrun's default
+        os.environ.setdefault("USE_LIBUV", "0")
     # its warnings ("Sending process ... closing signal") only repeat what lab2 says
     logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
     try:

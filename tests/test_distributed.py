@@ -14,6 +14,7 @@ import torch
 from interrupts import start_until
 from ports import free_port
 
+import lab2.distributed
 from lab2.checkpoint import load_checkpoint
 from lab2.cli import main as cli_main
 from lab2.data.loaders import SeededSampler, shard
@@ -248,7 +249,6 @@ def test_an_experiment_with_ddp_trains_each_run_on_two_processes(sample_root, tm
     assert [(r["model"], r["epochs"]) for r in table] == [("unet", 2)]
     assert load_results(out)[0] == table
     # finished: the same command starts no torchrun
-    import lab2.distributed
     monkeypatch.setattr(lab2.distributed, "torchrun_command",
                         lambda *a, **k: pytest.fail("a finished run was trained again"))
     assert run_experiment("smoke", sample_root, out, ddp=2, **settings)[0] == table
@@ -339,3 +339,20 @@ def test_the_ranks_meet_before_the_group_is_torn_down_unless_one_failed(monkeypa
         with distributed.process_group(torch.device("cpu")):
             pass
     assert not torch.distributed.is_initialized()
+
+
+@pytest.mark.parametrize("platform, expected", [("win32", "0"), ("linux", None)])
+def test_torchrun_on_windows_uses_the_store_its_pytorch_has(monkeypatch, platform, expected):
+    """PyTorch's Windows builds lack libuv, torchrun's default store: without USE_LIBUV=0 an
+    ``experiment --ddp`` there stopped with "use_libuv was requested but PyTorch was build
+    without libuv support"."""
+    import torch.distributed.run as torch_run
+    seen = {}
+    monkeypatch.delenv("USE_LIBUV", raising=False)
+    monkeypatch.setattr(lab2.distributed, "die_with_parent", lambda: None)
+    monkeypatch.setattr(torch_run, "run", lambda args: seen.update(
+        use_libuv=os.environ.get("USE_LIBUV")))
+    monkeypatch.setattr(sys, "platform", platform)
+    assert lab2.distributed.torchrun_main(["--standalone", "--nproc_per_node=1", "-m", "lab2",
+                                           "train"]) == 0
+    assert seen == {"use_libuv": expected}
