@@ -141,6 +141,14 @@ def torchrun_main(argv: list[str] | None = None) -> int:
         run(parse_args(sys.argv[1:] if argv is None else argv))
     except SignalException as e:       # stopped (Ctrl-C): torchrun has stopped the ranks
         return 128 + int(e.sigval)
+    except RuntimeError as e:
+        if "libuv" not in str(e):
+            raise
+        # some releases' torchrun asks for that store whatever USE_LIBUV says
+        print("lab2: torchrun cannot start on this PyTorch (built without the libuv store it "
+              "asks for, as PyTorch's Windows builds are): use `experiment --parallel N` (one "
+              "run per GPU) instead of --ddp, or run under WSL2", file=sys.stderr)
+        return 1
     except ChildFailedError as e:
         failures = "; ".join(f"rank {r}: exit code {f.exitcode}" for r, f in e.failures.items())
         print(f"lab2: torchrun stopped ({failures})", file=sys.stderr)

@@ -356,3 +356,19 @@ def test_torchrun_on_windows_uses_the_store_its_pytorch_has(monkeypatch, platfor
     assert lab2.distributed.torchrun_main(["--standalone", "--nproc_per_node=1", "-m", "lab2",
                                            "train"]) == 0
     assert seen == {"use_libuv": expected}
+
+
+def test_a_torchrun_without_its_store_says_what_to_use_instead(monkeypatch, capsys):
+    """Some releases' torchrun asks for the libuv store whatever USE_LIBUV says; on PyTorch's
+    Windows builds it then stops with a traceback before any rank starts."""
+    import torch.distributed.run as torch_run
+
+    def no_libuv(args):
+        raise RuntimeError("use_libuv was requested but PyTorch was built without libuv "
+                           "support, run with USE_LIBUV=0 to disable it.")
+    monkeypatch.setattr(lab2.distributed, "die_with_parent", lambda: None)
+    monkeypatch.setattr(torch_run, "run", no_libuv)
+    assert lab2.distributed.torchrun_main(["--standalone", "--nproc_per_node=2", "-m", "lab2",
+                                           "train"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--parallel" in err[0] and "WSL2" in err[0]
