@@ -2,15 +2,16 @@
 
 ``torchrun --nproc_per_node N -m lab2 train ...`` starts N processes (ranks) with ``RANK``,
 ``WORLD_SIZE`` and ``LOCAL_RANK`` in their environment; :func:`process_group` joins them (NCCL on
-CUDA, gloo on the CPU, with a timeout so that a rank that died cannot leave the others waiting
-forever). Each rank takes its slice of every global batch
-(:class:`lab2.data.loaders.SeededSampler`); ``TrainConfig.batch_size`` stays the global batch.
+CUDA, gloo on the CPU and on GPUs where PyTorch has no NCCL, as on Windows; with a timeout so that
+a rank that died cannot leave the others waiting forever). Each rank takes its slice of every
+global batch (:class:`lab2.data.loaders.SeededSampler`); ``TrainConfig.batch_size`` stays the
+global batch.
 
 BatchNorm under DDP: with a global batch of 8 on 4 GPUs, each GPU would normalise over 2 images.
 Synchronised BatchNorm computes the statistics over the global batch instead, so N ranks train
-the network one process would. PyTorch's ``nn.SyncBatchNorm`` runs on GPUs only; on the CPU
-(gloo, how this is tested) :class:`GlobalBatchNorm2d` does the same with PyTorch's differentiable
-``all_reduce``.
+the network one process would. PyTorch's ``nn.SyncBatchNorm`` runs on GPUs with NCCL only;
+with gloo (the CPU, how this is tested, and GPUs without NCCL) :class:`GlobalBatchNorm2d` does the
+same with PyTorch's differentiable ``all_reduce``.
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ def current() -> World:
     return World()
 
 
+def backend_for(device: torch.device) -> str:
+    """NCCL for CUDA where this PyTorch has it, gloo otherwise (the CPU; Windows, whose PyTorch
+    builds have no NCCL)."""
+    return "nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"
+
+
 @contextmanager
 def process_group(device: torch.device):
     """Join the ranks ``torchrun`` started (NCCL for CUDA, gloo otherwise) for the duration; a
@@ -77,7 +84,7 @@ def process_group(device: torch.device):
     if not dist.is_available():
         raise RuntimeError("this PyTorch build has no torch.distributed; run without torchrun")
     timeout = dt.timedelta(seconds=timeout_s())
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    backend = backend_for(device)
     if device.type == "cuda":
         local_rank, gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
         if local_rank >= gpus:
@@ -265,9 +272,9 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
 
 def synchronise_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     """Every BatchNorm2d of ``model`` computing its statistics over the global batch:
-    ``nn.SyncBatchNorm`` on GPUs, :class:`GlobalBatchNorm2d` on the CPU. Parameters, buffers and
-    parameter names are kept, so checkpoints load either way."""
-    if device.type != "cpu":
+    ``nn.SyncBatchNorm`` with NCCL, :class:`GlobalBatchNorm2d` with gloo (the CPU, and GPUs without
+    NCCL). Parameters, buffers and parameter names are kept, so checkpoints load either way."""
+    if backend_for(device) == "nccl":
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     for name, module in list(model.named_children()):
         if type(module) is nn.BatchNorm2d:
@@ -280,7 +287,7 @@ def synchronise_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
-__all__ = ["DEFAULT_TIMEOUT_S", "GlobalBatchNorm2d", "World", "current", "gather",
+__all__ = ["DEFAULT_TIMEOUT_S", "GlobalBatchNorm2d", "World", "backend_for", "current", "gather",
            "launched", "peer_failure", "process_group", "restore_rng",
            "rng_states", "seed_rank", "synchronise_batchnorm", "timeout_s", "torchrun_command",
            "torchrun_main"]

@@ -372,3 +372,18 @@ def test_a_torchrun_without_its_store_says_what_to_use_instead(monkeypatch, caps
                                            "train"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--parallel" in err[0] and "WSL2" in err[0]
+
+
+@pytest.mark.parametrize("nccl, backend, norm", [
+    (True, "nccl", torch.nn.SyncBatchNorm), (False, "gloo", lab2.distributed.GlobalBatchNorm2d)])
+def test_gpus_without_nccl_use_gloo_and_its_batchnorm(monkeypatch, nccl, backend, norm):
+    """PyTorch's Windows builds have no NCCL: DDP on their GPUs goes through gloo, whose
+    collectives nn.SyncBatchNorm does not use, so lab2's gloo BatchNorm serves there."""
+    from lab2.models import build_model
+    monkeypatch.setattr(lab2.distributed.dist, "is_nccl_available", lambda: nccl)
+    cuda = torch.device("cuda")
+    assert lab2.distributed.backend_for(cuda) == backend
+    assert lab2.distributed.backend_for(torch.device("cpu")) == "gloo"
+    model = lab2.distributed.synchronise_batchnorm(build_model("unet", base_channels=4), cuda)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(type(m) is norm for m in norms)
