@@ -28,6 +28,7 @@ quota (``docker --cpus``, a JupyterHub or Kubernetes pod): 64 threads throttled 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,7 @@ from torch import nn
 
 from .augment import normalize_images
 from .config import TrainConfig
+from .notices import Lab2Warning
 from .processes import usable_cpus
 
 #: ``TrainConfig.amp`` values and the autocast dtype each forces.
@@ -94,10 +96,16 @@ def resolve_device(name: str) -> torch.device:
 
 def choose_precision(amp: str, device: torch.device) -> tuple[torch.dtype | None, str]:
     """The autocast dtype for ``TrainConfig.amp`` on ``device`` (None = fp32), and why."""
+    cuda = device.type == "cuda" and amp in ("auto", "bf16")      # the GPU decides
+    major, minor = torch.cuda.get_device_capability(device) if cuda else (0, 0)
+    if amp == "bf16" and cuda and (major, minor) < (8, 0):
+        why = (f"--amp bf16, which CUDA compute capability {major}.{minor} has no hardware for "
+               "(emulated: slow); --amp fp16 or auto is its mixed precision")
+        warnings.warn(why, Lab2Warning, stacklevel=2)
+        return torch.bfloat16, why
     if amp != "auto":
         return AMP_DTYPES[amp], f"--amp {amp}"
-    if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
+    if cuda:
         if (major, minor) >= (8, 0):
             return torch.bfloat16, f"CUDA compute capability {major}.{minor} has native bf16"
         return torch.float16, (f"CUDA compute capability {major}.{minor} has no native bf16: "

@@ -140,6 +140,18 @@ def test_auto_precision_on_the_cpu_is_fp32_when_pytorch_has_no_bf16_probe(monkey
     assert not machine.choose_channels_last("auto", torch.device("cpu"), dtype)[0]
 
 
+@pytest.mark.parametrize("capability, warned", [((7, 5), True), ((8, 0), False)])
+def test_forced_bf16_on_a_gpu_without_it_warns_and_says_so_in_run_json(monkeypatch, capability,
+                                                                      warned):
+    import warnings
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dtype, why = machine.choose_precision("bf16", torch.device("cuda"))
+    assert dtype == torch.bfloat16 and why.startswith("--amp bf16")
+    assert bool(caught) == warned == ("fp16" in why)
+
+
 def test_forced_precisions_and_mps(monkeypatch):
     assert machine.choose_precision("fp16", torch.device("cpu"))[0] == torch.float16
     assert machine.choose_precision("off", torch.device("cuda"))[0] is None
