@@ -103,6 +103,11 @@ def choose_precision(amp: str, device: torch.device) -> tuple[torch.dtype | None
                "(emulated: slow); --amp fp16 or auto is its mixed precision")
         warnings.warn(why, Lab2Warning, stacklevel=2)
         return torch.bfloat16, why
+    if amp == "bf16" and device.type == "cpu" and not cpu_bf16_native()[0]:
+        why = ("--amp bf16, which this CPU has no hardware for (emulated: 9-25x slower than fp32 "
+               "in benchmarks/cpu_precision.py); --amp off or auto is its precision")
+        warnings.warn(why, Lab2Warning, stacklevel=2)
+        return torch.bfloat16, why
     if amp != "auto":
         return AMP_DTYPES[amp], f"--amp {amp}"
     if cuda:

@@ -152,6 +152,16 @@ def test_forced_bf16_on_a_gpu_without_it_warns_and_says_so_in_run_json(monkeypat
     assert bool(caught) == warned == ("fp16" in why)
 
 
+@pytest.mark.parametrize("native, warned", [(False, True), (True, False)])
+def test_forced_bf16_on_a_cpu_without_it_warns(monkeypatch, native, warned):
+    import warnings
+    monkeypatch.setattr(machine, "cpu_bf16_native", lambda: (native, "probed"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dtype, why = machine.choose_precision("bf16", torch.device("cpu"))
+    assert dtype == torch.bfloat16 and bool(caught) == warned == ("slower" in why)
+
+
 def test_forced_precisions_and_mps(monkeypatch):
     assert machine.choose_precision("fp16", torch.device("cpu"))[0] == torch.float16
     assert machine.choose_precision("off", torch.device("cuda"))[0] is None
