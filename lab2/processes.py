@@ -103,6 +103,7 @@ def usable_cpus() -> int:
     limit = cgroup_cpu_limit() if sys.platform.startswith("linux") else None
     return max(1, min(cores, math.ceil(limit))) if limit else cores
 
+
 #: How often a worker looks for its parent, in seconds.
 WATCH_INTERVAL_S = 0.5
 
