@@ -140,26 +140,19 @@ def test_auto_precision_on_the_cpu_is_fp32_when_pytorch_has_no_bf16_probe(monkey
     assert not machine.choose_channels_last("auto", torch.device("cpu"), dtype)[0]
 
 
-@pytest.mark.parametrize("capability, warned", [((7, 5), True), ((8, 0), False)])
-def test_forced_bf16_on_a_gpu_without_it_warns_and_says_so_in_run_json(monkeypatch, capability,
-                                                                      warned):
+@pytest.mark.parametrize("device, capability, native, warned", [
+    ("cuda", (7, 5), None, True), ("cuda", (8, 0), None, False),     # T4 / A100
+    ("cpu", None, False, True), ("cpu", None, True, False)])        # AVX2 only / AVX512-BF16
+def test_a_forced_bf16_that_would_be_emulated_warns_and_says_so_in_its_reason(
+        monkeypatch, device, capability, native, warned):
     import warnings
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        dtype, why = machine.choose_precision("bf16", torch.device("cuda"))
-    assert dtype == torch.bfloat16 and why.startswith("--amp bf16")
-    assert bool(caught) == warned == ("fp16" in why)
-
-
-@pytest.mark.parametrize("native, warned", [(False, True), (True, False)])
-def test_forced_bf16_on_a_cpu_without_it_warns(monkeypatch, native, warned):
-    import warnings
     monkeypatch.setattr(machine, "cpu_bf16_native", lambda: (native, "probed"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        dtype, why = machine.choose_precision("bf16", torch.device("cpu"))
-    assert dtype == torch.bfloat16 and bool(caught) == warned == ("slower" in why)
+        dtype, why = machine.choose_precision("bf16", torch.device(device))
+    assert dtype == torch.bfloat16 and why.startswith("--amp bf16")      # as asked
+    assert bool(caught) == warned == ("emulated" in why)
 
 
 def test_forced_precisions_and_mps(monkeypatch):
