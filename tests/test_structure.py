@@ -96,14 +96,18 @@ def test_evaluation_does_not_depend_on_training():
     assert "lab2.data.summary" not in graph["lab2.data.dataset"]
 
 
-def test_the_training_core_imports_neither_matplotlib_nor_ipywidgets():
-    code = ("import sys\n"
-            "import lab2.cli, lab2.train, lab2.evaluate, lab2.experiment, lab2.predict, "
-            "lab2.runs, lab2.data.loaders, lab2.report.runner\n"
-            "print(sorted(m for m in ('matplotlib', 'ipywidgets') if m in sys.modules))")
+def loaded_after(imports: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has loaded after running ``imports``."""
+    code = f"import sys\n{imports}\nprint(sorted(m for m in {modules!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120)
-    assert out.stdout.strip() == "[]"
+    return ast.literal_eval(out.stdout.strip())
+
+
+def test_the_training_core_imports_neither_matplotlib_nor_ipywidgets():
+    assert loaded_after("import lab2.cli, lab2.train, lab2.evaluate, lab2.experiment, "
+                        "lab2.predict, lab2.runs, lab2.data.loaders, lab2.report.runner",
+                        ("matplotlib", "ipywidgets")) == []
 
 
 def test_help_does_not_import_torch():
@@ -123,13 +127,9 @@ def test_help_does_not_import_torch():
 def test_cache_and_audit_workers_import_neither_torch_nor_albumentations():
     """Under spawn (Windows, macOS) each pool worker imports its module afresh: with PyTorch it
     took 436 MiB instead of 42 (benchmarks/worker_memory.py)."""
-    code = ("import sys\n"
-            "import lab2.data.cache, lab2.data.audit\n"
-            "from lab2.data import build_cache, audit_dataset\n"
-            "print(sorted(m for m in ('torch', 'albumentations') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=120)
-    assert out.stdout.strip() == "[]"
+    assert loaded_after("import lab2.data.cache, lab2.data.audit\n"
+                        "from lab2.data import build_cache, audit_dataset",
+                        ("torch", "albumentations")) == []
 
 
 def test_a_new_config_field_is_a_flag_without_a_second_edit(monkeypatch, capsys):
