@@ -170,14 +170,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .config import resolve_profile
     from .data import audit_dataset, choose_data_root
     from .experiment import run_experiment
-    from .paths import HOME_ENV, check_writable, figures_dir, moved_by, notebooks_dir, runs_dir
+    from .paths import check_outputs_writable, check_writable, notebooks_dir
     from .report.runner import notebook_environment, notebook_paths, run_notebooks
-    check_writable(runs_dir(), moved_by(HOME_ENV))       # before hours of work, not after
-    if not args.no_notebooks:
-        check_writable(figures_dir(), moved_by("LAB2_FIGURES_DIR"))
-        if notebooks_dir() is not None:
-            check_writable(notebooks_dir(), "the notebooks are executed in place: copy the "
-                           "project to a writable folder, or add --no-notebooks")
+    check_outputs_writable(figures=not args.no_notebooks)     # before hours of work, not after
+    if not args.no_notebooks and (notebook_folder := notebooks_dir()) is not None:
+        check_writable(notebook_folder, "the notebooks are executed in place: copy the "
+                       "project to a writable folder, or add --no-notebooks")
     root = choose_data_root(args.root, args.sample_root, try_download=not args.no_download)
     print(audit_dataset(root).table())
     profile = resolve_profile(args.profile)

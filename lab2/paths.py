@@ -92,7 +92,7 @@ def notebooks_dir() -> Path | None:
     return checkout / "notebooks" if checkout and (checkout / "notebooks").is_dir() else None
 
 
-def moved_by(setting: str) -> str:
+def _moved_by(setting: str) -> str:
     """What to do about a default folder that cannot be written: the setting that moves it."""
     moves = f"{setting} or {HOME_ENV}" if setting != HOME_ENV else HOME_ENV
     return (f"set {moves} to a writable folder ({HOME_ENV} moves data/, runs/ and figures/; in a "
@@ -114,3 +114,11 @@ def check_writable(folder: Path, fix: str) -> None:
             pass
     except OSError as e:
         raise storage_error(folder, e, fix) from e
+
+
+def check_outputs_writable(*, figures: bool = True) -> None:
+    """:func:`check_writable` for ``runs/`` (and ``figures/``), the fix naming the setting that
+    moves each: what a notebook's first cell and ``report`` check before any work."""
+    check_writable(runs_dir(), _moved_by(HOME_ENV))
+    if figures:
+        check_writable(figures_dir(), _moved_by("LAB2_FIGURES_DIR"))

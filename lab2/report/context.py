@@ -12,7 +12,7 @@ from ..data import choose_data_root
 from ..data.sample import dataset_label
 from ..experiment import default_out
 from ..notices import ProfileWarning, SyntheticDataWarning
-from ..paths import HOME_ENV, check_writable, dataset_dir, figures_dir, home, moved_by, runs_dir
+from ..paths import check_outputs_writable, dataset_dir, home
 
 
 def shown(path: str | os.PathLike) -> str:
@@ -59,8 +59,7 @@ def setup(profile: str | None = None) -> NotebookContext:
     (``profile`` or ``$LAB2_PROFILE`` or auto); print them and where results go, with at most
     one warning line (the library's own warnings about them are folded into it). A results or
     figures folder that cannot be written stops here, saying how to move it."""
-    check_writable(runs_dir(), moved_by(HOME_ENV))
-    check_writable(figures_dir(), moved_by("LAB2_FIGURES_DIR"))
+    check_outputs_writable()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SyntheticDataWarning)
         warnings.simplefilter("ignore", ProfileWarning)
