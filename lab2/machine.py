@@ -94,23 +94,31 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _bf16_emulated(device: torch.device) -> str | None:
+    """Why bf16 on ``device`` would be emulated, and its own precision; None where it is native
+    (or the device is neither CUDA nor the CPU)."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if (major, minor) < (8, 0):
+            return (f"CUDA compute capability {major}.{minor} has no hardware for (emulated: "
+                    "slow); --amp fp16 or auto is its mixed precision")
+    elif device.type == "cpu" and not cpu_bf16_native()[0]:
+        return ("this CPU has no hardware for (emulated: 9-25x slower than fp32 in "
+                "benchmarks/cpu_precision.py); --amp off or auto is its precision")
+    return None
+
+
 def choose_precision(amp: str, device: torch.device) -> tuple[torch.dtype | None, str]:
-    """The autocast dtype for ``TrainConfig.amp`` on ``device`` (None = fp32), and why."""
-    cuda = device.type == "cuda" and amp in ("auto", "bf16")      # the GPU decides
-    major, minor = torch.cuda.get_device_capability(device) if cuda else (0, 0)
-    if amp == "bf16" and cuda and (major, minor) < (8, 0):
-        why = (f"--amp bf16, which CUDA compute capability {major}.{minor} has no hardware for "
-               "(emulated: slow); --amp fp16 or auto is its mixed precision")
-        warnings.warn(why, Lab2Warning, stacklevel=2)
-        return torch.bfloat16, why
-    if amp == "bf16" and device.type == "cpu" and not cpu_bf16_native()[0]:
-        why = ("--amp bf16, which this CPU has no hardware for (emulated: 9-25x slower than fp32 "
-               "in benchmarks/cpu_precision.py); --amp off or auto is its precision")
+    """The autocast dtype for ``TrainConfig.amp`` on ``device`` (None = fp32), and why. A forced
+    ``bf16`` where it would be emulated is kept, with a warning."""
+    if amp == "bf16" and (emulated := _bf16_emulated(device)):
+        why = f"--amp bf16, which {emulated}"
         warnings.warn(why, Lab2Warning, stacklevel=2)
         return torch.bfloat16, why
     if amp != "auto":
         return AMP_DTYPES[amp], f"--amp {amp}"
-    if cuda:
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
         if (major, minor) >= (8, 0):
             return torch.bfloat16, f"CUDA compute capability {major}.{minor} has native bf16"
         return torch.float16, (f"CUDA compute capability {major}.{minor} has no native bf16: "
