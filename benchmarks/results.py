@@ -57,9 +57,9 @@ def machine() -> str:
     except OSError:
         pass
     from lab2.processes import usable_cpus
-    cores = f"{os.cpu_count()} CPU cores"
-    if usable_cpus() < (os.cpu_count() or 1):      # taskset, a SLURM job, a container quota
-        cores += f" ({usable_cpus()} usable by this process)"
+    cores, usable = f"{os.cpu_count()} CPU cores", usable_cpus()
+    if usable < (os.cpu_count() or 1):      # taskset, a SLURM job, a container quota
+        cores += f" ({usable} usable by this process)"
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return (f"{cpu}, {cores}, {gpu}; "
             f"Python {platform.python_version()}, torch {torch.__version__}")
