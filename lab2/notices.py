@@ -10,6 +10,9 @@ shows at INFO level.
 from __future__ import annotations
 
 import codecs
+import os
+import shlex
+import subprocess
 import sys
 import warnings
 
@@ -67,6 +70,15 @@ def printable_output(streams=None) -> None:
                 stream.reconfigure(encoding="utf-8")
         except (LookupError, ValueError, OSError):
             pass                         # a stream that cannot change keeps its encoding
+
+
+def shell_word(value: str | os.PathLike) -> str:
+    """``value`` as one word of a command the user copies from a message: quoted when it holds a
+    space or another character the shell would split on (a folder under ``C:\\Users\\Jane Doe``
+    or ``~/Mobile Documents``), in the quoting of this platform's shells (double quotes on
+    Windows, which cmd and PowerShell both read; POSIX quoting elsewhere)."""
+    text = os.fspath(value)
+    return subprocess.list2cmdline([text]) if sys.platform == "win32" else shlex.quote(text)
 
 
 #: Set for the ranks of ``experiment --ddp``: the experiment itself tells the user of a Ctrl-C,

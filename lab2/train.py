@@ -51,6 +51,7 @@ from .data.sample import dataset_label
 from .evaluate import evaluate_model
 from .machine import Step, describe, resolve_device
 from .models import model_for
+from .notices import shell_word
 from .runs import (
     RUN_FILES,
     check_same_data,
@@ -227,6 +228,33 @@ class OutOfMemory(RuntimeError):
     """The device ran out of memory; last.pt still holds the last completed epoch."""
 
 
+class CompileFailed(RuntimeError):
+    """``torch.compile`` could not compile the model on this machine (no Triton for CUDA, which
+    PyTorch does not ship for Windows; no C++ compiler for the CPU); last.pt is untouched."""
+
+    every_rank = True     # every process of a run compiles the same model
+
+
+def _compile_failure(error: BaseException) -> str | None:
+    """The first line of a ``torch.compile`` backend failure (``InvalidCxxCompiler: ...``,
+    ``Cannot find a working triton installation ...``), or None for any other error."""
+    from torch._dynamo.exc import BackendCompilerFailed
+    if not isinstance(error, BackendCompilerFailed):
+        return None
+    cause = getattr(error, "inner_exception", None) or error     # what the backend raised
+    first = next((line.strip() for line in str(cause).splitlines() if line.strip()), "")
+    return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
+
+
+def _compile_advice(out: Path, config: TrainConfig, step: Step, failure: str, saved_epoch: int,
+                    world: distributed.World) -> str:
+    then = (f"{out}/last.pt holds epoch {saved_epoch}; continue without it: {_command(world)} "
+            f"--out {shell_word(out)} --resume --no-compile" if saved_epoch else
+            "nothing was trained; run the same command without --compile")
+    return (f"torch.compile could not compile {config.model} on {step.device.type} ({failure}); "
+            f"{then}")
+
+
 class OtherRankFailed(RuntimeError):
     """Under DDP, another process of the run stopped (and said why); this one cannot go on."""
 
@@ -248,7 +276,7 @@ def _oom_advice(out: Path, config: TrainConfig, step: Step, saved_epoch: int,
     smaller = config.batch_size // 2
     precision = ("" if step.amp is not None else
                  f", or add --amp {'fp16' if step.device.type == 'cuda' else 'bf16'}")
-    batch = (f"continue with a smaller batch: {_command(world)} --out {out} --resume "
+    batch = (f"continue with a smaller batch: {_command(world)} --out {shell_word(out)} --resume "
              f"--batch-size {smaller}{precision}; or "
              if smaller and smaller % world.size == 0 else "")
     return (f"out of {step.device.type.upper()} memory training {config.model} at "
@@ -259,9 +287,9 @@ def _oom_advice(out: Path, config: TrainConfig, step: Step, saved_epoch: int,
 
 
 def _nan_advice(out: Path, config: TrainConfig, world: distributed.World) -> str:
-    return (f"; to continue with a lower learning rate run: {_command(world)} --out {out} "
-            f"--resume --lr {config.lr / 10:g}" + ("" if config.amp == "off" else
-                                                     " (or add --amp off)"))
+    return (f"; to continue with a lower learning rate run: {_command(world)} --out "
+            f"{shell_word(out)} --resume --lr {config.lr / 10:g}"
+            + ("" if config.amp == "off" else " (or add --amp off)"))
 
 
 def train(config: TrainConfig, root, out, *, resume: bool = False, restart: bool = False,
@@ -437,12 +465,15 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
     except torch.OutOfMemoryError:
         raise OutOfMemory(_oom_advice(out, config, step, saved_epoch, world)) from None
     except RuntimeError as e:
+        if config.compile and (failure := _compile_failure(e)) is not None:
+            raise CompileFailed(_compile_advice(out, config, step, failure, saved_epoch,
+                                                world)) from None
         failure = distributed.peer_failure(e) if world.distributed else None
         if failure is None:
             raise
         raise OtherRankFailed(
             f"{failure}. {out}/last.pt holds epoch {saved_epoch}: "
-            f"{_command(world)} --out {out} --resume continues it") from None
+            f"{_command(world)} --out {shell_word(out)} --resume continues it") from None
     except KeyboardInterrupt:
         if world.main:
             log.warning("interrupted: %s holds epoch %d, where the run resumes",
@@ -451,5 +482,6 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
     return {"history": history, "best_dice": best, "run_dir": out}
 
 
-__all__ = ["LossGuard", "NonFiniteLossError", "OtherRankFailed", "OutOfMemory", "build_optimizer",
-           "build_scheduler", "lr_at_epoch", "seed_everything", "train", "train_one_epoch"]
+__all__ = ["CompileFailed", "LossGuard", "NonFiniteLossError", "OtherRankFailed", "OutOfMemory",
+           "build_optimizer", "build_scheduler", "lr_at_epoch", "seed_everything", "train",
+           "train_one_epoch"]

@@ -6,6 +6,7 @@ import io
 import json
 import multiprocessing
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -209,7 +210,7 @@ def test_fp16_overflows_are_skipped_but_a_loss_that_stays_non_finite_stops():
 
 def test_a_gpu_out_of_memory_is_one_line_with_what_to_try_and_resumes(sample_root, tmp_path,
                                                                       monkeypatch, capsys):
-    out = tmp_path / "run"
+    out = tmp_path / "Jane Doe's runs" / "unet raw"    # the command in the message still works
     args = ["train", "--model", "unet", "--root", str(sample_root), "--out", str(out),
             "--profile", "smoke", "--epochs", "2", "--base-channels", "4", "--num-workers", "0"]
     original = train_module.train_one_epoch
@@ -227,7 +228,70 @@ def test_a_gpu_out_of_memory_is_one_line_with_what_to_try_and_resumes(sample_roo
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
     monkeypatch.undo()
     command = line.split("smaller batch: python -m lab2 ")[1].split(";")[0].split(", or")[0]
-    assert cli.main(command.split()) == 0 and is_finished(out)
+    assert cli.main(shlex.split(command)) == 0 and is_finished(out)
+
+
+class CompilesNothing(torch.nn.Module):
+    """What ``torch.compile`` returns on a machine without its backend: the first call raises."""
+
+    def __init__(self, failure: Exception):
+        super().__init__()
+        self.failure = failure
+
+    def forward(self, x):
+        raise self.failure
+
+
+@pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled")
+def test_a_model_torch_compile_cannot_compile_is_one_line_saying_to_train_without_it(
+        sample_root, tmp_path, monkeypatch, capsys):
+    # the real error of a machine without the backend's compiler (Windows has no Triton for
+    # CUDA; a CPU needs a C++ compiler), raised where it comes: the compiled model's first call
+    import torch._inductor.config as inductor
+    with monkeypatch.context() as patch:
+        patch.setattr(inductor.cpp, "cxx", (None, str(tmp_path / "no-compiler")))
+        patch.setattr(inductor, "force_disable_caches", True)     # compile, do not reuse
+        patch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+        with pytest.raises(RuntimeError) as real:        # (a 3x3 convolution needs C++ code)
+            torch.compile(torch.nn.Conv2d(3, 3, 3))(torch.randn(1, 3, 8, 8))
+        torch._dynamo.reset()
+    out = tmp_path / "my runs" / "unet"
+    args = ["train", "--model", "unet", "--root", str(sample_root), "--out", str(out),
+            "--profile", "smoke", "--base-channels", "4", "--num-workers", "0"]
+
+    def error_line():
+        return [line for line in capsys.readouterr().err.splitlines()
+                if line.startswith("error:")]
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "compile", lambda model: CompilesNothing(real.value))
+        assert cli.main([*args, "--epochs", "1", "--compile"]) == 1
+        assert error_line() == [
+            f"error: torch.compile could not compile unet on cpu (InvalidCxxCompiler: No working "
+            f"C++ compiler found in torch._inductor.config.cpp.cxx: (None, "
+            f"'{tmp_path / 'no-compiler'}')); nothing was trained; run the same command without "
+            f"--compile"]
+        assert cli.main([*args, "--epochs", "1"]) == 0              # the same, without
+        assert cli.main(["train", "--out", str(out), "--resume", "--epochs", "2",
+                         "--compile"]) == 1
+        [line] = error_line()
+    assert f"{out}/last.pt holds epoch 1; continue without it: python -m lab2 train" in line
+    command = line.split("continue without it: python -m lab2 ")[1]
+    assert command.endswith("--resume --no-compile")
+    assert cli.main(shlex.split(command)) == 0 and is_finished(out)
+
+
+def test_a_path_in_a_command_lab2_prints_is_quoted_for_the_shell(tmp_path, monkeypatch):
+    from lab2.data import audit_dataset
+    from lab2.notices import shell_word
+    root = tmp_path / "course data" / "pets"
+    with pytest.raises(FileNotFoundError) as error:
+        audit_dataset(root)
+    command = str(error.value).split("`")[1]
+    assert shlex.split(command) == ["python", "-m", "lab2", "download", "--root", str(root)]
+    assert shell_word("runs/quick-sample/unet_raw") == "runs/quick-sample/unet_raw"
+    monkeypatch.setattr(sys, "platform", "win32")        # cmd and PowerShell read double quotes
+    assert shell_word(r"C:\Users\Jane Doe\runs") == r'"C:\Users\Jane Doe\runs"'
+    assert shell_word(r"C:\runs\unet_raw") == r"C:\runs\unet_raw"
 
 
 def test_step_records_its_choices():
@@ -333,6 +397,69 @@ def test_notebooks_are_executed_and_saved_in_place(tmp_path, monkeypatch):
                for o in cell.get("outputs", [])]
     assert outputs and not [o for o in outputs if o.get("output_type") == "error"]
     assert list((tmp_path / "figures").glob("01_*.png"))
+
+
+def small_notebook(path: Path, *cells: str) -> Path:
+    import nbformat
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}
+    nbformat.write(notebook, path)
+    return path
+
+
+def test_notebooks_run_in_this_python_whatever_python3_kernel_is_registered(tmp_path,
+                                                                            monkeypatch):
+    # conda's base, or a shared environment the user does not own, prefers the user's kernel
+    # specs: a "python3" registered there by another Python would run the notebooks without lab2
+    import nbformat
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    from lab2.report.runner import run_notebooks
+    spec = tmp_path / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    another = str(tmp_path / "another-python")
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [another, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (another)", "language": "python"}), encoding="utf-8")
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("JUPYTER_PREFER_ENV_PATH", "0")
+    assert KernelSpecManager().get_kernel_spec("python3").argv[0] == another   # what it'd take
+    notebook = small_notebook(tmp_path / "n.ipynb", "import sys, lab2; print(sys.executable)")
+    run_notebooks([notebook])
+    printed = nbformat.read(notebook, as_version=4).cells[0].outputs[0]["text"].strip()
+    assert printed == sys.executable
+
+
+def test_a_failing_notebook_is_one_line_naming_its_cell_and_is_left_as_it_was(tmp_path,
+                                                                             monkeypatch, capsys):
+    import lab2.report.runner as runner
+    notebook = small_notebook(tmp_path / "n.ipynb", "x = 1", "def f():\n    return x / 0\nf()")
+    before = notebook.read_bytes()
+    monkeypatch.setattr(runner, "notebook_paths", lambda: [notebook])
+    assert cli.main(["notebooks"]) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == (f"error: {notebook} stopped at cell [2] (ZeroDivisionError: division by "
+                     "zero) and was left as it was; open it in JupyterLab and run its cells to "
+                     "see where")
+    assert notebook.read_bytes() == before
+
+
+def test_each_notebook_says_which_python_its_kernel_is_when_lab2_is_not_there(tmp_path):
+    import nbformat
+    firsts = {next(c.source for c in nbformat.read(p, as_version=4).cells
+                   if c.cell_type == "code")
+              for p in sorted((PROJECT / "notebooks").glob("0*.ipynb"))}
+    assert len(firsts) == 1                        # the same first cell in all four
+    code = "\n".join(line for line in firsts.pop().splitlines() if not line.startswith("%"))
+    # -I -S: a Python without the site-packages lab2 is installed in (another kernel's)
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"RuntimeError: No module named 'lab2' in {sys.executable}: choose lab2's environment "
+        "as the kernel (Kernel > Change Kernel; README: 'Open the notebooks')")
+    assert "\n## Open the notebooks\n" in (PROJECT / "README.md").read_text(encoding="utf-8")
 
 
 class _Terminal(io.TextIOWrapper):

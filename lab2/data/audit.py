@@ -30,6 +30,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .. import atomic
+from ..notices import shell_word
 from ..paths import cache_dir, dataset_dir
 from ..processes import usable_cpus, worker_pool
 from .index import read_list
@@ -192,7 +193,8 @@ def audit_dataset(root: str | os.PathLike, *, progress: bool = True, workers: in
     if not images.is_dir() or not (folder / "annotations").is_dir():
         raise FileNotFoundError(
             f"no data set in {folder} (expected images/ and annotations/). Run "
-            f"`python -m lab2 download --root {root}` or `python -m lab2 sample --root {root}`.")
+            f"`python -m lab2 download --root {shell_word(root)}` or `python -m lab2 sample "
+            f"--root {shell_word(root)}`.")
     fingerprint = dataset_fingerprint(root)
     cache = cache_dir(root) / f"audit-{fingerprint}.json"
     if use_cache and cache.is_file():

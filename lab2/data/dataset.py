@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..augment import reseed
-from ..notices import SkippedFilesWarning
+from ..notices import SkippedFilesWarning, shell_word
 from ..paths import dataset_dir
 from ..preprocess import PreprocessParams
 from ..preprocess import preprocess as run_chain
@@ -84,7 +84,7 @@ class OxfordPetSegmentation(Dataset):
         if skipped:   # the same text each time: shown once per process (lab2.notices)
             warnings.warn(f"skipping {len(skipped)} unusable file(s) of {self.folder}: "
                           f"{', '.join(sorted(skipped))} (details: python -m lab2 audit --root "
-                          f"{root})", SkippedFilesWarning, stacklevel=1)
+                          f"{shell_word(root)})", SkippedFilesWarning, stacklevel=1)
         self.cache: SampleCache | None = None
         if use_cache and self.image_size is not None:
             self.cache = find_cache(root, self.image_size, self.preprocess)

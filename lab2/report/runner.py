@@ -4,6 +4,7 @@ figure and table regenerates — on Windows too, where ``make`` is rarely instal
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -18,20 +19,68 @@ def notebook_paths() -> list[Path]:
     return sorted(folder.glob("0*.ipynb")) if folder is not None else []
 
 
+class NotebookFailed(RuntimeError):
+    """A cell of a notebook raised; the notebook on disk was left as it was."""
+
+
+@functools.cache
+def this_python_kernel() -> type:
+    """A kernel manager class (for nbclient) that starts IPython in *this* interpreter, whatever
+    kernel the notebook names: a ``python3`` kernel spec registered by another Python (conda's
+    base, a system JupyterLab, ``ipykernel install --user`` from elsewhere) would otherwise run
+    the notebooks without lab2, or with another copy of it. nbval's ``--nbval-current-env`` does
+    the same for the tests."""
+    import ipykernel.kernelspec
+    from jupyter_client import AsyncKernelManager
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+    from traitlets import default
+
+    class ThisPythonSpec(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name):
+            return KernelSpec(resource_dir=ipykernel.kernelspec.RESOURCES,
+                              **ipykernel.kernelspec.get_kernel_dict())
+
+    class ThisPythonKernel(AsyncKernelManager):
+        @default("kernel_spec_manager")
+        def _kernel_spec_manager_default(self):
+            return ThisPythonSpec(data_dir=self.data_dir)
+    return ThisPythonKernel
+
+
+def failed_cell(notebook) -> str:
+    """``cell [N] (Error: message)`` for the first code cell whose outputs hold an error (N counts
+    code cells, as Jupyter numbers a run from the top), or ``a cell`` if none does."""
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    for number, cell in enumerate(code, 1):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                return f"cell [{number}] ({output.get('ename')}: {output.get('evalue')})"
+    return "a cell"
+
+
 def run_notebooks(paths: list[Path], *, timeout_s: int | None = None) -> list[float]:
-    """Execute each notebook top to bottom and save it in place with its new outputs (atomically:
-    an error or Ctrl-C leaves the notebook as it was). Prints a line per notebook; returns the
-    seconds each took. A failing cell raises ``nbclient``'s CellExecutionError, naming the cell."""
+    """Execute each notebook top to bottom, in a kernel of this Python, and save it in place with
+    its new outputs (atomically: an error or Ctrl-C leaves the notebook as it was). Prints a line
+    per notebook; returns the seconds each took. A failing cell raises :class:`NotebookFailed`,
+    naming the notebook, the cell and its error."""
     import nbformat
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
 
     seconds = []
     for i, path in enumerate(paths, 1):
         print(f"notebook {i}/{len(paths)}: {path.name} ...", flush=True)
         started = time.perf_counter()
         notebook = nbformat.read(path, as_version=4)
-        NotebookClient(notebook, timeout=timeout_s, kernel_name="python3",
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        client = NotebookClient(notebook, timeout=timeout_s, kernel_name="python3",
+                                kernel_manager_class=this_python_kernel(),
+                                resources={"metadata": {"path": str(path.parent)}})
+        try:
+            client.execute()
+        except CellExecutionError:
+            raise NotebookFailed(
+                f"{path} stopped at {failed_cell(notebook)} and was left as it was; open it in "
+                f"JupyterLab and run its cells to see where") from None
         atomic.write_text(path, nbformat.writes(notebook),
                           fix="make the notebooks folder writable")
         seconds.append(time.perf_counter() - started)
