@@ -409,7 +409,7 @@ def small_notebook(path: Path, *cells: str) -> Path:
 
 
 def test_notebooks_run_in_this_python_whatever_python3_kernel_is_registered(tmp_path,
-                                                                            monkeypatch):
+                                                                            monkeypatch, capfd):
     # conda's base, or a shared environment the user does not own, prefers the user's kernel
     # specs: a "python3" registered there by another Python would run the notebooks without lab2
     import nbformat
@@ -429,6 +429,9 @@ def test_notebooks_run_in_this_python_whatever_python3_kernel_is_registered(tmp_
     run_notebooks([notebook])
     printed = nbformat.read(notebook, as_version=4).cells[0].outputs[0]["text"].strip()
     assert printed == sys.executable
+    # and its channels are encrypted where pyzmq can (ipykernel warns in the output otherwise)
+    import zmq
+    assert zmq.has("curve") is ("without encryption" not in capfd.readouterr().err)
 
 
 def test_a_failing_notebook_is_one_line_naming_its_cell_and_is_left_as_it_was(tmp_path,

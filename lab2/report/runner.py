@@ -31,6 +31,7 @@ def this_python_kernel() -> type:
     the notebooks without lab2, or with another copy of it. nbval's ``--nbval-current-env`` does
     the same for the tests."""
     import ipykernel.kernelspec
+    import zmq
     from jupyter_client import AsyncKernelManager
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
     from traitlets import default
@@ -44,6 +45,13 @@ def this_python_kernel() -> type:
         @default("kernel_spec_manager")
         def _kernel_spec_manager_default(self):
             return ThisPythonSpec(data_dir=self.data_dir)
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            # encrypt the kernel's channels where both ends can (CurveZMQ): on a shared server
+            # nobody else reads the outputs, and ipykernel no longer warns that they could
+            if self.has_trait("transport_encryption") and zmq.has("curve"):
+                self.transport_encryption = "auto"
     return ThisPythonKernel
 
 
