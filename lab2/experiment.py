@@ -218,16 +218,21 @@ def _train_run(config: dict, root, run_dir: str, resume: bool, gpu: int | None, 
     ``report``. Ctrl-C goes to the parent alone, which stops this process (the run keeps its
     last completed epoch)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # the parent's terminate() ends the run as a normal exit: locks released, and the
-    # multiprocessing locks tqdm creates unregistered (else the resource tracker warns)
+    # the parent's terminate() ends the run as a normal exit: the run folder's lock released
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     die_with_parent()
     one_line_warnings()
+    import threading
+
     import torch
+    from tqdm.std import tqdm
+    # a thread lock for tqdm, which would otherwise create a multiprocessing lock: that is a
+    # semaphore the resource tracker reports as leaked when this process is killed
+    tqdm.set_lock(threading.RLock())
     torch.set_num_threads(threads)
-    if gpu is not None:
-        torch.cuda.set_device(gpu)        # "cuda" in the config means this GPU
     try:
+        if gpu is not None:
+            torch.cuda.set_device(gpu)        # "cuda" in the config means this GPU
         train(TrainConfig.from_dict(config), root, Path(run_dir), resume=resume, progress=False)
         report.send(None)
     except Exception as e:
@@ -236,6 +241,37 @@ def _train_run(config: dict, root, run_dir: str, resume: bool, gpu: int | None, 
         # the run is over and reported: a terminate() now (a Ctrl-C as this process exits) has
         # nothing to stop, and its SystemExit would only print a traceback from an exit handler
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _outcome(process, receive) -> str | None:
+    """How a run's process ended, once it has: None if it reported success, else one line — the
+    error it reported, or, when it ended without a word (killed, say, by the system's
+    out-of-memory killer), its exit code or signal."""
+    try:
+        if receive.poll():
+            return receive.recv()
+    except (EOFError, OSError):       # the pipe closed with nothing in it
+        pass
+    code = process.exitcode
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+        why = (" (the system's out-of-memory killer does this when memory runs out: try fewer "
+               "--parallel processes)" if name == "SIGKILL" else "")
+        return f"the process was killed by {name}{why}"
+    return f"the process ended with exit code {code} without reporting"
+
+
+def _check_gpus(gpus: Sequence[int]) -> None:
+    """``--gpus`` names GPUs this machine has (before any process starts)."""
+    import torch
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    asked = f"--gpus {','.join(map(str, gpus))}"
+    if not count:
+        raise ValueError(f"{asked}: no CUDA device here; --parallel N trains N runs at once on "
+                         "the CPU")
+    if max(gpus) >= count:
+        raise ValueError(f"{asked}: this machine has {count} GPU(s), numbered 0 to {count - 1} "
+                         "(after CUDA_VISIBLE_DEVICES)")
 
 
 def _start_ignoring_ctrl_c(process) -> None:
@@ -269,7 +305,9 @@ def _train_in_parallel(name: str, root, out: Path, runs, seeds, overrides: dict,
     todo = _pending(name, root, out, runs, seeds, overrides)
     if not todo:
         return
-    if gpus is None and torch.cuda.is_available():
+    if gpus is not None:
+        _check_gpus(gpus)
+    elif torch.cuda.is_available():
         gpus = list(range(min(parallel, torch.cuda.device_count())))
     workers = min(len(gpus) if gpus else parallel, len(todo))
     free = list(gpus[:workers]) if gpus else [None] * workers     # one run per slot at a time
@@ -296,8 +334,7 @@ def _train_in_parallel(name: str, root, out: Path, runs, seeds, overrides: dict,
                 process.join()
                 free.append(slot)
                 done += 1
-                error = receive.recv() if receive.poll() else (
-                    f"the process ended with exit code {process.exitcode}")
+                error = _outcome(process, receive)
                 receive.close()
                 if error is None:
                     log.info("%s trained (%d/%d)", run_dir.name, done, len(todo))

@@ -165,6 +165,78 @@ def test_ctrl_c_stops_a_parallel_experiment_cleanly_and_it_resumes(sample_root, 
     assert all(r["epochs"] == 3 for r in table)
 
 
+def test_gpus_are_checked_against_the_machine_before_any_process_starts(sample_root, tmp_path,
+                                                                        monkeypatch, capsys):
+    import torch
+    command = ["experiment", "--root", str(sample_root), "--out", str(tmp_path / "exp"),
+               "--profile", "smoke"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main([*command, "--gpus", "0"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --gpus 0: no CUDA device here; --parallel N trains N runs at once on the CPU")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert cli.main([*command, "--gpus", "0,3"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --gpus 0,3: this machine has 2 GPU(s), numbered 0 to 1 (after "
+        "CUDA_VISIBLE_DEVICES)")
+    assert not list((tmp_path / "exp").glob("*/last.pt"))
+
+
+def test_a_run_process_that_dies_without_a_word_is_reported_not_a_crash():
+    # the system's out-of-memory killer sends SIGKILL: the process reports nothing, and reading
+    # its closed pipe raised EOFError in the parent, a traceback that ended the whole experiment
+    import multiprocessing
+    import signal
+
+    from lab2.experiment import _outcome
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=signal.raise_signal, args=(signal.SIGKILL,))
+    process.start()
+    send.close()
+    process.join()
+    assert _outcome(process, receive) == (
+        "the process was killed by SIGKILL (the system's out-of-memory killer does this when "
+        "memory runs out: try fewer --parallel processes)")
+
+
+@pytest.mark.slow
+def test_a_parallel_experiment_whose_workers_are_killed_finishes_the_others_and_resumes(
+        sample_root, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+    out = tmp_path / "exp"
+    command = [sys.executable, "-m", "lab2", "experiment", "--root", str(sample_root), "--out",
+               str(out), "--profile", "smoke", "--parallel", "2", "--epochs", "4",
+               "--base-channels", "4", "--max-train-samples", "8", "--max-eval-samples", "4",
+               "--device", "cpu"]
+    proc = start_until(command, lambda: any(out.glob("*/last.pt")))
+
+    def workers() -> list[int]:           # the spawned run processes, not the resource tracker
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        return [int(pid) for pid in children
+                if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    killed = workers()
+    assert len(killed) == 2
+    for pid in killed:                    # what the out-of-memory killer does
+        os.kill(pid, signal.SIGKILL)
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 1 and "Traceback" not in err and "leaked" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: parallel training failed for ") and \
+        last.count("killed by SIGKILL") == 2 and last.endswith("run the same command again to "
+                                                              "resume"), last
+    assert len(list(out.glob("*/last.pt"))) >= 3     # the queued runs were trained meanwhile
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    table, _ = load_results(out)
+    assert all(r["epochs"] == 4 for r in table)
+
+
 @pytest.mark.slow
 def test_a_parallel_run_that_is_exiting_ignores_the_parents_terminate(tmp_path):
     # Ctrl-C just as a run ends: the parent terminates a child that is already running its exit
