@@ -20,13 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from . import atomic
 from .checkpoint import file_sha256, load_checkpoint
 from .config import TrainConfig
 from .data import OxfordPetSegmentation, dataset_fingerprint
-from .data.loaders import build_datasets, make_loader
+from .data.loaders import build_datasets, make_loader, progress_over
 from .data.masks import IGNORE_INDEX
 from .data.sample import dataset_label
 from .distributed import current, gather
@@ -55,8 +54,8 @@ def evaluate_model(model: nn.Module, loader: DataLoader, step: Step, *,
     model.eval()
     meter, meter_original = DiceMeter(), DiceMeter(shape=True)
     loss_sum, count = 0.0, 0
-    for images, masks, names in tqdm(loader, desc=desc, unit="batch", leave=False,
-                                     disable=not progress):
+    for images, masks, names in progress_over(loader, desc=desc, unit="batch", leave=False,
+                                              disable=not progress):
         images, masks = step.inputs(images, masks)
         with step.autocast():
             logits = model(images).float()

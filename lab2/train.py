@@ -45,7 +45,7 @@ from . import __version__, atomic, distributed, locks
 from .checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import dataset_fingerprint
-from .data.loaders import build_datasets, make_loader
+from .data.loaders import build_datasets, make_loader, progress_over
 from .data.masks import IGNORE_INDEX
 from .data.sample import dataset_label
 from .evaluate import evaluate_model
@@ -181,8 +181,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     scaler = scaler or torch.amp.GradScaler(step.device.type, enabled=False)
     total = torch.zeros((), dtype=torch.float64, device=step.device)
     count = torch.zeros((), dtype=torch.float64, device=step.device)
-    bar = tqdm(loader, desc=f"epoch {epoch + 1} train", unit="batch", leave=False,
-               disable=not progress)
+    bar = progress_over(loader, desc=f"epoch {epoch + 1} train", unit="batch", leave=False,
+                        disable=not progress)
     guard = LossGuard(step.device, FP16_TOLERATED_OVERFLOWS if scaler.is_enabled() else 0)
     for i, (images, masks, _) in enumerate(bar):
         images, masks = step.inputs(images, masks)

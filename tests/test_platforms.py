@@ -62,6 +62,37 @@ def test_training_with_workers_under_spawn_equals_fork_and_no_workers(sample_roo
     assert losses[0] == losses[1] == losses[2]
 
 
+def test_a_loader_worker_seeds_its_own_rngs_apart_from_every_epoch():
+    # it used to ask NumPy for the seed of "epoch -1", which NumPy refuses: every worker failed
+    # to start, unnoticed because the batches that carried the error were thrown away
+    import random
+
+    from lab2.data.loaders import WORKERS_EPOCH, epoch_seed, init_loader_worker
+
+    def draws(seed, worker):
+        init_loader_worker(seed, worker)
+        return random.random(), float(np.random.random()), float(torch.rand(()))
+    assert draws(0, 0) == draws(0, 0) != draws(0, 1)
+    assert draws(0, 0) != draws(1, 0)
+    assert epoch_seed(0, WORKERS_EPOCH, 1) not in {epoch_seed(0, e, 1) for e in range(1000)}
+
+
+def test_each_epoch_starts_one_pass_over_each_loader(sample_root, tmp_path, monkeypatch):
+    # tqdm.auto's bar calls iter() on a DataLoader when it is made and again when the loop
+    # starts: the first pass's workers prepared batches that the second pass threw away
+    from torch.utils.data import DataLoader
+    passes = []
+    original = DataLoader.__iter__
+
+    def counted(loader):
+        passes.append(loader.num_workers)
+        return original(loader)
+    monkeypatch.setattr(DataLoader, "__iter__", counted)
+    train(profile_config("smoke", **SMOKE, num_workers=2), sample_root, tmp_path / "run",
+          progress=False)
+    assert passes == [2, 0] * SMOKE["epochs"]      # training (2 workers), then validation
+
+
 @pytest.mark.slow
 def test_the_cache_build_and_the_audit_pools_work_under_every_start_method(sample_root, tmp_path,
                                                                             start_method):

@@ -14,6 +14,7 @@ from functools import partial
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from ..augment import build_train_transforms
 from ..config import TrainConfig
@@ -23,8 +24,14 @@ from .dataset import OxfordPetSegmentation
 
 
 def epoch_seed(seed: int, epoch: int, worker: int = 0) -> int:
-    """A distinct, reproducible seed per (run seed, epoch, data-loader worker)."""
+    """A distinct, reproducible seed per (run seed, epoch, data-loader worker); all three are
+    non-negative (NumPy's ``SeedSequence`` refuses anything else)."""
     return int(np.random.SeedSequence([seed, epoch, worker]).generate_state(1)[0])
+
+
+#: The "epoch" of the loader workers' own global RNGs: no run reaches it, so their seeds differ
+#: from every epoch's.
+WORKERS_EPOCH = 2**32 - 1
 
 
 def build_datasets(config: TrainConfig, root, splits=("train", "val"), progress: bool = True
@@ -111,7 +118,7 @@ def init_loader_worker(seed: int, worker_id: int) -> None:
     seeded per sample (:class:`SeededSampler`). Module-level, bound with ``functools.partial``, so
     it pickles under the ``spawn`` and ``forkserver`` start methods, where a nested function
     cannot be sent to the workers."""
-    s = epoch_seed(seed, -1, worker_id + 1)
+    s = epoch_seed(seed, WORKERS_EPOCH, worker_id + 1)
     random.seed(s)
     np.random.seed(s % 2**32)
     torch.manual_seed(s)
@@ -139,4 +146,15 @@ def make_loader(dataset: OxfordPetSegmentation, config: TrainConfig, *, train: b
         pin_memory=device is not None and device.type == "cuda")
 
 
-__all__ = ["SeededSampler", "build_datasets", "epoch_seed", "init_loader_worker", "make_loader"]
+def progress_over(loader: DataLoader, **bar) -> tqdm:
+    """A progress bar over ``loader`` (tqdm's arguments in ``bar``) that starts its workers once.
+
+    ``tqdm.auto``'s bar calls ``iter()`` on what it wraps when it is created and again when the
+    loop starts (its asyncio base, also in notebooks; tqdm issue 1598): over a DataLoader, the
+    first iterator started the workers and had them prepare batches that the second one threw
+    away, every epoch. Given one iterator, the bar iterates that one."""
+    return tqdm(iter(loader), total=len(loader), **bar)
+
+
+__all__ = ["SeededSampler", "WORKERS_EPOCH", "build_datasets", "epoch_seed", "init_loader_worker",
+           "make_loader", "progress_over"]
