@@ -36,6 +36,7 @@ from . import atomic, locks
 from .comparisons import COMPARISON_FIELDS, compare, read_per_image, seed_spread
 from .config import TrainConfig, profile_config, resolve_profile, run_name
 from .data import dataset_fingerprint
+from .data.loaders import RUNS_AT_ONCE_ENV
 from .data.sample import dataset_label, is_sample
 from .evaluate import evaluate_checkpoint
 from .notices import QUIET_INTERRUPT_ENV, one_line_warnings
@@ -212,12 +213,13 @@ def _pending(name: str, root, out: Path, runs, seeds, overrides: dict) -> list[t
 
 
 def _train_run(config: dict, root, run_dir: str, resume: bool, gpu: int | None, threads: int,
-               report) -> None:
+               report, runs_at_once: int = 1) -> None:
     """One run of a parallel experiment, in its own spawned process, on GPU ``gpu`` (None: the
-    CPU, ``threads`` of its cores); quiet. Sends ``None`` or the error's one line through
-    ``report``. Ctrl-C goes to the parent alone, which stops this process (the run keeps its
-    last completed epoch)."""
+    CPU, ``threads`` of its cores), one of ``runs_at_once`` sharing the machine; quiet. Sends
+    ``None`` or the error's one line through ``report``. Ctrl-C goes to the parent alone, which
+    stops this process (the run keeps its last completed epoch)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ[RUNS_AT_ONCE_ENV] = str(runs_at_once)     # they share the shared memory
     # the parent's terminate() ends the run as a normal exit: the run folder's lock released
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     die_with_parent()
@@ -325,7 +327,8 @@ def _train_in_parallel(name: str, root, out: Path, runs, seeds, overrides: dict,
                 receive, send = context.Pipe(duplex=False)
                 process = context.Process(
                     target=_train_run, name=f"lab2 {run_dir.name}",
-                    args=(config.to_dict(), root, str(run_dir), resume, slot, threads, send))
+                    args=(config.to_dict(), root, str(run_dir), resume, slot, threads, send),
+                    kwargs={"runs_at_once": workers})
                 _start_ignoring_ctrl_c(process)
                 send.close()
                 running[process.sentinel] = (process, receive, run_dir, slot)

@@ -34,6 +34,11 @@ class SkippedFilesWarning(Lab2Warning):
     """Files of the data set that cannot be read are left out."""
 
 
+class SharedMemoryWarning(Lab2Warning):
+    """Too little shared memory for the loader's workers as configured: fewer batches are
+    prepared ahead (the batches themselves, and so the results, are the same)."""
+
+
 def show_one_line(message, category, filename, lineno, file=None, line=None) -> None:
     """A ``warnings.showwarning`` that prints ``lab2: <message>`` on one line, no location."""
     print(f"lab2: {' '.join(str(message).split())}", file=sys.stderr)

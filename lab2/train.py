@@ -45,7 +45,13 @@ from . import __version__, atomic, distributed, locks
 from .checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import dataset_fingerprint
-from .data.loaders import build_datasets, make_loader, progress_over
+from .data.loaders import (
+    SHARED_MEMORY,
+    build_datasets,
+    make_loader,
+    progress_over,
+    shared_memory_free,
+)
 from .data.masks import IGNORE_INDEX
 from .data.sample import dataset_label
 from .evaluate import evaluate_model
@@ -246,13 +252,41 @@ def _compile_failure(error: BaseException) -> str | None:
     return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
 
 
+def _go_on(out: Path, world: distributed.World, saved_epoch: int, flags: str, fresh: str) -> str:
+    """How to go on after a stop: resume with ``flags`` when last.pt holds an epoch, else
+    ``fresh`` (what to change in the command that started the run)."""
+    if not saved_epoch:
+        return f"nothing was trained; {fresh}"
+    return (f"{out}/last.pt holds epoch {saved_epoch}; continue with: {_command(world)} --out "
+            f"{shell_word(out)} --resume {flags}")
+
+
 def _compile_advice(out: Path, config: TrainConfig, step: Step, failure: str, saved_epoch: int,
                     world: distributed.World) -> str:
-    then = (f"{out}/last.pt holds epoch {saved_epoch}; continue without it: {_command(world)} "
-            f"--out {shell_word(out)} --resume --no-compile" if saved_epoch else
-            "nothing was trained; run the same command without --compile")
     return (f"torch.compile could not compile {config.model} on {step.device.type} ({failure}); "
-            f"{then}")
+            + _go_on(out, world, saved_epoch, "--no-compile",
+                     "run the same command without --compile"))
+
+
+class SharedMemoryFull(RuntimeError):
+    """The loader's workers found no room in the shared memory they hand batches over in (more
+    of it was taken after the run started); last.pt is untouched."""
+
+
+#: What PyTorch's loader says when shared memory runs out: its C++ allocation error (a file
+#: ``</torch_...>`` in /dev/shm), or a worker killed by SIGBUS on writing past a full tmpfs.
+_SHARED_MEMORY_ERRORS = ("shared memory", "</torch_", "Bus error")
+
+
+def _shared_memory_advice(out: Path, config: TrainConfig, saved_epoch: int,
+                          world: distributed.World) -> str:
+    free = shared_memory_free()
+    fewer = f"--num-workers {config.num_workers // 2}"
+    return ("the data loader's workers ran out of shared memory ("
+            + (f"{free / 2**20:.0f} MiB free in {SHARED_MEMORY} now; " if free is not None else "")
+            + "a Docker container or Kubernetes pod has 64 MiB unless started with more, e.g. "
+            "docker run --shm-size=2g); "
+            + _go_on(out, world, saved_epoch, fewer, f"run the same command with {fewer}"))
 
 
 class OtherRankFailed(RuntimeError):
@@ -404,6 +438,9 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
         runnable = torch.compile(runnable)
 
     datasets = build_datasets(config, root, progress=progress)
+    loaders = {split: make_loader(datasets[split], config, train=split == "train", device=device,
+                                  rank=world.rank, world_size=world.size)
+               for split in ("train", "val")}
     devices = distributed.gather(device_name(device))        # every rank's (a collective)
     if world.main:
         config.save(out / "config.json")
@@ -414,6 +451,7 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
             "channels_last": step.channels_last,
             "dropout": f"{config.dropout} {config.dropout_kind}-wise",
             "n_train": len(datasets["train"]), "n_val": len(datasets["val"]),
+            "loader": loaders["train"].plan,
             "resumed_from_epoch": start_epoch if checkpoint is not None else None,
             "changes": run["changes"], "world_size": world.size,
             "backend": dist.get_backend() if world.distributed else None,
@@ -424,9 +462,6 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
                     "".join(f"; {name} {old} -> {new}" for name, (old, new) in changes.items()))
 
     saved_epoch = start_epoch   # what last.pt holds, for the messages
-    loaders = {split: make_loader(datasets[split], config, train=split == "train", device=device,
-                                  rank=world.rank, world_size=world.size)
-               for split in ("train", "val")}
     epochs = tqdm(range(start_epoch, config.epochs), desc=config.run_name, unit="epoch",
                   initial=start_epoch, total=config.epochs, disable=not progress)
     try:
@@ -468,6 +503,9 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
         if config.compile and (failure := _compile_failure(e)) is not None:
             raise CompileFailed(_compile_advice(out, config, step, failure, saved_epoch,
                                                 world)) from None
+        if any(text in str(e) for text in _SHARED_MEMORY_ERRORS):
+            raise SharedMemoryFull(_shared_memory_advice(out, config, saved_epoch,
+                                                         world)) from None
         failure = distributed.peer_failure(e) if world.distributed else None
         if failure is None:
             raise
@@ -483,5 +521,5 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
 
 
 __all__ = ["CompileFailed", "LossGuard", "NonFiniteLossError", "OtherRankFailed", "OutOfMemory",
-           "build_optimizer", "build_scheduler", "lr_at_epoch", "seed_everything", "train",
-           "train_one_epoch"]
+           "SharedMemoryFull", "build_optimizer", "build_scheduler", "lr_at_epoch",
+           "seed_everything", "train", "train_one_epoch"]

@@ -217,7 +217,8 @@ def test_a_parallel_experiment_whose_workers_are_killed_finishes_the_others_and_
     proc = start_until(command, lambda: any(out.glob("*/last.pt")))
 
     def workers() -> list[int]:           # the spawned run processes, not the resource tracker
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text(
+            encoding="utf-8").split()
         return [int(pid) for pid in children
                 if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
     killed = workers()

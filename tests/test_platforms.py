@@ -93,6 +93,107 @@ def test_each_epoch_starts_one_pass_over_each_loader(sample_root, tmp_path, monk
     assert passes == [2, 0] * SMOKE["epochs"]      # training (2 workers), then validation
 
 
+# ---- shared memory: Docker and Kubernetes give a container 64 MiB of /dev/shm --------------
+
+MiB = 2**20
+
+
+def test_loader_workers_are_fitted_to_the_shared_memory_there_is():
+    from lab2.data.loaders import fit_shared_memory
+    batch = 8 * MiB                             # the full profile's batch: 8 images of 512 px
+    assert fit_shared_memory(4, 2, batch, None) == (4, 2, None)          # no limit known
+    assert fit_shared_memory(4, 2, batch, 2**40) == (4, 2, None)
+    assert fit_shared_memory(0, 2, batch, 1) == (0, 2, None)             # no workers
+    assert fit_shared_memory(4, 2, batch, 80 * MiB) == (4, 2, None)      # 8 ahead + 2 held
+    workers, ahead, why = fit_shared_memory(4, 2, batch, 64 * MiB)      # Docker's default
+    assert (workers, ahead) == (4, 1)
+    assert why.startswith("only 64 MiB of shared memory free for this run in /dev/shm")
+    assert "docker run --shm-size=2g" in why and "need 80 MiB, so 4 worker(s) x 1" in why
+    assert fit_shared_memory(4, 2, batch, 40 * MiB)[:2] == (3, 1)
+    workers, _, why = fit_shared_memory(4, 2, batch, 20 * MiB)
+    assert workers == 0 and "the main process reads them itself" in why
+
+
+def test_a_loader_in_little_shared_memory_prepares_fewer_batches_the_same_ones(
+        sample_root, monkeypatch):
+    import lab2.data.loaders as loaders
+    from lab2.notices import SharedMemoryWarning
+    config = profile_config("smoke", **{**SMOKE, "image_size": 256}, num_workers=2)
+    dataset = loaders.build_datasets(config, sample_root, progress=False)["train"]
+    batch = 4 * (3 + 1) * 256 * 256                 # uint8 images and masks, batch 4
+    monkeypatch.setattr(loaders, "shared_memory_free", lambda: 5 * batch)
+    with pytest.warns(SharedMemoryWarning, match="2 loader workers x 2 batches ahead need"):
+        fitted = loaders.make_loader(dataset, config, train=True)
+    assert (fitted.num_workers, fitted.prefetch_factor) == (2, 1)
+    assert fitted.plan.startswith("2 worker(s) x 1 batch(es) ahead: only ")
+    monkeypatch.setattr(loaders, "shared_memory_free", lambda: None)
+    plain = loaders.make_loader(dataset, config, train=True)
+    assert (plain.num_workers, plain.prefetch_factor, plain.plan) == (
+        2, 2, "2 worker(s) x 2 batch(es) ahead")
+    for loader in (fitted, plain):
+        loader.sampler.set_epoch(1)
+    for (a, ma, na), (b, mb, nb) in zip(fitted, plain, strict=True):
+        assert torch.equal(a, b) and torch.equal(ma, mb) and na == nb
+
+
+def test_a_run_whose_loader_runs_out_of_shared_memory_is_one_line_and_resumes(
+        sample_root, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--model", "unet", "--root", str(sample_root), "--out", str(out),
+            "--profile", "smoke", "--epochs", "2", "--base-channels", "4", "--num-workers", "2"]
+    original = train_module.train_one_epoch
+
+    def full_in_epoch_2(*a, epoch, **k):        # what PyTorch raises, word for word
+        if epoch == 1:
+            raise RuntimeError(
+                "Caught RuntimeError in DataLoader worker process 1.\nOriginal Traceback (most "
+                "recent call last):\n  ...\nRuntimeError: unable to allocate shared memory(shm) "
+                "for file </torch_18849_1014072323_2>: No space left on device (28)")
+        return original(*a, epoch=epoch, **k)
+    monkeypatch.setattr(train_module, "train_one_epoch", full_in_epoch_2)
+    assert cli.main(args) == 1
+    [line] = [line for line in capsys.readouterr().err.splitlines()
+              if line.startswith("error:")]
+    assert line.startswith("error: the data loader's workers ran out of shared memory (")
+    assert "docker run --shm-size=2g" in line
+    assert f"{out}/last.pt holds epoch 1; continue with: python -m lab2 train" in line
+    assert line.endswith("--resume --num-workers 1")
+    monkeypatch.undo()
+    command = line.split("continue with: python -m lab2 ")[1]
+    assert cli.main(shlex.split(command)) == 0 and is_finished(out)
+
+
+@pytest.mark.slow
+def test_a_run_in_a_real_64_mib_style_shared_memory_trains_instead_of_failing(sample_root,
+                                                                              tmp_path):
+    # a private mount namespace with a 16 MiB /dev/shm (what --shm-size does for a container);
+    # 512 px batches of 2 take 2 MiB: 4 workers x 2 ahead + 2 held need 20 MiB
+    if shutil.which("unshare") is None or subprocess.run(
+            ["unshare", "-m", "true"], capture_output=True).returncode:
+        pytest.skip("needs unshare -m (root, or user namespaces) to mount a small /dev/shm")
+    script = f"""
+import time, warnings
+from lab2.config import profile_config
+from lab2.data.loaders import build_datasets, make_loader
+config = profile_config("smoke", image_size=512, batch_size=2, num_workers=4,
+                        max_train_samples=40, device="cpu")
+dataset = build_datasets(config, {str(sample_root)!r}, progress=False)["train"]
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    loader = make_loader(dataset, config, train=True)
+loader.sampler.set_epoch(0)
+for batch in loader:
+    time.sleep(0.3)                 # a training step: the workers fill what they may
+print(loader.plan)
+"""
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=16m tmpfs /dev/shm && "
+         f"{shlex.quote(sys.executable)} -c {shlex.quote(script)}"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().startswith("4 worker(s) x 1 batch(es) ahead: only 16 MiB")
+
+
 @pytest.mark.slow
 def test_the_cache_build_and_the_audit_pools_work_under_every_start_method(sample_root, tmp_path,
                                                                             start_method):
@@ -305,8 +406,8 @@ def test_a_model_torch_compile_cannot_compile_is_one_line_saying_to_train_withou
         assert cli.main(["train", "--out", str(out), "--resume", "--epochs", "2",
                          "--compile"]) == 1
         [line] = error_line()
-    assert f"{out}/last.pt holds epoch 1; continue without it: python -m lab2 train" in line
-    command = line.split("continue without it: python -m lab2 ")[1]
+    assert f"{out}/last.pt holds epoch 1; continue with: python -m lab2 train" in line
+    command = line.split("continue with: python -m lab2 ")[1]
     assert command.endswith("--resume --no-compile")
     assert cli.main(shlex.split(command)) == 0 and is_finished(out)
 

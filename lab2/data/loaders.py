@@ -8,8 +8,13 @@ resumed sees the same batches as one that was not.
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
+import sys
+import warnings
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..augment import build_train_transforms
 from ..config import TrainConfig
+from ..notices import SharedMemoryWarning
 from ..preprocess import PreprocessParams
 from .cache import build_cache
 from .dataset import OxfordPetSegmentation
@@ -124,6 +130,55 @@ def init_loader_worker(seed: int, worker_id: int) -> None:
     torch.manual_seed(s)
 
 
+#: Where Linux keeps the shared memory in which loader workers hand their batches over: a
+#: tmpfs of 64 MiB in a Docker container or a Kubernetes pod (a JupyterHub) unless given more.
+SHARED_MEMORY = Path("/dev/shm")
+
+#: Set in the processes of ``experiment --parallel``: how many runs share the machine's shared
+#: memory at once (torchrun's ``LOCAL_WORLD_SIZE`` says it for the processes of one run).
+RUNS_AT_ONCE_ENV = "LAB2_RUNS_AT_ONCE"
+
+#: Batches a training loop holds besides those the workers prepare: the one it trains on and
+#: the previous one, still referenced while the next arrives.
+HELD_BATCHES = 2
+
+
+def fit_shared_memory(workers: int, prefetch: int, batch_bytes: int, free_bytes: int | None
+                      ) -> tuple[int, int, str | None]:
+    """Workers and batches prepared ahead by each that fit in ``free_bytes`` of shared memory
+    (None: no limit known), and why they were lowered (None if not). Batches ahead go first
+    (down to one per worker), then workers (down to none: the main process reads)."""
+    need = (workers * prefetch + HELD_BATCHES) * batch_bytes
+    if not workers or free_bytes is None or need <= free_bytes:
+        return workers, prefetch, None
+    room = free_bytes // batch_bytes - HELD_BATCHES       # batches the workers may have ready
+    fitted = (workers, room // workers) if room >= workers else (max(room, 0), 1)
+    used = (f"{fitted[0]} worker(s) x {fitted[1]} are used" if fitted[0] else
+            "the main process reads them itself")
+    mib = 2**20
+    return fitted[0], fitted[1], (
+        f"only {free_bytes / mib:.0f} MiB of shared memory free for this run in {SHARED_MEMORY} "
+        f"(a Docker container or Kubernetes pod has 64 MiB unless started with more, e.g. "
+        f"docker run --shm-size=2g): {workers} loader workers x {prefetch} batches ahead need "
+        f"{need / mib:.0f} MiB, so {used}; the batches, and the results, are the same, only the "
+        f"loading is slower")
+
+
+def shared_memory_free() -> int | None:
+    """Bytes of shared memory this run may fill: what is free in :data:`SHARED_MEMORY`, shared
+    with the other processes of the run (torchrun) or the other runs (``experiment
+    --parallel``) on this machine. None where there is no such limit to check (not Linux)."""
+    if not sys.platform.startswith("linux") or not SHARED_MEMORY.is_dir():
+        return None
+    try:
+        free = shutil.disk_usage(SHARED_MEMORY).free
+    except OSError:
+        return None
+    sharers = max(int(os.environ.get("LOCAL_WORLD_SIZE") or 1),
+                  int(os.environ.get(RUNS_AT_ONCE_ENV) or 1))
+    return free // sharers
+
+
 def make_loader(dataset: OxfordPetSegmentation, config: TrainConfig, *, train: bool,
                 device: torch.device | None = None, rank: int = 0, world_size: int = 1
                 ) -> DataLoader:
@@ -132,18 +187,31 @@ def make_loader(dataset: OxfordPetSegmentation, config: TrainConfig, *, train: b
 
     Evaluation loaders of a cached data set read in the main process: a cache row is a memory
     copy (8,477 rows/s on this 2-core CPU, ``benchmarks/data_pipeline.py``) and there is no
-    augmentation to spread, so workers would only add processes."""
+    augmentation to spread, so workers would only add processes.
+
+    Workers and batches ahead are lowered, with a warning, to what the shared memory holds
+    (:func:`fit_shared_memory`); ``loader.plan`` says what was used and why."""
     workers = config.num_workers if (train or dataset.cache is None) else 0
-    return DataLoader(
-        dataset, batch_size=config.batch_size // world_size, drop_last=False,
+    batch_size, prefetch, why = config.batch_size // world_size, config.prefetch_factor, None
+    if workers:
+        image, mask, _ = dataset[(0, 0)]                     # one sample's bytes, as loaded
+        workers, prefetch, why = fit_shared_memory(
+            workers, prefetch, (image.nbytes + mask.nbytes) * batch_size, shared_memory_free())
+        if why:
+            warnings.warn(why, SharedMemoryWarning, stacklevel=2)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, drop_last=False,
         sampler=SeededSampler(len(dataset), config.seed, shuffle=train,
                               batch_size=config.batch_size, rank=rank, world_size=world_size),
-        num_workers=workers, prefetch_factor=config.prefetch_factor if workers else None,
+        num_workers=workers, prefetch_factor=prefetch if workers else None,
         persistent_workers=workers > 0,
         worker_init_fn=partial(init_loader_worker, config.seed) if workers else None,
         # the workers' base seed comes from here, not from the global RNG that dropout uses
         generator=torch.Generator().manual_seed(config.seed),
         pin_memory=device is not None and device.type == "cuda")
+    loader.plan = (f"{workers} worker(s) x {prefetch} batch(es) ahead" if workers else
+                   "the main process") + (f": {why}" if why else "")
+    return loader
 
 
 def progress_over(loader: DataLoader, **bar) -> tqdm:
@@ -156,5 +224,6 @@ def progress_over(loader: DataLoader, **bar) -> tqdm:
     return tqdm(iter(loader), total=len(loader), **bar)
 
 
-__all__ = ["SeededSampler", "WORKERS_EPOCH", "build_datasets", "epoch_seed", "init_loader_worker",
-           "make_loader", "progress_over"]
+__all__ = ["RUNS_AT_ONCE_ENV", "SHARED_MEMORY", "SeededSampler", "WORKERS_EPOCH", "build_datasets",
+           "epoch_seed", "fit_shared_memory", "init_loader_worker", "make_loader", "progress_over",
+           "shared_memory_free"]
