@@ -289,6 +289,19 @@ def _shared_memory_advice(out: Path, config: TrainConfig, saved_epoch: int,
             + _go_on(out, world, saved_epoch, fewer, f"run the same command with {fewer}"))
 
 
+class LoaderWorkerDied(RuntimeError):
+    """A data-loader worker process ended in the middle of a run (most often the system's
+    out-of-memory killer); last.pt is untouched."""
+
+
+def _loader_worker_advice(out: Path, config: TrainConfig, error: RuntimeError, saved_epoch: int,
+                          world: distributed.World) -> str:
+    fewer = f"--num-workers {config.num_workers // 2}"
+    return (f"a data loader worker stopped ({' '.join(str(error).split())}); when memory runs "
+            "out, the system ends processes (its out-of-memory killer), and fewer workers need "
+            "less; " + _go_on(out, world, saved_epoch, fewer, f"run the same command with {fewer}"))
+
+
 class OtherRankFailed(RuntimeError):
     """Under DDP, another process of the run stopped (and said why); this one cannot go on."""
 
@@ -506,6 +519,9 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
         if any(text in str(e) for text in _SHARED_MEMORY_ERRORS):
             raise SharedMemoryFull(_shared_memory_advice(out, config, saved_epoch,
                                                          world)) from None
+        if str(e).startswith("DataLoader worker (pid"):    # PyTorch's words for a lost worker
+            raise LoaderWorkerDied(_loader_worker_advice(out, config, e, saved_epoch,
+                                                         world)) from None
         failure = distributed.peer_failure(e) if world.distributed else None
         if failure is None:
             raise
@@ -520,6 +536,6 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
     return {"history": history, "best_dice": best, "run_dir": out}
 
 
-__all__ = ["CompileFailed", "LossGuard", "NonFiniteLossError", "OtherRankFailed", "OutOfMemory",
-           "SharedMemoryFull", "build_optimizer", "build_scheduler", "lr_at_epoch",
-           "seed_everything", "train", "train_one_epoch"]
+__all__ = ["CompileFailed", "LoaderWorkerDied", "LossGuard", "NonFiniteLossError",
+           "OtherRankFailed", "OutOfMemory", "SharedMemoryFull", "build_optimizer",
+           "build_scheduler", "lr_at_epoch", "seed_everything", "train", "train_one_epoch"]

@@ -164,6 +164,35 @@ def test_a_run_whose_loader_runs_out_of_shared_memory_is_one_line_and_resumes(
 
 
 @pytest.mark.slow
+def test_a_run_whose_loader_worker_is_killed_is_one_line_and_resumes(sample_root, tmp_path):
+    # what the system's out-of-memory killer does to a loader worker: PyTorch's own words were
+    # all the user got ("DataLoader worker (pid 1234) is killed by signal: Killed.")
+    import signal
+
+    from interrupts import start_until
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "lab2", "train", "--model", "unet", "--root",
+               str(sample_root), "--out", str(out), "--profile", "smoke", "--base-channels", "4",
+               "--num-workers", "2", "--epochs", "30"]
+    proc = start_until(command, lambda: (out / "last.pt").exists())
+    workers = [pid for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text(
+        encoding="utf-8").split()
+        if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    os.kill(int(workers[0]), signal.SIGKILL)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    [line] = [line for line in err.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: a data loader worker stopped (DataLoader worker (pid "
+                           f"{workers[0]}) is killed by signal: Killed.); when memory runs out")
+    assert line.endswith("--resume --num-workers 1")
+    epoch = load_checkpoint(out / "last.pt")["epoch"]
+    command = line.split("continue with: python -m lab2 ")[1]
+    assert f"last.pt holds epoch {epoch}; continue with" in line
+    assert cli.main([*shlex.split(command), "--epochs", str(epoch + 1)]) == 0
+    assert is_finished(out)
+
+
+@pytest.mark.slow
 def test_a_run_in_a_real_64_mib_style_shared_memory_trains_instead_of_failing(sample_root,
                                                                               tmp_path):
     # a private mount namespace with a 16 MiB /dev/shm (what --shm-size does for a container);
