@@ -29,6 +29,7 @@ import logging
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,10 +40,10 @@ from .data import dataset_fingerprint
 from .data.loaders import RUNS_AT_ONCE_ENV
 from .data.sample import dataset_label, is_sample
 from .evaluate import evaluate_checkpoint
-from .notices import QUIET_INTERRUPT_ENV, one_line_warnings
+from .notices import QUIET_INTERRUPT_ENV, SkippedFilesWarning, one_line_warnings
 from .paths import runs_dir
 from .processes import die_with_parent
-from .runs import check_same_data, git_commit, reconcile_run, run_summary
+from .runs import check_same_data, git_commit, read_history, reconcile_run, run_summary
 from .train import train
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,8 @@ def run_experiment(profile: str | None = None, root=None, out=None, *, progress:
                      fix="choose a writable --out folder"):
         _check_folder_data(out, root, name)
         if parallel > 1 or gpus:
-            _train_in_parallel(name, root, out, runs, seeds, overrides, parallel, gpus)
+            _train_in_parallel(name, root, out, runs, seeds, overrides, parallel, gpus,
+                               progress)
         if ddp:
             _train_with_torchrun(name, root, out, runs, seeds, overrides, ddp, progress)
         return _run_all(name, root, out, progress, runs, seeds, overrides)
@@ -224,6 +226,7 @@ def _train_run(config: dict, root, run_dir: str, resume: bool, gpu: int | None, 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     die_with_parent()
     one_line_warnings()
+    warnings.simplefilter("ignore", SkippedFilesWarning)      # the experiment says it once
     import threading
 
     import torch
@@ -291,17 +294,32 @@ def _start_ignoring_ctrl_c(process) -> None:
         signal.signal(signal.SIGINT, previous)
 
 
+#: Seconds between two looks at the runs' histories, for the bar of a parallel experiment.
+PROGRESS_INTERVAL_S = 2.0
+
+
+def _epochs_trained(run_dir: Path) -> int:
+    """Epochs ``run_dir``'s history.csv holds (0 before the first, or while it cannot be read)."""
+    try:
+        return len(read_history(run_dir / "history.csv"))
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 def _train_in_parallel(name: str, root, out: Path, runs, seeds, overrides: dict, parallel: int,
-                       gpus: Sequence[int] | None) -> None:
+                       gpus: Sequence[int] | None, progress: bool = True) -> None:
     """Train the pending runs at the same time, each in its own spawned process: one per GPU
     (or per share of the CPU cores) at a time, every run in its own folder and resumable as in a
     sequential experiment. A failed run does not stop the others; the failures are raised
     together, in one line, once every run has ended. Plain processes and pipes, no shared
-    queues: a Ctrl-C terminates the children and leaves nothing behind."""
+    queues: a Ctrl-C terminates the children and leaves nothing behind. The runs are quiet; one
+    bar counts the epochs they have trained together (read from their histories)."""
     import multiprocessing
     from multiprocessing.connection import wait
 
     import torch
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .machine import cpu_threads_each
     todo = _pending(name, root, out, runs, seeds, overrides)
@@ -319,36 +337,44 @@ def _train_in_parallel(name: str, root, out: Path, runs, seeds, overrides: dict,
     log.info("training %d runs on %s", len(todo), where)
     context = multiprocessing.get_context("spawn")
     queue, running, failures, done = list(todo), {}, [], 0
-    try:
-        while queue or running:
-            while queue and free:
-                config, run_dir, resume = queue.pop(0)
-                slot = free.pop(0)
-                receive, send = context.Pipe(duplex=False)
-                process = context.Process(
-                    target=_train_run, name=f"lab2 {run_dir.name}",
-                    args=(config.to_dict(), root, str(run_dir), resume, slot, threads, send),
-                    kwargs={"runs_at_once": workers})
-                _start_ignoring_ctrl_c(process)
-                send.close()
-                running[process.sentinel] = (process, receive, run_dir, slot)
-            for sentinel in wait(list(running)):
-                process, receive, run_dir, slot = running.pop(sentinel)
+
+    def trained() -> int:
+        return sum(_epochs_trained(run_dir) for _, run_dir, _ in todo)
+    with tqdm(total=sum(config.epochs for config, *_ in todo), initial=trained(), unit="epoch",
+              desc=f"{len(todo)} runs", disable=not progress) as bar, \
+            logging_redirect_tqdm(loggers=[logging.root]):     # lab2's lines above the bar
+        try:
+            while queue or running:
+                while queue and free:
+                    config, run_dir, resume = queue.pop(0)
+                    slot = free.pop(0)
+                    receive, send = context.Pipe(duplex=False)
+                    process = context.Process(
+                        target=_train_run, name=f"lab2 {run_dir.name}",
+                        args=(config.to_dict(), root, str(run_dir), resume, slot, threads, send),
+                        kwargs={"runs_at_once": workers})
+                    _start_ignoring_ctrl_c(process)
+                    send.close()
+                    running[process.sentinel] = (process, receive, run_dir, slot)
+                ended = wait(list(running), timeout=PROGRESS_INTERVAL_S)
+                bar.update(trained() - bar.n)
+                for sentinel in ended:
+                    process, receive, run_dir, slot = running.pop(sentinel)
+                    process.join()
+                    free.append(slot)
+                    done += 1
+                    error = _outcome(process, receive)
+                    receive.close()
+                    if error is None:
+                        log.info("%s trained (%d/%d)", run_dir.name, done, len(todo))
+                    else:
+                        failures.append(f"{run_dir.name}: {error}")
+        except BaseException:        # Ctrl-C (the children ignore it): stop them, keep what's saved
+            for process, *_ in running.values():
+                process.terminate()
+            for process, *_ in running.values():
                 process.join()
-                free.append(slot)
-                done += 1
-                error = _outcome(process, receive)
-                receive.close()
-                if error is None:
-                    log.info("%s trained (%d/%d)", run_dir.name, done, len(todo))
-                else:
-                    failures.append(f"{run_dir.name}: {error}")
-    except BaseException:            # Ctrl-C (the children ignore it): stop them, keep what's saved
-        for process, *_ in running.values():
-            process.terminate()
-        for process, *_ in running.values():
-            process.join()
-        raise
+            raise
     if failures:
         raise RuntimeError("parallel training failed for " + "; ".join(failures) +
                            "; run the same command again to resume")
