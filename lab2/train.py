@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -297,9 +298,14 @@ class LoaderWorkerDied(RuntimeError):
 def _loader_worker_advice(out: Path, config: TrainConfig, error: RuntimeError, saved_epoch: int,
                           world: distributed.World) -> str:
     fewer = f"--num-workers {config.num_workers // 2}"
-    return (f"a data loader worker stopped ({' '.join(str(error).split())}); when memory runs "
-            "out, the system ends processes (its out-of-memory killer), and fewer workers need "
-            "less; " + _go_on(out, world, saved_epoch, fewer, f"run the same command with {fewer}"))
+    why = ("on Windows each worker loads PyTorch's libraries again, and Windows reserves memory "
+           "for them up front: with a small paging file that fails (\"The paging file is too "
+           "small\", WinError 1455), so fewer workers, or a paging file Windows manages, help"
+           if sys.platform == "win32" else
+           "when memory runs out the system ends processes (its out-of-memory killer), and fewer "
+           "workers need less")
+    return (f"a data loader worker stopped ({' '.join(str(error).split())}); {why}; "
+            + _go_on(out, world, saved_epoch, fewer, f"run the same command with {fewer}"))
 
 
 class OtherRankFailed(RuntimeError):

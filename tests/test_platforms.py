@@ -163,6 +163,30 @@ def test_a_run_whose_loader_runs_out_of_shared_memory_is_one_line_and_resumes(
     assert cli.main(shlex.split(command)) == 0 and is_finished(out)
 
 
+def test_a_loader_worker_windows_cannot_start_is_one_line_about_the_paging_file(
+        sample_root, tmp_path, monkeypatch, capsys):
+    # each spawned worker imports PyTorch, whose CUDA libraries Windows reserves memory for up
+    # front: "[WinError 1455] The paging file is too small" in the worker, and in the run only
+    # PyTorch's "exited unexpectedly"
+    original = train_module.train_one_epoch
+
+    def lost_in_epoch_2(*a, epoch, **k):
+        if epoch == 1:
+            raise RuntimeError("DataLoader worker (pid(s) 4242) exited unexpectedly")
+        return original(*a, epoch=epoch, **k)
+    monkeypatch.setattr(train_module, "train_one_epoch", lost_in_epoch_2)
+    monkeypatch.setattr(sys, "platform", "win32")
+    out = tmp_path / "run"
+    assert cli.main(["train", "--model", "unet", "--root", str(sample_root), "--out", str(out),
+                     "--profile", "smoke", "--epochs", "2", "--base-channels", "4",
+                     "--num-workers", "0"]) == 1
+    [line] = [line for line in capsys.readouterr().err.splitlines()
+              if line.startswith("error:")]
+    assert line.startswith("error: a data loader worker stopped (DataLoader worker (pid(s) 4242) "
+                           "exited unexpectedly); on Windows each worker loads PyTorch's")
+    assert "WinError 1455" in line and f"{out}/last.pt holds epoch 1; continue with: " in line
+
+
 @pytest.mark.slow
 def test_a_run_whose_loader_worker_is_killed_is_one_line_and_resumes(sample_root, tmp_path):
     # what the system's out-of-memory killer does to a loader worker: PyTorch's own words were
