@@ -386,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="mask and overlay PNGs for any photos",
-                       description="Segment any photos (any size) with a trained checkpoint.")
+                       description="Segment any photos (any size) with a trained checkpoint; "
+                       "a phone's photo is turned upright as its EXIF orientation says.")
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
                    help="photos in any format Pillow reads; repeated names get -2, -3, ...")

@@ -99,7 +99,7 @@ def predict_files(checkpoint: str | os.PathLike, images: list[str | os.PathLike]
                              "(JPEG, PNG, GIF, WebP, BMP, TIFF, ...)")
     written = []
     for path, stem in zip(paths, output_stems(paths), strict=True):
-        image = read_rgb(path)
+        image = read_rgb(path, upright=True)     # a phone's portrait photo, as it is viewed
         mask = predict_mask(model, config, image)
         for suffix, picture in (("mask", mask * 255), ("overlay", overlay(image, mask))):
             target = out_dir / f"{stem}_{suffix}.png"

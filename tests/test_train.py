@@ -164,6 +164,23 @@ def test_predict_writes_mask_and_overlay_at_the_photos_own_size(trained, tmp_pat
     assert cv2.imread(str(overlay_path)).shape == (77, 123, 3)
 
 
+def test_predict_turns_a_phone_photo_upright_as_a_viewer_shows_it(trained, tmp_path):
+    # a phone stores a portrait photo sideways, with EXIF orientation 6 ("turn 90 degrees
+    # clockwise to view"): the mask and overlay must match the photo people see
+    from PIL import Image
+    stored = np.random.default_rng(1).integers(0, 256, (60, 90, 3), np.uint8)   # landscape
+    photo = tmp_path / "portrait.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6                                                 # Orientation
+    Image.fromarray(stored).save(photo, exif=exif)
+    mask_path, overlay_path = predict_files(trained / "best.pt", [photo], tmp_path / "pred")
+    assert cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED).shape == (90, 60)   # upright
+    overlay = cv2.imread(str(overlay_path))
+    assert overlay.shape == (90, 60, 3)
+    from lab2.data.reading import read_rgb
+    assert read_rgb(photo).shape == (60, 90, 3)          # the data set's reading: as stored
+
+
 def test_prediction_sees_what_evaluation_sees(trained, sample_root):
     from lab2.data.loaders import build_datasets
     from lab2.machine import Step

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..paths import dataset_dir
 from .masks import trimap_to_mask
@@ -94,12 +94,17 @@ def read_example(root: str | os.PathLike, name: str, border: str = "foreground"
     return image, trimap, trimap_to_mask(trimap, border)
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
+def read_rgb(path: str | os.PathLike, *, upright: bool = False) -> np.ndarray:
     """Read any decodable image as a uint8 RGB array (H, W, 3).
 
     16-bit greyscale (and 32-bit integer) images are scaled from their bit depth to 0-255;
-    Pillow's own conversion would clip them, turning most pixels white."""
-    with Image.open(path) as image:
+    Pillow's own conversion would clip them, turning most pixels white.
+
+    ``upright`` turns the pixels the way the photo's EXIF orientation says, as a photo viewer
+    shows it: a phone stores a portrait photo sideways with such a tag. It is off for the data
+    set, whose trimaps were drawn on the stored pixels."""
+    with Image.open(path) as stored:
+        image = ImageOps.exif_transpose(stored) if upright else stored
         if image.mode == "RGB":
             return np.asarray(image).copy()
         if image.mode.startswith("I"):   # "I;16", "I;16B", "I" (32-bit)
