@@ -95,8 +95,12 @@ def predict_files(checkpoint: str | os.PathLike, images: list[str | os.PathLike]
             raise FileNotFoundError(f"no image at {path}")
         status, problem = check_image(path)
         if status == SKIPPED:
+            heic = path.suffix.lower() in (".heic", ".heif")     # an iPhone's default format
             raise ValueError(f"cannot read {path}: {problem}; lab2 reads any format Pillow reads "
-                             "(JPEG, PNG, GIF, WebP, BMP, TIFF, ...)")
+                             "(JPEG, PNG, GIF, WebP, BMP, TIFF, ...)" + (
+                                 ", not HEIC: export the photo as JPEG (an iPhone takes JPEGs "
+                                 "with Settings > Camera > Formats > Most Compatible)"
+                                 if heic else ""))
     written = []
     for path, stem in zip(paths, output_stems(paths), strict=True):
         image = read_rgb(path, upright=True)     # a phone's portrait photo, as it is viewed

@@ -181,6 +181,13 @@ def test_predict_turns_a_phone_photo_upright_as_a_viewer_shows_it(trained, tmp_p
     assert read_rgb(photo).shape == (60, 90, 3)          # the data set's reading: as stored
 
 
+def test_predict_says_how_to_read_an_iphone_heic_photo(trained, tmp_path):
+    photo = tmp_path / "IMG_0001.HEIC"
+    photo.write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))      # an HEIF header
+    with pytest.raises(ValueError, match="not HEIC: export the photo as JPEG"):
+        predict_files(trained / "best.pt", [photo], tmp_path / "pred")
+
+
 def test_prediction_sees_what_evaluation_sees(trained, sample_root):
     from lab2.data.loaders import build_datasets
     from lab2.machine import Step
