@@ -169,8 +169,7 @@ class LossGuard:
             raise NonFiniteLossError(
                 f"the training loss became {text} in epoch {epoch + 1}, batch {batch + 1}"
                 + (f" ({self.bad_in_a_row} steps in a row)" if self.tolerate else "")
-                + "; training stopped and last.pt still holds the last completed epoch. Lower "
-                "--lr, or turn mixed precision off (--amp off), then resume with --resume.")
+                + "; training stopped")      # the run adds how to go on (_nan_advice)
 
 
 #: Consecutive non-finite fp16 losses the GradScaler may skip before the run stops: the scaler
@@ -255,11 +254,12 @@ def _compile_failure(error: BaseException) -> str | None:
 
 def _go_on(out: Path, world: distributed.World, saved_epoch: int, flags: str, fresh: str) -> str:
     """How to go on after a stop: resume with ``flags`` when last.pt holds an epoch, else
-    ``fresh`` (what to change in the command that started the run)."""
+    ``fresh`` (what to change in the command that started the run: there is nothing to resume,
+    and ``--resume`` would be refused)."""
     if not saved_epoch:
         return f"nothing was trained; {fresh}"
     return (f"{out}/last.pt holds epoch {saved_epoch}; continue with: {_command(world)} --out "
-            f"{shell_word(out)} --resume {flags}")
+            f"{shell_word(out)} --resume" + (f" {flags}" if flags else ""))
 
 
 def _compile_advice(out: Path, config: TrainConfig, step: Step, failure: str, saved_epoch: int,
@@ -326,22 +326,23 @@ def _command(world: distributed.World) -> str:
 
 def _oom_advice(out: Path, config: TrainConfig, step: Step, saved_epoch: int,
                 world: distributed.World) -> str:
-    smaller = config.batch_size // 2
+    smaller, size = config.batch_size // 2, max(64, config.image_size // 2)
     precision = ("" if step.amp is not None else
-                 f", or add --amp {'fp16' if step.device.type == 'cuda' else 'bf16'}")
-    batch = (f"continue with a smaller batch: {_command(world)} --out {shell_word(out)} --resume "
-             f"--batch-size {smaller}{precision}; or "
+                 f" (or add --amp {'fp16' if step.device.type == 'cuda' else 'bf16'})")
+    batch = (_go_on(out, world, saved_epoch, f"--batch-size {smaller}",
+                    f"run the same command with --batch-size {smaller}") + f"{precision}; or "
              if smaller and smaller % world.size == 0 else "")
+    restart = (f"start again at a smaller size with --restart --image-size {size}" if saved_epoch
+               else f"run it with --image-size {size}")
     return (f"out of {step.device.type.upper()} memory training {config.model} at "
             f"{config.image_size}x{config.image_size}, batch {config.batch_size}, "
-            f"{describe(step.amp)} ({out}/last.pt holds epoch {saved_epoch}); {batch}start "
-            f"again at a smaller size with --restart --image-size "
-            f"{max(64, config.image_size // 2)}")
+            f"{describe(step.amp)}; {batch}{restart}")
 
 
-def _nan_advice(out: Path, config: TrainConfig, world: distributed.World) -> str:
-    return (f"; to continue with a lower learning rate run: {_command(world)} --out "
-            f"{shell_word(out)} --resume --lr {config.lr / 10:g}"
+def _nan_advice(out: Path, config: TrainConfig, saved_epoch: int,
+                world: distributed.World) -> str:
+    lower = f"--lr {config.lr / 10:g}"
+    return (_go_on(out, world, saved_epoch, lower, f"run the same command with {lower}")
             + ("" if config.amp == "off" else " (or add --amp off)"))
 
 
@@ -514,8 +515,7 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
                 write_history(out / "history.csv", history)
             epochs.set_postfix(train_loss=f"{train_loss:.3f}", val_dice=f"{val['dice']:.3f}")
     except NonFiniteLossError as e:
-        raise NonFiniteLossError(f"{e} (last.pt holds epoch {saved_epoch})"
-                                 f"{_nan_advice(out, config, world)}") from None
+        raise NonFiniteLossError(f"{e}; {_nan_advice(out, config, saved_epoch, world)}") from None
     except torch.OutOfMemoryError:
         raise OutOfMemory(_oom_advice(out, config, step, saved_epoch, world)) from None
     except RuntimeError as e:
@@ -531,9 +531,8 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
         failure = distributed.peer_failure(e) if world.distributed else None
         if failure is None:
             raise
-        raise OtherRankFailed(
-            f"{failure}. {out}/last.pt holds epoch {saved_epoch}: "
-            f"{_command(world)} --out {shell_word(out)} --resume continues it") from None
+        raise OtherRankFailed(f"{failure}; " + _go_on(out, world, saved_epoch, "",
+                                                       "run the same command again")) from None
     except KeyboardInterrupt:
         if world.main:
             log.warning("interrupted: %s holds epoch %d, where the run resumes",

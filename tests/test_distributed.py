@@ -225,7 +225,7 @@ def test_a_stuck_rank_stops_the_run_after_the_process_group_timeout(sample_root,
     errors = re.findall(r"(?:rank \d+: )?error: .*", done.stderr.replace("\r", "\n"))
     assert len(errors) == 1 and errors[0].startswith(
         "error: another process of this run did not answer for 10 s"), errors
-    assert "LAB2_DIST_TIMEOUT_S" in errors[0] and "--resume continues it" in errors[0]
+    assert "LAB2_DIST_TIMEOUT_S" in errors[0] and "continue with: torchrun" in errors[0]
     assert load_checkpoint(run / "last.pt")["epoch"] == 1
 
 

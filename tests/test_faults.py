@@ -389,10 +389,29 @@ def test_the_non_finite_loss_message_names_a_command_that_works(sample_root, tmp
     out = tmp_path / "nan"
     with pytest.raises(NonFiniteLossError) as caught:
         train(smoke(), sample_root, out, progress=False, on_batch=poison)
-    command = str(caught.value).split("run: python -m lab2 ")[1].split(" (or")[0]
+    command = str(caught.value).split("continue with: python -m lab2 ")[1].split(" (or")[0]
     assert command.startswith("train --out") and "--lr 0.0001" in command
     assert cli.main(command.split()) == 0
     assert is_finished(out)
+
+
+def test_a_non_finite_loss_before_any_epoch_says_to_start_again_not_to_resume(
+        sample_root, tmp_path, monkeypatch, capsys):
+    # there is no last.pt to resume: the message used to say --resume, which is then refused
+    built = []
+    original = train_module.model_for
+    monkeypatch.setattr(train_module, "model_for",
+                        lambda *a, **k: built.append(original(*a, **k)) or built[-1])
+
+    def poison(epoch, batch):
+        with torch.no_grad():
+            for p in built[-1].parameters():
+                p.fill_(float("nan"))
+    out = tmp_path / "nan"
+    with pytest.raises(NonFiniteLossError) as caught:
+        train(smoke(), sample_root, out, progress=False, on_batch=poison)
+    assert "nothing was trained; run the same command with --lr 0.0001" in str(caught.value)
+    assert "--resume" not in str(caught.value) and not (out / "last.pt").exists()
 
 
 # ---- 8. disk and permission errors --------------------------------------------------------

@@ -412,7 +412,7 @@ def test_a_gpu_out_of_memory_is_one_line_with_what_to_try_and_resumes(sample_roo
     assert "memory" in line and "unet at 64x64, batch 4" in line and "--batch-size 2" in line
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
     monkeypatch.undo()
-    command = line.split("smaller batch: python -m lab2 ")[1].split(";")[0].split(", or")[0]
+    command = line.split("continue with: python -m lab2 ")[1].split(";")[0].split(" (or")[0]
     assert cli.main(shlex.split(command)) == 0 and is_finished(out)
 
 
@@ -477,6 +477,24 @@ def test_a_path_in_a_command_lab2_prints_is_quoted_for_the_shell(tmp_path, monke
     monkeypatch.setattr(sys, "platform", "win32")        # cmd and PowerShell read double quotes
     assert shell_word(r"C:\Users\Jane Doe\runs") == r'"C:\Users\Jane Doe\runs"'
     assert shell_word(r"C:\runs\unet_raw") == r"C:\runs\unet_raw"
+
+
+def test_out_of_memory_at_the_first_batch_says_to_start_again_not_to_resume(
+        sample_root, tmp_path, monkeypatch, capsys):
+    # a batch too large fails at once, before any last.pt: "--resume" would be refused
+    out = tmp_path / "run"
+    args = ["train", "--model", "unet", "--root", str(sample_root), "--out", str(out),
+            "--profile", "smoke", "--epochs", "1", "--base-channels", "4", "--num-workers", "0"]
+
+    def oom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(train_module, "train_one_epoch", oom)
+    assert cli.main(args) == 1
+    [line] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert "nothing was trained; run the same command with --batch-size 2" in line
+    assert line.endswith("; or run it with --image-size 64") and "--resume" not in line
+    monkeypatch.undo()
+    assert cli.main([*args, "--batch-size", "2"]) == 0 and is_finished(out)
 
 
 def test_step_records_its_choices():
