@@ -445,6 +445,16 @@ def _one_line(error: BaseException) -> str:
     return text
 
 
+def _again(args: argparse.Namespace) -> str:
+    """What continues an interrupted command: the same one, or for a new ``train`` the same one
+    with ``--resume`` once an epoch was saved (before that, ``--resume`` would be refused)."""
+    if args.command != "train" or args.resume:
+        return "run the same command again to continue"
+    if (Path(args.out) / "last.pt").is_file():
+        return "add --resume to the same command to continue"
+    return "no epoch was finished, so nothing was saved; run the same command to start again"
+
+
 def _rank() -> int:
     """This process's rank under torchrun (0 otherwise)."""
     return int(os.environ.get("RANK", "0"))
@@ -482,8 +492,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         except KeyboardInterrupt:
             if not (rank or os.environ.get(QUIET_INTERRUPT_ENV)):
-                again = ("add --resume to the same command to continue"
-                         if args.command == "train" and not args.resume else
-                         "run the same command again to continue")
-                print(f"interrupted; {again}", file=sys.stderr)
+                print(f"interrupted; {_again(args)}", file=sys.stderr)
             return 130

@@ -534,9 +534,11 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
         raise OtherRankFailed(f"{failure}; " + _go_on(out, world, saved_epoch, "",
                                                        "run the same command again")) from None
     except KeyboardInterrupt:
-        if world.main:
+        if world.main and saved_epoch:
             log.warning("interrupted: %s holds epoch %d, where the run resumes",
                         last, saved_epoch)
+        elif world.main:
+            log.warning("interrupted in the first epoch: nothing of %s was saved", out)
         raise
     return {"history": history, "best_dice": best, "run_dir": out}
 

@@ -497,6 +497,34 @@ def test_out_of_memory_at_the_first_batch_says_to_start_again_not_to_resume(
     assert cli.main([*args, "--batch-size", "2"]) == 0 and is_finished(out)
 
 
+@pytest.mark.parametrize("stop", [0, 1])
+def test_ctrl_c_says_how_to_continue_whether_or_not_an_epoch_was_saved(
+        stop, sample_root, tmp_path, monkeypatch, capsys, caplog):
+    out = tmp_path / "run"
+    args = ["train", "--model", "unet", "--root", str(sample_root), "--out", str(out),
+            "--profile", "smoke", "--epochs", "2", "--base-channels", "4", "--num-workers", "0"]
+    original = train_module.train_one_epoch
+
+    def ctrl_c(*a, epoch, **k):
+        if epoch == stop:
+            raise KeyboardInterrupt
+        return original(*a, epoch=epoch, **k)
+    monkeypatch.setattr(train_module, "train_one_epoch", ctrl_c)
+    assert cli.main(args) == 130
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    monkeypatch.undo()
+    assert (f"interrupted: {out / 'last.pt'} holds epoch 1, where the run resumes" if stop
+            else f"interrupted in the first epoch: nothing of {out} was saved") in caplog.text
+    if stop:
+        assert said == "interrupted; add --resume to the same command to continue"
+        assert cli.main([*args, "--resume"]) == 0
+    else:                     # --resume would be refused: there is no last.pt
+        assert said == ("interrupted; no epoch was finished, so nothing was saved; run the same "
+                        "command to start again")
+        assert cli.main(args) == 0
+    assert is_finished(out)
+
+
 def test_step_records_its_choices():
     step = Step.for_config(profile_config("smoke", device="cpu", amp="off"))
     assert step.amp is None and step.why["precision"] == "fp32"
