@@ -374,21 +374,30 @@ def test_resume_refuses_a_setting_that_cannot_change_and_restart_applies_it(
     assert saved_config(out).image_size == 32
 
 
-def test_the_non_finite_loss_message_names_a_command_that_works(sample_root, tmp_path,
-                                                                monkeypatch):
+@pytest.fixture
+def poison_at(monkeypatch):
+    """``poison_at(epoch)``: an ``on_batch`` that turns the weights NaN at the first batch of
+    ``epoch`` (0-based) of the model the run builds."""
     built = []
     original = train_module.model_for
     monkeypatch.setattr(train_module, "model_for",
                         lambda *a, **k: built.append(original(*a, **k)) or built[-1])
 
-    def poison(epoch, batch):
-        if epoch == 1 and batch == 0:
-            with torch.no_grad():
-                for p in built[-1].parameters():
-                    p.fill_(float("nan"))
+    def at(epoch):
+        def poison(e, batch):
+            if e == epoch and batch == 0:
+                with torch.no_grad():
+                    for p in built[-1].parameters():
+                        p.fill_(float("nan"))
+        return poison
+    return at
+
+
+def test_the_non_finite_loss_message_names_a_command_that_works(sample_root, tmp_path,
+                                                                poison_at):
     out = tmp_path / "nan"
     with pytest.raises(NonFiniteLossError) as caught:
-        train(smoke(), sample_root, out, progress=False, on_batch=poison)
+        train(smoke(), sample_root, out, progress=False, on_batch=poison_at(1))
     command = str(caught.value).split("continue with: python -m lab2 ")[1].split(" (or")[0]
     assert command.startswith("train --out") and "--lr 0.0001" in command
     assert cli.main(command.split()) == 0
@@ -396,20 +405,11 @@ def test_the_non_finite_loss_message_names_a_command_that_works(sample_root, tmp
 
 
 def test_a_non_finite_loss_before_any_epoch_says_to_start_again_not_to_resume(
-        sample_root, tmp_path, monkeypatch, capsys):
+        sample_root, tmp_path, poison_at):
     # there is no last.pt to resume: the message used to say --resume, which is then refused
-    built = []
-    original = train_module.model_for
-    monkeypatch.setattr(train_module, "model_for",
-                        lambda *a, **k: built.append(original(*a, **k)) or built[-1])
-
-    def poison(epoch, batch):
-        with torch.no_grad():
-            for p in built[-1].parameters():
-                p.fill_(float("nan"))
     out = tmp_path / "nan"
     with pytest.raises(NonFiniteLossError) as caught:
-        train(smoke(), sample_root, out, progress=False, on_batch=poison)
+        train(smoke(), sample_root, out, progress=False, on_batch=poison_at(0))
     assert "nothing was trained; run the same command with --lr 0.0001" in str(caught.value)
     assert "--resume" not in str(caught.value) and not (out / "last.pt").exists()
 
