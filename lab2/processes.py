@@ -16,6 +16,7 @@ The cache build and the audit decode images in a ``ProcessPoolExecutor``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import os
@@ -23,8 +24,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 #: The most workers a ``ProcessPoolExecutor`` takes on Windows.
@@ -144,11 +146,20 @@ def _start_worker(initializer: Callable | None, initargs: tuple) -> None:
         initializer(*initargs)
 
 
-def worker_pool(workers: int, initializer: Callable | None = None, initargs: tuple = ()
-                ) -> ProcessPoolExecutor:
+@contextlib.contextmanager
+def worker_pool(workers: int, what: str, initializer: Callable | None = None,
+                initargs: tuple = ()) -> Iterator[ProcessPoolExecutor]:
     """A ``ProcessPoolExecutor`` of ``workers`` processes (at most 61 on Windows) whose workers
-    exit when this process dies."""
+    exit when this process dies. A worker that ends abruptly (killed: the out-of-memory killer,
+    say) stops ``what`` with one line instead of the executor's "A process in the process pool
+    was terminated abruptly while the future was running or pending"."""
     if sys.platform == "win32":
         workers = min(workers, WINDOWS_MAX_WORKERS)
-    return ProcessPoolExecutor(workers, initializer=_start_worker,
-                               initargs=(initializer, initargs))
+    try:
+        with ProcessPoolExecutor(workers, initializer=_start_worker,
+                                 initargs=(initializer, initargs)) as pool:
+            yield pool
+    except BrokenProcessPool:
+        raise RuntimeError(f"a worker process of the {what} ended abruptly (killed, perhaps for "
+                           "want of memory); nothing of it was kept: run the same command "
+                           "again") from None

@@ -924,11 +924,30 @@ def test_the_cache_build_starts_one_worker_per_usable_core(sample_root, tmp_path
 def test_a_windows_pool_stops_at_61_workers(monkeypatch):
     from lab2 import processes
     monkeypatch.setattr(sys, "platform", "win32")
-    pool = processes.worker_pool(128)
-    try:
+    with processes.worker_pool(128, "test") as pool:
         assert pool._max_workers == processes.WINDOWS_MAX_WORKERS == 61
-    finally:
-        pool.shutdown()
+
+
+def killed_by_the_system(job) -> None:
+    """A pool job that SIGKILLs its worker (module-level: the pool sends it by name)."""
+    import signal
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_cache_build_whose_worker_is_killed_is_one_line_and_keeps_nothing(sample_root,
+                                                                            tmp_path,
+                                                                            monkeypatch):
+    # the out-of-memory killer's SIGKILL in a worker: the executor's own words said neither
+    # what stopped nor what to do
+    from lab2.data import build_cache
+    from lab2.data import cache as cache_module
+    monkeypatch.setattr(cache_module, "_fill_row", killed_by_the_system)
+    with pytest.raises(RuntimeError) as error:
+        build_cache(sample_root, 32, None, cache_root=tmp_path, workers=2, progress=False)
+    assert str(error.value) == (
+        "a worker process of the cache raw 32x32 ended abruptly (killed, perhaps for want of "
+        "memory); nothing of it was kept: run the same command again")
+    assert [p.name for p in tmp_path.iterdir()] == [p.name for p in tmp_path.glob("*.lock*")]
 
 
 @pytest.fixture

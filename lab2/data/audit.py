@@ -181,7 +181,7 @@ def _run(jobs: list, workers: int, progress: bool) -> Iterable[list]:
     bar = dict(total=len(jobs), desc="audit", unit="img", disable=not progress, leave=False)
     if workers <= 1 or len(jobs) < 4 * workers:
         return tqdm(map(_check_sample, jobs), **bar)
-    with worker_pool(workers) as pool:
+    with worker_pool(workers, "audit") as pool:
         return list(tqdm(pool.map(_check_sample, jobs, chunksize=32), **bar))
 
 

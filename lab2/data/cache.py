@@ -275,7 +275,7 @@ def _build(root, size: tuple[int, int], params: PreprocessParams | None, fingerp
             finally:
                 _worker_state.clear()
         else:
-            with worker_pool(workers, _init_worker, init_args) as pool:
+            with worker_pool(workers, label, _init_worker, init_args) as pool:
                 for _ in tqdm(pool.map(_fill_row, jobs, chunksize=16), **bar):
                     pass
         for name in ARRAYS:
