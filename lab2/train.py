@@ -284,7 +284,8 @@ def _shared_memory_advice(out: Path, config: TrainConfig, saved_epoch: int,
     free = shared_memory_free()
     fewer = f"--num-workers {config.num_workers // 2}"
     return ("the data loader's workers ran out of shared memory ("
-            + (f"{free / 2**20:.0f} MiB free in {SHARED_MEMORY} now; " if free is not None else "")
+            + (f"{free / 2**20:.0f} MiB of {SHARED_MEMORY} free for this run now; "
+               if free is not None else "")
             + "a Docker container or Kubernetes pod has 64 MiB unless started with more, e.g. "
             "docker run --shm-size=2g); "
             + _go_on(out, world, saved_epoch, fewer, f"run the same command with {fewer}"))
