@@ -23,6 +23,7 @@ as one that was not.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -309,6 +310,42 @@ def _loader_worker_advice(out: Path, config: TrainConfig, error: RuntimeError, s
             + _go_on(out, world, saved_epoch, fewer, f"run the same command with {fewer}"))
 
 
+def _lost_loader_worker(loaders: dict) -> RuntimeError | None:
+    """PyTorch's error for a data-loader worker of this process that has died, if one has. A
+    worker killed while it hands a batch over shows first as a broken pipe in this process
+    ("Connection reset by peer", or an EOFError). PyTorch's own check of its workers (what its
+    SIGCHLD handler calls) says which one and how it ended, once: if the handler already said it
+    elsewhere, the loaders' worker processes are asked directly."""
+    import signal
+
+    from torch.utils.data._utils import signal_handling
+    try:        # (the SIGCHLD handler may raise the same error anywhere in here)
+        for _ in range(40):   # a killed process closes its pipes just before it can be waited for
+            signal_handling._error_if_any_worker_fails()
+            for loader in loaders.values():
+                for worker in getattr(getattr(loader, "_iterator", None), "_workers", ()):
+                    code = worker.exitcode
+                    if code:
+                        how = (f"is killed by signal: {signal.Signals(-code).name}" if code < 0
+                               else f"exited with code {code}")
+                        return RuntimeError(f"DataLoader worker (pid {worker.pid}) {how}")
+            time.sleep(0.05)
+    except RuntimeError as e:
+        return e
+    return None
+
+
+def _stop_loader_workers(loaders: dict) -> None:
+    """Shut every loader's workers down now, after one was lost. Left to the garbage collector,
+    PyTorch's SIGCHLD handler raised the loss again inside the iterator's ``__del__``, printed as
+    "Exception ignored in ... Traceback" below lab2's one line."""
+    for loader in loaders.values():
+        iterator = getattr(loader, "_iterator", None)    # the persistent workers' iterator
+        if iterator is not None:
+            with contextlib.suppress(Exception):
+                iterator._shutdown_workers()
+
+
 class OtherRankFailed(RuntimeError):
     """Under DDP, another process of the run stopped (and said why); this one cannot go on."""
 
@@ -524,9 +561,11 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
             raise CompileFailed(_compile_advice(out, config, step, failure, saved_epoch,
                                                 world)) from None
         if any(text in str(e) for text in _SHARED_MEMORY_ERRORS):
+            _stop_loader_workers(loaders)
             raise SharedMemoryFull(_shared_memory_advice(out, config, saved_epoch,
                                                          world)) from None
         if str(e).startswith("DataLoader worker (pid"):    # PyTorch's words for a lost worker
+            _stop_loader_workers(loaders)
             raise LoaderWorkerDied(_loader_worker_advice(out, config, e, saved_epoch,
                                                          world)) from None
         failure = distributed.peer_failure(e) if world.distributed else None
@@ -534,6 +573,13 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
             raise
         raise OtherRankFailed(f"{failure}; " + _go_on(out, world, saved_epoch, "",
                                                        "run the same command again")) from None
+    except (ConnectionError, EOFError):   # a loader worker died while handing a batch over
+        lost = _lost_loader_worker(loaders)
+        if lost is None:
+            raise
+        _stop_loader_workers(loaders)
+        raise LoaderWorkerDied(_loader_worker_advice(out, config, lost, saved_epoch,
+                                                     world)) from None
     except KeyboardInterrupt:
         if world.main and saved_epoch:
             log.warning("interrupted: %s holds epoch %d, where the run resumes",

@@ -204,10 +204,14 @@ def test_a_run_whose_loader_worker_is_killed_is_one_line_and_resumes(sample_root
         if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
     os.kill(int(workers[0]), signal.SIGKILL)
     err = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 1 and "Traceback" not in err, err
+    # (rarely PyTorch's SIGCHLD handler raises the loss once more while a generator is being
+    # finalised: Python prints that as "Exception ignored in ...", lab2 cannot catch it)
+    assert proc.returncode == 1 and ("Traceback" not in err or "Exception ignored in" in err), err
     [line] = [line for line in err.splitlines() if line.startswith("error:")]
-    assert line.startswith(f"error: a data loader worker stopped (DataLoader worker (pid "
-                           f"{workers[0]}) is killed by signal: Killed.); when memory runs out")
+    # PyTorch words it as "(pid N) is killed by signal: Killed." or "(pid(s) N) exited
+    # unexpectedly", depending on which of its checks sees the loss first
+    assert line.startswith("error: a data loader worker stopped (DataLoader worker (pid")
+    assert f" {workers[0]}) " in line and "; when memory runs out" in line
     assert line.endswith("--resume --num-workers 1")
     epoch = load_checkpoint(out / "last.pt")["epoch"]
     command = line.split("continue with: python -m lab2 ")[1]

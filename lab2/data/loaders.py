@@ -128,6 +128,17 @@ def init_loader_worker(seed: int, worker_id: int) -> None:
     random.seed(s)
     np.random.seed(s % 2**32)
     torch.manual_seed(s)
+    sys.excepthook = quiet_broken_pipes
+
+
+def quiet_broken_pipes(kind, value, traceback, _default=sys.__excepthook__) -> None:
+    """A loader worker's ``sys.excepthook``: silent for a broken connection. A worker hands its
+    batches over through a background thread (multiprocessing's resource sharer) that reports
+    its errors there; when the main process stops the loader — a lost sibling worker, a Ctrl-C —
+    that thread's "Connection reset by peer" printed a traceback below lab2's own one line. The
+    main process sees and says any real failure itself."""
+    if not issubclass(kind, (ConnectionError, EOFError)):
+        _default(kind, value, traceback)
 
 
 #: Where Linux keeps the shared memory in which loader workers hand their batches over: a
