@@ -42,7 +42,7 @@ from .data.sample import dataset_label, is_sample
 from .evaluate import evaluate_checkpoint
 from .notices import QUIET_INTERRUPT_ENV, SkippedFilesWarning, one_line_warnings
 from .paths import runs_dir
-from .processes import die_with_parent
+from .processes import die_with_parent, signal_name
 from .runs import check_same_data, git_commit, read_history, reconcile_run, run_summary
 from .train import train
 
@@ -259,7 +259,7 @@ def _outcome(process, receive) -> str | None:
         pass
     code = process.exitcode
     if code is not None and code < 0:
-        name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+        name = signal_name(code)
         why = (" (the system's out-of-memory killer does this when memory runs out: try fewer "
                "--parallel processes)" if name == "SIGKILL" else "")
         return f"the process was killed by {name}{why}"

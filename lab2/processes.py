@@ -140,6 +140,13 @@ def die_with_parent(interval_s: float = WATCH_INTERVAL_S) -> None:
     threading.Thread(target=watch, name="lab2-parent-watch", daemon=True).start()
 
 
+def signal_name(exitcode: int) -> str:
+    """The signal that ended a process, from its negative ``exitcode`` (``SIGKILL``), or the
+    number when Python does not know it."""
+    number = -exitcode
+    return signal.Signals(number).name if number in signal.valid_signals() else str(number)
+
+
 def _start_worker(initializer: Callable | None, initargs: tuple) -> None:
     die_with_parent()
     if initializer is not None:

@@ -60,6 +60,7 @@ from .evaluate import evaluate_model
 from .machine import Step, describe, resolve_device
 from .models import model_for
 from .notices import shell_word
+from .processes import signal_name
 from .runs import (
     RUN_FILES,
     check_same_data,
@@ -253,12 +254,13 @@ def _compile_failure(error: BaseException) -> str | None:
     return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
 
 
-def _go_on(out: Path, world: distributed.World, saved_epoch: int, flags: str, fresh: str) -> str:
+def _go_on(out: Path, world: distributed.World, saved_epoch: int, flags: str,
+           fresh: str | None = None) -> str:
     """How to go on after a stop: resume with ``flags`` when last.pt holds an epoch, else
-    ``fresh`` (what to change in the command that started the run: there is nothing to resume,
-    and ``--resume`` would be refused)."""
+    ``fresh`` (by default the command that started the run with ``flags``: there is nothing to
+    resume, and ``--resume`` would be refused)."""
     if not saved_epoch:
-        return f"nothing was trained; {fresh}"
+        return f"nothing was trained; {fresh or f'run the same command with {flags}'}"
     return (f"{out}/last.pt holds epoch {saved_epoch}; continue with: {_command(world)} --out "
             f"{shell_word(out)} --resume" + (f" {flags}" if flags else ""))
 
@@ -283,13 +285,16 @@ _SHARED_MEMORY_ERRORS = ("shared memory", "</torch_", "Bus error")
 def _shared_memory_advice(out: Path, config: TrainConfig, saved_epoch: int,
                           world: distributed.World) -> str:
     free = shared_memory_free()
-    fewer = f"--num-workers {config.num_workers // 2}"
     return ("the data loader's workers ran out of shared memory ("
             + (f"{free / 2**20:.0f} MiB of {SHARED_MEMORY} free for this run now; "
                if free is not None else "")
             + "a Docker container or Kubernetes pod has 64 MiB unless started with more, e.g. "
             "docker run --shm-size=2g); "
-            + _go_on(out, world, saved_epoch, fewer, f"run the same command with {fewer}"))
+            + _go_on(out, world, saved_epoch, _fewer_workers(config)))
+
+
+def _fewer_workers(config: TrainConfig) -> str:
+    return f"--num-workers {config.num_workers // 2}"
 
 
 class LoaderWorkerDied(RuntimeError):
@@ -299,7 +304,6 @@ class LoaderWorkerDied(RuntimeError):
 
 def _loader_worker_advice(out: Path, config: TrainConfig, error: RuntimeError, saved_epoch: int,
                           world: distributed.World) -> str:
-    fewer = f"--num-workers {config.num_workers // 2}"
     why = ("on Windows each worker loads PyTorch's libraries again, and Windows reserves memory "
            "for them up front: with a small paging file that fails (\"The paging file is too "
            "small\", WinError 1455), so fewer workers, or a paging file Windows manages, help"
@@ -307,7 +311,7 @@ def _loader_worker_advice(out: Path, config: TrainConfig, error: RuntimeError, s
            "when memory runs out the system ends processes (its out-of-memory killer), and fewer "
            "workers need less")
     return (f"a data loader worker stopped ({' '.join(str(error).split())}); {why}; "
-            + _go_on(out, world, saved_epoch, fewer, f"run the same command with {fewer}"))
+            + _go_on(out, world, saved_epoch, _fewer_workers(config)))
 
 
 def _lost_loader_worker(loaders: dict) -> RuntimeError | None:
@@ -316,8 +320,6 @@ def _lost_loader_worker(loaders: dict) -> RuntimeError | None:
     ("Connection reset by peer", or an EOFError). PyTorch's own check of its workers (what its
     SIGCHLD handler calls) says which one and how it ended, once: if the handler already said it
     elsewhere, the loaders' worker processes are asked directly."""
-    import signal
-
     from torch.utils.data._utils import signal_handling
     try:        # (the SIGCHLD handler may raise the same error anywhere in here)
         for _ in range(40):   # a killed process closes its pipes just before it can be waited for
@@ -326,7 +328,7 @@ def _lost_loader_worker(loaders: dict) -> RuntimeError | None:
                 for worker in getattr(getattr(loader, "_iterator", None), "_workers", ()):
                     code = worker.exitcode
                     if code:
-                        how = (f"is killed by signal: {signal.Signals(-code).name}" if code < 0
+                        how = (f"is killed by signal: {signal_name(code)}" if code < 0
                                else f"exited with code {code}")
                         return RuntimeError(f"DataLoader worker (pid {worker.pid}) {how}")
             time.sleep(0.05)
@@ -367,8 +369,7 @@ def _oom_advice(out: Path, config: TrainConfig, step: Step, saved_epoch: int,
     smaller, size = config.batch_size // 2, max(64, config.image_size // 2)
     precision = ("" if step.amp is not None else
                  f" (or add --amp {'fp16' if step.device.type == 'cuda' else 'bf16'})")
-    batch = (_go_on(out, world, saved_epoch, f"--batch-size {smaller}",
-                    f"run the same command with --batch-size {smaller}") + f"{precision}; or "
+    batch = (_go_on(out, world, saved_epoch, f"--batch-size {smaller}") + f"{precision}; or "
              if smaller and smaller % world.size == 0 else "")
     restart = (f"start again at a smaller size with --restart --image-size {size}" if saved_epoch
                else f"run it with --image-size {size}")
@@ -380,7 +381,7 @@ def _oom_advice(out: Path, config: TrainConfig, step: Step, saved_epoch: int,
 def _nan_advice(out: Path, config: TrainConfig, saved_epoch: int,
                 world: distributed.World) -> str:
     lower = f"--lr {config.lr / 10:g}"
-    return (_go_on(out, world, saved_epoch, lower, f"run the same command with {lower}")
+    return (_go_on(out, world, saved_epoch, lower)
             + ("" if config.amp == "off" else " (or add --amp off)"))
 
 
