@@ -132,11 +132,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import format_metrics, measure_checkpoint, save_evaluation
+    from .evaluate import format_metrics, measure_checkpoint, metrics_path, save_evaluation
     metrics, rows = measure_checkpoint(args.checkpoint, args.root, args.split,
                                        max_samples=None if args.all else -1)
     print(format_metrics(metrics), flush=True)   # before saving: a read-only folder loses nothing
-    print(f"wrote {save_evaluation(args.checkpoint, metrics, rows)}")
+    save_evaluation(args.checkpoint, metrics, rows)
+    print(f"wrote {metrics_path(args.checkpoint)}")
     return 0
 
 

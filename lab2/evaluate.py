@@ -10,6 +10,7 @@ names.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -121,7 +122,8 @@ def load_trained_model(checkpoint: str | os.PathLike, device: torch.device | str
 
 #: Bumped when the way metrics are computed changes (stored metrics are then recomputed).
 #: 2: per-batch Dice, Boundary IoU and background false-positive rate added.
-EVALUATION_VERSION = 2
+#: 3: ``metrics.json`` names the content of the per-image file it summarises.
+EVALUATION_VERSION = 3
 
 
 def evaluation_key(checkpoint: str | os.PathLike, root, split: str, config: TrainConfig) -> dict:
@@ -169,32 +171,45 @@ def measure_checkpoint(checkpoint: str | os.PathLike, root, split: str = "test",
     return metrics, rows
 
 
+def metrics_path(checkpoint: str | os.PathLike) -> Path:
+    """``metrics.json`` beside ``checkpoint``."""
+    return Path(checkpoint).parent / "metrics.json"
+
+
+def per_image_path(checkpoint: str | os.PathLike, split: str) -> Path:
+    """``per_image_<split>.csv`` beside ``checkpoint``."""
+    return Path(checkpoint).parent / f"per_image_{split}.csv"
+
+
 def stored_metrics(checkpoint: str | os.PathLike, split: str) -> dict | None:
-    path = Path(checkpoint).parent / "metrics.json"
+    path = metrics_path(checkpoint)
     try:
         return json.loads(path.read_text(encoding="utf-8")).get(split)
     except (OSError, ValueError, AttributeError):
         return None
 
 
-def save_evaluation(checkpoint: str | os.PathLike, metrics: dict, rows: list[list]) -> Path:
-    """Write ``metrics.json`` (one entry per split) and ``per_image_<split>.csv`` beside the
-    checkpoint; return the metrics file."""
-    folder = Path(checkpoint).parent
+def save_evaluation(checkpoint: str | os.PathLike, metrics: dict, rows: list[list]) -> dict:
+    """Write ``per_image_<split>.csv`` and ``metrics.json`` (one entry per split, naming the
+    per-image file's SHA-256) beside the checkpoint; return the split's entry as stored."""
     fix = "the numbers above were computed but not saved; copy the run folder somewhere writable"
-    path = folder / "metrics.json"
+    path = metrics_path(checkpoint)
     try:
         stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     except ValueError:
         stored = {}
-    stored[metrics["split"]] = metrics
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(PER_IMAGE_FIELDS)
     writer.writerows(rows)
-    atomic.write_text(folder / f"per_image_{metrics['split']}.csv", buf.getvalue(), fix=fix)
+    text = buf.getvalue()
+    # the pair is written one file after the other: a kill between the two leaves a per-image
+    # file that metrics.json does not name, which is then never reused (nor read as its own)
+    entry = {**metrics, "per_image_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+    stored[metrics["split"]] = entry
+    atomic.write_text(per_image_path(checkpoint, metrics["split"]), text, fix=fix)
     atomic.write_json(path, stored, fix=fix)   # last: the per-image file it summarises exists
-    return path
+    return entry
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, root, split: str = "test", *,
@@ -203,7 +218,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, root, split: str = "test"
     """:func:`measure_checkpoint` then :func:`save_evaluation`; returns the split's metrics.
 
     With ``reuse`` the stored metrics are returned instead when their key matches this
-    checkpoint, data set, split and settings exactly.
+    checkpoint, data set, split and settings exactly, and the per-image file beside them is the
+    one they summarise.
     """
     if reuse:
         stored = stored_metrics(checkpoint, split)
@@ -211,12 +227,14 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, root, split: str = "test"
             config = TrainConfig.from_dict(load_checkpoint(checkpoint, mmap=True)["config"])
             if max_samples != -1:
                 config = config.replace(max_eval_samples=max_samples)
-            if stored.get("key") == evaluation_key(checkpoint, root, split, config):
+            per_image = per_image_path(checkpoint, split)
+            if (stored.get("key") == evaluation_key(checkpoint, root, split, config)
+                    and per_image.is_file()
+                    and stored.get("per_image_sha256") == file_sha256(per_image)):
                 return stored
     metrics, rows = measure_checkpoint(checkpoint, root, split, device=device,
                                        progress=progress, max_samples=max_samples)
-    save_evaluation(checkpoint, metrics, rows)
-    return metrics
+    return save_evaluation(checkpoint, metrics, rows)
 
 
 

@@ -14,7 +14,10 @@ What makes a row of Table 1 trustworthy:
 * a run counts as finished only when its ``last.pt`` holds the final epoch; its epochs, best
   validation Dice and history are read from that checkpoint, never from a file written beside it;
 * test metrics are reused only when the content hash of ``best.pt``, the data set's fingerprint,
-  the split and the evaluation settings all match (:func:`lab2.evaluate.evaluation_key`);
+  the split and the evaluation settings all match (:func:`lab2.evaluate.evaluation_key`), and
+  the per-image file beside them is the one they summarise;
+* ``results.json`` is checked against its runs whenever it is read (:func:`load_experiment`): a
+  run trained on or tested again after the tables were written makes it refuse, in one line;
 * a folder belongs to one data set and one profile: running it on another refuses, in one line;
 * one process owns the folder at a time (:mod:`lab2.locks`).
 """
@@ -34,16 +37,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import atomic, locks
+from .checkpoint import file_sha256
 from .comparisons import COMPARISON_FIELDS, compare, read_per_image, seed_spread
 from .config import TrainConfig, profile_config, resolve_profile, run_name
 from .data import dataset_fingerprint
 from .data.loaders import RUNS_AT_ONCE_ENV
 from .data.sample import dataset_label, is_sample
-from .evaluate import evaluate_checkpoint
-from .notices import QUIET_INTERRUPT_ENV, SkippedFilesWarning, one_line_warnings
+from .evaluate import evaluate_checkpoint, per_image_path
+from .notices import QUIET_INTERRUPT_ENV, SkippedFilesWarning, one_line_warnings, shell_word
 from .paths import runs_dir
 from .processes import die_with_parent, signal_name
-from .runs import check_same_data, git_commit, read_history, reconcile_run, run_summary
+from .runs import (
+    check_same_data,
+    git_commit,
+    read_history,
+    reconcile_run,
+    run_summary,
+    short_commit,
+)
 from .train import train
 
 log = logging.getLogger(__name__)
@@ -62,8 +73,8 @@ RESULT_FIELDS = ("run", "model", "preprocess", "seed", "dice", "dice_pooled", "d
 #: Test measures averaged over seeds in Table 1 (mean and standard deviation of each).
 TABLE_MEASURES = ("dice", "dice_pooled", "dice_per_batch", "dice_original",
                   "dice_pooled_original", "boundary_iou", "background_fpr")
-#: Version of ``results.json``'s layout.
-RESULTS_VERSION = 1
+#: Version of ``results.json``'s layout. 2: each run's evaluation key and per-image file hash.
+RESULTS_VERSION = 2
 
 
 def default_out(profile: str, root) -> Path:
@@ -170,6 +181,8 @@ def _run_all(name: str, root, out: Path, progress: bool, runs, seeds: tuple[int,
             "best_epoch": metrics["epoch"], "best_val_dice": summary["best_dice"],
             "dropout_kind": config.dropout_kind,
             "image_size": config.image_size, "profile": name, "data": label,
+            # what the row belongs to: checked whenever results.json is read (load_experiment)
+            "evaluation_key": metrics["key"], "per_image_sha256": metrics["per_image_sha256"],
         })
     table = table_rows(rows)
     comparisons = compare({(m, p): [read_per_image(out / run_name(m, p, s)) for s in seeds]
@@ -480,7 +493,7 @@ def results_markdown(table: list[dict], comparisons: list[dict], profile: str, l
         f"# Table 1 — test Dice ({label}, profile `{profile}`)",
         "",
         f"Written by `python -m lab2 experiment` on {dt.date.today().isoformat()}, "
-        f"code {git_commit()[:12]}.",
+        f"code {short_commit(git_commit())}.",
         "",
     ]
     if synthetic:
@@ -550,19 +563,83 @@ def write_tables(out: Path, rows: list[dict], table: list[dict], comparisons: li
         "table": table, "runs": rows, "comparisons": comparisons, "histories": histories})
 
 
-def load_experiment(out) -> dict:
-    """Everything an experiment folder's ``results.json`` holds (typed)."""
-    path = Path(out) / "results.json"
+class ResultsOutOfDate(ValueError):
+    """``results.json`` no longer describes the run folders beside it."""
+
+
+def load_experiment(out, root=None) -> dict:
+    """Everything an experiment folder's ``results.json`` holds (typed), once it is checked to
+    still describe the runs beside it (:func:`out_of_date`; ``root``: and the data set there).
+
+    Raises :class:`ResultsOutOfDate` with the command that brings it up to date: a run trained
+    further or again, or tested again with other settings, after the tables were written would
+    otherwise show one run's Table 1 row beside another run's figures."""
+    out = Path(out)
+    path = out / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"no {path}: run python -m lab2 experiment to write it")
-    return json.loads(path.read_text(encoding="utf-8"))
+    results = json.loads(path.read_text(encoding="utf-8"))
+    why = out_of_date(out, results, root)
+    if why is not None:
+        raise ResultsOutOfDate(f"{path} is out of date: {why}; bring it up to date with: "
+                               f"{_refresh_command(out, results)} (finished runs are only "
+                               "tested, not trained again)")
+    return results
 
 
-def load_results(out) -> tuple[list[dict], list[dict]]:
-    """(Table 1 rows, history rows) of an experiment folder, from ``results.json``."""
-    results = load_experiment(out)
+def out_of_date(out: Path, results: dict, root=None) -> str | None:
+    """Why ``results`` (``out``'s ``results.json``) does not describe its runs now, or None:
+    each run's ``last.pt`` still at the epoch the row was made at, ``best.pt`` still the tested
+    weights (content hash), the per-image file still the one tested (its hash), and, with
+    ``root``, the data set there still the one tested."""
+    if results.get("version") != RESULTS_VERSION:
+        return "an older lab2 wrote it"
+    fingerprint = dataset_fingerprint(root) if root is not None else None
+    for row in results["runs"]:
+        run_dir, key = out / row["run"], row["evaluation_key"]
+        summary = run_summary(run_dir)
+        if summary is None or not (run_dir / "best.pt").is_file():
+            return f"{row['run']} has no last.pt or best.pt any more"
+        if summary["epoch"] != row["epochs"]:
+            return (f"{row['run']} was trained on after it (last.pt holds epoch "
+                    f"{summary['epoch']}, the table epoch {row['epochs']})")
+        if file_sha256(run_dir / "best.pt") != key["checkpoint_sha256"]:
+            return f"{row['run']}/best.pt is not the checkpoint it tested (trained again since?)"
+        per_image = per_image_path(run_dir / "best.pt", "test")
+        if not per_image.is_file() or file_sha256(per_image) != row["per_image_sha256"]:
+            return (f"{per_image.relative_to(out)} is not the file it was made from (tested "
+                    "again with other settings since?)")
+        if fingerprint is not None and key["dataset_fingerprint"] != fingerprint:
+            return (f"the data set in {root} has changed since (fingerprint {fingerprint}, "
+                    f"tested on {key['dataset_fingerprint']})")
+    return None
+
+
+def _refresh_command(out: Path, results: dict) -> str:
+    """The experiment command that rewrites ``out``'s tables from its runs."""
+    try:
+        folder = json.loads((out / "experiment.json").read_text(encoding="utf-8"))
+        root, profile = folder["root"], folder["profile"]
+    except (OSError, ValueError, KeyError):
+        root, profile = None, results.get("profile")
+    words = ["python", "-m", "lab2", "experiment"]
+    if root is not None:
+        words += ["--root", shell_word(root)]
+    if profile:
+        words += ["--profile", profile]
+    words += ["--out", shell_word(str(out))]
+    seeds = results.get("seeds") or [0]
+    if list(seeds) != [0]:
+        words += ["--seeds", *map(str, seeds)]
+    return " ".join(words)
+
+
+def load_results(out, root=None) -> tuple[list[dict], list[dict]]:
+    """(Table 1 rows, history rows) of an experiment folder, from ``results.json`` (checked as
+    :func:`load_experiment` does)."""
+    results = load_experiment(out, root)
     return results["table"], results["histories"]
 
 
-__all__ = ["REPORTED_DICE", "RUNS", "default_out", "load_experiment", "load_results",
-           "results_markdown", "run_experiment", "table_rows"]
+__all__ = ["REPORTED_DICE", "RUNS", "ResultsOutOfDate", "default_out", "load_experiment",
+           "load_results", "out_of_date", "results_markdown", "run_experiment", "table_rows"]

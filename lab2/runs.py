@@ -32,19 +32,27 @@ HISTORY_FIELDS = ("epoch", "train_loss", "val_loss", "val_dice", "val_dice_poole
 
 
 def git_commit() -> str:
-    """The source checkout's commit (``+dirty`` with uncommitted changes); for an installed
-    package, ``installed <version>``."""
+    """The source checkout's commit (``+dirty`` when lab2's code has uncommitted changes: not
+    the notebooks, which ``report`` re-executes in place); for an installed package,
+    ``installed <version>``."""
     checkout = source_checkout()
     if checkout is None:
         return f"installed {__version__}"
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True,
                              text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                "lab2", "pyproject.toml"],
                                cwd=checkout, capture_output=True, text=True, timeout=10)
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def short_commit(commit: str) -> str:
+    """:func:`git_commit` for a line of text: the hash cut to 12 characters, ``+dirty`` kept."""
+    head, dirty, _ = commit.partition("+dirty")
+    return head[:12] + dirty if len(head) == 40 else commit
 
 
 def write_history(path: Path, history: list[dict]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -243,6 +244,90 @@ def test_stored_test_metrics_are_reused_only_for_the_same_weights(sample_root, t
     assert again["dice"] == evaluate_checkpoint(b / "best.pt", sample_root,
                                                 progress=False)["dice"]
 
+
+
+def test_a_per_image_file_left_without_its_metrics_is_never_reused(sample_root, tmp_path,
+                                                                   monkeypatch):
+    # killed between the two files of an evaluation with other settings (python -m lab2
+    # evaluate writes them too): a new per-image file beside the old metrics.json, whose key
+    # still matches; the experiment reused those metrics and compared the images of the other
+    # file, so Table 1 and its comparisons came from two different evaluations
+    import lab2.evaluate as evaluate_module
+    from lab2.evaluate import measure_checkpoint, per_image_path, save_evaluation
+    a = tmp_path / "a"
+    train(smoke(epochs=1), sample_root, a, progress=False)
+    first = evaluate_checkpoint(a / "best.pt", sample_root, progress=False, reuse=True)
+    metrics, rows = measure_checkpoint(a / "best.pt", sample_root, progress=False,
+                                       max_samples=2)
+    kill_on_call(monkeypatch, evaluate_module.atomic, "write_json", lambda path, *_: True)
+    with pytest.raises(Killed):
+        save_evaluation(a / "best.pt", metrics, rows)
+    monkeypatch.undo()
+    again = evaluate_checkpoint(a / "best.pt", sample_root, progress=False, reuse=True)
+    lines = per_image_path(a / "best.pt", "test").read_text(encoding="utf-8").splitlines()
+    assert len(lines) - 1 == again["n_images"] == first["n_images"] == 4
+    assert again["dice"] == first["dice"]
+
+
+def test_results_that_no_longer_belong_to_their_runs_are_refused_with_the_mending_command(
+        sample_root, tmp_path, monkeypatch):
+    # notebook 04 shows Table 1 from results.json beside figures made from the run folders: a
+    # run trained on, or tested again, after the tables were written made the two disagree
+    import shlex
+
+    import lab2.experiment as experiment_module
+    from lab2.experiment import ResultsOutOfDate, load_experiment
+    out = tmp_path / "exp"
+    assert cli.main(["experiment", "--root", str(sample_root), "--out", str(out), "--profile",
+                     "smoke", "--device", "cpu", "--max-train-samples", "8"]) == 0
+    load_experiment(out, sample_root)                                      # fresh: accepted
+
+    def mend(why: str) -> None:
+        with pytest.raises(ResultsOutOfDate, match=why) as caught:
+            load_experiment(out, sample_root)
+        command = str(caught.value).split("up to date with: python -m lab2 ")[1]
+        assert cli.main(shlex.split(command.split(" (finished runs")[0])) == 0
+        load_experiment(out, sample_root)
+    run = out / "unet_raw"
+    assert cli.main(["train", "--out", str(run), "--resume", "--epochs", "3"]) == 0
+    mend(r"unet_raw was trained on after it \(last.pt holds epoch 3, the table epoch 2\)")
+    assert load_results(out)[0][0]["epochs"] == 3                           # mended
+    assert cli.main(["evaluate", "--checkpoint", str(run / "best.pt"), "--root",
+                     str(sample_root), "--all"]) == 0
+    mend("unet_raw/per_image_test.csv is not the file it was made from")
+    shutil.copytree(run, tmp_path / "kept")
+    (run / "best.pt").write_bytes((out / "unet_preprocessed" / "best.pt").read_bytes())
+    with pytest.raises(ResultsOutOfDate, match="unet_raw/best.pt is not the checkpoint it "):
+        load_experiment(out)
+    shutil.rmtree(run)
+    with pytest.raises(ResultsOutOfDate, match="unet_raw has no last.pt or best.pt any more"):
+        load_experiment(out)
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert "--seeds" not in experiment_module._refresh_command(out, results)
+    assert experiment_module._refresh_command(out, {**results, "seeds": [0, 2]}).endswith(
+        " --seeds 0 2")
+    atomic.write_json(out / "results.json", {**results, "version": 1})
+    with pytest.raises(ResultsOutOfDate, match="an older lab2 wrote it"):
+        load_experiment(out)
+    atomic.write_json(out / "results.json", results)
+    shutil.copytree(tmp_path / "kept", run)
+    load_experiment(out)
+    monkeypatch.setattr(experiment_module, "dataset_fingerprint", lambda root: "0123456789abcdef")
+    with pytest.raises(ResultsOutOfDate, match="the data set in .* has changed since"):
+        load_experiment(out, sample_root)
+
+
+def test_the_figures_read_the_runs_table_1_was_made_from(tmp_path):
+    # a seed folder left from an earlier experiment with more seeds is not averaged in
+    from lab2.report.analysis import per_image_dice
+    for folder, dice in (("unet_raw", 0.5), ("unet_raw_seed1", 0.9), ("unet_raw_seed2", 0.1)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "per_image_test.csv").write_text(
+            f"name,dice\nAbyssinian_1,{dice}\n", encoding="utf-8")
+    runs = [{"run": "unet_raw", "model": "unet", "preprocess": False, "seed": 0},
+            {"run": "unet_raw_seed1", "model": "unet", "preprocess": False, "seed": 1}]
+    assert per_image_dice(tmp_path, runs) == {"unet_raw": {"Abyssinian_1": pytest.approx(0.7)}}
+    assert per_image_dice(tmp_path, runs[:1]) == {"unet_raw": {"Abyssinian_1": 0.5}}
 
 # ---- 4. one owner per run folder ----------------------------------------------------------
 

@@ -76,6 +76,37 @@ def test_run_folder_holds_config_history_checkpoints_and_provenance(trained):
     assert "scaler" not in state          # only fp16 runs carry a GradScaler's state
 
 
+
+def test_the_code_stamp_of_a_table_keeps_saying_the_code_was_changed():
+    # results.md cut the hash to 12 characters and with it the "+dirty" of uncommitted changes
+    from lab2.runs import short_commit
+    commit = "0c7784b01f51" + "a" * 28
+    assert short_commit(commit) == "0c7784b01f51"
+    assert short_commit(commit + "+dirty") == "0c7784b01f51+dirty"
+    assert short_commit("installed 1.0") == "installed 1.0"
+
+
+def test_re_executed_notebooks_do_not_make_the_code_stamp_dirty(tmp_path, monkeypatch):
+    # report saves the notebooks in place before notebook 03 rewrites Table 1: the table said
+    # "+dirty" for code nobody had changed
+    import shutil
+    import subprocess
+
+    import lab2.runs as runs_module
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    for name in ("lab2/train.py", "notebooks/03_training.ipynb"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("1\n", encoding="utf-8")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    for command in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "x"]):
+        subprocess.run(git + command, check=True)
+    monkeypatch.setattr(runs_module, "source_checkout", lambda: tmp_path)
+    (tmp_path / "notebooks/03_training.ipynb").write_text("2\n", encoding="utf-8")
+    assert not runs_module.git_commit().endswith("+dirty")
+    (tmp_path / "lab2/train.py").write_text("2\n", encoding="utf-8")
+    assert runs_module.git_commit().endswith("+dirty")
+
 def _weights(path):
     return load_checkpoint(path)["model"]
 

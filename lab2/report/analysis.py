@@ -14,26 +14,28 @@ from ..config import run_name
 from ..data.index import species_of
 from ..data.reading import read_example
 from ..evaluate import load_trained_model
-from ..experiment import RUNS
 from ..metrics import image_dice
 from ..predict import predict_mask
 from ..stats import bootstrap_mean
 
-RUN_NAMES = tuple(run_name(m, p) for m, p in RUNS)
+
+def _by_run(runs: Sequence[dict]) -> dict[str, list[str]]:
+    """Table 1's run name (``unet_raw``) → the folders of its seeds, from ``results.json``'s
+    ``runs`` (the runs the table was made from, not whatever else the folder holds)."""
+    folders: dict[str, list[str]] = {}
+    for row in runs:
+        folders.setdefault(run_name(row["model"], row["preprocess"]), []).append(row["run"])
+    return folders
 
 
-def per_image_dice(experiment: str | Path, split: str = "test", measure: str = "dice"
-                   ) -> dict[str, dict[str, float]]:
+def per_image_dice(experiment: str | Path, runs: Sequence[dict], split: str = "test",
+                   measure: str = "dice") -> dict[str, dict[str, float]]:
     """run → {image name → ``measure``} (Dice at the training size by default), each image's
-    value averaged over the run's seeds (folders ``<run>``, ``<run>_seed<k>``)."""
-    out = {}
-    for run in RUN_NAMES:
-        folders = [Path(experiment) / run, *sorted(Path(experiment).glob(f"{run}_seed*"))]
-        tables = [read_per_image(f, split) for f in folders
-                  if (f / f"per_image_{split}.csv").is_file()]
-        if tables:
-            out[run] = {name: values[measure] for name, values in seed_average(tables).items()}
-    return out
+    value averaged over the run's seeds; ``runs``: ``results.json``'s (checked by
+    :func:`lab2.experiment.load_experiment`)."""
+    return {name: {image: values[measure] for image, values in seed_average(
+                [read_per_image(Path(experiment) / folder, split) for folder in folders]).items()}
+            for name, folders in _by_run(runs).items()}
 
 
 def _mean_over_runs(per_image: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -87,10 +89,11 @@ def dice_by_group(per_image: dict[str, dict[str, float]], by: str = "breed",
     return sorted(rows, key=lambda r: (overall[r["group"]], r["group"], r["run"]))
 
 
-def load_models(experiment: str | Path) -> dict:
-    """run → (model, config) from each run's best.pt."""
-    return {run: load_trained_model(Path(experiment) / run / "best.pt")[:2]
-            for run in RUN_NAMES if (Path(experiment) / run / "best.pt").is_file()}
+def load_models(experiment: str | Path, runs: Sequence[dict]) -> dict:
+    """run → (model, config) from ``best.pt`` of each run's first seed (``runs``: as in
+    :func:`per_image_dice`)."""
+    return {name: load_trained_model(Path(experiment) / folders[0] / "best.pt")[:2]
+            for name, folders in _by_run(runs).items()}
 
 
 def prediction_rows(models: dict, root, names: Sequence[str], notes: Sequence[str]) -> list[dict]:
