@@ -22,7 +22,7 @@ from .config import (
     field_choices,
     field_types,
 )
-from .notices import QUIET_INTERRUPT_ENV, one_line_warnings, printable_output
+from .notices import EXPECTED_ERRORS, QUIET_INTERRUPT_ENV, one_line_warnings, printable_output
 from .paths import CACHE_ENV, default_data_root, default_sample_root
 
 
@@ -33,9 +33,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-#: Errors whose message is the whole story (lab2 raises them with a fix): one line, exit code 1.
-#: OSError covers lab2's StorageError (full disk, read-only folder) and the system's own.
-_EXPECTED = (ValueError, FileNotFoundError, RuntimeError, OSError)
 
 
 # --------------------------------------------------------------------------------------------
@@ -486,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.simplefilter("ignore")
         try:
             return args.func(args)
-        except _EXPECTED as e:
+        except EXPECTED_ERRORS as e:
             if not (rank and _told_by_first_rank(e)):
                 print(f"{f'rank {rank}: ' if rank else ''}error: {_one_line(e)}",
                       file=sys.stderr)

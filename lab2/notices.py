@@ -16,6 +16,11 @@ import subprocess
 import sys
 import warnings
 
+#: Errors whose message is the whole story (lab2 raises them with a fix): one line on the command
+#: line (exit code 1) and in a notebook. OSError covers lab2's StorageError (full disk,
+#: read-only folder) and the system's own.
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, RuntimeError, OSError)
+
 
 class Lab2Warning(UserWarning):
     """Something the user should know about the results lab2 is producing."""
@@ -91,5 +96,6 @@ def shell_word(value: str | os.PathLike) -> str:
 QUIET_INTERRUPT_ENV = "LAB2_QUIET_INTERRUPT"
 
 
-__all__ = ["QUIET_INTERRUPT_ENV", "Lab2Warning", "ProfileWarning", "SkippedFilesWarning",
-           "SyntheticDataWarning", "one_line_warnings", "printable_output", "show_one_line"]
+__all__ = ["EXPECTED_ERRORS", "QUIET_INTERRUPT_ENV", "Lab2Warning", "ProfileWarning",
+           "SkippedFilesWarning", "SyntheticDataWarning", "one_line_warnings", "printable_output",
+           "show_one_line"]

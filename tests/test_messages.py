@@ -82,3 +82,23 @@ def test_saved_notebooks_show_no_stray_values_or_absolute_paths():
                     output.get("data", {}).get("text/plain", ""))
                 assert "PosixPath(" not in text and "WindowsPath(" not in text, path.name
                 assert str(PROJECT) not in text, (path.name, text[:200])
+
+
+def test_a_notebook_shows_an_error_lab2_raises_as_its_one_line(capsys):
+    # a student who opens notebook 04 on an outdated folder read the fix at the bottom of a
+    # traceback through lab2's internals; the command line has always shown just the line
+    from IPython.core.interactiveshell import InteractiveShell
+    shell = InteractiveShell.instance()
+    try:
+        context.one_line_errors(shell)
+        shell.run_cell("from lab2.experiment import load_experiment\n"
+                       "load_experiment('no such folder')")
+        shown = capsys.readouterr().out
+        assert "FileNotFoundError: no no such folder/results.json: run python -m lab2 " \
+               "experiment to write it\n(%tb shows where it was raised)" in shown
+        assert "Traceback" not in shown and "experiment.py" not in shown
+        shell.run_cell("int('x')")                        # not lab2's: the usual traceback
+        shown = capsys.readouterr().out
+        assert "Traceback" in shown and "invalid literal for int()" in shown
+    finally:
+        InteractiveShell.clear_instance()

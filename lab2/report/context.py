@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
+import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 from ..config import resolve_profile
 from ..data import choose_data_root
 from ..data.sample import dataset_label
 from ..experiment import default_out
-from ..notices import ProfileWarning, SyntheticDataWarning
+from ..notices import EXPECTED_ERRORS, ProfileWarning, SyntheticDataWarning
 from ..paths import check_outputs_writable, dataset_dir, home
 
 
@@ -54,11 +57,52 @@ class NotebookContext:
         return "\n".join(lines + ([warning] if warning else []))
 
 
+PACKAGE = Path(__file__).resolve().parent.parent
+
+
+def raised_by_lab2(tb: TracebackType | None) -> bool:
+    """Whether the innermost frame of ``tb`` is lab2's own code (it raised the error itself)."""
+    frames = list(traceback.walk_tb(tb))
+    return bool(frames) and Path(frames[-1][0].f_code.co_filename).resolve().is_relative_to(
+        PACKAGE)
+
+
+def one_line_errors(shell=None) -> None:
+    """In a notebook (IPython ``shell``, default the running one), show an error lab2 raised
+    itself with its fix as that one line, as the command line does, instead of a traceback
+    through lab2's internals; ``%tb`` still shows the traceback. Errors from elsewhere keep
+    theirs."""
+    if shell is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return
+        shell = get_ipython()
+        if shell is None:
+            return
+
+    def show(shell, etype, value, tb, tb_offset=None):
+        # IPython calls this instead of showing the error (and ignores what it returns)
+        if not raised_by_lab2(tb):
+            shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+            return None
+        sys.last_type, sys.last_value, sys.last_traceback = etype, value, tb     # for %tb
+        if sys.version_info >= (3, 12):
+            sys.last_exc = value
+        lines = [f"{etype.__name__}: {' '.join(str(value).split())}",
+                 "(%tb shows where it was raised)"]
+        shell._showtraceback(etype, value, lines)     # the kernel's: an error output, as usual
+        return lines
+    shell.set_custom_exc(EXPECTED_ERRORS, show)
+
+
 def setup(profile: str | None = None) -> NotebookContext:
     """Pick the data (real if present, else the generated sample) and the profile
     (``profile`` or ``$LAB2_PROFILE`` or auto); print them and where results go, with at most
     one warning line (the library's own warnings about them are folded into it). A results or
-    figures folder that cannot be written stops here, saying how to move it."""
+    figures folder that cannot be written stops here, saying how to move it. From here on, an
+    error lab2 raises with its fix shows as one line (:func:`one_line_errors`)."""
+    one_line_errors()
     check_outputs_writable()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SyntheticDataWarning)
