@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import atomic
+from . import atomic, locks
 from .checkpoint import file_sha256, load_checkpoint
 from .config import TrainConfig
 from .data import OxfordPetSegmentation, dataset_fingerprint
@@ -194,10 +194,6 @@ def save_evaluation(checkpoint: str | os.PathLike, metrics: dict, rows: list[lis
     per-image file's SHA-256) beside the checkpoint; return the split's entry as stored."""
     fix = "the numbers above were computed but not saved; copy the run folder somewhere writable"
     path = metrics_path(checkpoint)
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except ValueError:
-        stored = {}
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(PER_IMAGE_FIELDS)
@@ -206,9 +202,22 @@ def save_evaluation(checkpoint: str | os.PathLike, metrics: dict, rows: list[lis
     # the pair is written one file after the other: a kill between the two leaves a per-image
     # file that metrics.json does not name, which is then never reused (nor read as its own)
     entry = {**metrics, "per_image_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
-    stored[metrics["split"]] = entry
-    atomic.write_text(per_image_path(checkpoint, metrics["split"]), text, fix=fix)
-    atomic.write_json(path, stored, fix=fix)   # last: the per-image file it summarises exists
+    # under the run folder's lock (the experiment, which holds it, tests its runs here): two
+    # evaluations writing at once could leave one's per-image file beside the other's metrics
+    folder = path.parent
+    try:
+        with locks.owned(locks.folder_lock(folder), f"the run folder {folder}", fix=fix):
+            try:
+                stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            except ValueError:
+                stored = {}
+            stored[metrics["split"]] = entry
+            atomic.write_text(per_image_path(checkpoint, metrics["split"]), text, fix=fix)
+            atomic.write_json(path, stored, fix=fix)   # last: the per-image file it summarises
+    except locks.BusyError:
+        raise locks.BusyError(f"{folder} is in use by {locks.owner_of(locks.folder_lock(folder))}"
+                              ": the numbers above were not saved; evaluate again once it has "
+                              "finished") from None
     return entry
 
 

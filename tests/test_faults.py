@@ -640,6 +640,28 @@ def test_evaluate_prints_the_dice_before_failing_to_save_it(trained, sample_root
     assert len(errors) == 1 and "metrics.json" in errors[0] and "not saved" in errors[0]
 
 
+
+def test_evaluate_does_not_write_into_a_run_folder_another_command_is_writing(
+        trained, sample_root, tmp_path, capsys):
+    # evaluate beside an experiment testing the same run: one's per-image file could be left
+    # beside the other's metrics.json
+    run = tmp_path / "busy_run"
+    run.mkdir()
+    (run / "best.pt").write_bytes((trained / "best.pt").read_bytes())
+    holder = hold_lock(locks.folder_lock(run))
+    try:
+        code = cli.main(["evaluate", "--checkpoint", str(run / "best.pt"), "--root",
+                         str(sample_root)])
+    finally:
+        holder.kill()
+        holder.wait()
+    out, err = capsys.readouterr()
+    assert code == 1 and "average Dice" in out
+    [line] = [line for line in err.splitlines() if line.startswith("error:")]
+    assert line == (f"error: {run} is in use by PID {holder.pid} (-c {locks.folder_lock(run)}): "
+                    "the numbers above were not saved; evaluate again once it has finished")
+    assert not (run / "metrics.json").exists() and not (run / "per_image_test.csv").exists()
+
 # ---- 9. leftovers -------------------------------------------------------------------------
 
 def test_stale_temporaries_are_removed_when_a_run_resumes(sample_root, tmp_path):
