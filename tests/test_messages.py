@@ -84,7 +84,7 @@ def test_saved_notebooks_show_no_stray_values_or_absolute_paths():
                 assert str(PROJECT) not in text, (path.name, text[:200])
 
 
-def test_a_notebook_shows_an_error_lab2_raises_as_its_one_line(capsys):
+def test_a_notebook_shows_an_error_lab2_raises_as_its_one_line(capsys, tmp_path):
     # a student who opens notebook 04 on an outdated folder read the fix at the bottom of a
     # traceback through lab2's internals; the command line has always shown just the line
     from IPython.core.interactiveshell import InteractiveShell
@@ -100,5 +100,15 @@ def test_a_notebook_shows_an_error_lab2_raises_as_its_one_line(capsys):
         shell.run_cell("int('x')")                        # not lab2's: the usual traceback
         shown = capsys.readouterr().out
         assert "Traceback" in shown and "invalid literal for int()" in shown
+        # Kernel > Interrupt while lab2 works (here: while it writes a history)
+        shell.run_cell("class Rows:\n    def __iter__(self):\n        raise KeyboardInterrupt\n"
+                       "from lab2.runs import write_history\n"
+                       f"write_history({str(tmp_path / 'h.csv')!r}, Rows())")
+        shown = capsys.readouterr().out
+        assert shown.startswith("KeyboardInterrupt: stopped; what lab2 had saved is kept, and "
+                                "the notebook's cells go on from there when run again\n") and \
+            "Traceback" not in shown
+        shell.run_cell("raise KeyboardInterrupt")         # not in lab2's work: as usual
+        assert "Traceback" in capsys.readouterr().out
     finally:
         InteractiveShell.clear_instance()

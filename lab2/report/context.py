@@ -60,18 +60,24 @@ class NotebookContext:
 PACKAGE = Path(__file__).resolve().parent.parent
 
 
+def _in_lab2(tb: TracebackType | None) -> list[bool]:
+    """For each frame of ``tb``, outermost first: whether it runs lab2's own code."""
+    return [Path(frame.f_code.co_filename).resolve().is_relative_to(PACKAGE)
+            for frame, _ in traceback.walk_tb(tb)]
+
+
 def raised_by_lab2(tb: TracebackType | None) -> bool:
     """Whether the innermost frame of ``tb`` is lab2's own code (it raised the error itself)."""
-    frames = list(traceback.walk_tb(tb))
-    return bool(frames) and Path(frames[-1][0].f_code.co_filename).resolve().is_relative_to(
-        PACKAGE)
+    frames = _in_lab2(tb)
+    return bool(frames) and frames[-1]
 
 
 def one_line_errors(shell=None) -> None:
     """In a notebook (IPython ``shell``, default the running one), show an error lab2 raised
-    itself with its fix as that one line, as the command line does, instead of a traceback
-    through lab2's internals; ``%tb`` still shows the traceback. Errors from elsewhere keep
-    theirs."""
+    itself with its fix as that one line, as the command line does, and a Ctrl-C (Kernel ›
+    Interrupt) during lab2's work as one line saying that running the cells again goes on,
+    instead of a traceback through lab2's and PyTorch's internals; ``%tb`` still shows the
+    traceback. Errors from elsewhere keep theirs."""
     if shell is None:
         try:
             from IPython import get_ipython
@@ -83,17 +89,21 @@ def one_line_errors(shell=None) -> None:
 
     def show(shell, etype, value, tb, tb_offset=None):
         # IPython calls this instead of showing the error (and ignores what it returns)
-        if not raised_by_lab2(tb):
+        if issubclass(etype, KeyboardInterrupt) and any(_in_lab2(tb)):
+            lines = ["KeyboardInterrupt: stopped; what lab2 had saved is kept, and the "
+                     "notebook's cells go on from there when run again"]
+        elif not issubclass(etype, KeyboardInterrupt) and raised_by_lab2(tb):
+            lines = [f"{etype.__name__}: {' '.join(str(value).split())}"]
+        else:
             shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
             return None
         sys.last_type, sys.last_value, sys.last_traceback = etype, value, tb     # for %tb
         if sys.version_info >= (3, 12):
             sys.last_exc = value
-        lines = [f"{etype.__name__}: {' '.join(str(value).split())}",
-                 "(%tb shows where it was raised)"]
+        lines.append("(%tb shows where it was raised)")
         shell._showtraceback(etype, value, lines)     # the kernel's: an error output, as usual
         return lines
-    shell.set_custom_exc(EXPECTED_ERRORS, show)
+    shell.set_custom_exc((*EXPECTED_ERRORS, KeyboardInterrupt), show)
 
 
 def setup(profile: str | None = None) -> NotebookContext:
