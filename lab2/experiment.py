@@ -39,7 +39,7 @@ from pathlib import Path
 from . import atomic, locks
 from .checkpoint import file_sha256
 from .comparisons import COMPARISON_FIELDS, compare, read_per_image, seed_spread
-from .config import TrainConfig, profile_config, resolve_profile, run_name
+from .config import TrainConfig, profile_config, resolve_profile
 from .data import dataset_fingerprint
 from .data.loaders import RUNS_AT_ONCE_ENV
 from .data.sample import dataset_label, is_sample
@@ -159,6 +159,7 @@ def _run_all(name: str, root, out: Path, progress: bool, runs, seeds: tuple[int,
     label = dataset_label(root)
     fingerprint = dataset_fingerprint(root)
     rows, histories = [], []
+    per_image: dict[tuple, list] = {run: [] for run in runs}
     for seed, model, preprocess, wanted, run_dir in _planned(name, out, runs, seeds, overrides):
         with _run_lock(run_dir):
             summary, config = _current(run_dir, wanted, overrides, fingerprint, root)
@@ -171,6 +172,9 @@ def _run_all(name: str, root, out: Path, progress: bool, runs, seeds: tuple[int,
                 summary = run_summary(run_dir)
             metrics = evaluate_checkpoint(run_dir / "best.pt", root, "test",
                                           progress=progress, reuse=True)
+            # read while the folder is ours: the file these metrics summarise, not one that
+            # an evaluate command writes a moment later
+            per_image[(model, preprocess)].append(read_per_image(run_dir))
         histories += [{"run": config.run_name, "model": model, "preprocess": preprocess,
                        "seed": seed, **h} for h in summary["history"]]
         rows.append({
@@ -185,8 +189,7 @@ def _run_all(name: str, root, out: Path, progress: bool, runs, seeds: tuple[int,
             "evaluation_key": metrics["key"], "per_image_sha256": metrics["per_image_sha256"],
         })
     table = table_rows(rows)
-    comparisons = compare({(m, p): [read_per_image(out / run_name(m, p, s)) for s in seeds]
-                           for m, p in runs}, REPORTED_DICE)
+    comparisons = compare(per_image, REPORTED_DICE)
     write_tables(out, rows, table, comparisons, histories, name, label, seeds)
     return table, out
 

@@ -317,6 +317,29 @@ def test_results_that_no_longer_belong_to_their_runs_are_refused_with_the_mendin
         load_experiment(out, sample_root)
 
 
+def test_the_comparisons_use_the_evaluation_of_their_table_1_row(sample_root, tmp_path,
+                                                                 monkeypatch):
+    # an evaluate command writing a run's per-image file once the experiment had tested that run
+    # (its folder free again) but before it compared the runs: the comparisons used that file
+    import lab2.experiment as experiment_module
+    from lab2.evaluate import measure_checkpoint, save_evaluation
+    out = tmp_path / "exp"
+    runs = [("unet", False), ("unet", True)]
+    run_experiment("smoke", sample_root, out, progress=False, runs=runs, **TINY)
+    original = experiment_module.table_rows
+
+    def evaluate_meanwhile(rows):
+        best = out / "unet_raw" / "best.pt"
+        save_evaluation(best, *measure_checkpoint(best, sample_root, progress=False,
+                                                  max_samples=2))
+        return original(rows)
+    monkeypatch.setattr(experiment_module, "table_rows", evaluate_meanwhile)
+    (out / "unet_raw" / "metrics.json").unlink()          # tested again by the experiment
+    table, _ = run_experiment("smoke", sample_root, out, progress=False, runs=runs, **TINY)
+    comparisons = json.loads((out / "results.json").read_text(encoding="utf-8"))["comparisons"]
+    assert table[0]["n_test"] == 4 and {c["n_images"] for c in comparisons} == {4}
+
+
 def test_the_figures_read_the_runs_table_1_was_made_from(tmp_path):
     # a seed folder left from an earlier experiment with more seeds is not averaged in
     from lab2.report.analysis import per_image_dice
