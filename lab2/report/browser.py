@@ -14,7 +14,7 @@ from .figures import RUN_TITLES, mask_rgb
 
 
 def prediction_browser(models: dict, root, names: Sequence[str]) -> widgets.Widget:
-    """``models``: run → (model, config) (see :func:`lab2.analysis.load_models`)."""
+    """``models``: run → (model, config) (see :func:`lab2.report.analysis.load_models`)."""
     run_picker = widgets.Dropdown(options=[(RUN_TITLES.get(r, r), r) for r in models],
                                   description="model")
     image_picker = widgets.Dropdown(options=list(names), description="image")
