@@ -8,6 +8,7 @@ an error naming the file, never a 0-byte mask reported as written. Two inputs wi
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import cv2
@@ -22,6 +23,7 @@ from .config import TrainConfig
 from .data.reading import SKIPPED, check_image, read_rgb
 from .data.resize import resize_image
 from .evaluate import load_trained_model
+from .notices import SyntheticDataWarning
 from .preprocess import PreprocessParams, preprocess
 
 PET_COLOUR = (255, 64, 32)  # RGB
@@ -86,8 +88,13 @@ def output_stems(images: list[Path]) -> list[str]:
 def predict_files(checkpoint: str | os.PathLike, images: list[str | os.PathLike],
                   out_dir: str | os.PathLike) -> list[Path]:
     """Write ``<name>_mask.png`` (0 background, 255 pet) and ``<name>_overlay.png`` per image;
-    return the files written, in input order (each one checked)."""
-    model, config, _ = load_trained_model(checkpoint)
+    return the files written, in input order (each one checked). A checkpoint trained on the
+    synthetic sample says so (:class:`lab2.notices.SyntheticDataWarning`)."""
+    model, config, state = load_trained_model(checkpoint)
+    if (state.get("data") or {}).get("label") == "synthetic sample":
+        warnings.warn(f"{checkpoint} was trained on the SYNTHETIC sample: its masks of real "
+                      "photos say nothing about what it would learn from Oxford-IIIT Pet",
+                      SyntheticDataWarning, stacklevel=2)
     out_dir = Path(out_dir)
     paths = [Path(p) for p in images]
     for path in paths:

@@ -112,3 +112,21 @@ def test_a_notebook_shows_an_error_lab2_raises_as_its_one_line(capsys, tmp_path)
         assert "Traceback" in capsys.readouterr().out
     finally:
         InteractiveShell.clear_instance()
+
+
+def test_the_prediction_browser_says_which_data_set_its_figures_come_from(sample_root):
+    # every other figure carried "data: synthetic sample — NOT Oxford-IIIT Pet"; the browser's
+    # overlays and Dice did not
+    import matplotlib.pyplot as plt
+
+    from lab2.config import profile_config
+    from lab2.data.index import load_split
+    from lab2.models import model_for
+    from lab2.report.browser import prediction_browser
+    config = profile_config("smoke", base_channels=4)
+    name = load_split(sample_root, "test")[0].name
+    plt.close("all")
+    prediction_browser({"unet_raw": (model_for(config).eval(), config)}, sample_root, [name])
+    texts = [t.get_text() for t in plt.gcf().texts]
+    assert "data: synthetic sample · profile: smoke — NOT Oxford-IIIT Pet" in texts
+    plt.close("all")

@@ -189,7 +189,9 @@ def test_evaluate_reports_both_dice_figures_at_both_resolutions(trained, sample_
 def test_predict_writes_mask_and_overlay_at_the_photos_own_size(trained, tmp_path):
     photo = tmp_path / "odd_size.png"
     cv2.imwrite(str(photo), np.random.default_rng(0).integers(0, 256, (77, 123, 3), np.uint8))
-    mask_path, overlay_path = predict_files(trained / "best.pt", [photo], tmp_path / "pred")
+    from lab2.notices import SyntheticDataWarning
+    with pytest.warns(SyntheticDataWarning, match="trained on the SYNTHETIC sample"):
+        mask_path, overlay_path = predict_files(trained / "best.pt", [photo], tmp_path / "pred")
     mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
     assert mask.shape == (77, 123) and set(np.unique(mask)) <= {0, 255}
     assert cv2.imread(str(overlay_path)).shape == (77, 123, 3)

@@ -8,13 +8,16 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 
 from ..data.reading import read_example
+from ..data.sample import dataset_label
 from ..metrics import image_dice
 from ..predict import overlay, predict_mask
-from .figures import RUN_TITLES, mask_rgb
+from .figures import RUN_TITLES, mask_rgb, stamp
 
 
 def prediction_browser(models: dict, root, names: Sequence[str]) -> widgets.Widget:
-    """``models``: run → (model, config) (see :func:`lab2.report.analysis.load_models`)."""
+    """``models``: run → (model, config) (see :func:`lab2.report.analysis.load_models`). Each
+    figure is stamped with the data set and profile, as every other figure of lab2."""
+    label = dataset_label(root)
     run_picker = widgets.Dropdown(options=[(RUN_TITLES.get(r, r), r) for r in models],
                                   description="model")
     image_picker = widgets.Dropdown(options=list(names), description="image")
@@ -37,6 +40,7 @@ def prediction_browser(models: dict, root, names: Sequence[str]) -> widgets.Widg
                 ax.axis("off")
             fig.suptitle(f"{image_picker.value} — {RUN_TITLES.get(run_picker.value)} — "
                          f"Dice {dice:.3f}")
+            stamp(fig, label, config.profile)
             plt.show()
 
     run_picker.observe(show, names="value")
