@@ -97,6 +97,7 @@ def _config_file(path: Path) -> TrainConfig:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import profile_config, resolve_profile
+    from .data.sample import dataset_label
     from .runs import saved_run
     from .train import train
     if args.resume and args.restart:
@@ -123,8 +124,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         root = args.root or default_data_root()
     result = train(config, root, args.out, resume=args.resume, restart=args.restart)
     if not _rank():
-        print(f"{config.run_name}: best validation Dice {result['best_dice']:.4f}; run in "
-              f"{args.out}")
+        print(f"{config.run_name}: best validation Dice {result['best_dice']:.4f} "
+              f"({dataset_label(root)}); run in {args.out}")
     return 0
 
 
