@@ -241,11 +241,12 @@ def test_cli_train_evaluate_predict(sample_root, tmp_path, capsys):
                      "--out", str(out), *args]) == 0
     assert cli.main(["evaluate", "--checkpoint", str(out / "best.pt"),
                      "--root", str(sample_root)]) == 0
-    printed = capsys.readouterr().out
+    printed, bars = capsys.readouterr()
     assert "average Dice" in printed and "original resolution" in printed
-    # every number from the sample says so, the last line of train too
+    # every number from the sample says so: train's last line, its bar's validation Dice too
     assert "resnet34_unet_raw: best validation Dice " in printed
     assert "(synthetic sample); run in" in printed and "split of the synthetic sample" in printed
+    assert "resnet34_unet_raw (synthetic sample): 100%" in bars and "val_dice=" in bars
     name = OxfordPetSegmentation(sample_root, "test", None, progress=False).names[0]
     image = sample_root / "oxford-iiit-pet" / "images" / f"{name}.jpg"
     assert cli.main(["predict", "--checkpoint", str(out / "best.pt"), str(image),
