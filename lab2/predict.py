@@ -30,11 +30,15 @@ PET_COLOUR = (255, 64, 32)  # RGB
 
 
 @torch.no_grad()
-def predict_probability(model: nn.Module, config: TrainConfig, image: np.ndarray) -> np.ndarray:
-    """Pet probability (H, W) float32 for a uint8 RGB image of any size, at its own size.
+def predict_margin(model: nn.Module, config: TrainConfig, image: np.ndarray) -> np.ndarray:
+    """Pet logit minus background logit (H, W) float32 for a uint8 RGB image of any size, at
+    its own size: the pet's softmax probability is ``sigmoid(margin)``, above 0.5 where the
+    margin is above 0.
 
     The image goes through what training saw: resize to ``config.image_size``, the preprocessing
-    chain when the run used it, normalisation; the logits are resized back bilinearly.
+    chain when the run used it, normalisation. The margin is resized back bilinearly, as
+    evaluation resizes both logits (bilinear resizing is linear: the same values, in one channel
+    instead of two, for a 48-megapixel photo 200 MB instead of 800 MB and a softmax).
     """
     h, w = image.shape[:2]
     x = resize_image(image, (config.image_size, config.image_size))
@@ -44,23 +48,29 @@ def predict_probability(model: nn.Module, config: TrainConfig, image: np.ndarray
     x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(device)
     batch = normalize_images(x)                                    # (1, 3, S, S), as in training
     logits = model.eval()(batch).float()                          # (1, 2, S, S)
-    logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-    return logits.softmax(1)[0, 1].cpu().numpy()
+    margin = logits[:, 1:] - logits[:, :1]                        # (1, 1, S, S)
+    margin = F.interpolate(margin, size=(h, w), mode="bilinear", align_corners=False)
+    return margin[0, 0].cpu().numpy()                              # (H, W)
+
+
+def predict_probability(model: nn.Module, config: TrainConfig, image: np.ndarray) -> np.ndarray:
+    """Pet probability (H, W) float32 for a uint8 RGB image of any size, at its own size."""
+    return torch.sigmoid(torch.from_numpy(predict_margin(model, config, image))).numpy()
 
 
 def predict_mask(model: nn.Module, config: TrainConfig, image: np.ndarray) -> np.ndarray:
     """Predicted pet mask (H, W) uint8 0/1 at the image's own size (probability > 0.5)."""
-    return (predict_probability(model, config, image) > 0.5).astype(np.uint8)
+    return (predict_margin(model, config, image) > 0).astype(np.uint8)
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """The image with the predicted pet tinted and outlined (uint8 RGB)."""
-    out = image.astype(np.float32)
-    tint = np.array(PET_COLOUR, np.float32)
-    pet = mask.astype(bool)
-    out[pet] = (1 - alpha) * out[pet] + alpha * tint
-    out = out.astype(np.uint8)
-    contours, _ = cv2.findContours(pet.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    """The image with the predicted pet tinted and outlined (uint8 RGB). Computed in uint8 by
+    OpenCV: a 48-megapixel photo needs no float copy of 576 MB."""
+    pet = (mask > 0).astype(np.uint8)
+    tint = (*(alpha * c for c in PET_COLOUR), 0.0)                # an OpenCV scalar (4 values)
+    tinted = cv2.add(cv2.convertScaleAbs(image, alpha=1 - alpha), tint)   # (1 - a)·image + a·tint
+    out = cv2.copyTo(tinted, pet, image.copy())                   # tinted where the pet is
+    contours, _ = cv2.findContours(pet, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(out, contours, -1, (255, 255, 0), max(1, min(image.shape[:2]) // 200))
     return out
 

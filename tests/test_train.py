@@ -214,6 +214,46 @@ def test_predict_turns_a_phone_photo_upright_as_a_viewer_shows_it(trained, tmp_p
     assert read_rgb(photo).shape == (60, 90, 3)          # the data set's reading: as stored
 
 
+
+def test_a_prediction_at_the_photos_size_is_the_evaluations_at_original_size(trained,
+                                                                           sample_root):
+    # predict resizes one channel (the logit margin) instead of both logits and a softmax:
+    # bilinear resizing is linear, so the mask is evaluation's argmax of the resized logits
+    import torch.nn.functional as F
+
+    from lab2.augment import normalize_images
+    from lab2.data.resize import resize_image
+    from lab2.predict import predict_mask
+    model, config, _ = load_trained_model(trained / "best.pt")
+    photo = np.random.default_rng(2).integers(0, 256, (75, 131, 3), np.uint8)
+    x = resize_image(photo, (config.image_size, config.image_size))
+    x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+    with torch.no_grad():
+        logits = F.interpolate(model(normalize_images(x)), size=(75, 131), mode="bilinear",
+                               align_corners=False)
+    margin = (logits[0, 1] - logits[0, 0]).abs().numpy()
+    agree = predict_mask(model, config, photo) == logits.argmax(1)[0].numpy()
+    assert agree[margin > 1e-5].all()          # exact ties may round either way
+
+
+def test_the_overlay_tints_the_pet_outlines_it_and_leaves_the_rest():
+    import cv2 as cv
+
+    from lab2.predict import PET_COLOUR, overlay
+    image = np.random.default_rng(3).integers(0, 256, (60, 80, 3), np.uint8)
+    mask = np.zeros((60, 80), np.uint8)
+    mask[10:40, 20:60] = 1
+    out = overlay(image, mask)
+    assert out.dtype == np.uint8 and out.shape == image.shape
+    inside = cv.erode(mask, np.ones((5, 5), np.uint8)).astype(bool)
+    expected = 0.55 * image[inside] + 0.45 * np.array(PET_COLOUR)
+    assert np.abs(out[inside] - expected).max() <= 1
+    far = ~cv.dilate(mask, np.ones((5, 5), np.uint8)).astype(bool)
+    assert np.array_equal(out[far], image[far])
+    edge = mask.astype(bool) & ~inside
+    assert (out[edge] == (255, 255, 0)).all(axis=1).any()             # the outline
+
+
 def test_predict_says_how_to_read_an_iphone_heic_photo(trained, tmp_path):
     photo = tmp_path / "IMG_0001.HEIC"
     photo.write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))      # an HEIF header
