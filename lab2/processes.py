@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import math
+import multiprocessing
 import os
 import signal
 import sys
@@ -121,23 +122,42 @@ def _linux_parent_death_signal(parent: int) -> None:
         os._exit(1)
 
 
-def die_with_parent(interval_s: float = WATCH_INTERVAL_S) -> None:
-    """End this process once its parent process has ended.
+def die_with_parent(interval_s: float = WATCH_INTERVAL_S, parent: int | None = None) -> None:
+    """End this process once its parent process has ended: ``parent``, or the process that
+    started this one.
 
-    On Linux the kernel does it (``PR_SET_PDEATHSIG``). Everywhere a daemon thread also watches:
-    an orphan is re-parented, so a changed ``os.getppid()`` means the parent died. (Windows
-    workers are not forked and see their queue close instead.)
+    Give ``parent`` when a forkserver started this process (its direct parent is the server,
+    which lives as long as its children do). For the direct parent, on Linux the kernel does it
+    (``PR_SET_PDEATHSIG``); everywhere a daemon thread also watches: an orphan is re-parented, so
+    a changed ``os.getppid()`` means the parent died. Another ``parent`` is watched by its PID.
+    (Windows workers are not forked and see their queue close instead.)
     """
-    parent = os.getppid()
-    if sys.platform.startswith("linux"):
+    direct = os.getppid()
+    parent = direct if parent is None else parent
+    if parent == direct and sys.platform.startswith("linux"):
         _linux_parent_death_signal(parent)
 
     def watch() -> None:
         while True:
             time.sleep(interval_s)
-            if os.getppid() != parent:
+            if (os.getppid() != parent) if parent == direct else not _alive(parent):
                 os._exit(1)
     threading.Thread(target=watch, name="lab2-parent-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[
+            0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def signal_name(exitcode: int) -> str:
@@ -147,24 +167,42 @@ def signal_name(exitcode: int) -> str:
     return signal.Signals(number).name if number in signal.valid_signals() else str(number)
 
 
-def _start_worker(initializer: Callable | None, initargs: tuple) -> None:
-    die_with_parent()
+def _start_worker(owner: int, initializer: Callable | None, initargs: tuple) -> None:
+    die_with_parent(parent=owner)
     if initializer is not None:
         initializer(*initargs)
+
+
+def pool_context() -> multiprocessing.context.BaseContext:
+    """How lab2's worker pools start their processes: ``forkserver`` on Linux (Python 3.14's
+    default there), ``spawn`` elsewhere (the default on macOS and Windows). Chosen here, not
+    read from the program's start method: merely creating a multiprocessing lock (tqdm does)
+    fixes that to the platform's default.
+
+    Not ``fork``, Linux's default before Python 3.14: by the time a cache is built the process
+    runs other threads (PyTorch's and OpenMP's after a first run, tqdm's monitor), and a fork
+    copies any lock one of them holds, forever held in the child — a pool that never finishes
+    (Python 3.12+ warns: "This process is multi-threaded, use of fork() may lead to
+    deadlocks"). The price: about 0.2 s more per pool, whatever its work
+    (``benchmarks/pool_start.py``: a cache build in 1.38 s instead of 1.19 s, in 0.57 instead of
+    0.32 s), and about 16 MiB more memory per worker (``benchmarks/worker_memory.py``)."""
+    return multiprocessing.get_context("forkserver" if sys.platform.startswith("linux")
+                                       else "spawn")
 
 
 @contextlib.contextmanager
 def worker_pool(workers: int, what: str, initializer: Callable | None = None,
                 initargs: tuple = ()) -> Iterator[ProcessPoolExecutor]:
-    """A ``ProcessPoolExecutor`` of ``workers`` processes (at most 61 on Windows) whose workers
-    exit when this process dies. A worker that ends abruptly (killed: the out-of-memory killer,
-    say) stops ``what`` with one line instead of the executor's "A process in the process pool
-    was terminated abruptly while the future was running or pending"."""
+    """A ``ProcessPoolExecutor`` of ``workers`` processes (at most 61 on Windows), started as
+    :func:`pool_context` says, whose workers exit when this process dies. A worker that ends
+    abruptly (killed: the out-of-memory killer, say) stops ``what`` with one line instead of the
+    executor's "A process in the process pool was terminated abruptly while the future was
+    running or pending"."""
     if sys.platform == "win32":
         workers = min(workers, WINDOWS_MAX_WORKERS)
     try:
-        with ProcessPoolExecutor(workers, initializer=_start_worker,
-                                 initargs=(initializer, initargs)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=pool_context(), initializer=_start_worker,
+                                 initargs=(os.getpid(), initializer, initargs)) as pool:
             yield pool
     except BrokenProcessPool:
         raise RuntimeError(f"a worker process of the {what} ended abruptly (killed, perhaps for "

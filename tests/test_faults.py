@@ -721,6 +721,8 @@ def test_a_partial_build_whose_builder_is_alive_is_kept(small_root):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_cache_build_workers_die_with_their_killed_parent(small_root, tmp_path):
     script = tmp_path / "build.py"
+    # (the workers start without fork: they import this script as a module, as they would a
+    # user's, and only the guarded part is the parent's; each of their rows takes 0.5 s)
     script.write_text(
         "import sys, time\n"
         "from lab2.data import cache\n"
@@ -729,14 +731,16 @@ def test_cache_build_workers_die_with_their_killed_parent(small_root, tmp_path):
         "    time.sleep(0.5)\n"
         "    return original(job)\n"
         "cache._fill_row = slow\n"
-        "cache.build_cache(sys.argv[1], 32, None, progress=False, workers=2)\n", encoding="utf-8")
+        "if __name__ == '__main__':\n"
+        "    cache.build_cache(sys.argv[1], 32, None, progress=False, workers=2)\n",
+        encoding="utf-8")
     parent = subprocess.Popen([sys.executable, str(script), str(small_root)], cwd=PROJECT)
-    children: list[int] = []
+    children: list[int] = []           # its descendants: the forkserver's workers are its own
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(children) < 2:
+    while time.monotonic() < deadline and len(children) < 3:
         time.sleep(0.2)
-        children = children_of(parent.pid)
-    assert len(children) >= 2, "the build never started its workers"
+        children = descendants_of(parent.pid)
+    assert len(children) >= 3, "the build never started its workers"
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     deadline = time.monotonic() + 10
@@ -755,6 +759,11 @@ def children_of(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(stat.parent.name))
     return found
+
+
+def descendants_of(pid: int) -> list[int]:
+    found = children_of(pid)
+    return found + [d for child in found for d in descendants_of(child)]
 
 
 def alive(pid: int) -> bool:

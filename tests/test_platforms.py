@@ -253,15 +253,17 @@ print(loader.plan)
 
 @pytest.mark.slow
 def test_the_cache_build_and_the_audit_pools_work_under_every_start_method(sample_root, tmp_path,
-                                                                            start_method):
-    """Their worker pools start with spawn on macOS and Windows and with forkserver on Linux from
-    Python 3.14: the same files and the same audit as fork."""
+                                                                            monkeypatch):
+    """Their worker pools start with spawn on macOS and Windows and with forkserver on Linux
+    (:func:`lab2.processes.pool_context`): the same files and the same audit as fork."""
+    from lab2 import processes
     from lab2.data.audit import audit_dataset
     from lab2.data.cache import build_cache
     from lab2.preprocess import PreprocessParams
     built = {}
     for method in ("fork", "spawn", "forkserver"):
-        start_method(method)
+        monkeypatch.setattr(processes, "pool_context",
+                            lambda method=method: multiprocessing.get_context(method))
         cache = build_cache(sample_root, 48, PreprocessParams(), cache_root=tmp_path / method,
                             workers=2, progress=False)
         report = audit_dataset(sample_root, progress=False, workers=2, use_cache=False)
@@ -1075,3 +1077,17 @@ def test_a_read_only_folder_on_windows_is_not_called_a_file_in_use(tmp_path, mon
     with pytest.raises(atomic.StorageError, match="not writable by you") as raised:
         atomic.write_text(target, "new\n")
     assert "another program" not in str(raised.value)
+
+
+def test_lab2s_pools_do_not_fork_a_process_running_threads(monkeypatch):
+    # a fork copies the locks other threads hold (PyTorch's, OpenMP's, tqdm's monitor): Python
+    # 3.12+ warns that it may deadlock; lab2's pools start with forkserver on Linux instead,
+    # whatever the program's start method (creating a multiprocessing lock, as tqdm does, sets
+    # that to fork)
+    import multiprocessing as mp
+
+    from lab2.processes import pool_context
+    mp.RLock()
+    assert pool_context().get_start_method() == "forkserver"
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert pool_context().get_start_method() == "spawn"
