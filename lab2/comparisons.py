@@ -37,9 +37,14 @@ COMPARISON_FIELDS = ("comparison", "model_a", "model_b", "n_images", "n_seeds",
                      "mean_difference", "ci_low", "ci_high")
 
 
+def per_image_path(run_dir: str | Path, split: str = "test") -> Path:
+    """A run's ``per_image_<split>.csv`` (written by :func:`lab2.evaluate.save_evaluation`)."""
+    return Path(run_dir) / f"per_image_{split}.csv"
+
+
 def read_per_image(run_dir: str | Path, split: str = "test") -> dict[str, dict[str, float]]:
     """image name → {measure → value} from a run's ``per_image_<split>.csv``."""
-    with open(Path(run_dir) / f"per_image_{split}.csv", encoding="utf-8") as f:
+    with open(per_image_path(run_dir, split), encoding="utf-8") as f:
         return {row["name"]: {k: float(v) for k, v in row.items() if k != "name"}
                 for row in csv.DictReader(f)}
 

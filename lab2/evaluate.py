@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from . import atomic, locks
 from .checkpoint import file_sha256, load_checkpoint
+from .comparisons import per_image_path
 from .config import TrainConfig
 from .data import OxfordPetSegmentation, dataset_fingerprint
 from .data.loaders import build_datasets, make_loader, progress_over
@@ -176,11 +177,6 @@ def metrics_path(checkpoint: str | os.PathLike) -> Path:
     return Path(checkpoint).parent / "metrics.json"
 
 
-def per_image_path(checkpoint: str | os.PathLike, split: str) -> Path:
-    """``per_image_<split>.csv`` beside ``checkpoint``."""
-    return Path(checkpoint).parent / f"per_image_{split}.csv"
-
-
 def stored_metrics(checkpoint: str | os.PathLike, split: str) -> dict | None:
     path = metrics_path(checkpoint)
     try:
@@ -212,7 +208,7 @@ def save_evaluation(checkpoint: str | os.PathLike, metrics: dict, rows: list[lis
             except ValueError:
                 stored = {}
             stored[metrics["split"]] = entry
-            atomic.write_text(per_image_path(checkpoint, metrics["split"]), text, fix=fix)
+            atomic.write_text(per_image_path(path.parent, metrics["split"]), text, fix=fix)
             atomic.write_json(path, stored, fix=fix)   # last: the per-image file it summarises
     except locks.BusyError:
         raise locks.BusyError(f"{folder} is in use by {locks.owner_of(locks.folder_lock(folder))}"
@@ -236,7 +232,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, root, split: str = "test"
             config = TrainConfig.from_dict(load_checkpoint(checkpoint, mmap=True)["config"])
             if max_samples != -1:
                 config = config.replace(max_eval_samples=max_samples)
-            per_image = per_image_path(checkpoint, split)
+            per_image = per_image_path(Path(checkpoint).parent, split)
             if (stored.get("key") == evaluation_key(checkpoint, root, split, config)
                     and per_image.is_file()
                     and stored.get("per_image_sha256") == file_sha256(per_image)):

@@ -38,12 +38,18 @@ from pathlib import Path
 
 from . import atomic, locks
 from .checkpoint import file_sha256
-from .comparisons import COMPARISON_FIELDS, compare, read_per_image, seed_spread
+from .comparisons import (
+    COMPARISON_FIELDS,
+    compare,
+    per_image_path,
+    read_per_image,
+    seed_spread,
+)
 from .config import TrainConfig, profile_config, resolve_profile
 from .data import dataset_fingerprint
 from .data.loaders import RUNS_AT_ONCE_ENV
 from .data.sample import dataset_label, is_sample
-from .evaluate import evaluate_checkpoint, per_image_path
+from .evaluate import evaluate_checkpoint
 from .notices import QUIET_INTERRUPT_ENV, SkippedFilesWarning, one_line_warnings, shell_word
 from .paths import runs_dir
 from .processes import die_with_parent, signal_name
@@ -608,7 +614,7 @@ def out_of_date(out: Path, results: dict, root=None) -> str | None:
                     f"{summary['epoch']}, the table epoch {row['epochs']})")
         if file_sha256(run_dir / "best.pt") != key["checkpoint_sha256"]:
             return f"{row['run']}/best.pt is not the checkpoint it tested (trained again since?)"
-        per_image = per_image_path(run_dir / "best.pt", "test")
+        per_image = per_image_path(run_dir, "test")
         if not per_image.is_file() or file_sha256(per_image) != row["per_image_sha256"]:
             return (f"{per_image.relative_to(out)} is not the file it was made from (tested "
                     "again with other settings since?)")

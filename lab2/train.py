@@ -521,7 +521,7 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
                     "".join(f"; {name} {old} -> {new}" for name, (old, new) in changes.items()))
 
     saved_epoch = start_epoch   # what last.pt holds, for the messages
-    label = dataset_label(root)         # its validation Dice shows which data it comes from
+    label = run["data"]["label"]        # its validation Dice shows which data it comes from
     epochs = tqdm(range(start_epoch, config.epochs), unit="epoch",
                   desc=config.run_name + (f" ({label})" if label == "synthetic sample" else ""),
                   initial=start_epoch, total=config.epochs, disable=not progress)

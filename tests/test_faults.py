@@ -253,7 +253,8 @@ def test_a_per_image_file_left_without_its_metrics_is_never_reused(sample_root, 
     # still matches; the experiment reused those metrics and compared the images of the other
     # file, so Table 1 and its comparisons came from two different evaluations
     import lab2.evaluate as evaluate_module
-    from lab2.evaluate import measure_checkpoint, per_image_path, save_evaluation
+    from lab2.comparisons import per_image_path
+    from lab2.evaluate import measure_checkpoint, save_evaluation
     a = tmp_path / "a"
     train(smoke(epochs=1), sample_root, a, progress=False)
     first = evaluate_checkpoint(a / "best.pt", sample_root, progress=False, reuse=True)
@@ -264,7 +265,7 @@ def test_a_per_image_file_left_without_its_metrics_is_never_reused(sample_root, 
         save_evaluation(a / "best.pt", metrics, rows)
     monkeypatch.undo()
     again = evaluate_checkpoint(a / "best.pt", sample_root, progress=False, reuse=True)
-    lines = per_image_path(a / "best.pt", "test").read_text(encoding="utf-8").splitlines()
+    lines = per_image_path(a, "test").read_text(encoding="utf-8").splitlines()
     assert len(lines) - 1 == again["n_images"] == first["n_images"] == 4
     assert again["dice"] == first["dice"]
 
