@@ -750,6 +750,38 @@ def test_cache_build_workers_die_with_their_killed_parent(small_root, tmp_path):
     assert not any(alive(pid) for pid in children)
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_forkserver_loader_workers_die_with_their_killed_run(sample_root, tmp_path):
+    # Python 3.14's default on Linux: the loader workers are children of the forkserver, which
+    # lives while they do, so PyTorch's check (has my parent's PID changed?) never fired: after
+    # a kill -9 of the run, its workers and the server stayed forever
+    out = tmp_path / "run"
+    script = ("import multiprocessing, sys\n"
+              "multiprocessing.set_start_method('forkserver', force=True)\n"
+              "from lab2 import cli\n"
+              "sys.exit(cli.main(sys.argv[1:]))\n")
+    run = subprocess.Popen(
+        [sys.executable, "-c", script, "train", "--model", "unet", "--root", str(sample_root),
+         "--out", str(out), "--profile", "smoke", "--base-channels", "4", "--num-workers", "2",
+         "--epochs", "300"], cwd=PROJECT, stderr=subprocess.DEVNULL)
+    started: list[int] = []            # the server, its two workers, the resource tracker
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not ((out / "last.pt").exists() and len(started) >= 4):
+        time.sleep(0.2)
+        started = descendants_of(run.pid)
+    assert len(started) >= 4 and run.poll() is None, "the run never started its loader workers"
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(alive(pid) for pid in started):
+        time.sleep(0.1)
+    left = [pid for pid in started if alive(pid)]
+    for pid in left:                   # (so that a failure leaves nothing running)
+        os.kill(pid, signal.SIGKILL)
+    assert not left
+
+
 def children_of(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
