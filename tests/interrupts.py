@@ -1,4 +1,4 @@
-"""For tests that press Ctrl-C on a command they start.
+"""For tests that press Ctrl-C on a command they start, or kill it and look for what it left.
 
 A shell without job control starts background commands with SIGINT ignored (``make test &`` in a
 script, some CI runners), and an ignored signal stays ignored across exec: Python then installs
@@ -11,6 +11,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def default_ctrl_c() -> None:
@@ -28,3 +29,40 @@ def start_until(command: list[str], ready: Callable[[], bool], env: dict | None 
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
         time.sleep(0.2)
     return proc
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux: reads /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text(encoding="utf-8").rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def descendants_of(pid: int) -> list[int]:
+    found = children_of(pid)
+    return found + [d for child in found for d in descendants_of(child)]
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def pool_workers(pid: int) -> list[int]:
+    """The worker processes of ``pid``'s pools and data loaders, however they were started: its
+    children (``fork``, ``spawn``) or a forkserver's (Linux's default from Python 3.14); neither
+    the servers (a cache build leaves one, idle) nor multiprocessing's resource tracker."""
+    def helper(child: int) -> bool:
+        command = Path(f"/proc/{child}/cmdline").read_bytes()
+        return b"resource_tracker" in command or b"multiprocessing.forkserver" in command
+    return [p for p in descendants_of(pid) if not (p in children_of(pid) and helper(p))]

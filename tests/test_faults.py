@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from interrupts import alive, descendants_of
 from PIL import Image
 
 import lab2.runs as runs_module
@@ -780,31 +781,6 @@ def test_forkserver_loader_workers_die_with_their_killed_run(sample_root, tmp_pa
     for pid in left:                   # (so that a failure leaves nothing running)
         os.kill(pid, signal.SIGKILL)
     assert not left
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text(encoding="utf-8").rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def descendants_of(pid: int) -> list[int]:
-    found = children_of(pid)
-    return found + [d for child in found for d in descendants_of(child)]
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8").split()[2]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 # ---- 10. files other users can read -------------------------------------------------------

@@ -197,16 +197,14 @@ def test_a_run_whose_loader_worker_is_killed_is_one_line_and_resumes(sample_root
     # all the user got ("DataLoader worker (pid 1234) is killed by signal: Killed.")
     import signal
 
-    from interrupts import start_until
+    from interrupts import pool_workers, start_until
     out = tmp_path / "run"
     command = [sys.executable, "-m", "lab2", "train", "--model", "unet", "--root",
                str(sample_root), "--out", str(out), "--profile", "smoke", "--base-channels", "4",
                "--num-workers", "2", "--epochs", "30"]
     proc = start_until(command, lambda: (out / "last.pt").exists())
-    workers = [pid for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text(
-        encoding="utf-8").split()
-        if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
-    os.kill(int(workers[0]), signal.SIGKILL)
+    workers = pool_workers(proc.pid)
+    os.kill(workers[0], signal.SIGKILL)
     err = proc.communicate(timeout=120)[1]
     # (rarely PyTorch's SIGCHLD handler raises the loss once more while a generator is being
     # finalised: Python prints that as "Exception ignored in ...", lab2 cannot catch it)
