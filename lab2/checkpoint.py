@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -52,14 +53,43 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # UnpicklingError, RuntimeError (zip), EOFError, ... on foreign data
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path} is not a readable lab2 checkpoint ({reason}); point "
-                         "--checkpoint at a run's best.pt or last.pt") from None
+        raise ValueError(f"{path} is not a readable lab2 checkpoint: {unreadable_reason(path, e)}; "
+                         "point --checkpoint at a run's best.pt or last.pt") from None
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise ValueError(f"{path} is not a lab2 checkpoint (no {', '.join(missing)}); point "
                          "--checkpoint at a run's best.pt or last.pt")
     return state
+
+
+#: How every file ``torch.save`` writes begins (a zip archive).
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def unreadable_reason(path: Path, error: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in a user's words. PyTorch's own
+    message is paragraphs long, has terminal colour codes, and its advice (``weights_only=False``)
+    would run whatever code the file holds."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    text = str(error)
+    if not head:
+        return "the file is empty"
+    if head != _ZIP_MAGIC:
+        return "it is not a file written by torch.save (lab2's checkpoints are)"
+    if "Weights only load failed" in text:
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        held = f" ({found.group(1)})" if found else ""
+        return (f"it holds Python objects{held} besides tensors and plain values, so another "
+                "program wrote it; lab2 reads no such objects, so that no code in a file runs")
+    if isinstance(error, (EOFError, RuntimeError)) and (
+            not text or any(word in text for word in ("zip", "archive", "corrupt"))):
+        return "it is cut short or damaged (a copy or download that did not finish?)"
+    first = re.sub(r"\x1b\[[0-9;]*m", "", text).strip().splitlines()
+    return first[0][:160] if first else type(error).__name__
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -822,17 +822,37 @@ def test_other_formats_pillow_reads_are_images(tmp_path, fmt):
     assert read_rgb(path).shape == (8, 8, 3)
 
 
-@pytest.mark.parametrize("content", ["random", "keyless"])
+class Foreign:                         # an object another program pickled into its .pt
+    pass
+
+
+@pytest.mark.parametrize("content, why", [
+    ("random", "not a file written by torch.save"), ("text", "not a file written by torch.save"),
+    ("empty", "the file is empty"), ("keyless", "(no model, config, epoch)"),
+    ("truncated", "cut short or damaged"),
+    ("object", "holds Python objects (test_faults.Foreign) besides tensors")])
 def test_a_file_that_is_not_a_checkpoint_is_one_line_naming_it(tmp_path, sample_root, content,
-                                                               capsys):
+                                                               why, capsys):
+    # PyTorch's own words were paragraphs with terminal colour codes, cut mid-sentence, and
+    # advised weights_only=False: running the file's code
     path = tmp_path / f"{content}.pt"
     if content == "random":
         path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif content == "text":
+        path.write_text("a README saved as .pt\n", encoding="utf-8")
+    elif content == "empty":
+        path.write_bytes(b"")
+    elif content == "object":
+        torch.save({"model": Foreign()}, path)
     else:
-        torch.save({"weights": torch.zeros(3)}, path)
+        torch.save({"weights": torch.zeros(3, 1000)}, path)
+        if content == "truncated":
+            path.write_bytes(path.read_bytes()[:3000])
     code = cli.main(["evaluate", "--checkpoint", str(path), "--root", str(sample_root)])
     line = one_line_error(capsys)
-    assert code == 1 and str(path) in line and "not" in line
+    assert code == 1 and str(path) in line and why in line
+    assert "\x1b" not in line and "weights_only" not in line
+    assert line.endswith("point --checkpoint at a run's best.pt or last.pt")
 
 
 def test_the_experiment_row_comes_from_the_checkpoint(sample_root, tmp_path):

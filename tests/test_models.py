@@ -163,6 +163,16 @@ def test_encoder_weights_load_from_a_local_file(tmp_path):
     assert torch.equal(model.encoder.bn1.running_mean, reference.bn1.running_mean)
 
 
+def test_a_damaged_encoder_weights_file_is_one_message_naming_it(tmp_path):
+    path = tmp_path / "resnet34.pth"
+    torch.save(resnet34(weights=None).state_dict(), path)
+    path.write_bytes(path.read_bytes()[:100_000])          # a download that did not finish
+    with pytest.raises(ValueError, match=r"resnet34.pth is not readable as ResNet-34 weights: "
+                                         r"it is cut short or damaged") as caught:
+        ResNet34UNet(encoder_weights=path)
+    assert "\n" not in str(caught.value)
+
+
 def test_missing_imagenet_weights_fail_with_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="lab2 does not download weights"):

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
+from ..checkpoint import unreadable_reason
 from .blocks import (
     DEFAULT_DROPOUT,
     DEFAULT_DROPOUT_KIND,
@@ -165,7 +166,13 @@ def load_imagenet_encoder(encoder: ResNetEncoder, weights: str | os.PathLike) ->
         path, hint = Path(weights), "Pass encoder_weights='imagenet' or an existing .pth file."
     if not path.is_file():
         raise FileNotFoundError(f"ResNet-34 ImageNet weights not found at {path}. {hint}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:   # see load_checkpoint
+        raise ValueError(f"{path} is not readable as ResNet-34 weights: "
+                         f"{unreadable_reason(path, e)}. {hint}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a torchvision ResNet-34 state dict. {hint}")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = encoder.load_state_dict(state, strict=False)
     if unexpected or any(not k.startswith("layer5.") for k in missing):
