@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import logging
 import os
 import sys
@@ -31,6 +32,24 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse's, but an unknown option is told by the command it was given to (its
+        ``--help``), with the nearest option it has: argparse told it at the top level, whose
+        help lists only the commands."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = self._subcommands().get(getattr(parsed, "command", None), self)
+            options = [o for action in command._actions for o in action.option_strings]
+            near = [difflib.get_close_matches(a.split("=")[0], options, n=1, cutoff=0.6)
+                    for a in extra if a.startswith("-")]
+            hint = "".join(f"; did you mean {m[0]}?" for m in near if m)
+            command.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+        return parsed
+
+    def _subcommands(self) -> dict[str, argparse.ArgumentParser]:
+        return next((a.choices for a in self._actions
+                     if isinstance(a, argparse._SubParsersAction)), {})
 
 
 # --------------------------------------------------------------------------------------------

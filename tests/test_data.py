@@ -259,6 +259,22 @@ def test_cli_bad_argument_is_one_line_with_exit_2(capsys):
     assert len(err.splitlines()) == 1 and "--size" in err and "must be positive" in err
 
 
+def test_cli_unknown_option_is_told_by_its_command_with_the_nearest_one(capsys):
+    # argparse said it at the top level: "python -m lab2: error: unrecognized arguments: ...
+    # (see python -m lab2 --help)", whose help lists only the commands
+    with pytest.raises(SystemExit) as excinfo:
+        cli.main(["experiment", "--paralel", "2"])
+    assert excinfo.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        "python -m lab2 experiment: error: unrecognized arguments: --paralel 2; did you mean "
+        "--parallel? (see python -m lab2 experiment --help)")
+    with pytest.raises(SystemExit):
+        cli.main(["predict", "--checkpoint", "best.pt", "--image", "cat.jpg"])
+    assert capsys.readouterr().err.strip() == (
+        "python -m lab2 predict: error: unrecognized arguments: --image (see python -m lab2 "
+        "predict --help)")
+
+
 def test_cli_every_command_has_help(capsys):
     for command in ("download", "audit", "sample", "report"):
         with pytest.raises(SystemExit) as excinfo:
