@@ -157,11 +157,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import predict_files
+    from .predict import READABLE, gather_photos, predict_files
     out = args.out or Path(args.checkpoint).parent / "predictions"
-    written = predict_files(args.checkpoint, args.images, out)
-    for image, mask, overlay in zip(args.images, written[::2], written[1::2], strict=True):
+    photos, problems = gather_photos(args.images)
+    if not photos:
+        raise ValueError(f"no photo to segment: {'; '.join(problems)}. {READABLE}")
+    written = predict_files(args.checkpoint, photos, out)
+    for image, mask, overlay in zip(photos, written[::2], written[1::2], strict=True):
         print(f"{image} -> {mask}, {overlay}")
+    if problems:
+        print(f"error: {len(problems)} of the inputs left out, the photos above segmented: "
+              f"{'; '.join(problems)}. {READABLE}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -405,8 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Segment any photos (any size) with a trained checkpoint; "
                        "a phone's photo is turned upright as its EXIF orientation says.")
     p.add_argument("--checkpoint", required=True, type=Path)
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
-                   help="photos in any format Pillow reads; repeated names get -2, -3, ...")
+    p.add_argument("images", nargs="+", type=Path, metavar="PHOTO_OR_FOLDER",
+                   help="photos in any format Pillow reads, or folders of them (their own files, "
+                        "not subfolders); repeated names get -2, -3, ...; an input that gives no "
+                        "photo is named at the end (exit code 1), the others are segmented")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: predictions/ beside the checkpoint)")
     p.set_defaults(func=cmd_predict)

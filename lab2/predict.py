@@ -20,7 +20,7 @@ from torch import nn
 from . import atomic
 from .augment import normalize_images
 from .config import TrainConfig
-from .data.reading import SKIPPED, check_image, read_rgb
+from .data.reading import SKIPPED, check_image, pillow_format, read_rgb, sniff_format
 from .data.resize import resize_image
 from .evaluate import load_trained_model
 from .notices import SyntheticDataWarning
@@ -95,11 +95,61 @@ def output_stems(images: list[Path]) -> list[str]:
     return stems
 
 
+#: What the messages about a file that is not a photo add.
+READABLE = "lab2 reads any format Pillow reads (JPEG, PNG, GIF, WebP, BMP, TIFF, ...)"
+
+
+#: An iPhone's default photo format, which Pillow does not read.
+HEIC = (".heic", ".heif")
+
+
+def _not_a_photo(path: Path, problem: str) -> str:
+    heic = path.suffix.lower() in HEIC
+    return f"{path}: {problem}" + (
+        " (HEIC: export the photo as JPEG; an iPhone takes JPEGs with Settings > Camera > "
+        "Formats > Most Compatible)" if heic else "")
+
+
+def gather_photos(inputs: list[str | os.PathLike]) -> tuple[list[Path], list[str]]:
+    """The photos to segment — each file named, and the files of each folder named (sorted; not
+    its subfolders, hidden files or files that are not images, such as ``Thumbs.db``) — and one
+    problem per input that gives none (missing, not an image by its header, a folder without
+    photos) and per HEIC photo of a folder. Decodes nothing: :func:`predict_files` checks each
+    photo whole."""
+    photos, problems = [], []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files = sorted(p for p in item.iterdir() if p.is_file() and not p.name.startswith("."))
+            found = [p for p in files if _looks_like_an_image(p)]
+            problems += [_not_a_photo(p, "not an image") for p in files
+                         if p.suffix.lower() in HEIC and p not in found]
+            if not files or not found and not any(p.suffix.lower() in HEIC for p in files):
+                problems.append(f"{item}: a folder without photos")
+            photos += found
+        elif not item.is_file():
+            problems.append(f"{item}: no such file or folder")
+        elif not _looks_like_an_image(item):
+            problems.append(_not_a_photo(item, "not an image"))
+        else:
+            photos.append(item)
+    return photos, problems
+
+
+def _looks_like_an_image(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    return (sniff_format(head) or pillow_format(path)) is not None
+
+
 def predict_files(checkpoint: str | os.PathLike, images: list[str | os.PathLike],
                   out_dir: str | os.PathLike) -> list[Path]:
     """Write ``<name>_mask.png`` (0 background, 255 pet) and ``<name>_overlay.png`` per image;
-    return the files written, in input order (each one checked). A checkpoint trained on the
-    synthetic sample says so (:class:`lab2.notices.SyntheticDataWarning`)."""
+    return the files written, in input order (each one checked). Every image is checked before
+    any is segmented: one ``ValueError`` names each that cannot be read. A checkpoint trained on
+    the synthetic sample says so (:class:`lab2.notices.SyntheticDataWarning`)."""
     model, config, state = load_trained_model(checkpoint)
     if (state.get("data") or {}).get("label") == "synthetic sample":
         warnings.warn(f"{checkpoint} was trained on the SYNTHETIC sample: its masks of real "
@@ -107,17 +157,17 @@ def predict_files(checkpoint: str | os.PathLike, images: list[str | os.PathLike]
                       SyntheticDataWarning, stacklevel=2)
     out_dir = Path(out_dir)
     paths = [Path(p) for p in images]
+    problems = []
     for path in paths:
         if not path.is_file():
-            raise FileNotFoundError(f"no image at {path}")
+            problems.append(f"{path}: no such file")
+            continue
         status, problem = check_image(path)
         if status == SKIPPED:
-            heic = path.suffix.lower() in (".heic", ".heif")     # an iPhone's default format
-            raise ValueError(f"cannot read {path}: {problem}; lab2 reads any format Pillow reads "
-                             "(JPEG, PNG, GIF, WebP, BMP, TIFF, ...)" + (
-                                 ", not HEIC: export the photo as JPEG (an iPhone takes JPEGs "
-                                 "with Settings > Camera > Formats > Most Compatible)"
-                                 if heic else ""))
+            problems.append(_not_a_photo(path, problem))
+    if problems:
+        raise ValueError(f"cannot read {len(problems)} of the {len(paths)} photos, so none was "
+                         f"segmented: {'; '.join(problems)}. {READABLE}")
     written = []
     for path, stem in zip(paths, output_stems(paths), strict=True):
         image = read_rgb(path, upright=True)     # a phone's portrait photo, as it is viewed

@@ -62,8 +62,9 @@ def kill_on_call(monkeypatch, module, name, when):
     monkeypatch.setattr(module, name, wrapper)
 
 
-def one_line_error(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
+def one_line_error(capsys, err: str | None = None) -> str:
+    """The one ``error:`` line of what the command wrote to stderr (``err``: already read)."""
+    err = (capsys.readouterr().err if err is None else err).strip().splitlines()
     errors = [line for line in err if line.startswith("error:")]
     assert len(errors) == 1, err
     return errors[0]
@@ -446,6 +447,40 @@ def test_predict_into_a_folder_it_cannot_write_is_one_line_and_exit_1(trained, t
     code = cli.main(["predict", "--checkpoint", str(trained / "best.pt"),
                      str(photo(tmp_path / "cat.jpg")), "--out", str(blocked)])
     assert code == 1 and "cannot write" in one_line_error(capsys)
+
+
+def test_predict_segments_a_folder_and_names_every_input_it_left_out(trained, tmp_path, capsys):
+    # a student's photos/ folder as Windows and macOS leave it, a typo, an iPhone photo
+    folder = tmp_path / "photos"
+    photos = [photo(folder / "cat.jpg"), photo(folder / "dog.png")]
+    (folder / "Thumbs.db").write_bytes(bytes(64))
+    (folder / ".DS_Store").write_bytes(bytes(64))
+    (folder / "notes").mkdir()
+    heic = tmp_path / "IMG_0001.HEIC"
+    heic.write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
+    out = tmp_path / "out"
+    code = cli.main(["predict", "--checkpoint", str(trained / "best.pt"), str(folder),
+                     str(tmp_path / "bird.jpg"), str(heic), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["cat_mask.png", "cat_overlay.png",
+                                                     "dog_mask.png", "dog_overlay.png"]
+    assert [line.split(" -> ")[0] for line in captured.out.splitlines()] == list(map(str, photos))
+    line = one_line_error(capsys, captured.err)
+    assert line.startswith("error: 2 of the inputs left out, the photos above segmented: ")
+    assert f"{tmp_path / 'bird.jpg'}: no such file or folder" in line
+    assert f"{heic}: not an image (HEIC: export the photo as JPEG" in line
+
+
+def test_predict_names_every_photo_it_cannot_read_before_segmenting_any(trained, tmp_path):
+    good = photo(tmp_path / "cat.jpg")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"cannot read 2 of the 3 photos, so none was segmented: "
+                                         rf".*cut.jpg: truncated .*; {tmp_path / 'gone.jpg'}: "
+                                         "no such file"):
+        predict_files_cli(trained, [good, cut, tmp_path / "gone.jpg"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_predict_on_a_full_disk_says_so(trained, tmp_path, monkeypatch, capsys):

@@ -257,7 +257,7 @@ def test_the_overlay_tints_the_pet_outlines_it_and_leaves_the_rest():
 def test_predict_says_how_to_read_an_iphone_heic_photo(trained, tmp_path):
     photo = tmp_path / "IMG_0001.HEIC"
     photo.write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))      # an HEIF header
-    with pytest.raises(ValueError, match="not HEIC: export the photo as JPEG"):
+    with pytest.raises(ValueError, match="HEIC: export the photo as JPEG"):
         predict_files(trained / "best.pt", [photo], tmp_path / "pred")
 
 
