@@ -20,7 +20,7 @@ from torch import nn
 from . import atomic
 from .augment import normalize_images
 from .config import TrainConfig
-from .data.reading import SKIPPED, check_image, pillow_format, read_rgb, sniff_format
+from .data.reading import SKIPPED, check_image, image_format, read_rgb
 from .data.resize import resize_image
 from .evaluate import load_trained_model
 from .notices import SyntheticDataWarning
@@ -120,28 +120,26 @@ def gather_photos(inputs: list[str | os.PathLike]) -> tuple[list[Path], list[str
     for item in map(Path, inputs):
         if item.is_dir():
             files = sorted(p for p in item.iterdir() if p.is_file() and not p.name.startswith("."))
-            found = [p for p in files if _looks_like_an_image(p)]
-            problems += [_not_a_photo(p, "not an image") for p in files
-                         if p.suffix.lower() in HEIC and p not in found]
-            if not files or not found and not any(p.suffix.lower() in HEIC for p in files):
+            found = [p for p in files if _image_format(p) is not None]
+            heic = [p for p in files if p.suffix.lower() in HEIC and p not in found]
+            problems += [_not_a_photo(p, "not an image") for p in heic]
+            if not found and not heic:
                 problems.append(f"{item}: a folder without photos")
             photos += found
         elif not item.is_file():
             problems.append(f"{item}: no such file or folder")
-        elif not _looks_like_an_image(item):
+        elif _image_format(item, unreadable="?") is None:
             problems.append(_not_a_photo(item, "not an image"))
-        else:
+        else:                                  # ("?": predict_files says why it cannot open it)
             photos.append(item)
     return photos, problems
 
 
-def _looks_like_an_image(path: Path) -> bool:
+def _image_format(path: Path, unreadable: str | None = None) -> str | None:
     try:
-        with open(path, "rb") as f:
-            head = f.read(16)
+        return image_format(path)
     except OSError:
-        return False
-    return (sniff_format(head) or pillow_format(path)) is not None
+        return unreadable
 
 
 def predict_files(checkpoint: str | os.PathLike, images: list[str | os.PathLike],

@@ -43,15 +43,21 @@ def pillow_format(path: str | os.PathLike) -> str | None:
         return None
 
 
+def image_format(path: str | os.PathLike) -> str | None:
+    """A file's image format by its first bytes or by Pillow's reading of its header (nothing is
+    decoded), or None: not an image."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    return sniff_format(head) or pillow_format(path)
+
+
 def check_image(path: str | os.PathLike) -> tuple[str, str]:
     """Classify an image file: (OK | RECOVERED | SKIPPED, problem description or '').
 
     Any format Pillow reads counts as an image (JPEG, PNG and GIF are recognised by their
     signature, the rest — WebP, BMP, TIFF, ... — by Pillow itself)."""
     path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(16)
-    fmt = sniff_format(head) or pillow_format(path)
+    fmt = image_format(path)
     if fmt is None:
         expected = path.suffix.lower() in _EXPECTED_FORMAT
         what = "unknown data" if expected else f"a {path.suffix} file"
