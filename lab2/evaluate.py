@@ -208,7 +208,7 @@ def save_evaluation(checkpoint: str | os.PathLike, metrics: dict, rows: list[lis
             except ValueError:
                 stored = {}
             stored[metrics["split"]] = entry
-            atomic.write_text(per_image_path(path.parent, metrics["split"]), text, fix=fix)
+            atomic.write_text(per_image_path(folder, metrics["split"]), text, fix=fix)
             atomic.write_json(path, stored, fix=fix)   # last: the per-image file it summarises
     except locks.BusyError:
         raise locks.BusyError(f"{folder} is in use by {locks.owner_of(locks.folder_lock(folder))}"

@@ -120,26 +120,32 @@ def gather_photos(inputs: list[str | os.PathLike]) -> tuple[list[Path], list[str
     for item in map(Path, inputs):
         if item.is_dir():
             files = sorted(p for p in item.iterdir() if p.is_file() and not p.name.startswith("."))
-            found = [p for p in files if _image_format(p) is not None]
-            heic = [p for p in files if p.suffix.lower() in HEIC and p not in found]
-            problems += [_not_a_photo(p, "not an image") for p in heic]
+            found, heic = [], []
+            for path in files:
+                if _looks_like_a_photo(path, if_unopenable=False):
+                    found.append(path)
+                elif path.suffix.lower() in HEIC:
+                    heic.append(path)
+            photos += found
+            problems += [_not_a_photo(path, "not an image") for path in heic]
             if not found and not heic:
                 problems.append(f"{item}: a folder without photos")
-            photos += found
         elif not item.is_file():
             problems.append(f"{item}: no such file or folder")
-        elif _image_format(item, unreadable="?") is None:
+        elif _looks_like_a_photo(item, if_unopenable=True):   # predict_files says why it cannot
+            photos.append(item)                               # open one
+        else:
             problems.append(_not_a_photo(item, "not an image"))
-        else:                                  # ("?": predict_files says why it cannot open it)
-            photos.append(item)
     return photos, problems
 
 
-def _image_format(path: Path, unreadable: str | None = None) -> str | None:
+def _looks_like_a_photo(path: Path, *, if_unopenable: bool) -> bool:
+    """Whether ``path``'s header is an image's (:func:`lab2.data.reading.image_format`);
+    ``if_unopenable`` for a file that cannot be opened."""
     try:
-        return image_format(path)
+        return image_format(path) is not None
     except OSError:
-        return unreadable
+        return if_unopenable
 
 
 def predict_files(checkpoint: str | os.PathLike, images: list[str | os.PathLike],

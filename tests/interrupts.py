@@ -62,7 +62,8 @@ def pool_workers(pid: int) -> list[int]:
     """The worker processes of ``pid``'s pools and data loaders, however they were started: its
     children (``fork``, ``spawn``) or a forkserver's (Linux's default from Python 3.14); neither
     the servers (a cache build leaves one, idle) nor multiprocessing's resource tracker."""
-    def helper(child: int) -> bool:
+    def server_or_tracker(child: int) -> bool:
         command = Path(f"/proc/{child}/cmdline").read_bytes()
         return b"resource_tracker" in command or b"multiprocessing.forkserver" in command
-    return [p for p in descendants_of(pid) if not (p in children_of(pid) and helper(p))]
+    return [p for p in descendants_of(pid)
+            if not (p in children_of(pid) and server_or_tracker(p))]
