@@ -10,6 +10,8 @@
 # can travel as wheels in .whl/ (installed into /tmp/site first when the folder exists).
 #
 #   bash benchmarks/gpu_checks.sh [OUT_DIR]      # OUT_DIR gets a copy of RESULTS.md and the log
+#
+# It ends within 570 s: the pytest step by 240 s, the epoch benchmark by 450 s, the rest by 565 s.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -23,14 +25,26 @@ if [ -d .whl ]; then
 fi
 exec > >(tee "$OUT/gpu_checks.log") 2>&1
 status=0
-nvidia-smi --query-gpu=name,compute_cap,memory.total --format=csv
+# each step has its own time limit, so that one slow step cannot take the later ones with it, and
+# RESULTS.md is copied out after each step (a run stopped from outside keeps what it had measured)
+step() {  # step SECONDS_UNTIL command...: run command until the script's clock reads SECONDS_UNTIL
+    local until=$1; shift
+    if [ "$SECONDS" -ge "$until" ]; then echo "skipped (no time left): $*"; status=1; return; fi
+    timeout $((until - SECONDS)) "$@" || { echo "step failed or out of time ($?): $*"; status=1; }
+    cp benchmarks/RESULTS.md "$OUT/RESULTS.md"
+}
+nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv
+$PY -c "import sys, torch, torchvision, cv2, albumentations as A, numpy
+print('python', sys.version.split()[0], 'torch', torch.__version__, 'torchvision',
+      torchvision.__version__, 'cv2', cv2.__version__, 'albumentations', A.__version__,
+      'numpy', numpy.__version__, 'cuda', torch.version.cuda)" || exit 1
+echo "CPUs: $(nproc); /dev/shm: $(df -h /dev/shm | tail -1)"
 # addopts cleared: the notebook plugin (nbval) is not needed for these tests
-$PY -m pytest -q -p no:cacheprovider -o addopts="-ra" -m gpu tests/test_gpu.py || status=1
-$PY benchmarks/epoch.py --workers 4 --epochs 3 --compile || status=1
-$PY benchmarks/ddp.py --epochs 3 || status=1
+step 240 $PY -m pytest -q -p no:cacheprovider -o addopts="-ra" -m gpu tests/test_gpu.py
+step 450 $PY benchmarks/epoch.py --workers 4 --epochs 3 --compile
+step 565 $PY benchmarks/ddp.py --epochs 3
 if [ "$SECONDS" -lt 400 ] && command -v taskset >/dev/null; then
-    timeout $((560 - SECONDS)) taskset -c 0,1 $PY benchmarks/epoch.py --workers 2 4 --epochs 2 \
-        || echo "the 2-core epoch comparison stopped (out of time, or the message above)"
+    step 565 taskset -c 0,1 $PY benchmarks/epoch.py --workers 2 4 --epochs 2
 fi
-cp benchmarks/RESULTS.md "$OUT/RESULTS.md"
+echo "gpu_checks.sh done in ${SECONDS} s, status $status"
 exit $status
