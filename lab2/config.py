@@ -89,8 +89,9 @@ class TrainConfig:
     loss: Literal["cross_entropy"] = setting(
         "cross_entropy", "the loss, over two classes (background, pet)")
     # --- data loading
-    num_workers: int = setting(4, "data-loader worker processes (0 = the main process)",
-                               minimum=0, resumable=True)
+    num_workers: int = setting(4, "data-loader worker processes (0 = the main process; at "
+                               "most one per CPU core the run may use)", minimum=0,
+                               resumable=True)
     prefetch_factor: int = setting(2, "batches each worker prepares ahead", minimum=1,
                                    resumable=True)
     max_train_samples: int | None = setting(None, "use at most this many training images "
@@ -106,7 +107,9 @@ class TrainConfig:
         "with loss scaling on older NVIDIA GPUs, else off (lab2.machine)", resumable=True)
     channels_last: Literal["auto", "on", "off"] = setting(
         "auto", "channels_last memory layout (auto: lab2.machine)", resumable=True)
-    compile: bool = setting(False, "torch.compile the model (CUDA)", resumable=True)
+    compile: bool = setting(False, "torch.compile the model (CUDA; off by default: whole "
+                            "epochs on an H200 were not faster, benchmarks/README.md)",
+                            resumable=True)
     sync_bn: bool = setting(True, "under torchrun: BatchNorm statistics over the global batch "
                             "(synchronised across the processes)")
     profile: Literal["full", "quick", "smoke", "auto"] = setting(

@@ -491,8 +491,7 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
                 group["initial_lr"], group["lr"] = config.lr, lr_at_epoch(config, start_epoch)
     runnable = model                       # shares model's weights; checkpoints save model
     if world.distributed:
-        runnable = nn.parallel.DistributedDataParallel(
-            model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None)
+        runnable = distributed.wrap(model, device, synchronised_bn=config.sync_bn)
     if config.compile:
         runnable = torch.compile(runnable)
 

@@ -125,6 +125,7 @@ def test_a_loader_in_little_shared_memory_prepares_fewer_batches_the_same_ones(
     config = profile_config("smoke", **{**SMOKE, "image_size": 256}, num_workers=2)
     dataset = loaders.build_datasets(config, sample_root, progress=False)["train"]
     batch = 4 * (3 + 1) * 256 * 256                 # uint8 images and masks, batch 4
+    monkeypatch.setattr(loaders, "usable_cpus", lambda: 8)
     monkeypatch.setattr(loaders, "shared_memory_free", lambda: 5 * batch)
     with pytest.warns(SharedMemoryWarning, match="2 loader workers x 2 batches ahead need"):
         fitted = loaders.make_loader(dataset, config, train=True)
@@ -139,6 +140,36 @@ def test_a_loader_in_little_shared_memory_prepares_fewer_batches_the_same_ones(
     for (a, ma, na), (b, mb, nb) in zip(fitted, plain, strict=True):
         assert torch.equal(a, b) and torch.equal(ma, mb) and na == nb
 
+
+def test_loader_workers_are_at_most_one_per_core_the_run_may_use():
+    from lab2.data.loaders import fit_workers_to_cores
+    assert fit_workers_to_cores(4, 8) == (4, None)
+    assert fit_workers_to_cores(4, 4) == (4, None)
+    assert fit_workers_to_cores(0, 1) == (0, None)
+    workers, why = fit_workers_to_cores(4, 2)
+    assert workers == 2 and why.startswith("4 asked for, lowered to the 2 CPU core(s)")
+
+
+def test_a_loader_on_few_cores_has_fewer_workers_and_the_same_batches(sample_root, monkeypatch):
+    """Colab's 2 vCPUs, or two runs of ``experiment --parallel`` sharing 4 cores: the report's 4
+    workers become 2, said in ``loader.plan`` (run.json's ``loader``); the batches are the same."""
+    import lab2.data.loaders as loaders
+    config = profile_config("smoke", **SMOKE, num_workers=4)
+    dataset = loaders.build_datasets(config, sample_root, progress=False)["train"]
+    monkeypatch.setattr(loaders, "shared_memory_free", lambda: None)
+    monkeypatch.setattr(loaders, "usable_cpus", lambda: 8)
+    plain = loaders.make_loader(dataset, config, train=True)
+    assert (plain.num_workers, plain.plan) == (4, "4 worker(s) x 2 batch(es) ahead")
+    monkeypatch.setattr(loaders, "usable_cpus", lambda: 4)
+    monkeypatch.setenv(loaders.RUNS_AT_ONCE_ENV, "2")
+    fewer = loaders.make_loader(dataset, config, train=True)
+    assert fewer.num_workers == 2
+    assert fewer.plan == ("2 worker(s) x 2 batch(es) ahead: 4 asked for, lowered to the 2 CPU "
+                          "core(s) this run may use (at most one worker per core)")
+    for loader in (fewer, plain):
+        loader.sampler.set_epoch(1)
+    for (a, ma, na), (b, mb, nb) in zip(fewer, plain, strict=True):
+        assert torch.equal(a, b) and torch.equal(ma, mb) and na == nb
 
 def test_a_run_whose_loader_runs_out_of_shared_memory_is_one_line_and_resumes(
         sample_root, tmp_path, monkeypatch, capsys):
@@ -233,7 +264,9 @@ def test_a_run_in_a_real_64_mib_style_shared_memory_trains_instead_of_failing(sa
     script = f"""
 import time, warnings
 from lab2.config import profile_config
+import lab2.data.loaders
 from lab2.data.loaders import build_datasets, make_loader
+lab2.data.loaders.usable_cpus = lambda: 8       # 4 workers whatever this machine's cores
 config = profile_config("smoke", image_size=512, batch_size=2, num_workers=4,
                         max_train_samples=40, device="cpu")
 dataset = build_datasets(config, {str(sample_root)!r}, progress=False)["train"]

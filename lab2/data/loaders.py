@@ -25,7 +25,7 @@ from ..augment import build_train_transforms
 from ..config import TrainConfig
 from ..notices import SharedMemoryWarning
 from ..preprocess import PreprocessParams
-from ..processes import die_with_parent
+from ..processes import die_with_parent, usable_cpus
 from .cache import build_cache
 from .dataset import OxfordPetSegmentation
 
@@ -195,9 +195,29 @@ def shared_memory_free() -> int | None:
         free = shutil.disk_usage(SHARED_MEMORY).free
     except OSError:
         return None
-    sharers = max(int(os.environ.get("LOCAL_WORLD_SIZE") or 1),
-                  int(os.environ.get(RUNS_AT_ONCE_ENV) or 1))
-    return free // sharers
+    return free // processes_sharing_this_machine()
+
+
+def processes_sharing_this_machine() -> int:
+    """Training processes on this machine at once: the ranks of this run on this machine
+    (torchrun's ``LOCAL_WORLD_SIZE``) or the runs of ``experiment --parallel``
+    (:data:`RUNS_AT_ONCE_ENV`)."""
+    return max(int(os.environ.get("LOCAL_WORLD_SIZE") or 1),
+               int(os.environ.get(RUNS_AT_ONCE_ENV) or 1))
+
+
+def fit_workers_to_cores(workers: int, cores: int) -> tuple[int, str | None]:
+    """At most one loader worker per CPU core the run may use, and why they were lowered (None
+    if not). The batches, and the results, are the same (each sample carries its own seed).
+
+    Measured (``benchmarks/epoch.py`` on an H200 machine held to 2 cores with ``taskset``, as on
+    Colab's 2 vCPUs): 2 workers fed 167 (UNet) and 158 (ResNet34-UNet) training images/s, 4
+    workers 162 and 148; more workers than cores only add processes, memory, and PyTorch's
+    warning about them."""
+    if workers <= cores:
+        return workers, None
+    return cores, (f"{workers} asked for, lowered to the {cores} CPU core(s) this run may use "
+                   "(at most one worker per core)")
 
 
 def make_loader(dataset: OxfordPetSegmentation, config: TrainConfig, *, train: bool,
@@ -210,7 +230,8 @@ def make_loader(dataset: OxfordPetSegmentation, config: TrainConfig, *, train: b
     copy (8,477 rows/s on this 2-core CPU, ``benchmarks/data_pipeline.py``) and there is no
     augmentation to spread, so workers would only add processes.
 
-    Workers and batches ahead are lowered, with a warning, to what the shared memory holds
+    Workers are lowered to the CPU cores the run may use (:func:`fit_workers_to_cores`), then
+    workers and batches ahead, with a warning, to what the shared memory holds
     (:func:`fit_shared_memory`); ``loader.plan`` says what was used and why.
 
     The workers start by the program's start method (PyTorch's default), not by lab2's pools'
@@ -222,12 +243,16 @@ def make_loader(dataset: OxfordPetSegmentation, config: TrainConfig, *, train: b
     PyTorch, so ``forkserver`` costs them only 0.2 s per build. ``fork`` is Linux's default up to
     Python 3.13, ``forkserver`` from 3.14; both are tested, and ``spawn`` (macOS, Windows)."""
     workers = config.num_workers if (train or dataset.cache is None) else 0
-    batch_size, prefetch, why = config.batch_size // world_size, config.prefetch_factor, None
+    batch_size, prefetch, notes = config.batch_size // world_size, config.prefetch_factor, []
     if workers:
+        workers, why = fit_workers_to_cores(
+            workers, max(1, usable_cpus() // processes_sharing_this_machine()))
+        notes += [why] if why else []
         image, mask, _ = dataset[(0, 0)]                     # one sample's bytes, as loaded
         workers, prefetch, why = fit_shared_memory(
             workers, prefetch, (image.nbytes + mask.nbytes) * batch_size, shared_memory_free())
         if why:
+            notes.append(why)
             warnings.warn(why, SharedMemoryWarning, stacklevel=2)
     loader = DataLoader(
         dataset, batch_size=batch_size, drop_last=False,
@@ -241,7 +266,7 @@ def make_loader(dataset: OxfordPetSegmentation, config: TrainConfig, *, train: b
         generator=torch.Generator().manual_seed(config.seed),
         pin_memory=device is not None and device.type == "cuda")
     loader.plan = (f"{workers} worker(s) x {prefetch} batch(es) ahead" if workers else
-                   "the main process") + (f": {why}" if why else "")
+                   "the main process") + (": " + "; ".join(notes) if notes else "")
     return loader
 
 
@@ -256,5 +281,5 @@ def progress_over(loader: DataLoader, **bar) -> tqdm:
 
 
 __all__ = ["RUNS_AT_ONCE_ENV", "SHARED_MEMORY", "SeededSampler", "WORKERS_EPOCH", "build_datasets",
-           "epoch_seed", "fit_shared_memory", "init_loader_worker", "make_loader", "progress_over",
-           "shared_memory_free"]
+           "epoch_seed", "fit_shared_memory", "fit_workers_to_cores", "init_loader_worker",
+           "make_loader", "processes_sharing_this_machine", "progress_over", "shared_memory_free"]
