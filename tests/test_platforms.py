@@ -150,6 +150,7 @@ def test_loader_workers_are_at_most_one_per_core_the_run_may_use():
     assert workers == 2 and why.startswith("4 asked for, lowered to the 2 CPU core(s)")
 
 
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")  # the 4 workers
 def test_a_loader_on_few_cores_has_fewer_workers_and_the_same_batches(sample_root, monkeypatch):
     """Colab's 2 vCPUs, or two runs of ``experiment --parallel`` sharing 4 cores: the report's 4
     workers become 2, said in ``loader.plan`` (run.json's ``loader``); the batches are the same."""
