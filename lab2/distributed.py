@@ -288,7 +288,6 @@ def synchronise_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
-
 #: DistributedDataParallel's switch for broadcasting rank 0's buffers before every forward pass:
 #: ``forward_sync_buffers`` from PyTorch 2.13, ``broadcast_buffers`` before (deprecated since).
 BUFFER_SYNC_ARG = ("forward_sync_buffers" if "forward_sync_buffers" in
@@ -304,14 +303,15 @@ def wrap(model: nn.Module, device: torch.device, *, synchronised_bn: bool
     every forward pass: without synchronised BatchNorm each rank's statistics would drift apart.
     With it (``synchronised_bn``, :func:`synchronise_batchnorm`) every rank computes the same
     statistics from the global batch, so that copy is redundant work: one collective and a
-    flatten/unflatten of every buffer per step (153 buffers in ResNet34-UNet, 54 in UNet) — the
-    likeliest part of what one NCCL rank cost on an H200 against a plain run
-    (``benchmarks/ddp.py``: 0.85x for ResNet34-UNet, 0.94x for UNet, with the copy). It is left
-    on without synchronised BatchNorm."""
+    flatten/unflatten of every buffer per step (153 buffers in ResNet34-UNet, 54 in UNet),
+    probably part of what one NCCL rank cost on an H200 against a plain run (``benchmarks/ddp.py``
+    with the copy: 0.85x for ResNet34-UNet, 0.94x for UNet; not re-measured without it). It is
+    left on without synchronised BatchNorm."""
     extra = {} if not synchronised_bn else {BUFFER_SYNC_ARG: False}
     return nn.parallel.DistributedDataParallel(
         model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None,
         **extra)
+
 
 __all__ = ["BUFFER_SYNC_ARG", "DEFAULT_TIMEOUT_S", "GlobalBatchNorm2d", "World", "backend_for",
            "current", "gather", "launched", "peer_failure", "process_group", "restore_rng",
