@@ -490,7 +490,7 @@ def test_a_model_torch_compile_cannot_compile_is_one_line_saying_to_train_withou
         return [line for line in capsys.readouterr().err.splitlines()
                 if line.startswith("error:")]
     with monkeypatch.context() as patch:
-        patch.setattr(torch, "compile", lambda model: CompilesNothing(real.value))
+        patch.setattr(torch, "compile", lambda model, **_: CompilesNothing(real.value))
         assert cli.main([*args, "--epochs", "1", "--compile"]) == 1
         assert error_line() == [
             f"error: torch.compile could not compile unet on cpu (InvalidCxxCompiler: No working "

@@ -18,7 +18,7 @@ from lab2.experiment import REPORTED_DICE, load_results, run_experiment
 from lab2.metrics import DiceMeter
 from lab2.predict import predict_files, predict_probability
 from lab2.runs import read_history
-from lab2.train import LossGuard, NonFiniteLossError, train
+from lab2.train import LossGuard, NonFiniteLossError, compile_model, train
 
 SMOKE = dict(image_size=64, base_channels=4, epochs=3, batch_size=4, max_train_samples=12,
              max_eval_samples=6, num_workers=0, device="cpu")   # exact resume is a CPU property
@@ -170,6 +170,40 @@ def test_the_loss_guard_on_the_cpu_stops_at_the_bad_batch_itself():
         guard.check(torch.tensor(float("nan")), epoch=2, batch=4)
     guard.flush()   # nothing pending on the CPU
 
+
+
+def test_a_compiled_network_keeps_one_static_graph_per_batch_shape():
+    """Dynamo's default would compile a graph with a symbolic batch size at the last, shorter
+    batch and then run every batch through it; the speed measured for --compile is that of
+    static graphs. A counting backend sees which graphs are made and which serve the batches."""
+    graphs = []                                # per graph: (input shapes, calls)
+
+    def counting(graph, inputs):
+        graphs.append([[type(t).__name__ for t in inputs], 0])
+        entry = graphs[-1]
+
+        def run(*args):
+            entry[1] += 1
+            return graph.forward(*args)
+        return run
+
+    torch._dynamo.reset()
+    model = compile_model(torch.nn.Conv2d(3, 4, 3), backend=counting)
+    for batch in (8, 3, 8, 8, 3):               # full batches, then the last one, each epoch
+        model(torch.randn(batch, 3, 16, 16))
+    torch._dynamo.reset()
+    assert len(graphs) == 2
+    assert not any("SymInt" in kinds for kinds, _ in graphs)
+    assert [calls for _, calls in graphs] == [3, 2]   # the full batches' graph serves them
+
+
+def test_a_compiled_run_compiles_with_static_shapes(sample_root, tmp_path, monkeypatch):
+    """What the training loop asks of torch.compile (the test above shows what it does)."""
+    asked = []
+    monkeypatch.setattr(torch, "compile", lambda model, **options: asked.append(options) or model)
+    train(profile_config("smoke", **{**SMOKE, "epochs": 1, "compile": True}), sample_root,
+          tmp_path / "run", progress=False)
+    assert asked == [{"dynamic": False}]
 
 def test_evaluate_reports_both_dice_figures_at_both_resolutions(trained, sample_root):
     metrics = evaluate_checkpoint(trained / "best.pt", sample_root, "test", progress=False)
