@@ -172,6 +172,9 @@ def test_the_loss_guard_on_the_cpu_stops_at_the_bad_batch_itself():
 
 
 
+# PyTorch's profile-guided-compile cache remembers (and warns once) that an earlier test in the
+# session turned the compile caches off
+@pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled")
 def test_a_compiled_network_keeps_one_static_graph_per_batch_shape():
     """Dynamo's default would compile a graph with a symbolic batch size at the last, shorter
     batch and then run every batch through it; the speed measured for --compile is that of
