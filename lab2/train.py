@@ -244,6 +244,7 @@ def compile_model(module: nn.Module, **options) -> nn.Module:
     ``options`` go to ``torch.compile`` (the tests pass a backend)."""
     return torch.compile(module, dynamic=False, **options)
 
+
 # ---- the run ------------------------------------------------------------------------------------
 
 class OutOfMemory(RuntimeError):

@@ -171,7 +171,6 @@ def test_the_loss_guard_on_the_cpu_stops_at_the_bad_batch_itself():
     guard.flush()   # nothing pending on the CPU
 
 
-
 # PyTorch's profile-guided-compile cache remembers (and warns once) that an earlier test in the
 # session turned the compile caches off
 @pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled")
@@ -179,7 +178,7 @@ def test_a_compiled_network_keeps_one_static_graph_per_batch_shape():
     """Dynamo's default would compile a graph with a symbolic batch size at the last, shorter
     batch and then run every batch through it; the speed measured for --compile is that of
     static graphs. A counting backend sees which graphs are made and which serve the batches."""
-    graphs = []                                # per graph: (input shapes, calls)
+    graphs = []                                # per graph: [kinds of its inputs, calls]
 
     def counting(graph, inputs):
         graphs.append([[type(t).__name__ for t in inputs], 0])
@@ -207,6 +206,7 @@ def test_a_compiled_run_compiles_with_static_shapes(sample_root, tmp_path, monke
     train(profile_config("smoke", **{**SMOKE, "epochs": 1, "compile": True}), sample_root,
           tmp_path / "run", progress=False)
     assert asked == [{"dynamic": False}]
+
 
 def test_evaluate_reports_both_dice_figures_at_both_resolutions(trained, sample_root):
     metrics = evaluate_checkpoint(trained / "best.pt", sample_root, "test", progress=False)
