@@ -43,7 +43,7 @@ def main() -> None:
 
     from lab2.checkpoint import load_checkpoint
     from lab2.distributed import torchrun_command
-    from lab2.machine import cpu_threads_each
+    from lab2.processes import cores_each
 
     if args.dry_run:
         size, n_trainval, sample_size, epochs = 64, 40, 96, 2
@@ -63,7 +63,7 @@ def main() -> None:
                 args_ = ["train", "--model", model, "--profile", "full", "--root", str(root),
                          "--out", str(out), "--image-size", str(size), "--epochs", str(epochs),
                          "--max-eval-samples", "64", *flags]
-                env = {**os.environ, "OMP_NUM_THREADS": str(cpu_threads_each(nproc)),
+                env = {**os.environ, "OMP_NUM_THREADS": str(cores_each(nproc)),
                        "TQDM_DISABLE": "1"}
                 command = (torchrun_command(nproc, args_) if nproc else
                            [sys.executable, "-m", "lab2", *args_])

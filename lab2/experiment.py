@@ -343,7 +343,7 @@ def _train_in_parallel(name: str, root, out: Path, runs, seeds, overrides: dict,
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .machine import cpu_threads_each
+    from .processes import cores_each
     todo = _pending(name, root, out, runs, seeds, overrides)
     if not todo:
         return
@@ -353,7 +353,7 @@ def _train_in_parallel(name: str, root, out: Path, runs, seeds, overrides: dict,
         gpus = list(range(min(parallel, torch.cuda.device_count())))
     workers = min(len(gpus) if gpus else parallel, len(todo))
     free = list(gpus[:workers]) if gpus else [None] * workers     # one run per slot at a time
-    threads = 1 if gpus else cpu_threads_each(workers)
+    threads = 1 if gpus else cores_each(workers)
     where = (f"GPUs {', '.join(map(str, gpus[:workers]))}" if gpus else
              f"{workers} CPU processes of {threads} thread(s)")
     log.info("training %d runs on %s", len(todo), where)
@@ -413,7 +413,8 @@ def _train_with_torchrun(name: str, root, out: Path, runs, seeds, overrides: dic
     import tempfile
 
     from .distributed import torchrun_command
-    from .machine import cpu_threads_each, resolve_device
+    from .machine import resolve_device
+    from .processes import cores_each
     todo = _pending(name, root, out, runs, seeds, overrides)
     if not todo:
         return
@@ -424,7 +425,7 @@ def _train_with_torchrun(name: str, root, out: Path, runs, seeds, overrides: dic
                              f"{torch.cuda.device_count()}. Use --ddp "
                              f"{torch.cuda.device_count()} or --device cpu")
     env = {**os.environ, QUIET_INTERRUPT_ENV: "1"}      # a Ctrl-C is told once, below
-    env.setdefault("OMP_NUM_THREADS", str(cpu_threads_each(nproc)))
+    env.setdefault("OMP_NUM_THREADS", str(cores_each(nproc)))
     if not progress:
         env["TQDM_DISABLE"] = "1"             # tqdm's own switch, read by every bar
     with tempfile.TemporaryDirectory(prefix="lab2-ddp-") as folder:

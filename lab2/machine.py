@@ -57,11 +57,6 @@ def cpu_bf16_native() -> tuple[bool, str]:
     return False, "the CPU has neither AVX512-BF16 nor AMX (bf16 would be emulated, slower)"
 
 
-def cpu_threads_each(processes: int) -> int:
-    """Threads for each of ``processes`` processes that share this machine's CPU cores."""
-    return max(1, usable_cpus() // max(1, processes))
-
-
 def fit_cpu_threads() -> tuple[int, str]:
     """Lower PyTorch's CPU threads to the cores this process may use (its affinity and its
     container's CPU quota); return the count and why. An ``OMP_NUM_THREADS`` the user set, or a

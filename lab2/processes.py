@@ -107,6 +107,12 @@ def usable_cpus() -> int:
     return max(1, min(cores, math.ceil(limit))) if limit else cores
 
 
+def cores_each(processes: int) -> int:
+    """The CPU cores each of ``processes`` processes sharing this machine's usable cores may
+    use (at least 1): their PyTorch threads, or their data loader's workers."""
+    return max(1, usable_cpus() // max(1, processes))
+
+
 #: How often a worker looks for its parent, in seconds.
 WATCH_INTERVAL_S = 0.5
 

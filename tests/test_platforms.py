@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import lab2.train as train_module
-from lab2 import atomic, cli, machine, paths
+from lab2 import atomic, cli, machine, paths, processes
 from lab2.checkpoint import load_checkpoint
 from lab2.config import profile_config
 from lab2.data.loaders import SeededSampler
@@ -125,7 +125,7 @@ def test_a_loader_in_little_shared_memory_prepares_fewer_batches_the_same_ones(
     config = profile_config("smoke", **{**SMOKE, "image_size": 256}, num_workers=2)
     dataset = loaders.build_datasets(config, sample_root, progress=False)["train"]
     batch = 4 * (3 + 1) * 256 * 256                 # uint8 images and masks, batch 4
-    monkeypatch.setattr(loaders, "usable_cpus", lambda: 8)
+    monkeypatch.setattr(processes, "usable_cpus", lambda: 8)
     monkeypatch.setattr(loaders, "shared_memory_free", lambda: 5 * batch)
     with pytest.warns(SharedMemoryWarning, match="2 loader workers x 2 batches ahead need"):
         fitted = loaders.make_loader(dataset, config, train=True)
@@ -158,10 +158,10 @@ def test_a_loader_on_few_cores_has_fewer_workers_and_the_same_batches(sample_roo
     config = profile_config("smoke", **SMOKE, num_workers=4)
     dataset = loaders.build_datasets(config, sample_root, progress=False)["train"]
     monkeypatch.setattr(loaders, "shared_memory_free", lambda: None)
-    monkeypatch.setattr(loaders, "usable_cpus", lambda: 8)
+    monkeypatch.setattr(processes, "usable_cpus", lambda: 8)
     plain = loaders.make_loader(dataset, config, train=True)
     assert (plain.num_workers, plain.plan) == (4, "4 worker(s) x 2 batch(es) ahead")
-    monkeypatch.setattr(loaders, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(processes, "usable_cpus", lambda: 4)
     monkeypatch.setenv(loaders.RUNS_AT_ONCE_ENV, "2")
     fewer = loaders.make_loader(dataset, config, train=True)
     assert fewer.num_workers == 2
@@ -265,9 +265,9 @@ def test_a_run_in_a_real_64_mib_style_shared_memory_trains_instead_of_failing(sa
     script = f"""
 import time, warnings
 from lab2.config import profile_config
-import lab2.data.loaders
+import lab2.processes
 from lab2.data.loaders import build_datasets, make_loader
-lab2.data.loaders.usable_cpus = lambda: 8       # 4 workers whatever this machine's cores
+lab2.processes.usable_cpus = lambda: 8          # 4 workers whatever this machine's cores
 config = profile_config("smoke", image_size=512, batch_size=2, num_workers=4,
                         max_train_samples=40, device="cpu")
 dataset = build_datasets(config, {str(sample_root)!r}, progress=False)["train"]

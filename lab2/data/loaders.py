@@ -25,7 +25,7 @@ from ..augment import build_train_transforms
 from ..config import TrainConfig
 from ..notices import SharedMemoryWarning
 from ..preprocess import PreprocessParams
-from ..processes import die_with_parent, usable_cpus
+from ..processes import cores_each, die_with_parent
 from .cache import build_cache
 from .dataset import OxfordPetSegmentation
 
@@ -245,9 +245,9 @@ def make_loader(dataset: OxfordPetSegmentation, config: TrainConfig, *, train: b
     workers = config.num_workers if (train or dataset.cache is None) else 0
     batch_size, prefetch, notes = config.batch_size // world_size, config.prefetch_factor, []
     if workers:
-        workers, why = fit_workers_to_cores(
-            workers, max(1, usable_cpus() // processes_sharing_this_machine()))
-        notes += [why] if why else []
+        workers, why = fit_workers_to_cores(workers, cores_each(processes_sharing_this_machine()))
+        if why:
+            notes.append(why)
         image, mask, _ = dataset[(0, 0)]                     # one sample's bytes, as loaded
         workers, prefetch, why = fit_shared_memory(
             workers, prefetch, (image.nbytes + mask.nbytes) * batch_size, shared_memory_free())
