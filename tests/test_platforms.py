@@ -102,6 +102,13 @@ def test_each_epoch_starts_one_pass_over_each_loader(sample_root, tmp_path, monk
 MiB = 2**20
 
 
+def assert_same_batches(a, b) -> None:
+    """Two loaders of one data set give the same batches (images, masks, names) in an epoch."""
+    for loader in (a, b):
+        loader.sampler.set_epoch(1)
+    for (x, mx, nx), (y, my, ny) in zip(a, b, strict=True):
+        assert torch.equal(x, y) and torch.equal(mx, my) and nx == ny
+
 def test_loader_workers_are_fitted_to_the_shared_memory_there_is():
     from lab2.data.loaders import fit_shared_memory
     batch = 8 * MiB                             # the full profile's batch: 8 images of 512 px
@@ -135,10 +142,7 @@ def test_a_loader_in_little_shared_memory_prepares_fewer_batches_the_same_ones(
     plain = loaders.make_loader(dataset, config, train=True)
     assert (plain.num_workers, plain.prefetch_factor, plain.plan) == (
         2, 2, "2 worker(s) x 2 batch(es) ahead")
-    for loader in (fitted, plain):
-        loader.sampler.set_epoch(1)
-    for (a, ma, na), (b, mb, nb) in zip(fitted, plain, strict=True):
-        assert torch.equal(a, b) and torch.equal(ma, mb) and na == nb
+    assert_same_batches(fitted, plain)
 
 
 def test_loader_workers_are_at_most_one_per_core_the_run_may_use():
@@ -167,10 +171,8 @@ def test_a_loader_on_few_cores_has_fewer_workers_and_the_same_batches(sample_roo
     assert fewer.num_workers == 2
     assert fewer.plan == ("2 worker(s) x 2 batch(es) ahead: 4 asked for, lowered to the 2 CPU "
                           "core(s) this run may use (at most one worker per core)")
-    for loader in (fewer, plain):
-        loader.sampler.set_epoch(1)
-    for (a, ma, na), (b, mb, nb) in zip(fewer, plain, strict=True):
-        assert torch.equal(a, b) and torch.equal(ma, mb) and na == nb
+    assert_same_batches(fewer, plain)
+
 
 def test_a_run_whose_loader_runs_out_of_shared_memory_is_one_line_and_resumes(
         sample_root, tmp_path, monkeypatch, capsys):
