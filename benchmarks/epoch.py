@@ -22,7 +22,14 @@ import tempfile
 from pathlib import Path
 
 import torch
-from results import append_section, markdown_table, sample_with_cache, steady_epoch_seconds
+from results import (
+    append_section,
+    lift_worker_cap,
+    loader_workers,
+    markdown_table,
+    sample_with_cache,
+    steady_epoch_seconds,
+)
 
 TRAIN_IMAGES, EPOCHS = 3312, 50
 
@@ -35,6 +42,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--n-trainval", type=int, default=600)
     parser.add_argument("--sample-size", type=int, default=500, help="longest photo side, px")
+    parser.add_argument("--beyond-cores", action="store_true",
+                        help="start the workers asked for even beyond the usable CPU cores (lab2 "
+                             "caps them at one per core): to measure that cap's alternative")
     parser.add_argument("--compile", action="store_true",
                         help="also train each network compiled (torch.compile) with the first "
                              "worker count: the end-to-end basis of a compile default")
@@ -42,6 +52,8 @@ def main() -> None:
 
     from lab2.config import profile_config
     from lab2.train import train
+    if args.beyond_cores:
+        lift_worker_cap()
 
     if args.dry_run:
         size, n_trainval, sample_size, workers, epochs = 64, 40, 96, [0, 2], 2
@@ -63,9 +75,11 @@ def main() -> None:
                 result = train(config, root, out, progress=False)
                 seconds = [h["seconds"] for h in result["history"]]
                 steady = steady_epoch_seconds(seconds)
-                n_train = json.loads((out / "run.json").read_text(encoding="utf-8"))["n_train"]
+                record = json.loads((out / "run.json").read_text(encoding="utf-8"))
+                n_train, used = record["n_train"], loader_workers(record["loader"])
                 rate = n_train / steady
-                rows.append((model, "yes" if compiled else "no", config.batch_size, w, n_train,
+                rows.append((model, "yes" if compiled else "no", config.batch_size,
+                             w if used == w else f"{used} ({w} asked)", n_train,
                              f"{seconds[0]:.1f}",
                              f"{steady:.2f}", f"{rate:.0f}",
                              f"{EPOCHS * steady * TRAIN_IMAGES / n_train / 3600:.2f}"))

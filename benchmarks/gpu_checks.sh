@@ -55,7 +55,8 @@ want ddp && step 330 $PY benchmarks/ddp_step.py
 want ddp && step 450 $PY benchmarks/ddp.py ${DDP_ARGS:---epochs 3}
 want epoch && step 575 $PY benchmarks/epoch.py --workers 4 --epochs 3 --compile
 if want cores && [ "$SECONDS" -lt 400 ] && command -v taskset >/dev/null; then
-    step 575 taskset -c 0,1 $PY benchmarks/epoch.py --workers 2 4 --epochs 3 --n-trainval 300
+    step 575 taskset -c 0,1 $PY benchmarks/epoch.py --workers 2 4 --epochs 3 --n-trainval 300 \
+        --beyond-cores
 fi
 echo "gpu_checks.sh done in ${SECONDS} s, status $status"
 exit $status

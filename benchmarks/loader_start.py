@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results import append_section, markdown_table, sample_with_cache
+from results import append_section, lift_worker_cap, markdown_table, sample_with_cache
 
 
 def workers_pss_mib(loader) -> float:
@@ -62,6 +62,7 @@ def main() -> None:
 
     from lab2.config import profile_config
     from lab2.data.loaders import build_datasets, make_loader
+    lift_worker_cap()                     # the profile's workers, whatever this machine's cores
     torch.randn(512, 512) @ torch.randn(512, 512)           # PyTorch's threads are running
     tqdm(total=1, disable=False).close()                       # and tqdm's monitor
     config = profile_config("full", image_size=args.size, num_workers=args.workers,

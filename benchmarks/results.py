@@ -33,6 +33,20 @@ def sample_with_cache(folder: Path, n_trainval: int, photo_size: int, image_size
     return root, generated, cached
 
 
+def lift_worker_cap() -> None:
+    """Let this process's loaders start as many workers as asked, beyond the usable CPU cores
+    (lab2 starts at most one per core, ``lab2.data.loaders.fit_workers_to_cores``): for the
+    benchmarks that measure the alternative to that cap, or a fixed number of workers."""
+    import lab2.data.loaders
+    lab2.data.loaders.cores_each = lambda processes: sys.maxsize
+
+
+def loader_workers(plan: str) -> int:
+    """The workers a loader used, from its ``plan`` (``run.json``'s ``loader``)."""
+    first = plan.split()[0]
+    return int(first) if first.isdigit() else 0
+
+
 def steady_epoch_seconds(seconds: Sequence[float]) -> float:
     """The median epoch time after the first (which pays cudnn's autotuning and the start of the
     loader's workers)."""
