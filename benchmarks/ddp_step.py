@@ -1,13 +1,17 @@
 """What DistributedDataParallel costs one process per training step, and what lab2's wrapper saves.
 
 Each network's training step (``stepbench.TrainStep``, as ``gpu.py`` times it: lab2's precision
-and memory layout for the device, fused Adam, batch 8) is timed three ways in one process: plain;
+and memory layout for the device, fused Adam, batch 8) is timed four ways in one process: plain;
 under DDP as PyTorch sets it up by default, which copies rank 0's buffers (BatchNorm's running
-statistics) to every rank before each forward pass; and under ``lab2.distributed.wrap``, which
-leaves that copy out when BatchNorm is synchronised. Both DDP variants synchronise BatchNorm, as a
-lab2 run under torchrun does. The three are timed in alternating rounds, so that drift (clocks,
-other load) falls on all of them alike; the table gives the median step of each and its speed
-relative to the plain step.
+statistics) to every rank before each forward pass; under ``lab2.distributed.wrap``, which
+leaves that copy out when BatchNorm is synchronised; and, as the candidate next step, without the
+copy and with ``gradient_as_bucket_view=True`` (the gradients live in DDP's communication buckets
+instead of being copied into them after each backward pass). The DDP variants synchronise
+BatchNorm, as a lab2 run under torchrun does. They are timed in alternating rounds, so that drift
+(clocks, other load) falls on all of them alike; the table gives the median step of each and its
+speed relative to the plain step. On this 2-core CPU the rounds vary by about ±5 % (three runs of
+``--dry-run --rounds 15`` put the bucket views at 0.943-1.025x of plain, the wrapper at
+0.887-1.004x): the dry run checks the script, the GPU run decides.
 
 ``benchmarks/ddp.py`` compares whole runs (loader, validation, files); this isolates the step.
 
@@ -27,7 +31,8 @@ from results import append_section, markdown_table
 from stepbench import TrainStep
 
 VARIANTS = ("plain", "DDP, buffers copied each step (PyTorch's default)",
-            "DDP, lab2.distributed.wrap (no copy)")
+            "DDP, lab2.distributed.wrap (no copy)",
+            "DDP, no copy, gradients as bucket views")
 
 
 def one_process_group(backend: str) -> None:
@@ -44,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from lab2.config import profile_config
-    from lab2.distributed import backend_for, synchronise_batchnorm, wrap
+    from lab2.distributed import BUFFER_SYNC_ARG, backend_for, synchronise_batchnorm, wrap
     from lab2.machine import Step
     from lab2.models import model_for
 
@@ -67,9 +72,15 @@ def main() -> None:
             model = step.place(model_for(config))
             if variant != VARIANTS[0]:
                 model = synchronise_batchnorm(model, step.device)
-                model = (wrap(model, step.device, synchronised_bn=True) if "wrap" in variant else
-                         torch.nn.parallel.DistributedDataParallel(
-                             model, device_ids=[0] if step.device.type == "cuda" else None))
+                device_ids = [0] if step.device.type == "cuda" else None
+                if "wrap" in variant:
+                    model = wrap(model, step.device, synchronised_bn=True)
+                elif "views" in variant:
+                    model = torch.nn.parallel.DistributedDataParallel(
+                        model, device_ids=device_ids, gradient_as_bucket_view=True,
+                        **{BUFFER_SYNC_ARG: False})
+                else:
+                    model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
             benches.append(TrainStep(variant, model, config.batch_size, size,
                                      device=step.device.type, channels_last=step.channels_last,
                                      amp=step.amp))
