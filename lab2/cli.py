@@ -485,10 +485,17 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def _told_by_first_rank(error: BaseException) -> bool:
-    """Under torchrun, whether rank 0 tells this error for every rank: a wrong argument or
-    missing file (every rank finds the same) or an error all ranks raise together (a non-finite
-    loss). Anything else happened to this rank alone and is told with its rank."""
+def _speaks_for_its_machine() -> bool:
+    """Under torchrun, whether this process is the first one on its machine (``LOCAL_RANK`` 0):
+    rank 0, and on each further machine the process whose lines reach that machine's terminal."""
+    return os.environ.get("LOCAL_RANK", "0") == "0"
+
+
+def _told_for_every_rank(error: BaseException) -> bool:
+    """Under torchrun, whether each machine's first process tells this error for the processes
+    on its machine: a wrong argument or missing file (the ranks of one machine find the same) or
+    an error all ranks raise together (a non-finite loss). Anything else happened to this rank
+    alone and is told with its rank."""
     return isinstance(error, (ValueError, FileNotFoundError)) or getattr(error, "every_rank", False)
 
 
@@ -501,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("lab2").setLevel(logging.INFO)
     if getattr(args, "cache_dir", None) is not None:
         os.environ[CACHE_ENV] = str(args.cache_dir)   # read by lab2.paths.cache_dir everywhere
-    rank = _rank()                       # under torchrun the first rank speaks for all
+    rank = _rank()              # under torchrun the first rank tells progress and warnings
     if rank:
         logging.getLogger("lab2").setLevel(logging.ERROR)
     with warnings.catch_warnings():
@@ -511,11 +518,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return args.func(args)
         except EXPECTED_ERRORS as e:
-            if not (rank and _told_by_first_rank(e)):
+            if _speaks_for_its_machine() or not _told_for_every_rank(e):
                 print(f"{f'rank {rank}: ' if rank else ''}error: {_one_line(e)}",
                       file=sys.stderr)
             return 1
         except KeyboardInterrupt:
-            if not (rank or os.environ.get(QUIET_INTERRUPT_ENV)):
+            if _speaks_for_its_machine() and not os.environ.get(QUIET_INTERRUPT_ENV):
                 print(f"interrupted; {_again(args)}", file=sys.stderr)
             return 130

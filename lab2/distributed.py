@@ -12,6 +12,10 @@ Synchronised BatchNorm computes the statistics over the global batch instead, so
 the network one process would. PyTorch's ``nn.SyncBatchNorm`` runs on GPUs with NCCL only;
 with gloo (the CPU, how this is tested, and GPUs without NCCL) :class:`GlobalBatchNorm2d` does the
 same with PyTorch's differentiable ``all_reduce``.
+
+On several machines (``torchrun --nnodes``) each machine reads its own ``--root``: the ranks
+compare their data sets before training (:func:`require_same`), and every machine's first process
+tells errors on that machine's terminal (:func:`lab2.cli.main`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import datetime as dt
 import inspect
 import logging
 import os
+import socket
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -94,7 +99,18 @@ def process_group(device: torch.device):
                                f"{gpus} visible GPU(s); use --nproc_per_node {gpus}")
         torch.cuda.set_device(local_rank)
     die_with_parent()       # a killed torchrun takes its ranks with it (and their run lock)
-    dist.init_process_group(backend, timeout=timeout)
+    try:
+        dist.init_process_group(backend, timeout=timeout)
+    except dist.DistError as e:
+        # On one machine torchrun stops the others when a process fails before joining; on
+        # several, the other machines' processes wait here for the group's timeout.
+        if "timeout" not in str(e).lower():
+            raise
+        where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+        raise RuntimeError(
+            f"not every process of this run joined it within {timeout_s()} s: one stopped "
+            f"before joining (its own message, on its machine, says why) or cannot reach "
+            f"{where}; once that is mended, run the same command again") from None
     try:
         yield current()
         # Every rank reaches the end before any tears the group down: with gloo, PyTorch 2.4's
@@ -172,6 +188,30 @@ def gather(obj) -> list:
     out = [None] * world.size
     dist.all_gather_object(out, obj)
     return out
+
+
+def disagreement(seen: list[tuple[str, str, str]]) -> str | None:
+    """What differs among the ranks' ``(key, description, host)``, in rank order: None when every
+    key is rank 0's, else the ranks grouped by what they have, e.g. ``rank 0 (on a): X; rank 1
+    (on b): Y``."""
+    if all(key == seen[0][0] for key, _, _ in seen):
+        return None
+    groups: dict[tuple[str, str], list[str]] = {}
+    for rank, (key, description, host) in enumerate(seen):
+        groups.setdefault((key, description), []).append(f"{rank} (on {host})")
+    return "; ".join(f"rank{'s' if len(ranks) > 1 else ''} {', '.join(ranks)}: {description}"
+                     for (_, description), ranks in groups.items())
+
+
+def require_same(key: str, description: str, what: str, fix: str) -> None:
+    """Raise ValueError on every rank unless every rank's ``key`` is rank 0's (a collective: call
+    it on every rank). On several machines each reads its own files: the message names each
+    rank's machine and ``description``, says ``what`` differs and how to ``fix`` it."""
+    if not current().distributed:
+        return
+    told = disagreement(gather((key, description, socket.gethostname())))
+    if told is not None:
+        raise ValueError(f"the processes of this run {what}: {told}; {fix}")
 
 
 def timeout_s() -> int:
@@ -317,6 +357,6 @@ def wrap(model: nn.Module, device: torch.device, *, synchronised_bn: bool
 
 
 __all__ = ["BUFFER_SYNC_ARG", "DEFAULT_TIMEOUT_S", "GlobalBatchNorm2d", "World", "backend_for",
-           "current", "gather", "launched", "peer_failure", "process_group", "restore_rng",
-           "rng_states", "seed_rank", "synchronise_batchnorm", "timeout_s", "torchrun_command",
-           "torchrun_main", "wrap"]
+           "current", "disagreement", "gather", "launched", "peer_failure", "process_group",
+           "require_same", "restore_rng", "rng_states", "seed_rank", "synchronise_batchnorm",
+           "timeout_s", "torchrun_command", "torchrun_main", "wrap"]

@@ -60,6 +60,7 @@ from .evaluate import evaluate_model
 from .machine import Step, describe, resolve_device
 from .models import model_for
 from .notices import shell_word
+from .paths import dataset_dir
 from .processes import signal_name
 from .runs import (
     RUN_FILES,
@@ -420,19 +421,38 @@ def train(config: TrainConfig, root, out, *, resume: bool = False, restart: bool
     """
     out = Path(out)
     with distributed.process_group(resolve_device(config.device)) as world:
-        owner = locks.owned(locks.folder_lock(out), f"the run folder {out}",
-                            fix="choose a writable --out folder") if world.main else nullcontext()
-        with owner:
-            if world.main:
-                atomic.remove_stale_temporaries(out)
-                if restart:
-                    for name in RUN_FILES:
-                        (out / name).unlink(missing_ok=True)
-                    for per_image in out.glob("per_image_*.csv"):
-                        per_image.unlink()
-            if world.distributed:
-                dist.barrier()
-            return _train(config, root, out, resume, progress and world.main, on_batch, world)
+        try:
+            owner = (locks.owned(locks.folder_lock(out), f"the run folder {out}",
+                                 fix="choose a writable --out folder")
+                     if world.main else nullcontext())
+            with owner:
+                if world.main:
+                    atomic.remove_stale_temporaries(out)
+                    if restart:
+                        for name in RUN_FILES:
+                            (out / name).unlink(missing_ok=True)
+                        for per_image in out.glob("per_image_*.csv"):
+                            per_image.unlink()
+                if world.distributed:
+                    dist.barrier()
+                return _train(config, root, out, resume, progress and world.main, on_batch,
+                              world)
+        except RuntimeError as e:
+            # a collective before the first epoch (a barrier, the data check, DDP's first
+            # broadcast) found another rank gone; lab2's own errors already say what to do
+            failure = (distributed.peer_failure(e) if world.distributed
+                       and type(e).__module__.partition(".")[0] != "lab2" else None)
+            if failure is None:
+                raise
+            raise OtherRankFailed(f"{failure}; once that is mended, run the same command "
+                                  "again") from None
+
+
+def _data_description(root, fingerprint: str) -> str:
+    where = Path(root).expanduser().resolve()
+    if not dataset_dir(root).is_dir():
+        return f"no data set at {where}"
+    return f"the {dataset_label(root)} at {where} (fingerprint {fingerprint})"
 
 
 def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
@@ -441,6 +461,12 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
     world = world or distributed.World()
     last = out / "last.pt"
     fingerprint = dataset_fingerprint(root)
+    # on several machines each rank reads its own --root: a copy that differs would mix data
+    # sets in one run (and fail only at the first validation, an epoch later)
+    distributed.require_same(
+        fingerprint, _data_description(root, fingerprint), "read different data sets",
+        "every machine needs the same data set at its --root (copy rank 0's there, or write it "
+        "with the same `python -m lab2 download` or `sample` command)")
     checkpoint, changes = None, {}
     if resume:
         if not last.is_file():

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +17,7 @@ import torch
 from interrupts import start_until
 from ports import free_port
 
+import lab2.cli
 import lab2.distributed
 from lab2.checkpoint import load_checkpoint
 from lab2.cli import main as cli_main
@@ -399,3 +403,147 @@ def test_gpus_without_nccl_use_gloo_and_its_batchnorm(monkeypatch, nccl, backend
     model = lab2.distributed.synchronise_batchnorm(build_model("unet", base_channels=4), cuda)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert norms and all(type(m) is norm for m in norms)
+
+
+# ---- several machines ------------------------------------------------------------------------
+
+def test_ranks_that_disagree_are_named_with_their_machines():
+    from lab2.distributed import disagreement
+    assert disagreement([("k", "A", "a"), ("k", "A at another path", "b")]) is None
+    assert disagreement([("k", "A", "a"), ("k", "A", "a"), ("x", "B", "b"), ("x", "B", "b")]) == (
+        "ranks 0 (on a), 1 (on a): A; ranks 2 (on b), 3 (on b): B")
+    assert disagreement([("k", "A", "a"), ("x", "B", "b"), ("k", "A", "a")]) == (
+        "ranks 0 (on a), 2 (on a): A; rank 1 (on b): B")
+
+
+@pytest.mark.parametrize("local_rank, rank, told", [
+    ("0", "0", "error: "), ("0", "4", "rank 4: error: "), ("1", "5", None)])
+def test_each_machine_s_first_process_tells_what_its_processes_found(local_rank, rank, told,
+                                                                     monkeypatch, capsys, tmp_path):
+    """Under torchrun on several machines each machine's terminal shows its own processes'
+    lines: its first process tells an error that every process there finds (here a missing
+    run), the others stay silent."""
+    monkeypatch.setenv("LOCAL_RANK", local_rank)
+    monkeypatch.setenv("RANK", rank)
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+    lab2_log = logging.getLogger("lab2")
+    level = lab2_log.level
+    try:                        # a rank other than 0 quietens lab2's log for the whole process
+        assert cli_main(["train", "--out", str(tmp_path / "none"), "--resume"]) == 1
+        err = capsys.readouterr().err
+        if told is None:
+            assert err == ""
+        else:
+            assert err.startswith(f"{told}--resume: no "), err
+        monkeypatch.setattr(lab2.cli, "cmd_train", interrupted)    # Ctrl-C on that machine
+        assert cli_main(["train", "--out", str(tmp_path / "none")]) == 130
+        assert capsys.readouterr().err == (
+            "" if told is None else
+            "interrupted; no epoch was finished, so nothing was saved; run the same command to "
+            "start again\n")
+    finally:
+        lab2_log.setLevel(level)
+
+
+def test_a_rank_gone_before_the_first_epoch_is_one_line_not_a_backend_error(monkeypatch, tmp_path):
+    import lab2.train
+    from lab2.config import profile_config
+    from lab2.distributed import World
+
+    @contextlib.contextmanager
+    def joined(device):
+        yield World(rank=0, size=2, distributed=True)
+    monkeypatch.setattr(lab2.distributed, "process_group", joined)
+    monkeypatch.setattr(lab2.train.dist, "barrier", lambda *a, **k: None)
+    config = profile_config("smoke", device="cpu")
+
+    def fails(error):
+        def _train(*args, **kwargs):
+            raise error
+        monkeypatch.setattr(lab2.train, "_train", _train)
+        return pytest.raises(Exception)
+
+    # what gloo raises from DDP's first broadcast when the peer has exited
+    with fails(RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection "
+                            "closed by peer [127.0.0.1]:17835")) as raised:
+        lab2.train.train(config, tmp_path, tmp_path / "run")
+    assert type(raised.value) is lab2.train.OtherRankFailed
+    assert str(raised.value).startswith("another process of this run stopped (")
+    assert str(raised.value).endswith("once that is mended, run the same command again")
+    # lab2's own errors already say what to do, whatever their words
+    mine = lab2.train.OutOfMemory("out of CUDA memory ... (nccl)")
+    with fails(mine) as raised:
+        lab2.train.train(config, tmp_path, tmp_path / "run")
+    assert raised.value is mine
+    with fails(RuntimeError("an error of this rank's own")) as raised:
+        lab2.train.train(config, tmp_path, tmp_path / "run")
+    assert type(raised.value) is RuntimeError
+
+
+def test_a_process_that_never_joins_is_one_line_after_the_timeout(monkeypatch):
+    from lab2 import distributed
+    for name, value in dict(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="10.0.0.1",
+                            MASTER_PORT="29500", LAB2_DIST_TIMEOUT_S="30").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(distributed, "die_with_parent", lambda: None)
+
+    def never_joined(*args, **kwargs):      # what PyTorch raises after waiting for the peer
+        raise torch.distributed.DistStoreError("wait timeout after 30000ms, keys: "
+                                               "/default_pg/0//cpu//0/1")
+    monkeypatch.setattr(torch.distributed, "init_process_group", never_joined)
+    with pytest.raises(RuntimeError, match=r"^not every process of this run joined it within "
+                                           r"30 s: .* cannot reach 10\.0\.0\.1:29500; once"):
+        with distributed.process_group(torch.device("cpu")):
+            pass
+
+
+def _machines(roots: list[Path], args: list, tmp_path) -> list[tuple[int, str, str]]:
+    """One run on two simulated machines: a torchrun per machine with one process each, meeting
+    at 127.0.0.1 (torchrun's static rendezvous, as on a cluster), machine i reading ``roots[i]``.
+    Returns each machine's (exit code, stdout, stderr): what its terminal shows."""
+    port, machines = free_port(), []
+    for node, root in enumerate(roots):
+        out, err = (open(tmp_path / f"machine{node}.{kind}", "w+", encoding="utf-8")
+                    for kind in ("out", "err"))
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
+                   f"--node-rank={node}", "--nproc_per_node=1", "--master-addr=127.0.0.1",
+                   f"--master-port={port}", "-m", "lab2", *args, "--root", str(root)]
+        machines.append((subprocess.Popen(command, stdout=out, stderr=err, cwd=tmp_path, env={
+            **os.environ, "OMP_NUM_THREADS": "1", "LAB2_DIST_TIMEOUT_S": "120"}), out, err))
+    done = []
+    for process, out, err in machines:
+        code = process.wait(timeout=400)
+        with out, err:
+            done.append((code, *(f.seek(0) or f.read() for f in (out, err))))
+    return done
+
+
+@pytest.mark.slow
+def test_two_machines_train_one_run_from_copies_of_the_data_and_refuse_different_ones(
+        sample_root, tmp_path):
+    copy = tmp_path / "copy"            # the second machine's own copy of the data set
+    shutil.copytree(sample_root, copy)
+    run = tmp_path / "run"              # on a file system both machines see
+    args = ["train", *SMOKE_DDP, "--epochs", "1", "--out", str(run)]
+    # an interrupted copy, one photo short: refused before any training, on both terminals
+    photo = sorted((copy / "oxford-iiit-pet" / "images").iterdir())[0]
+    aside = photo.rename(tmp_path / photo.name)
+    for machine, (code, _, err) in enumerate(_machines([sample_root, copy], args, tmp_path)):
+        assert code != 0
+        errors = re.findall(r"(?:rank \d+: )?error: .*", err)
+        assert len(errors) == 1, err[-3000:]
+        assert errors[0].startswith(f"{'rank 1: ' if machine else ''}error: the processes of "
+                                    "this run read different data sets: rank 0 (on "), errors
+        assert f"{copy} (fingerprint " in errors[0] and "every machine needs the same" in errors[0]
+    assert not (run / "last.pt").exists()
+    aside.rename(photo)
+    (first, first_out, first_err), (second, second_out, _) = _machines([sample_root, copy], args,
+                                                                        tmp_path)
+    assert first == second == 0, first_err[-3000:]
+    assert "best validation Dice" in first_out and "best validation Dice" not in second_out
+    record = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    assert (record["world_size"], record["backend"], len(record["devices"])) == (2, "gloo", 2)
+    assert [h["epoch"] for h in load_checkpoint(run / "last.pt")["history"]] == [1]
+
