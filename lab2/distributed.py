@@ -74,6 +74,11 @@ def current() -> World:
     return World()
 
 
+def several_machines() -> bool:
+    """Whether torchrun started this run's processes on more than one machine."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1")) < int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def backend_for(device: torch.device) -> str:
     """NCCL for CUDA where this PyTorch has it, gloo otherwise (the CPU; Windows, whose PyTorch
     builds have no NCCL)."""
@@ -358,5 +363,5 @@ def wrap(model: nn.Module, device: torch.device, *, synchronised_bn: bool
 
 __all__ = ["BUFFER_SYNC_ARG", "DEFAULT_TIMEOUT_S", "GlobalBatchNorm2d", "World", "backend_for",
            "current", "disagreement", "gather", "launched", "peer_failure", "process_group",
-           "require_same", "restore_rng", "rng_states", "seed_rank", "synchronise_batchnorm",
-           "timeout_s", "torchrun_command", "torchrun_main", "wrap"]
+           "require_same", "restore_rng", "rng_states", "seed_rank", "several_machines",
+           "synchronise_batchnorm", "timeout_s", "torchrun_command", "torchrun_main", "wrap"]

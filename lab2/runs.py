@@ -22,6 +22,7 @@ from . import __version__, atomic
 from .checkpoint import copy_checkpoint, load_checkpoint
 from .config import TrainConfig
 from .data.sample import dataset_label
+from .distributed import several_machines
 from .paths import source_checkout
 
 log = logging.getLogger(__name__)
@@ -84,9 +85,20 @@ def saved_run(run_dir: str | Path) -> dict:
     """:func:`run_summary` of a run that must exist (``--resume``): FileNotFoundError if not."""
     summary = run_summary(run_dir)
     if summary is None:
-        raise FileNotFoundError(f"--resume: no {Path(run_dir) / 'last.pt'} to continue from; "
-                                "drop --resume to start a new run")
+        raise no_run_to_resume(Path(run_dir) / "last.pt")
     return summary
+
+
+def no_run_to_resume(last: Path) -> FileNotFoundError:
+    """The error of ``--resume`` without ``last``; on several machines the likely cause is an
+    ``--out`` that only the first machine sees."""
+    if several_machines():
+        return FileNotFoundError(
+            f"--resume: no {last} to continue from on this machine; --out must be a folder "
+            "that every machine of the run sees (a shared file system), or drop --resume to "
+            "start a new run")
+    return FileNotFoundError(f"--resume: no {last} to continue from; drop --resume to start a "
+                             "new run")
 
 
 def saved_config(run_dir: str | Path) -> TrainConfig:
@@ -164,5 +176,5 @@ def is_finished(run_dir: str | Path, epochs: int | None = None) -> bool:
 
 
 __all__ = ["HISTORY_FIELDS", "RUN_FILES", "check_same_data", "device_name", "git_commit",
-           "is_finished", "read_history", "reconcile_run", "run_summary", "saved_config",
-           "saved_run", "write_history", "write_run_record"]
+           "is_finished", "no_run_to_resume", "read_history", "reconcile_run", "run_summary",
+           "saved_config", "saved_run", "write_history", "write_run_record"]

@@ -66,6 +66,7 @@ from .runs import (
     RUN_FILES,
     check_same_data,
     device_name,
+    no_run_to_resume,
     reconcile_run,
     write_history,
     write_run_record,
@@ -470,8 +471,7 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
     checkpoint, changes = None, {}
     if resume:
         if not last.is_file():
-            raise FileNotFoundError(f"--resume: no {last} to continue from; drop --resume to "
-                                    "start a new run")
+            raise no_run_to_resume(last)
         if world.main:
             reconcile_run(out)
         if world.distributed:

@@ -447,6 +447,18 @@ def test_each_machine_s_first_process_tells_what_its_processes_found(local_rank,
         lab2_log.setLevel(level)
 
 
+@pytest.mark.parametrize("processes_here, told", [
+    ("2", "drop --resume to start a new run"),
+    ("1", "--out must be a folder that every machine of the run sees (a shared file system)")])
+def test_resume_without_a_run_on_this_machine_names_the_shared_folder(processes_here, told,
+                                                                      monkeypatch, tmp_path):
+    from lab2.runs import saved_run
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", processes_here)     # 1: the other is elsewhere
+    with pytest.raises(FileNotFoundError, match=re.escape(told)):
+        saved_run(tmp_path)
+
+
 def test_a_rank_gone_before_the_first_epoch_is_one_line_not_a_backend_error(monkeypatch, tmp_path):
     import lab2.train
     from lab2.config import profile_config
