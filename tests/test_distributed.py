@@ -512,16 +512,17 @@ def test_a_process_that_never_joins_is_one_line_after_the_timeout(monkeypatch):
 
 
 def _machines(roots: list[Path], args: list, tmp_path) -> list[tuple[int, str, str]]:
-    """One run on two simulated machines: a torchrun per machine with one process each, meeting
-    at 127.0.0.1 (torchrun's static rendezvous, as on a cluster), machine i reading ``roots[i]``.
-    Returns each machine's (exit code, stdout, stderr): what its terminal shows."""
-    port, machines = free_port(), []
+    """One run on two simulated machines: on each, the README's command (torchrun with c10d
+    rendezvous, here at 127.0.0.1, one process per machine), machine i reading ``roots[i]``.
+    Returns each machine's (exit code, stdout, stderr): what its terminal shows. Which machine's
+    process becomes rank 0 is the rendezvous's choice."""
+    endpoint, machines = f"127.0.0.1:{free_port()}", []
     for node, root in enumerate(roots):
         out, err = (open(tmp_path / f"machine{node}.{kind}", "w+", encoding="utf-8")
                     for kind in ("out", "err"))
         command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
-                   f"--node-rank={node}", "--nproc_per_node=1", "--master-addr=127.0.0.1",
-                   f"--master-port={port}", "-m", "lab2", *args, "--root", str(root)]
+                   "--nproc_per_node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
+                   "--rdzv-id=pets", "-m", "lab2", *args, "--root", str(root)]
         machines.append((subprocess.Popen(command, stdout=out, stderr=err, cwd=tmp_path, env={
             **os.environ, "OMP_NUM_THREADS": "1", "LAB2_DIST_TIMEOUT_S": "120"}), out, err))
     done = []
@@ -542,19 +543,21 @@ def test_two_machines_train_one_run_from_copies_of_the_data_and_refuse_different
     # an interrupted copy, one photo short: refused before any training, on both terminals
     photo = sorted((copy / "oxford-iiit-pet" / "images").iterdir())[0]
     aside = photo.rename(tmp_path / photo.name)
-    for machine, (code, _, err) in enumerate(_machines([sample_root, copy], args, tmp_path)):
+    told = []
+    for code, _, err in _machines([sample_root, copy], args, tmp_path):
         assert code != 0
         errors = re.findall(r"(?:rank \d+: )?error: .*", err)
-        assert len(errors) == 1, err[-3000:]
-        assert errors[0].startswith(f"{'rank 1: ' if machine else ''}error: the processes of "
-                                    "this run read different data sets: rank 0 (on "), errors
+        assert len(errors) == 1, err[-3000:]             # one line on each machine's terminal
+        told.append(errors[0])
         assert f"{copy} (fingerprint " in errors[0] and "every machine needs the same" in errors[0]
+    assert sorted(line.split("error: ")[0] for line in told) == ["", "rank 1: "], told
+    assert all(line.split("error: ")[1].startswith(
+        "the processes of this run read different data sets: rank 0 (on ") for line in told)
     assert not (run / "last.pt").exists()
     aside.rename(photo)
-    (first, first_out, first_err), (second, second_out, _) = _machines([sample_root, copy], args,
-                                                                        tmp_path)
-    assert first == second == 0, first_err[-3000:]
-    assert "best validation Dice" in first_out and "best validation Dice" not in second_out
+    done = _machines([sample_root, copy], args, tmp_path)
+    assert [code for code, _, _ in done] == [0, 0], [err[-2000:] for _, _, err in done]
+    assert sorted("best validation Dice" in out for _, out, _ in done) == [False, True]
     record = json.loads((run / "run.json").read_text(encoding="utf-8"))
     assert (record["world_size"], record["backend"], len(record["devices"])) == (2, "gloo", 2)
     assert [h["epoch"] for h in load_checkpoint(run / "last.pt")["history"]] == [1]
