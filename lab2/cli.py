@@ -499,6 +499,19 @@ def _told_for_every_rank(error: BaseException) -> bool:
     return isinstance(error, (ValueError, FileNotFoundError)) or getattr(error, "every_rank", False)
 
 
+def _only_train_under_torchrun(command: str) -> None:
+    """torchrun starts the processes of one DDP training; any other command would run once per
+    process (N experiments racing for one folder): refused with what to run instead."""
+    from .distributed import launched
+    if command == "train" or not launched():
+        return
+    instead = (f"python -m lab2 {command} --ddp N (each training on N processes, through "
+               "torchrun) or --parallel N (N trainings at once)"
+               if command in ("experiment", "report") else f"python -m lab2 {command}")
+    raise ValueError(f"torchrun runs `python -m lab2 train` (one training on several "
+                     f"processes), not `{command}`; run {instead} without torchrun")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -516,6 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rank:
             warnings.simplefilter("ignore")
         try:
+            _only_train_under_torchrun(args.command)
             return args.func(args)
         except EXPECTED_ERRORS as e:
             if _speaks_for_its_machine() or not _told_for_every_rank(e):

@@ -447,6 +447,22 @@ def test_each_machine_s_first_process_tells_what_its_processes_found(local_rank,
         lab2_log.setLevel(level)
 
 
+@pytest.mark.parametrize("command, instead", [
+    (["experiment"], "run python -m lab2 experiment --ddp N (each training on N processes"),
+    (["evaluate", "--checkpoint", "best.pt"], "run python -m lab2 evaluate without torchrun")])
+def test_torchrun_runs_train_only(command, instead, monkeypatch, capsys):
+    """``torchrun -m lab2 experiment`` would run the experiment once per process, racing for
+    one folder; said before anything starts."""
+    for name, value in dict(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                            MASTER_PORT="29500").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(lab2.cli, f"cmd_{command[0]}", lambda args: 1 / 0)   # never reached
+    assert cli_main(command) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: torchrun runs `python -m lab2 train` (one training on several "
+                          f"processes), not `{command[0]}`; {instead}"), err
+
+
 @pytest.mark.parametrize("processes_here, told", [
     ("2", "drop --resume to start a new run"),
     ("1", "--out must be a folder that every machine of the run sees (a shared file system)")])
