@@ -219,6 +219,32 @@ def require_same(key: str, description: str, what: str, fix: str) -> None:
         raise ValueError(f"the processes of this run {what}: {told}; {fix}")
 
 
+def setting_differences(seen: list[tuple[dict, str]]) -> str | None:
+    """What differs among the ranks' ``(settings, host)``, in rank order: None when every rank
+    has rank 0's settings, else each group of ranks with its values of the fields that differ."""
+    first = seen[0][0]
+    differ = sorted({name for settings, _ in seen for name in {*settings, *first}
+                     if settings.get(name) != first.get(name)})
+    if not differ:
+        return None
+    return disagreement([(repr([settings.get(name) for name in differ]),
+                          ", ".join(f"{name} {settings.get(name)}" for name in differ), host)
+                         for settings, host in seen])
+
+
+def require_same_settings(settings: dict, fix: str) -> None:
+    """Raise ValueError on every rank unless every rank was given rank 0's ``settings`` (a
+    collective: call it on every rank). On several machines each starts from its own command
+    line; a run whose ranks train with different settings would average their gradients into a
+    model that no one configuration describes."""
+    if not current().distributed:
+        return
+    told = setting_differences(gather((settings, socket.gethostname())))
+    if told is not None:
+        raise ValueError(f"the processes of this run were given different settings: {told}; "
+                         f"{fix}")
+
+
 def timeout_s() -> int:
     """Seconds a rank waits for the others in a collective (``LAB2_DIST_TIMEOUT_S``)."""
     return int(os.environ.get("LAB2_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S))
@@ -363,5 +389,6 @@ def wrap(model: nn.Module, device: torch.device, *, synchronised_bn: bool
 
 __all__ = ["BUFFER_SYNC_ARG", "DEFAULT_TIMEOUT_S", "GlobalBatchNorm2d", "World", "backend_for",
            "current", "disagreement", "gather", "launched", "peer_failure", "process_group",
-           "require_same", "restore_rng", "rng_states", "seed_rank", "several_machines",
-           "synchronise_batchnorm", "timeout_s", "torchrun_command", "torchrun_main", "wrap"]
+           "require_same", "require_same_settings", "restore_rng", "rng_states", "seed_rank",
+           "setting_differences", "several_machines", "synchronise_batchnorm", "timeout_s",
+           "torchrun_command", "torchrun_main", "wrap"]

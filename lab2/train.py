@@ -449,6 +449,11 @@ def train(config: TrainConfig, root, out, *, resume: bool = False, restart: bool
                                   "again") from None
 
 
+#: Settings that only change how fast a machine feeds its processes: free to differ between the
+#: machines of one run (each may have its own number of cores).
+_PER_MACHINE_FIELDS = ("num_workers", "prefetch_factor")
+
+
 def _data_description(root, fingerprint: str) -> str:
     where = Path(root).expanduser().resolve()
     if not dataset_dir(root).is_dir():
@@ -468,6 +473,10 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
         fingerprint, _data_description(root, fingerprint), "read different data sets",
         "every machine needs the same data set at its --root (copy rank 0's there, or write it "
         "with the same `python -m lab2 download` or `sample` command)")
+    distributed.require_same_settings(
+        {name: value for name, value in config.to_dict().items()
+         if name not in _PER_MACHINE_FIELDS},
+        "give every machine the same command (config.json records rank 0's settings)")
     checkpoint, changes = None, {}
     if resume:
         if not last.is_file():

@@ -416,6 +416,17 @@ def test_ranks_that_disagree_are_named_with_their_machines():
         "ranks 0 (on a), 2 (on a): A; rank 1 (on b): B")
 
 
+def test_ranks_given_different_settings_are_told_field_by_field():
+    from lab2.distributed import setting_differences
+    base = {"lr": 0.001, "batch_size": 8, "model": "unet"}
+    assert setting_differences([(base, "a"), (dict(base), "b")]) is None
+    assert setting_differences([(base, "a"), (base, "a"), ({**base, "lr": 0.01}, "b"),
+                                ({**base, "lr": 0.01}, "b")]) == (
+        "ranks 0 (on a), 1 (on a): lr 0.001; ranks 2 (on b), 3 (on b): lr 0.01")
+    assert setting_differences([(base, "a"), ({**base, "batch_size": 4, "lr": 1}, "b")]) == (
+        "rank 0 (on a): batch_size 8, lr 0.001; rank 1 (on b): batch_size 4, lr 1")
+
+
 @pytest.mark.parametrize("local_rank, rank, told", [
     ("0", "0", "error: "), ("0", "4", "rank 4: error: "), ("1", "5", None)])
 def test_each_machine_s_first_process_tells_what_its_processes_found(local_rank, rank, told,
@@ -527,18 +538,20 @@ def test_a_process_that_never_joins_is_one_line_after_the_timeout(monkeypatch):
             pass
 
 
-def _machines(roots: list[Path], args: list, tmp_path) -> list[tuple[int, str, str]]:
+def _machines(roots: list[Path], args: list, tmp_path, flags: tuple[list, list] = ([], [])
+              ) -> list[tuple[int, str, str]]:
     """One run on two simulated machines: on each, the README's command (torchrun with c10d
     rendezvous, here at 127.0.0.1, one process per machine), machine i reading ``roots[i]``.
-    Returns each machine's (exit code, stdout, stderr): what its terminal shows. Which machine's
-    process becomes rank 0 is the rendezvous's choice."""
+    and adding ``flags[i]`` to its command. Returns each machine's (exit code, stdout, stderr):
+    what its terminal shows. Which machine's process becomes rank 0 is the rendezvous's
+    choice."""
     endpoint, machines = f"127.0.0.1:{free_port()}", []
     for node, root in enumerate(roots):
         out, err = (open(tmp_path / f"machine{node}.{kind}", "w+", encoding="utf-8")
                     for kind in ("out", "err"))
         command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
                    "--nproc_per_node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
-                   "--rdzv-id=pets", "-m", "lab2", *args, "--root", str(root)]
+                   "--rdzv-id=pets", "-m", "lab2", *args, "--root", str(root), *flags[node]]
         machines.append((subprocess.Popen(command, stdout=out, stderr=err, cwd=tmp_path, env={
             **os.environ, "OMP_NUM_THREADS": "1", "LAB2_DIST_TIMEOUT_S": "120"}), out, err))
     done = []
@@ -571,6 +584,14 @@ def test_two_machines_train_one_run_from_copies_of_the_data_and_refuse_different
         "the processes of this run read different data sets: rank 0 (on ") for line in told)
     assert not (run / "last.pt").exists()
     aside.rename(photo)
+    # the same data but another learning rate typed on one machine: refused the same way
+    told = [re.findall(r"error: .*", err) for _, _, err in _machines(
+        [sample_root, copy], args, tmp_path, flags=([], ["--lr", "0.5"]))]
+    assert all(len(lines) == 1 for lines in told), told
+    assert all(re.search(r"were given different settings: rank . \(on .*\): lr 0\.0?5; rank . "
+                         r"\(on .*\): lr 0\.0?5; give every machine the same command", lines[0])
+               for lines in told), told
+    assert not (run / "last.pt").exists()
     done = _machines([sample_root, copy], args, tmp_path)
     assert [code for code, _, _ in done] == [0, 0], [err[-2000:] for _, _, err in done]
     assert sorted("best validation Dice" in out for _, out, _ in done) == [False, True]
