@@ -473,10 +473,14 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
         fingerprint, _data_description(root, fingerprint), "read different data sets",
         "every machine needs the same data set at its --root (copy rank 0's there, or write it "
         "with the same `python -m lab2 download` or `sample` command)")
+    # and the same settings: with "auto" precision, a machine whose GPU lacks bf16 would take
+    # fp16 and scale its loss, and DDP would average scaled gradients with unscaled ones
+    step = Step.for_config(config)
     distributed.require_same_settings(
-        {name: value for name, value in config.to_dict().items()
-         if name not in _PER_MACHINE_FIELDS},
-        "give every machine the same command (config.json records rank 0's settings)")
+        {**{name: value for name, value in config.to_dict().items()
+            if name not in _PER_MACHINE_FIELDS}, "precision": step.why["precision"]},
+        "give every machine the same command (config.json records rank 0's settings), and "
+        "--amp bf16, fp16 or off where the GPUs differ")
     checkpoint, changes = None, {}
     if resume:
         if not last.is_file():
@@ -498,7 +502,6 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
 
-    step = Step.for_config(config)
     device = step.device
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

@@ -427,6 +427,30 @@ def test_ranks_given_different_settings_are_told_field_by_field():
         "rank 0 (on a): batch_size 8, lr 0.001; rank 1 (on b): batch_size 4, lr 1")
 
 
+def test_the_ranks_compare_the_settings_that_shape_the_run_and_the_precision_it_resolved(
+        sample_root, tmp_path, monkeypatch):
+    import lab2.train
+    from lab2.config import profile_config
+    from lab2.machine import Step
+    compared = []
+
+    class Compared(Exception):
+        pass
+
+    def compare(settings, fix):
+        compared.append(settings)
+        raise Compared
+    monkeypatch.setattr(lab2.train.distributed, "require_same_settings", compare)
+    config = profile_config("smoke", model="unet", device="cpu", amp="auto", lr=0.02)
+    with pytest.raises(Compared):
+        lab2.train.train(config, sample_root, tmp_path / "run", progress=False)
+    settings, = compared
+    assert settings["lr"] == 0.02 and settings["amp"] == "auto"
+    # what "auto" became on this machine: a GPU without bf16 would say fp16 here
+    assert settings["precision"] == Step.for_config(config).why["precision"]
+    assert "num_workers" not in settings and "prefetch_factor" not in settings
+
+
 @pytest.mark.parametrize("local_rank, rank, told", [
     ("0", "0", "error: "), ("0", "4", "rank 4: error: "), ("1", "5", None)])
 def test_each_machine_s_first_process_tells_what_its_processes_found(local_rank, rank, told,
