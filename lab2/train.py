@@ -377,7 +377,7 @@ def _command(world: distributed.World) -> str:
     if not world.distributed:
         return "python -m lab2 train"
     local = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))     # set by torchrun
-    machines = f"--nnodes {world.size // local} ... " if local < world.size else ""
+    machines = f"--nnodes {world.size // local} ... " if distributed.several_machines() else ""
     return f"torchrun {machines}--nproc_per_node {local} -m lab2 train"
 
 
