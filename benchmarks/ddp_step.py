@@ -30,10 +30,6 @@ import torch.distributed as dist
 from results import append_section, markdown_table
 from stepbench import TrainStep
 
-VARIANTS = ("plain", "DDP, buffers copied each step (PyTorch's default)",
-            "DDP, lab2.distributed.wrap (no copy)",
-            "DDP, no copy, gradients as bucket views")
-
 
 def one_process_group(backend: str) -> None:
     """A process group of this one process (what ``torchrun --nproc_per_node 1`` sets up), its
@@ -53,6 +49,14 @@ def main() -> None:
     from lab2.machine import Step
     from lab2.models import model_for
 
+    #: each variant's name and how the model is wrapped: not at all, by lab2's wrapper, or by
+    #: DistributedDataParallel with these arguments
+    variants = (("plain", None),
+                ("DDP, buffers copied each step (PyTorch's default)", {}),
+                ("DDP, lab2.distributed.wrap (no copy)", wrap),
+                ("DDP, no copy, gradients as bucket views",
+                 {BUFFER_SYNC_ARG: False, "gradient_as_bucket_view": True}))
+
     if args.dry_run:
         size, steps, settings = 64, min(args.steps, 3), dict(device="cpu", base_channels=8)
     else:
@@ -68,19 +72,15 @@ def main() -> None:
                 torch.cuda.set_device(0)
             one_process_group(backend_for(step.device))
         benches = []
-        for variant in VARIANTS:
+        for variant, ddp in variants:
             model = step.place(model_for(config))
-            if variant != VARIANTS[0]:
-                model = synchronise_batchnorm(model, step.device)
-                device_ids = [0] if step.device.type == "cuda" else None
-                if "wrap" in variant:
-                    model = wrap(model, step.device, synchronised_bn=True)
-                elif "views" in variant:
-                    model = torch.nn.parallel.DistributedDataParallel(
-                        model, device_ids=device_ids, gradient_as_bucket_view=True,
-                        **{BUFFER_SYNC_ARG: False})
-                else:
-                    model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+            if ddp is wrap:
+                model = wrap(synchronise_batchnorm(model, step.device), step.device,
+                             synchronised_bn=True)
+            elif ddp is not None:
+                model = torch.nn.parallel.DistributedDataParallel(
+                    synchronise_batchnorm(model, step.device),
+                    device_ids=[0] if step.device.type == "cuda" else None, **ddp)
             benches.append(TrainStep(variant, model, config.batch_size, size,
                                      device=step.device.type, channels_last=step.channels_last,
                                      amp=step.amp))
