@@ -294,11 +294,17 @@ def test_ctrl_c_stops_a_ddp_experiment_and_every_rank(who, sample_root, tmp_path
         assert all([h["epoch"] for h in history] == [1, 2, 3] for history in histories)
 
 
+def as_if_started_by_torchrun(monkeypatch, **variables: str) -> None:
+    """The environment torchrun gives its processes (``RANK``, ``MASTER_ADDR``, ...), for tests
+    that run one process as one of them."""
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+
+
 def test_more_processes_than_gpus_is_one_clear_line(monkeypatch):
     from lab2 import distributed
-    for name, value in dict(RANK="3", WORLD_SIZE="4", LOCAL_RANK="3", LOCAL_WORLD_SIZE="4",
-                            MASTER_ADDR="127.0.0.1", MASTER_PORT="29500").items():
-        monkeypatch.setenv(name, value)
+    as_if_started_by_torchrun(monkeypatch, RANK="3", WORLD_SIZE="4", LOCAL_RANK="3",
+                              LOCAL_WORLD_SIZE="4", MASTER_ADDR="127.0.0.1", MASTER_PORT="29500")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(RuntimeError, match="started 4 processes on this machine, which has 2 "
                                            "visible GPU.s.; use --nproc_per_node 2"):
@@ -309,9 +315,8 @@ def test_more_processes_than_gpus_is_one_clear_line(monkeypatch):
 def test_the_ranks_meet_before_the_group_is_torn_down_unless_one_failed(monkeypatch, caplog):
     # PyTorch 2.4's gloo destroy_process_group could hang when a peer had left first
     from lab2 import distributed
-    for name, value in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                            MASTER_PORT=str(free_port())).items():
-        monkeypatch.setenv(name, value)
+    as_if_started_by_torchrun(monkeypatch, RANK="0", WORLD_SIZE="1", LOCAL_RANK="0",
+                              MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     monkeypatch.setattr(distributed, "die_with_parent", lambda: None)
     calls = []
     barrier, destroy = torch.distributed.barrier, torch.distributed.destroy_process_group
@@ -488,9 +493,8 @@ def test_each_machine_s_first_process_tells_what_its_processes_found(local_rank,
 def test_torchrun_runs_train_only(command, instead, monkeypatch, capsys):
     """``torchrun -m lab2 experiment`` would run the experiment once per process, racing for
     one folder; said before anything starts."""
-    for name, value in dict(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
-                            MASTER_PORT="29500").items():
-        monkeypatch.setenv(name, value)
+    as_if_started_by_torchrun(monkeypatch, RANK="0", WORLD_SIZE="2", LOCAL_RANK="0",
+                              MASTER_ADDR="127.0.0.1", MASTER_PORT="29500")
     monkeypatch.setattr(lab2.cli, f"cmd_{command[0]}", lambda args: 1 / 0)   # never reached
     assert cli_main(command) == 1
     err = capsys.readouterr().err
@@ -547,9 +551,8 @@ def test_a_rank_gone_before_the_first_epoch_is_one_line_not_a_backend_error(monk
 
 def test_a_process_that_never_joins_is_one_line_after_the_timeout(monkeypatch):
     from lab2 import distributed
-    for name, value in dict(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="10.0.0.1",
-                            MASTER_PORT="29500", LAB2_DIST_TIMEOUT_S="30").items():
-        monkeypatch.setenv(name, value)
+    as_if_started_by_torchrun(monkeypatch, RANK="0", WORLD_SIZE="2", LOCAL_RANK="0",
+                              MASTER_ADDR="10.0.0.1", MASTER_PORT="29500", LAB2_DIST_TIMEOUT_S="30")
     monkeypatch.setattr(distributed, "die_with_parent", lambda: None)
 
     def never_joined(*args, **kwargs):      # what PyTorch raises after waiting for the peer
