@@ -625,4 +625,3 @@ def test_two_machines_train_one_run_from_copies_of_the_data_and_refuse_different
     record = json.loads((run / "run.json").read_text(encoding="utf-8"))
     assert (record["world_size"], record["backend"], len(record["devices"])) == (2, "gloo", 2)
     assert [h["epoch"] for h in load_checkpoint(run / "last.pt")["history"]] == [1]
-
