@@ -22,6 +22,7 @@ from .config import (
     TrainConfig,
     field_choices,
     field_types,
+    shown,
 )
 from .notices import EXPECTED_ERRORS, QUIET_INTERRUPT_ENV, one_line_warnings, printable_output
 from .paths import CACHE_ENV, default_data_root, default_sample_root
@@ -251,12 +252,9 @@ def _profile_values(name: str) -> str:
     """``full 512, quick 128, smoke 64`` when the profiles differ in a field, else its default."""
     default = TrainConfig.__dataclass_fields__[name].default
     values = {p: PROFILE_OVERRIDES[p].get(name, default) for p in PROFILE_OVERRIDES}
-
-    def show(v):
-        return "all" if v is None else " ".join(map(str, v)) if isinstance(v, tuple) else str(v)
-    if len(set(map(show, values.values()))) == 1:
-        return f"default {show(default)}"
-    return ", ".join(f"{p} {show(v)}" for p, v in values.items())
+    if len(set(map(shown, values.values()))) == 1:
+        return f"default {shown(default)}"
+    return ", ".join(f"{p} {shown(v)}" for p, v in values.items())
 
 
 def _add_config_flags(p: argparse.ArgumentParser, *, per_run: bool) -> None:

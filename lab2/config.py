@@ -33,16 +33,18 @@ PROFILE_ENV = "LAB2_PROFILE"
 
 
 def setting(default: Any, help: str, *, minimum: float | None = None, resumable: bool = False,
-            per_run: bool = False, flag: bool = True):
+            per_run: bool = False, machine: bool = False, flag: bool = True):
     """A :class:`TrainConfig` field: its default, and what its command-line flag shows.
 
     ``minimum`` is checked by :meth:`TrainConfig.validate` and by the flag; ``resumable`` fields
     may change when a run resumes (:data:`RESUMABLE_FIELDS`); ``per_run`` fields (model,
     preprocessing) name one of the experiment's four runs, so ``experiment`` has no flag for
-    them; ``flag=False`` keeps a field off the command line."""
+    them; ``machine`` fields say how a run is executed (data loading, device, precision, memory
+    layout, compilation), not what it learns (:data:`RECIPE_FIELDS`); ``flag=False`` keeps a
+    field off the command line."""
     return field(default=default, metadata={"help": help, "minimum": minimum,
                                             "resumable": resumable, "per_run": per_run,
-                                            "flag": flag})
+                                            "machine": machine, "flag": flag})
 
 
 def run_name(model: str, preprocess: bool, seed: int = 0) -> str:
@@ -91,9 +93,9 @@ class TrainConfig:
     # --- data loading
     num_workers: int = setting(4, "data-loader worker processes (0 = the main process; at "
                                "most one per CPU core the run may use)", minimum=0,
-                               resumable=True)
+                               resumable=True, machine=True)
     prefetch_factor: int = setting(2, "batches each worker prepares ahead", minimum=1,
-                                   resumable=True)
+                                   resumable=True, machine=True)
     max_train_samples: int | None = setting(None, "use at most this many training images "
                                             "(default: all)", minimum=1)
     max_eval_samples: int | None = setting(None, "use at most this many validation and test "
@@ -101,15 +103,16 @@ class TrainConfig:
     # --- machine
     seed: int = setting(0, "seed of weights, shuffling and augmentation")
     device: Literal["auto", "cuda", "mps", "cpu"] = setting(
-        "auto", "auto: CUDA, else Apple MPS, else the CPU", resumable=True)
+        "auto", "auto: CUDA, else Apple MPS, else the CPU", resumable=True, machine=True)
     amp: Literal["auto", "bf16", "fp16", "off"] = setting(
         "auto", "mixed precision; auto: bf16 where the GPU or CPU computes it natively, fp16 "
-        "with loss scaling on older NVIDIA GPUs, else off (lab2.machine)", resumable=True)
+        "with loss scaling on older NVIDIA GPUs, else off (lab2.machine)", resumable=True,
+        machine=True)
     channels_last: Literal["auto", "on", "off"] = setting(
-        "auto", "channels_last memory layout (auto: lab2.machine)", resumable=True)
+        "auto", "channels_last memory layout (auto: lab2.machine)", resumable=True, machine=True)
     compile: bool = setting(False, "torch.compile the model (CUDA; off by default: whole "
                             "epochs on an H200 were not faster, benchmarks/README.md)",
-                            resumable=True)
+                            resumable=True, machine=True)
     sync_bn: bool = setting(True, "under torchrun: BatchNorm statistics over the global batch "
                             "(synchronised across the processes)")
     profile: Literal["full", "quick", "smoke", "auto"] = setting(
@@ -252,7 +255,23 @@ def field_choices(name: str, cls: type = TrainConfig) -> tuple | None:
 #: Fields that may change when a run resumes (recorded in run.json as a change at epoch N). Every
 #: other field defines what is trained and how it is measured, and is fixed for the run's life.
 RESUMABLE_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.metadata["resumable"])
+#: Fields that define how a run learns: every field but the ones the runs of one experiment
+#: differ in by design (network, preprocessing, seed), the ``machine`` ones and the profile's
+#: label. Runs compared in one Table 1 should agree on all of them (:func:`lab2.runs.trained_with`).
+RECIPE_FIELDS = tuple(f.name for f in fields(TrainConfig)
+                      if f.metadata["flag"] and not f.metadata["per_run"]
+                      and not f.metadata["machine"] and f.name != "seed")
 
-__all__ = ["PROFILES", "PROFILE_OVERRIDES",
+
+def shown(value: Any) -> str:
+    """A field's value as its flag takes it: ``all`` for None, ``30 50`` for milestones."""
+    if value is None:
+        return "all"
+    if isinstance(value, (tuple, list)):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+__all__ = ["PROFILES", "PROFILE_OVERRIDES", "RECIPE_FIELDS",
            "RESUMABLE_FIELDS", "TrainConfig", "field_choices", "field_types", "profile_config",
-           "resolve_profile", "run_name", "setting"]
+           "resolve_profile", "run_name", "setting", "shown"]

@@ -19,6 +19,9 @@ What makes a row of Table 1 trustworthy:
 * ``results.json`` is checked against its runs whenever it is read (:func:`load_experiment`): a
   run trained on or tested again after the tables were written makes it refuse, in one line;
 * a folder belongs to one data set and one profile: running it on another refuses, in one line;
+* runs not trained alike (one resumed on its own with a new ``--lr``, a later ``--seeds`` with
+  other settings) are named at the top of Table 1, setting by setting
+  (:func:`training_differences`);
 * one process owns the folder at a time (:mod:`lab2.locks`).
 """
 
@@ -45,7 +48,7 @@ from .comparisons import (
     read_per_image,
     seed_spread,
 )
-from .config import TrainConfig, profile_config, resolve_profile
+from .config import RECIPE_FIELDS, TrainConfig, profile_config, resolve_profile, shown
 from .data import dataset_fingerprint
 from .data.loaders import RUNS_AT_ONCE_ENV
 from .data.sample import dataset_label, is_sample
@@ -60,6 +63,7 @@ from .runs import (
     reconcile_run,
     run_summary,
     short_commit,
+    trained_with,
 )
 from .train import train
 
@@ -79,8 +83,9 @@ RESULT_FIELDS = ("run", "model", "preprocess", "seed", "dice", "dice_pooled", "d
 #: Test measures averaged over seeds in Table 1 (mean and standard deviation of each).
 TABLE_MEASURES = ("dice", "dice_pooled", "dice_per_batch", "dice_original",
                   "dice_pooled_original", "boundary_iou", "background_fpr")
-#: Version of ``results.json``'s layout. 2: each run's evaluation key and per-image file hash.
-RESULTS_VERSION = 2
+#: Version of ``results.json``'s layout. 2: each run's evaluation key and per-image file hash;
+#: 3: how each run was trained (``trained_with``) and the settings the runs differ in.
+RESULTS_VERSION = 3
 
 
 def default_out(profile: str, root) -> Path:
@@ -172,6 +177,7 @@ def _run_all(name: str, root, out: Path, progress: bool, runs, seeds: tuple[int,
             if summary is not None and summary["epoch"] >= config.epochs:
                 log.info("%s: finished earlier (last.pt holds epoch %d), skipping training",
                          config.run_name, summary["epoch"])
+                _warn_unapplied(config, summary)
                 summary = reconcile_run(run_dir)
             else:
                 train(config, root, run_dir, resume=summary is not None, progress=progress)
@@ -191,13 +197,52 @@ def _run_all(name: str, root, out: Path, progress: bool, runs, seeds: tuple[int,
             "best_epoch": metrics["epoch"], "best_val_dice": summary["best_dice"],
             "dropout_kind": config.dropout_kind,
             "image_size": config.image_size, "profile": name, "data": label,
+            "trained_with": trained_with(summary),
             # what the row belongs to: checked whenever results.json is read (load_experiment)
             "evaluation_key": metrics["key"], "per_image_sha256": metrics["per_image_sha256"],
         })
     table = table_rows(rows)
     comparisons = compare(per_image, REPORTED_DICE)
-    write_tables(out, rows, table, comparisons, histories, name, label, seeds)
+    differences = training_differences(rows)
+    if differences:
+        log.warning("the runs of %s were not all trained the same way (%s); Table 1 says so, and "
+                    "a fair comparison needs runs trained alike: another --out", out,
+                    "; ".join(differences))
+    write_tables(out, rows, table, comparisons, histories, name, label, seeds, differences)
     return table, out
+
+
+def _warn_unapplied(config: TrainConfig, summary: dict) -> None:
+    """Say which settings given for a finished run it was not trained with: it has no epoch
+    left to train, so they change nothing in it (``--epochs`` above its epochs would)."""
+    saved = TrainConfig.from_dict(summary["config"])
+    unapplied = [f"{name} {shown(new)} (it was trained with {shown(old)})"
+                 for name, (old, new) in config.changes_from(saved).items()
+                 if name in RECIPE_FIELDS and name != "epochs"]
+    if config.epochs < summary["epoch"]:
+        unapplied.append(f"epochs {config.epochs} (it has trained {summary['epoch']})")
+    if unapplied:
+        log.warning("%s is finished: not applied to it: %s; to train it with them, use another "
+                    "--out", config.run_name, ", ".join(unapplied))
+
+
+def training_differences(rows: list[dict]) -> list[str]:
+    """The training settings in which the runs of a table differ, one line each (``lr: 0.001 in
+    unet_raw, unet_preprocessed; 0.01 in resnet34_unet_raw``), from each row's
+    ``trained_with`` (:func:`lab2.runs.trained_with`); empty when all were trained alike.
+
+    The runs of one experiment folder start with the same settings, but a run may be resumed
+    with a new ``--lr``, ``--batch-size`` or ``--epochs`` while the others are finished, and a
+    later ``--seeds`` adds runs with the settings of that command."""
+    lines = []
+    for name in RECIPE_FIELDS:
+        groups: dict[str, list[str]] = {}
+        for row in rows:
+            groups.setdefault(row["trained_with"][name], []).append(row["run"])
+        if len(groups) > 1:
+            lines.append(f"{name}: " + "; ".join(f"{words} in {', '.join(runs)}"
+                                                 for words, runs in groups.items()))
+    return lines
 
 
 def _planned(name: str, out: Path, runs, seeds, overrides: dict):
@@ -496,8 +541,9 @@ def _spread(row: dict, measure: str) -> str:
 
 
 def results_markdown(table: list[dict], comparisons: list[dict], profile: str, label: str,
-                     seeds: Sequence[int] = (0,)) -> str:
-    """Table 1 (lab2's test Dice beside the report's) and the paired comparisons."""
+                     seeds: Sequence[int] = (0,), differences: Sequence[str] = ()) -> str:
+    """Table 1 (lab2's test Dice beside the report's) and the paired comparisons; first, in
+    bold, the training settings the runs differ in (:func:`training_differences`), if any."""
     synthetic = label == "synthetic sample"
     lines = [
         f"# Table 1 — test Dice ({label}, profile `{profile}`)",
@@ -512,6 +558,11 @@ def results_markdown(table: list[dict], comparisons: list[dict], profile: str, l
     if profile != "full":
         lines += [f"Profile `{profile}` is smaller than the report's setup (512 px, 50 epochs, "
                   "full-width networks).", ""]
+    if differences:
+        lines += ["**NOT TRAINED ALIKE** — the runs below differ in training settings, so a "
+                  "difference between them may come from these settings rather than from the "
+                  "network or the preprocessing:", "",
+                  *(f"- {line}" for line in differences), ""]
     several = len(seeds) > 1
     lines += [(f"Each model trained with seeds {', '.join(map(str, seeds))}: mean ± standard "
                "deviation over the seeds." if several else
@@ -558,7 +609,8 @@ HISTORY_FIELDS = ("run", "model", "preprocess", "seed", "epoch", "train_loss", "
 
 
 def write_tables(out: Path, rows: list[dict], table: list[dict], comparisons: list[dict],
-                 histories: list[dict], profile: str, label: str, seeds: Sequence[int]) -> None:
+                 histories: list[dict], profile: str, label: str, seeds: Sequence[int],
+                 differences: Sequence[str] = ()) -> None:
     """``results.json`` (everything, typed: what code reads) and, for people, ``results.csv``
     (one row per run), ``results.md`` (Table 1 and the comparisons), ``comparisons.csv`` and
     ``histories.csv``."""
@@ -566,10 +618,11 @@ def write_tables(out: Path, rows: list[dict], table: list[dict], comparisons: li
     atomic.write_text(out / "comparisons.csv", _csv(comparisons, COMPARISON_FIELDS))
     atomic.write_text(out / "histories.csv", _csv(histories, HISTORY_FIELDS))
     atomic.write_text(out / "results.md",
-                      results_markdown(table, comparisons, profile, label, seeds))
+                      results_markdown(table, comparisons, profile, label, seeds, differences))
     atomic.write_json(out / "results.json", {
         "version": RESULTS_VERSION, "profile": profile, "data": label, "seeds": list(seeds),
         "date": dt.date.today().isoformat(), "git_commit": git_commit(),
+        "differences": list(differences),
         "table": table, "runs": rows, "comparisons": comparisons, "histories": histories})
 
 
@@ -652,4 +705,5 @@ def load_results(out, root=None) -> tuple[list[dict], list[dict]]:
 
 
 __all__ = ["REPORTED_DICE", "RUNS", "ResultsOutOfDate", "default_out", "load_experiment",
-           "load_results", "out_of_date", "results_markdown", "run_experiment", "table_rows"]
+           "load_results", "out_of_date", "results_markdown", "run_experiment", "table_rows",
+           "training_differences"]

@@ -20,7 +20,7 @@ import torch
 
 from . import __version__, atomic
 from .checkpoint import copy_checkpoint, load_checkpoint
-from .config import TrainConfig
+from .config import RECIPE_FIELDS, TrainConfig, shown
 from .data.sample import dataset_label
 from .distributed import several_machines
 from .paths import source_checkout
@@ -175,6 +175,44 @@ def is_finished(run_dir: str | Path, epochs: int | None = None) -> bool:
     return summary["epoch"] >= (epochs or summary["config"]["epochs"])
 
 
+def trained_with(summary: dict) -> dict[str, str]:
+    """How a run was trained (``summary``: :func:`run_summary`), in words, one entry per field of
+    :data:`lab2.config.RECIPE_FIELDS`: the field's value, or, where a resume changed it, each
+    value with the epochs it held for (``0.001 (epochs 1–10), 0.0001 (epochs 11–15)``).
+    ``epochs`` is the number of epochs trained: extending a run changes nothing in the epochs
+    before, so a run trained for 10 and then on to 15 counts as a 15-epoch run."""
+    config, epochs = summary["config"], summary["epoch"]
+    changes = summary.get("changes") or []
+    words = {}
+    for name in RECIPE_FIELDS:
+        steps = [c for c in changes if c["field"] == name]
+        if name == "epochs" or not steps:
+            words[name] = str(epochs) if name == "epochs" else shown(config[name])
+            continue
+        spans, first, value = [], 1, steps[0]["from"]
+        for change in steps:          # a change at epoch e holds from epoch e + 1 on
+            spans.append((first, change["epoch"], value))
+            first, value = change["epoch"] + 1, change["to"]
+        spans.append((first, epochs, value))
+        spans = [span for span in spans if span[0] <= span[1]]      # no epoch trained with it
+        merged: list[list] = []
+        for first, last, value in spans:
+            if merged and shown(merged[-1][2]) == shown(value):
+                merged[-1][1] = last
+            else:
+                merged.append([first, last, value])
+        if len(merged) <= 1:
+            words[name] = shown(merged[0][2] if merged else config[name])
+        else:
+            words[name] = ", ".join(f"{shown(value)} ({_epochs(first, last)})"
+                                    for first, last, value in merged)
+    return words
+
+
+def _epochs(first: int, last: int) -> str:
+    return f"epoch {first}" if first == last else f"epochs {first}–{last}"
+
+
 __all__ = ["HISTORY_FIELDS", "RUN_FILES", "check_same_data", "device_name", "git_commit",
            "is_finished", "no_run_to_resume", "read_history", "reconcile_run", "run_summary",
-           "saved_config", "saved_run", "write_history", "write_run_record"]
+           "saved_config", "saved_run", "trained_with", "write_history", "write_run_record"]

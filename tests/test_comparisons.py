@@ -10,9 +10,16 @@ from interrupts import start_until
 
 from lab2 import cli
 from lab2.comparisons import COMPARISON_FIELDS, compare, seed_average
-from lab2.config import run_name
-from lab2.experiment import load_experiment, load_results, run_experiment, table_rows
-from lab2.report.analysis import dice_by_group, typical_images
+from lab2.config import RECIPE_FIELDS, profile_config, run_name
+from lab2.experiment import (
+    load_experiment,
+    load_results,
+    run_experiment,
+    table_rows,
+    training_differences,
+)
+from lab2.report.analysis import analysis_text, dice_by_group, typical_images
+from lab2.runs import trained_with
 
 TINY = dict(epochs=1, base_channels=4, max_train_samples=8, max_eval_samples=6, num_workers=0,
             device="cpu")
@@ -52,6 +59,45 @@ def test_table_1_is_the_mean_and_spread_over_seeds():
     assert row["dice"] == pytest.approx(0.7) and row["n_seeds"] == 2
     assert row["dice_std"] == pytest.approx(0.1414213562)          # sample standard deviation
     assert row["boundary_iou_std"] == 0.0 and row["seeds"] == [0, 1]
+
+
+def _summary(config: dict, epochs: int, *changes: tuple) -> dict:
+    """A run_summary of a run trained ``epochs`` epochs, with (epoch, field, from, to) changes."""
+    return {"config": config, "epoch": epochs,
+            "changes": [dict(zip(("epoch", "field", "from", "to"), c, strict=True))
+                        for c in changes]}
+
+
+def test_how_a_run_was_trained_names_each_value_with_its_epochs():
+    config = profile_config("smoke", lr=0.01, batch_size=2, epochs=6).to_dict()
+    plain = trained_with(_summary(config, 6))
+    assert set(plain) == set(RECIPE_FIELDS) and plain["lr"] == "0.01"
+    assert plain["max_eval_samples"] == "8" and plain["milestones"] == "30"
+    for machine in ("num_workers", "device", "amp", "seed", "model", "profile"):
+        assert machine not in plain       # how or which run, not how it learns
+    words = trained_with(_summary(
+        config, 6,
+        (2, "epochs", 2, 4), (2, "lr", 0.001, 0.005),   # epochs 3-4 at 0.005
+        (4, "epochs", 4, 6), (4, "lr", 0.005, 0.02),    # a change with no epoch trained at 0.02
+        (4, "lr", 0.02, 0.01), (4, "num_workers", 0, 2),
+        (5, "batch_size", 4, 2)))
+    assert words["epochs"] == "6"         # extending a run changes none of its earlier epochs
+    assert words["lr"] == "0.001 (epochs 1–2), 0.005 (epochs 3–4), 0.01 (epochs 5–6)"
+    assert words["batch_size"] == "4 (epochs 1–5), 2 (epoch 6)"
+    assert trained_with(_summary(config, 6, (3, "lr", 0.01, 0.02), (3, "lr", 0.02, 0.01)))[
+        "lr"] == "0.01"                   # changed back before an epoch was trained with it
+
+
+def test_the_settings_runs_differ_in_are_named_with_their_runs():
+    config = profile_config("smoke").to_dict()
+    alike = [{"run": name, "trained_with": trained_with(_summary(config, 2))}
+             for name in ("unet_raw", "unet_preprocessed", "resnet34_unet_raw")]
+    assert training_differences(alike) == []
+    alike[2]["trained_with"] = trained_with(_summary(config, 3, (2, "lr", 0.001, 0.01)))
+    assert training_differences(alike) == [
+        "epochs: 2 in unet_raw, unet_preprocessed; 3 in resnet34_unet_raw",
+        "lr: 0.001 in unet_raw, unet_preprocessed; 0.001 (epochs 1–2), 0.01 (epoch 3) in "
+        "resnet34_unet_raw"]
 
 
 def test_typical_images_are_the_ones_closest_to_the_median():
@@ -122,6 +168,42 @@ def test_a_parallel_experiment_trains_the_four_runs_in_two_processes(sample_root
                         lambda *a, **k: pytest.fail("a finished run was trained again"))
     run_experiment("smoke", sample_root, out, progress=False, parallel=2, epochs=1,
                    base_channels=4, max_train_samples=8, max_eval_samples=4, device="cpu")
+
+
+def test_table_1_says_when_its_runs_were_not_trained_alike(sample_root, tmp_path, caplog,
+                                                          monkeypatch):
+    """A run resumed on its own with another learning rate (or a later command's --lr that the
+    finished runs never saw) must not sit silently beside the others in one table."""
+    two = (("unet", False), ("unet", True))
+    out = tmp_path / "exp"
+    run_experiment("smoke", sample_root, out, progress=False, runs=two, **TINY)
+    results = load_experiment(out)
+    assert results["differences"] == []
+    assert "NOT TRAINED ALIKE" not in (out / "results.md").read_text(encoding="utf-8")
+    # unet_raw alone trained on for an epoch with another learning rate
+    from lab2.runs import saved_config
+    from lab2.train import train
+    train(saved_config(out / "unet_raw").replace(epochs=2, lr=0.01), sample_root,
+          out / "unet_raw", resume=True, progress=False)
+    import lab2.experiment as experiment_module
+    monkeypatch.setattr(experiment_module, "train",
+                        lambda *a, **k: pytest.fail("a finished run was trained again"))
+    with caplog.at_level("WARNING", logger="lab2.experiment"):
+        run_experiment("smoke", sample_root, out, progress=False, runs=two, lr=0.05, **TINY)
+    assert ("unet_preprocessed is finished: not applied to it: lr 0.05 (it was trained with "
+            "0.001)") in caplog.text
+    assert "unet_raw is finished: not applied to it: lr 0.05 (it was trained with 0.01), " \
+           "epochs 1 (it has trained 2)" in caplog.text
+    assert "were not all trained the same way" in caplog.text
+    expected = ["epochs: 2 in unet_raw; 1 in unet_preprocessed",
+                "lr: 0.001 (epoch 1), 0.01 (epoch 2) in unet_raw; 0.001 in unet_preprocessed"]
+    results = load_experiment(out)
+    assert results["differences"] == expected
+    table = (out / "results.md").read_text(encoding="utf-8")
+    assert "**NOT TRAINED ALIKE**" in table and all(f"- {line}" in table for line in expected)
+    text = analysis_text(results["table"], results["histories"], results["comparisons"],
+                         results["differences"])
+    assert text.startswith("- **Not trained alike:** the runs differ in epochs, lr ")
 
 
 def test_gpu_lists_are_checked_on_the_command_line(capsys):
