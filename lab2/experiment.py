@@ -84,7 +84,8 @@ RESULT_FIELDS = ("run", "model", "preprocess", "seed", "dice", "dice_pooled", "d
 TABLE_MEASURES = ("dice", "dice_pooled", "dice_per_batch", "dice_original",
                   "dice_pooled_original", "boundary_iou", "background_fpr")
 #: Version of ``results.json``'s layout. 2: each run's evaluation key and per-image file hash;
-#: 3: how each run was trained (``trained_with``) and the settings the runs differ in.
+#: 3: how each run was trained (``trained_with``), the settings the runs differ in, and the
+#: SHA-256 of each table written for people beside it (``files``).
 RESULTS_VERSION = 3
 
 
@@ -613,15 +614,21 @@ def write_tables(out: Path, rows: list[dict], table: list[dict], comparisons: li
                  differences: Sequence[str] = ()) -> None:
     """``results.json`` (everything, typed: what code reads) and, for people, ``results.csv``
     (one row per run), ``results.md`` (Table 1 and the comparisons), ``comparisons.csv`` and
-    ``histories.csv``."""
-    atomic.write_text(out / "results.csv", _csv(rows, RESULT_FIELDS))
-    atomic.write_text(out / "comparisons.csv", _csv(comparisons, COMPARISON_FIELDS))
-    atomic.write_text(out / "histories.csv", _csv(histories, HISTORY_FIELDS))
-    atomic.write_text(out / "results.md",
-                      results_markdown(table, comparisons, profile, label, seeds, differences))
+    ``histories.csv``. ``results.json`` comes last and names the SHA-256 of each of the others:
+    a kill between the writes leaves tables that :func:`out_of_date` tells from the ones it
+    was written with (notebook 04 shows ``results.md`` beside figures drawn from the JSON)."""
+    tables = {
+        "results.csv": _csv(rows, RESULT_FIELDS),
+        "comparisons.csv": _csv(comparisons, COMPARISON_FIELDS),
+        "histories.csv": _csv(histories, HISTORY_FIELDS),
+        "results.md": results_markdown(table, comparisons, profile, label, seeds, differences),
+    }
+    for name, text in tables.items():
+        atomic.write_text(out / name, text)
     atomic.write_json(out / "results.json", {
         "version": RESULTS_VERSION, "profile": profile, "data": label, "seeds": list(seeds),
         "date": dt.date.today().isoformat(), "git_commit": git_commit(),
+        "files": {name: file_sha256(out / name) for name in tables},
         "differences": list(differences),
         "table": table, "runs": rows, "comparisons": comparisons, "histories": histories})
 
@@ -652,11 +659,16 @@ def load_experiment(out, root=None) -> dict:
 
 def out_of_date(out: Path, results: dict, root=None) -> str | None:
     """Why ``results`` (``out``'s ``results.json``) does not describe its runs now, or None:
-    each run's ``last.pt`` still at the epoch the row was made at, ``best.pt`` still the tested
-    weights (content hash), the per-image file still the one tested (its hash), and, with
-    ``root``, the data set there still the one tested."""
+    the tables beside it still the ones it was written with (their SHA-256), each run's
+    ``last.pt`` still at the epoch the row was made at, ``best.pt`` still the tested weights
+    (content hash), the per-image file still the one tested (its hash), and, with ``root``, the
+    data set there still the one tested."""
     if results.get("version") != RESULTS_VERSION:
         return "an older lab2 wrote it"
+    for name, digest in results["files"].items():
+        if not (out / name).is_file() or file_sha256(out / name) != digest:
+            return (f"{name} beside it is not the one it was written with (its writing was "
+                    "interrupted, or the file was edited since)")
     fingerprint = dataset_fingerprint(root) if root is not None else None
     for row in results["runs"]:
         run_dir, key = out / row["run"], row["evaluation_key"]

@@ -320,6 +320,32 @@ def test_results_that_no_longer_belong_to_their_runs_are_refused_with_the_mendin
         load_experiment(out, sample_root)
 
 
+def test_tables_left_by_a_kill_before_results_json_are_not_shown_as_its_own(
+        sample_root, tmp_path, monkeypatch):
+    # the tables for people are written before results.json: a kill in between left the new
+    # results.md beside the old results.json, which still matched its runs, so notebook 04
+    # showed a Table 1 of two runs beside figures drawn from the JSON's table of one
+    import lab2.experiment as experiment_module
+    from lab2.experiment import ResultsOutOfDate, load_experiment
+    out, one, two = tmp_path / "exp", [("unet", False)], [("unet", False), ("unet", True)]
+    run_experiment("smoke", sample_root, out, progress=False, runs=one, **TINY)
+    kill_on_call(monkeypatch, experiment_module.atomic, "write_json",
+                 lambda path, *_: Path(path).name == "results.json")
+    with pytest.raises(Killed):
+        run_experiment("smoke", sample_root, out, progress=False, runs=two, **TINY)
+    monkeypatch.undo()
+    assert "| unet | yes |" in (out / "results.md").read_text(encoding="utf-8")
+    with pytest.raises(ResultsOutOfDate, match="results.csv beside it is not the one it was "
+                       "written with"):     # the first table written, then results.md, ...
+        load_experiment(out)
+    run_experiment("smoke", sample_root, out, progress=False, runs=two, **TINY)
+    assert len(load_experiment(out)["table"]) == 2
+    with open(out / "histories.csv", "a", encoding="utf-8") as f:       # edited by hand
+        f.write("\n")
+    with pytest.raises(ResultsOutOfDate, match="histories.csv beside it"):
+        load_experiment(out)
+
+
 def test_the_comparisons_use_the_evaluation_of_their_table_1_row(sample_root, tmp_path,
                                                                  monkeypatch):
     # an evaluate command writing a run's per-image file once the experiment had tested that run
