@@ -14,11 +14,15 @@ things this module also takes care of, each seen once as a real fault:
   looking at the new file for a moment (the rename is retried for a few seconds, as pip does), or
   ``results.csv`` open in a spreadsheet (then one sentence says to close it; the old file is
   intact). Tested here by raising Windows' error at the rename; not run on Windows.
+
+Because a file is only ever replaced whole, one read of it is one version: :func:`read_exact`
+checks and returns the bytes of the version a result names.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -141,6 +145,24 @@ def replace(source: str | os.PathLike, target: str | os.PathLike) -> None:
             if _clock() >= deadline:
                 raise InUseError(e.errno, e.strerror, e.filename) from e
         _sleep(IN_USE_WAIT_S)
+
+
+class ChangedSince(ValueError):
+    """A file no longer holds the content a result was made from."""
+
+
+def read_exact(path: str | os.PathLike, sha256: str) -> bytes:
+    """The bytes of ``path`` if their SHA-256 is ``sha256``, else :class:`ChangedSince`.
+
+    One read of one open file: lab2 replaces its files atomically (a new file renamed over the
+    old), so the bytes checked are the bytes used, even while another command rewrites the file.
+    Checking a file and then opening it again would leave a moment for another version."""
+    data = Path(path).read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ChangedSince(f"{path} changed after the results naming it were checked (a command "
+                           "training or testing that run at the same time?); once it has "
+                           "finished, run this again")
+    return data
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, fix: str = "") -> None:

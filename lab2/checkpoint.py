@@ -8,6 +8,7 @@ so ``torch.load(..., weights_only=True)`` can read it (no arbitrary code runs on
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import random
 import re
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import atomic_path
+from .atomic import atomic_path, read_exact
 
 #: What every lab2 checkpoint holds; a file without them is not one.
 REQUIRED_KEYS = ("model", "config", "epoch")
@@ -39,19 +40,22 @@ def copy_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> Non
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
-                    mmap: bool = False) -> dict[str, Any]:
+                    mmap: bool = False, sha256: str | None = None) -> dict[str, Any]:
     """Read a lab2 checkpoint without running any pickled code (``weights_only=True``).
 
     Anything that is not a lab2 checkpoint — a random or truncated file, another program's
     ``.pt``, a pickle with code in it — raises ``ValueError`` naming the file. ``mmap=True`` maps
     the tensors instead of reading them (cheap when only the epoch or config is wanted).
+    ``sha256``: the weights a result was made from; other content raises :class:`ChangedSince`
+    (the bytes are hashed and loaded in one read, see :func:`read_exact`).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; train one with `python -m lab2 train` "
                                 "or point --checkpoint at a run's best.pt / last.pt")
+    source = path if sha256 is None else io.BytesIO(read_exact(path, sha256))
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        state = torch.load(source, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # UnpicklingError, RuntimeError (zip), EOFError, ... on foreign data
         raise ValueError(f"{path} is not a readable lab2 checkpoint: {unreadable_reason(path, e)}; "
                          "point --checkpoint at a run's best.pt or last.pt") from None

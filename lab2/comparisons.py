@@ -12,11 +12,13 @@ rate (its "suppresses background misclassification"; lower is better).
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import read_exact
 from .config import run_name
 from .stats import bootstrap_mean, mean_and_std, verdict
 
@@ -42,11 +44,14 @@ def per_image_path(run_dir: str | Path, split: str = "test") -> Path:
     return Path(run_dir) / f"per_image_{split}.csv"
 
 
-def read_per_image(run_dir: str | Path, split: str = "test") -> dict[str, dict[str, float]]:
-    """image name → {measure → value} from a run's ``per_image_<split>.csv``."""
-    with open(per_image_path(run_dir, split), encoding="utf-8") as f:
-        return {row["name"]: {k: float(v) for k, v in row.items() if k != "name"}
-                for row in csv.DictReader(f)}
+def read_per_image(run_dir: str | Path, split: str = "test", sha256: str | None = None
+                   ) -> dict[str, dict[str, float]]:
+    """image name → {measure → value} from a run's ``per_image_<split>.csv``; ``sha256``: the
+    file a result was made from (:func:`lab2.checkpoint.read_exact`)."""
+    path = per_image_path(run_dir, split)
+    data = path.read_bytes() if sha256 is None else read_exact(path, sha256)
+    return {row["name"]: {k: float(v) for k, v in row.items() if k != "name"}
+            for row in csv.DictReader(io.StringIO(data.decode("utf-8")))}
 
 
 def seed_average(per_seed: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:

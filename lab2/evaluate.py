@@ -111,10 +111,11 @@ def merged(meters: list[DiceMeter], order: dict[str, int]) -> DiceMeter:
     return out
 
 
-def load_trained_model(checkpoint: str | os.PathLike, device: torch.device | str = "cpu"
-                       ) -> tuple[nn.Module, TrainConfig, dict]:
-    """Rebuild the network from a checkpoint's config and load its weights (eval mode)."""
-    state = load_checkpoint(checkpoint)
+def load_trained_model(checkpoint: str | os.PathLike, device: torch.device | str = "cpu", *,
+                       sha256: str | None = None) -> tuple[nn.Module, TrainConfig, dict]:
+    """Rebuild the network from a checkpoint's config and load its weights (eval mode);
+    ``sha256``: the weights it must hold (:func:`lab2.checkpoint.load_checkpoint`)."""
+    state = load_checkpoint(checkpoint, sha256=sha256)
     config = TrainConfig.from_dict(state["config"])
     model = model_for(config)
     model.load_state_dict(state["model"])

@@ -40,6 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import atomic, locks
+from .atomic import read_exact
 from .checkpoint import file_sha256
 from .comparisons import (
     COMPARISON_FIELDS,
@@ -639,7 +640,8 @@ class ResultsOutOfDate(ValueError):
 
 def load_experiment(out, root=None) -> dict:
     """Everything an experiment folder's ``results.json`` holds (typed), once it is checked to
-    still describe the runs beside it (:func:`out_of_date`; ``root``: and the data set there).
+    still describe the runs beside it (:func:`out_of_date`; ``root``: and the data set there),
+    and under ``markdown`` the text of the ``results.md`` it was written with (read once).
 
     Raises :class:`ResultsOutOfDate` with the command that brings it up to date: a run trained
     further or again, or tested again with other settings, after the tables were written would
@@ -654,6 +656,8 @@ def load_experiment(out, root=None) -> dict:
         raise ResultsOutOfDate(f"{path} is out of date: {why}; bring it up to date with: "
                                f"{_refresh_command(out, results)} (finished runs are only "
                                "tested, not trained again)")
+    results["markdown"] = read_exact(out / "results.md",
+                                     results["files"]["results.md"]).decode("utf-8")
     return results
 
 

@@ -26,7 +26,7 @@ from PIL import Image
 import lab2.runs as runs_module
 import lab2.train as train_module
 from lab2 import atomic, cli, locks
-from lab2.checkpoint import load_checkpoint
+from lab2.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from lab2.config import profile_config
 from lab2.data import OxfordPetSegmentation, build_cache, find_cache, make_sample_dataset
 from lab2.data import cache as cache_module
@@ -339,7 +339,9 @@ def test_tables_left_by_a_kill_before_results_json_are_not_shown_as_its_own(
                        "written with"):     # the first table written, then results.md, ...
         load_experiment(out)
     run_experiment("smoke", sample_root, out, progress=False, runs=two, **TINY)
-    assert len(load_experiment(out)["table"]) == 2
+    mended = load_experiment(out)
+    assert len(mended["table"]) == 2
+    assert mended["markdown"] == (out / "results.md").read_text(encoding="utf-8")
     with open(out / "histories.csv", "a", encoding="utf-8") as f:       # edited by hand
         f.write("\n")
     with pytest.raises(ResultsOutOfDate, match="histories.csv beside it"):
@@ -376,10 +378,36 @@ def test_the_figures_read_the_runs_table_1_was_made_from(tmp_path):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "per_image_test.csv").write_text(
             f"name,dice\nAbyssinian_1,{dice}\n", encoding="utf-8")
-    runs = [{"run": "unet_raw", "model": "unet", "preprocess": False, "seed": 0},
-            {"run": "unet_raw_seed1", "model": "unet", "preprocess": False, "seed": 1}]
+    runs = [{"run": folder, "model": "unet", "preprocess": False, "seed": seed,
+             "per_image_sha256": file_sha256(tmp_path / folder / "per_image_test.csv")}
+            for seed, folder in enumerate(("unet_raw", "unet_raw_seed1"))]
     assert per_image_dice(tmp_path, runs) == {"unet_raw": {"Abyssinian_1": pytest.approx(0.7)}}
     assert per_image_dice(tmp_path, runs[:1]) == {"unet_raw": {"Abyssinian_1": 0.5}}
+
+
+def test_the_figures_refuse_a_file_changed_after_results_json_was_checked(sample_root,
+                                                                          tmp_path):
+    # notebook 04 checks results.json against its runs in its first cells, and reads the
+    # per-image files and best.pt cells later: a run tested or trained again in between (by a
+    # command at the same time) put other images or weights under the table it had checked
+    from lab2.atomic import ChangedSince
+    from lab2.experiment import load_experiment
+    from lab2.report.analysis import load_models, per_image_dice
+    out = tmp_path / "exp"
+    run_experiment("smoke", sample_root, out, progress=False, runs=[("unet", False)], **TINY)
+    runs = load_experiment(out)["runs"]
+    assert len(per_image_dice(out, runs)["unet_raw"]) == 4 and list(load_models(out, runs)) == [
+        "unet_raw"]
+    per_image = out / "unet_raw" / "per_image_test.csv"
+    atomic.write_text(per_image, "\n".join(per_image.read_text(encoding="utf-8").splitlines()[:3]))
+    with pytest.raises(ChangedSince, match="unet_raw/per_image_test.csv changed after"):
+        per_image_dice(out, runs)
+    best = out / "unet_raw" / "best.pt"
+    state = load_checkpoint(best)
+    state["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in state["model"].items()}
+    save_checkpoint(best, state)                                        # other weights
+    with pytest.raises(ChangedSince, match="unet_raw/best.pt changed after"):
+        load_models(out, runs)
 
 # ---- 4. one owner per run folder ----------------------------------------------------------
 

@@ -19,23 +19,25 @@ from ..predict import predict_mask
 from ..stats import bootstrap_mean
 
 
-def _by_run(runs: Sequence[dict]) -> dict[str, list[str]]:
-    """Table 1's run name (``unet_raw``) → the folders of its seeds, from ``results.json``'s
+def _by_run(runs: Sequence[dict]) -> dict[str, list[dict]]:
+    """Table 1's run name (``unet_raw``) → the rows of its seeds, from ``results.json``'s
     ``runs`` (the runs the table was made from, not whatever else the folder holds)."""
-    folders: dict[str, list[str]] = {}
+    seeds: dict[str, list[dict]] = {}
     for row in runs:
-        folders.setdefault(run_name(row["model"], row["preprocess"]), []).append(row["run"])
-    return folders
+        seeds.setdefault(run_name(row["model"], row["preprocess"]), []).append(row)
+    return seeds
 
 
-def per_image_dice(experiment: str | Path, runs: Sequence[dict], split: str = "test",
+def per_image_dice(experiment: str | Path, runs: Sequence[dict],
                    measure: str = "dice") -> dict[str, dict[str, float]]:
-    """run → {image name → ``measure``} (Dice at the training size by default), each image's
-    value averaged over the run's seeds; ``runs``: ``results.json``'s (checked by
-    :func:`lab2.experiment.load_experiment`)."""
+    """run → {image name → ``measure``} on the test split (Dice at the training size by
+    default), each image's value averaged over the run's seeds; ``runs``: ``results.json``'s
+    (checked by :func:`lab2.experiment.load_experiment`). Each file read must be the one the
+    row names (its SHA-256): a run tested again meanwhile raises, one line."""
     return {name: {image: values[measure] for image, values in seed_average(
-                [read_per_image(Path(experiment) / folder, split) for folder in folders]).items()}
-            for name, folders in _by_run(runs).items()}
+                [read_per_image(Path(experiment) / row["run"], "test", row["per_image_sha256"])
+                 for row in rows]).items()}
+            for name, rows in _by_run(runs).items()}
 
 
 def _mean_over_runs(per_image: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -91,9 +93,10 @@ def dice_by_group(per_image: dict[str, dict[str, float]], by: str = "breed",
 
 def load_models(experiment: str | Path, runs: Sequence[dict]) -> dict:
     """run → (model, config) from ``best.pt`` of each run's first seed (``runs``: as in
-    :func:`per_image_dice`)."""
-    return {name: load_trained_model(Path(experiment) / folders[0] / "best.pt")[:2]
-            for name, folders in _by_run(runs).items()}
+    :func:`per_image_dice`), which must still hold the weights its row was tested with."""
+    return {name: load_trained_model(Path(experiment) / rows[0]["run"] / "best.pt",
+                                     sha256=rows[0]["evaluation_key"]["checkpoint_sha256"])[:2]
+            for name, rows in _by_run(runs).items()}
 
 
 def prediction_rows(models: dict, root, names: Sequence[str], notes: Sequence[str]) -> list[dict]:
