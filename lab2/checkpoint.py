@@ -46,8 +46,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     Anything that is not a lab2 checkpoint — a random or truncated file, another program's
     ``.pt``, a pickle with code in it — raises ``ValueError`` naming the file. ``mmap=True`` maps
     the tensors instead of reading them (cheap when only the epoch or config is wanted).
-    ``sha256``: the weights a result was made from; other content raises :class:`ChangedSince`
-    (the bytes are hashed and loaded in one read, see :func:`read_exact`).
+    ``sha256``: the weights a result was made from; other content raises
+    :class:`lab2.atomic.ChangedSince` (the bytes are hashed and loaded in one read:
+    :func:`lab2.atomic.read_exact`).
     """
     path = Path(path)
     if not path.is_file():

@@ -47,7 +47,7 @@ def per_image_path(run_dir: str | Path, split: str = "test") -> Path:
 def read_per_image(run_dir: str | Path, split: str = "test", sha256: str | None = None
                    ) -> dict[str, dict[str, float]]:
     """image name → {measure → value} from a run's ``per_image_<split>.csv``; ``sha256``: the
-    file a result was made from (:func:`lab2.checkpoint.read_exact`)."""
+    file a result was made from (:func:`lab2.atomic.read_exact`)."""
     path = per_image_path(run_dir, split)
     data = path.read_bytes() if sha256 is None else read_exact(path, sha256)
     return {row["name"]: {k: float(v) for k, v in row.items() if k != "name"}

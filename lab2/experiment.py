@@ -207,8 +207,8 @@ def _run_all(name: str, root, out: Path, progress: bool, runs, seeds: tuple[int,
     comparisons = compare(per_image, REPORTED_DICE)
     differences = training_differences(rows)
     if differences:
-        log.warning("the runs of %s were not all trained the same way (%s); Table 1 says so, and "
-                    "a fair comparison needs runs trained alike: another --out", out,
+        log.warning("the runs of %s were not all trained the same way (%s); Table 1 says so at "
+                    "its top; for a fair comparison, train them alike in another --out", out,
                     "; ".join(differences))
     write_tables(out, rows, table, comparisons, histories, name, label, seeds, differences)
     return table, out
