@@ -80,7 +80,7 @@ RUNS = tuple(REPORTED_DICE)
 RESULT_FIELDS = ("run", "model", "preprocess", "seed", "dice", "dice_pooled", "dice_per_batch",
                  "dice_original", "dice_pooled_original", "boundary_iou", "background_fpr",
                  "reported_dice", "n_test", "epochs", "best_epoch", "best_val_dice",
-                 "dropout_kind", "image_size", "profile", "data")
+                 "dropout_kind", "precision", "image_size", "profile", "data")
 #: Test measures averaged over seeds in Table 1 (mean and standard deviation of each).
 TABLE_MEASURES = ("dice", "dice_pooled", "dice_per_batch", "dice_original",
                   "dice_pooled_original", "boundary_iou", "background_fpr")
@@ -189,6 +189,7 @@ def _run_all(name: str, root, out: Path, progress: bool, runs, seeds: tuple[int,
             # read while the folder is ours: the file these metrics summarise, not one that
             # an evaluate command writes a moment later
             per_image[(model, preprocess)].append(read_per_image(run_dir))
+        how = trained_with(summary)
         histories += [{"run": config.run_name, "model": model, "preprocess": preprocess,
                        "seed": seed, **h} for h in summary["history"]]
         rows.append({
@@ -199,7 +200,7 @@ def _run_all(name: str, root, out: Path, progress: bool, runs, seeds: tuple[int,
             "best_epoch": metrics["epoch"], "best_val_dice": summary["best_dice"],
             "dropout_kind": config.dropout_kind,
             "image_size": config.image_size, "profile": name, "data": label,
-            "trained_with": trained_with(summary),
+            "trained_with": how, "precision": how["precision"],
             # what the row belongs to: checked whenever results.json is read (load_experiment)
             "evaluation_key": metrics["key"], "per_image_sha256": metrics["per_image_sha256"],
         })
@@ -229,18 +230,18 @@ def _warn_unapplied(config: TrainConfig, summary: dict) -> None:
 
 
 def training_differences(rows: list[dict]) -> list[str]:
-    """The training settings in which the runs of a table differ, one line each (``lr: 0.001 in
-    unet_raw, unet_preprocessed; 0.01 in resnet34_unet_raw``), from each row's
+    """The training settings (and precisions) in which the runs of a table differ, one line each
+    (``lr: 0.001 in unet_raw, unet_preprocessed; 0.01 in resnet34_unet_raw``), from each row's
     ``trained_with`` (:func:`lab2.runs.trained_with`); empty when all were trained alike.
 
     The runs of one experiment folder start with the same settings, but a run may be resumed
     with a new ``--lr``, ``--batch-size`` or ``--epochs`` while the others are finished, and a
     later ``--seeds`` adds runs with the settings of that command."""
     lines = []
-    for name in RECIPE_FIELDS:
+    for name in dict.fromkeys(name for row in rows for name in row["trained_with"]):
         groups: dict[str, list[str]] = {}
         for row in rows:
-            groups.setdefault(row["trained_with"][name], []).append(row["run"])
+            groups.setdefault(row["trained_with"].get(name, "not recorded"), []).append(row["run"])
         if len(groups) > 1:
             lines.append(f"{name}: " + "; ".join(f"{words} in {', '.join(runs)}"
                                                  for words, runs in groups.items()))
@@ -523,6 +524,7 @@ def table_rows(rows: list[dict]) -> list[dict]:
                      best_epoch=first["best_epoch"],          # of the first seed's run
                      best_val_dice=seed_spread([r["best_val_dice"] for r in runs])["mean"],
                      dropout_kind="/".join(sorted({r.get("dropout_kind", "?") for r in runs})),
+                     precision="/".join(sorted({r.get("precision", "?") for r in runs})),
                      image_size=first["image_size"], profile=first["profile"],
                      data=first["data"])
         table.append(entry)
@@ -572,21 +574,23 @@ def results_markdown(table: list[dict], comparisons: list[dict], profile: str, l
                "measured; `--seeds 0 1 2` measures it."), ""]
     lines += ["| model | preprocessing | average Dice | pooled Dice | per-batch Dice | average "
               "Dice, original size | Boundary IoU | background false positives | report's "
-              "average Dice | test images | epochs | dropout |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "average Dice | test images | epochs | dropout | precision |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table:
         lines.append(
             f"| {r['model']} | {'yes' if r['preprocess'] else 'no'} | {_spread(r, 'dice')} | "
             f"{_spread(r, 'dice_pooled')} | {_spread(r, 'dice_per_batch')} | "
             f"{_spread(r, 'dice_original')} | {_spread(r, 'boundary_iou')} | "
             f"{_spread(r, 'background_fpr')} | {r['reported_dice']:.4f} | {r['n_test']} | "
-            f"{r['epochs']} | {r['dropout_kind']} |")
+            f"{r['epochs']} | {r['dropout_kind']} | {r['precision']} |")
     lines += ["", f"Average Dice = mean of per-image foreground Dice at the training size "
               f"({table[0]['image_size']} px); pooled = one Dice over all test pixels; per-batch "
               "= mean over consecutive batches of 8 test images of each batch's pooled Dice. "
               "Original size: logits resized back to each photo, where Boundary IoU (band of 2 % "
               "of the diagonal) and the share of background pixels called pet are measured too. "
-              "Dropout: element = nn.Dropout (the report's), channel = nn.Dropout2d."]
+              "Dropout: element = nn.Dropout (the report's), channel = nn.Dropout2d. Precision: "
+              "what the run computed in (bf16 or fp16 autocast, or fp32: `--amp`, whose `auto` "
+              "chooses by machine); the same settings in another precision give other numbers."]
     if comparisons:
         lines += ["", "## Paired comparisons (difference b − a, 95 % bootstrap interval over "
                   "test images)", "",

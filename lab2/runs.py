@@ -77,7 +77,8 @@ def run_summary(run_dir: str | Path) -> dict | None:
     if not last.is_file():
         return None
     state = load_checkpoint(last, mmap=True)
-    keys = ("epoch", "best_dice", "best_epoch", "history", "config", "run_id", "data", "changes")
+    keys = ("epoch", "best_dice", "best_epoch", "history", "config", "run_id", "data", "changes",
+            "precision")
     return {k: state.get(k) for k in keys}
 
 
@@ -177,17 +178,21 @@ def is_finished(run_dir: str | Path, epochs: int | None = None) -> bool:
 
 def trained_with(summary: dict) -> dict[str, str]:
     """How a run was trained (``summary``: :func:`run_summary`), in words, one entry per field of
-    :data:`lab2.config.RECIPE_FIELDS`: the field's value, or, where a resume changed it, each
-    value with the epochs it held for (``0.001 (epochs 1–10), 0.0001 (epochs 11–15)``).
-    ``epochs`` is the number of epochs trained: extending a run changes nothing in the epochs
-    before, so a run trained for 10 and then on to 15 counts as a 15-epoch run."""
-    config, epochs = summary["config"], summary["epoch"]
+    :data:`lab2.config.RECIPE_FIELDS` and one for the ``precision`` it computed in (fp32, bf16,
+    fp16: what ``--amp`` resolved to on its machine, which changes the numbers): the value, or,
+    where a resume changed it, each value with the epochs it held for (``0.001 (epochs 1–10),
+    0.0001 (epochs 11–15)``). ``epochs`` is the number of epochs trained: extending a run changes
+    nothing in the epochs before, so a run trained for 10 and then on to 15 counts as a 15-epoch
+    run. A run saved before lab2 recorded its precision has ``not recorded``."""
+    epochs = summary["epoch"]
+    final = {**{name: summary["config"][name] for name in RECIPE_FIELDS},
+             "precision": summary.get("precision") or "not recorded", "epochs": epochs}
     changes = summary.get("changes") or []
     words = {}
-    for name in RECIPE_FIELDS:
+    for name, last_value in final.items():
         steps = [c for c in changes if c["field"] == name]
         if name == "epochs" or not steps:
-            words[name] = str(epochs) if name == "epochs" else shown(config[name])
+            words[name] = shown(last_value)
             continue
         spans, first, value = [], 1, steps[0]["from"]
         for change in steps:          # a change at epoch e holds from epoch e + 1 on
@@ -202,7 +207,7 @@ def trained_with(summary: dict) -> dict[str, str]:
             else:
                 merged.append([first, last, value])
         if len(merged) <= 1:
-            words[name] = shown(merged[0][2] if merged else config[name])
+            words[name] = shown(merged[0][2] if merged else last_value)
         else:
             words[name] = ", ".join(f"{shown(value)} ({_epochs(first, last)})"
                                     for first, last, value in merged)

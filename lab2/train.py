@@ -517,7 +517,8 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
     scaler = step.scaler()
     history: list[dict] = []
     start_epoch, best, best_epoch = 0, -1.0, None
-    run = {"run_id": uuid.uuid4().hex, "changes": [],
+    precision = step.why["precision"]   # resolved from --amp on this machine: fp32, bf16, fp16
+    run = {"run_id": uuid.uuid4().hex, "changes": [], "precision": precision,
            "data": {"fingerprint": fingerprint, "label": dataset_label(root),
                     "root": str(Path(root).expanduser().resolve())}}
     if checkpoint is not None:
@@ -533,8 +534,10 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
             log.info("%s was saved by %d process(es), this run has %d: the batches continue as "
                      "before, the dropout masks are new", last,
                      len(checkpoint.get("rng_ranks") or [0]), world.size)
+        if checkpoint.get("precision", precision) != precision:   # another machine, or --amp
+            changes["precision"] = (checkpoint["precision"], precision)
         run = {"run_id": checkpoint.get("run_id") or run["run_id"],
-               "data": checkpoint.get("data") or run["data"],
+               "data": checkpoint.get("data") or run["data"], "precision": precision,
                "changes": list(checkpoint.get("changes") or []) + [
                    {"epoch": start_epoch, "field": name, "from": old, "to": new}
                    for name, (old, new) in changes.items()]}

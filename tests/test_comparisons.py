@@ -61,9 +61,10 @@ def test_table_1_is_the_mean_and_spread_over_seeds():
     assert row["boundary_iou_std"] == 0.0 and row["seeds"] == [0, 1]
 
 
-def _summary(config: dict, epochs: int, *changes: tuple) -> dict:
+def _summary(config: dict, epochs: int, *changes: tuple, precision: str | None = "fp32"
+             ) -> dict:
     """A run_summary of a run trained ``epochs`` epochs, with (epoch, field, from, to) changes."""
-    return {"config": config, "epoch": epochs,
+    return {"config": config, "epoch": epochs, "precision": precision,
             "changes": [dict(zip(("epoch", "field", "from", "to"), c, strict=True))
                         for c in changes]}
 
@@ -71,7 +72,9 @@ def _summary(config: dict, epochs: int, *changes: tuple) -> dict:
 def test_how_a_run_was_trained_names_each_value_with_its_epochs():
     config = profile_config("smoke", lr=0.01, batch_size=2, epochs=6).to_dict()
     plain = trained_with(_summary(config, 6))
-    assert set(plain) == set(RECIPE_FIELDS) and plain["lr"] == "0.01"
+    assert set(plain) == {*RECIPE_FIELDS, "precision"} and plain["lr"] == "0.01"
+    assert plain["precision"] == "fp32"
+    assert trained_with(_summary(config, 6, precision=None))["precision"] == "not recorded"
     assert plain["max_eval_samples"] == "8" and plain["milestones"] == "30"
     for machine in ("num_workers", "device", "amp", "seed", "model", "profile"):
         assert machine not in plain       # how or which run, not how it learns
@@ -80,10 +83,12 @@ def test_how_a_run_was_trained_names_each_value_with_its_epochs():
         (2, "epochs", 2, 4), (2, "lr", 0.001, 0.005),   # epochs 3-4 at 0.005
         (4, "epochs", 4, 6), (4, "lr", 0.005, 0.02),    # a change with no epoch trained at 0.02
         (4, "lr", 0.02, 0.01), (4, "num_workers", 0, 2),
-        (5, "batch_size", 4, 2)))
+        (5, "batch_size", 4, 2), (5, "amp", "off", "bf16"), (5, "precision", "fp32", "bf16"),
+        precision="bf16"))
     assert words["epochs"] == "6"         # extending a run changes none of its earlier epochs
     assert words["lr"] == "0.001 (epochs 1–2), 0.005 (epochs 3–4), 0.01 (epochs 5–6)"
     assert words["batch_size"] == "4 (epochs 1–5), 2 (epoch 6)"
+    assert words["precision"] == "fp32 (epochs 1–5), bf16 (epoch 6)"   # resumed elsewhere
     assert trained_with(_summary(config, 6, (3, "lr", 0.01, 0.02), (3, "lr", 0.02, 0.01)))[
         "lr"] == "0.01"                   # changed back before an epoch was trained with it
 
@@ -176,14 +181,15 @@ def test_table_1_says_when_its_runs_were_not_trained_alike(sample_root, tmp_path
     finished runs never saw) must not sit silently beside the others in one table."""
     two = (("unet", False), ("unet", True))
     out = tmp_path / "exp"
-    run_experiment("smoke", sample_root, out, progress=False, runs=two, **TINY)
+    run_experiment("smoke", sample_root, out, progress=False, runs=two, amp="off", **TINY)
     results = load_experiment(out)
-    assert results["differences"] == []
+    assert results["differences"] == [] and {r["precision"] for r in results["table"]} == {"fp32"}
     assert "NOT TRAINED ALIKE" not in (out / "results.md").read_text(encoding="utf-8")
-    # unet_raw alone trained on for an epoch with another learning rate
+    # unet_raw alone trained on for an epoch with another learning rate, in bf16 (as if resumed
+    # on a machine whose --amp auto picks it)
     from lab2.runs import saved_config
     from lab2.train import train
-    train(saved_config(out / "unet_raw").replace(epochs=2, lr=0.01), sample_root,
+    train(saved_config(out / "unet_raw").replace(epochs=2, lr=0.01, amp="bf16"), sample_root,
           out / "unet_raw", resume=True, progress=False)
     import lab2.experiment as experiment_module
     monkeypatch.setattr(experiment_module, "train",
@@ -196,14 +202,17 @@ def test_table_1_says_when_its_runs_were_not_trained_alike(sample_root, tmp_path
            "epochs 1 (it has trained 2)" in caplog.text
     assert "were not all trained the same way" in caplog.text
     expected = ["epochs: 2 in unet_raw; 1 in unet_preprocessed",
-                "lr: 0.001 (epoch 1), 0.01 (epoch 2) in unet_raw; 0.001 in unet_preprocessed"]
+                "lr: 0.001 (epoch 1), 0.01 (epoch 2) in unet_raw; 0.001 in unet_preprocessed",
+                "precision: fp32 (epoch 1), bf16 (epoch 2) in unet_raw; fp32 in "
+                "unet_preprocessed"]
     results = load_experiment(out)
     assert results["differences"] == expected
     table = (out / "results.md").read_text(encoding="utf-8")
     assert "**NOT TRAINED ALIKE**" in table and all(f"- {line}" in table for line in expected)
     text = analysis_text(results["table"], results["histories"], results["comparisons"],
                          results["differences"])
-    assert text.startswith("- **Not trained alike:** the runs differ in epochs, lr ")
+    assert text.startswith("- **Not trained alike:** the runs differ in epochs, lr, precision ")
+    assert "| 2 | channel | fp32 (epoch 1), bf16 (epoch 2) |" in table
 
 
 def test_gpu_lists_are_checked_on_the_command_line(capsys):
