@@ -210,7 +210,7 @@ def _run_all(name: str, root, out: Path, progress: bool, runs, seeds: tuple[int,
     if differences:
         log.warning("the runs of %s were not all trained the same way (%s); Table 1 says so at "
                     "its top; for a fair comparison, train them alike in another --out", out,
-                    "; ".join(differences))
+                    "; ".join(differences.values()))
     write_tables(out, rows, table, comparisons, histories, name, label, seeds, differences)
     return table, out
 
@@ -229,22 +229,23 @@ def _warn_unapplied(config: TrainConfig, summary: dict) -> None:
                     "--out", config.run_name, ", ".join(unapplied))
 
 
-def training_differences(rows: list[dict]) -> list[str]:
-    """The training settings (and precisions) in which the runs of a table differ, one line each
-    (``lr: 0.001 in unet_raw, unet_preprocessed; 0.01 in resnet34_unet_raw``), from each row's
-    ``trained_with`` (:func:`lab2.runs.trained_with`); empty when all were trained alike.
+def training_differences(rows: list[dict]) -> dict[str, str]:
+    """The training settings (and precisions) in which the runs of a table differ, each with a
+    line that says how (``lr`` → ``lr: 0.001 in unet_raw, unet_preprocessed; 0.01 in
+    resnet34_unet_raw``), from each row's ``trained_with`` (:func:`lab2.runs.trained_with`);
+    empty when all were trained alike.
 
     The runs of one experiment folder start with the same settings, but a run may be resumed
     with a new ``--lr``, ``--batch-size`` or ``--epochs`` while the others are finished, and a
     later ``--seeds`` adds runs with the settings of that command."""
-    lines = []
+    lines = {}
     for name in dict.fromkeys(name for row in rows for name in row["trained_with"]):
         groups: dict[str, list[str]] = {}
         for row in rows:
             groups.setdefault(row["trained_with"].get(name, "not recorded"), []).append(row["run"])
         if len(groups) > 1:
-            lines.append(f"{name}: " + "; ".join(f"{words} in {', '.join(runs)}"
-                                                 for words, runs in groups.items()))
+            lines[name] = f"{name}: " + "; ".join(f"{words} in {', '.join(runs)}"
+                                                  for words, runs in groups.items())
     return lines
 
 
@@ -545,7 +546,8 @@ def _spread(row: dict, measure: str) -> str:
 
 
 def results_markdown(table: list[dict], comparisons: list[dict], profile: str, label: str,
-                     seeds: Sequence[int] = (0,), differences: Sequence[str] = ()) -> str:
+                     seeds: Sequence[int] = (0,), differences: dict[str, str] | None = None
+                     ) -> str:
     """Table 1 (lab2's test Dice beside the report's) and the paired comparisons; first, in
     bold, the training settings the runs differ in (:func:`training_differences`), if any."""
     synthetic = label == "synthetic sample"
@@ -566,7 +568,7 @@ def results_markdown(table: list[dict], comparisons: list[dict], profile: str, l
         lines += ["**NOT TRAINED ALIKE** — the runs below differ in training settings, so a "
                   "difference between them may come from these settings rather than from the "
                   "network or the preprocessing:", "",
-                  *(f"- {line}" for line in differences), ""]
+                  *(f"- {line}" for line in differences.values()), ""]
     several = len(seeds) > 1
     lines += [(f"Each model trained with seeds {', '.join(map(str, seeds))}: mean ± standard "
                "deviation over the seeds." if several else
@@ -616,7 +618,7 @@ HISTORY_FIELDS = ("run", "model", "preprocess", "seed", "epoch", "train_loss", "
 
 def write_tables(out: Path, rows: list[dict], table: list[dict], comparisons: list[dict],
                  histories: list[dict], profile: str, label: str, seeds: Sequence[int],
-                 differences: Sequence[str] = ()) -> None:
+                 differences: dict[str, str] | None = None) -> None:
     """``results.json`` (everything, typed: what code reads) and, for people, ``results.csv``
     (one row per run), ``results.md`` (Table 1 and the comparisons), ``comparisons.csv`` and
     ``histories.csv``. ``results.json`` comes last and names the SHA-256 of each of the others:
@@ -634,7 +636,7 @@ def write_tables(out: Path, rows: list[dict], table: list[dict], comparisons: li
         "version": RESULTS_VERSION, "profile": profile, "data": label, "seeds": list(seeds),
         "date": dt.date.today().isoformat(), "git_commit": git_commit(),
         "files": {name: file_sha256(out / name) for name in tables},
-        "differences": list(differences),
+        "differences": differences or {},
         "table": table, "runs": rows, "comparisons": comparisons, "histories": histories})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import matplotlib.pyplot as plt
 import pytest
 from interrupts import start_until
 
@@ -19,6 +20,7 @@ from lab2.experiment import (
     training_differences,
 )
 from lab2.report.analysis import analysis_text, dice_by_group, typical_images
+from lab2.report.figures import plot_dice_table
 from lab2.runs import trained_with
 
 TINY = dict(epochs=1, base_channels=4, max_train_samples=8, max_eval_samples=6, num_workers=0,
@@ -97,12 +99,12 @@ def test_the_settings_runs_differ_in_are_named_with_their_runs():
     config = profile_config("smoke").to_dict()
     alike = [{"run": name, "trained_with": trained_with(_summary(config, 2))}
              for name in ("unet_raw", "unet_preprocessed", "resnet34_unet_raw")]
-    assert training_differences(alike) == []
+    assert training_differences(alike) == {}
     alike[2]["trained_with"] = trained_with(_summary(config, 3, (2, "lr", 0.001, 0.01)))
-    assert training_differences(alike) == [
-        "epochs: 2 in unet_raw, unet_preprocessed; 3 in resnet34_unet_raw",
-        "lr: 0.001 in unet_raw, unet_preprocessed; 0.001 (epochs 1–2), 0.01 (epoch 3) in "
-        "resnet34_unet_raw"]
+    assert training_differences(alike) == {
+        "epochs": "epochs: 2 in unet_raw, unet_preprocessed; 3 in resnet34_unet_raw",
+        "lr": "lr: 0.001 in unet_raw, unet_preprocessed; 0.001 (epochs 1–2), 0.01 (epoch 3) "
+              "in resnet34_unet_raw"}
 
 
 def test_typical_images_are_the_ones_closest_to_the_median():
@@ -183,7 +185,7 @@ def test_table_1_says_when_its_runs_were_not_trained_alike(sample_root, tmp_path
     out = tmp_path / "exp"
     run_experiment("smoke", sample_root, out, progress=False, runs=two, amp="off", **TINY)
     results = load_experiment(out)
-    assert results["differences"] == [] and {r["precision"] for r in results["table"]} == {"fp32"}
+    assert results["differences"] == {} and {r["precision"] for r in results["table"]} == {"fp32"}
     assert "NOT TRAINED ALIKE" not in (out / "results.md").read_text(encoding="utf-8")
     # unet_raw alone trained on for an epoch with another learning rate, in bf16 (as if resumed
     # on a machine whose --amp auto picks it)
@@ -206,9 +208,13 @@ def test_table_1_says_when_its_runs_were_not_trained_alike(sample_root, tmp_path
                 "precision: fp32 (epoch 1), bf16 (epoch 2) in unet_raw; fp32 in "
                 "unet_preprocessed"]
     results = load_experiment(out)
-    assert results["differences"] == expected
+    assert list(results["differences"].values()) == expected
     table = (out / "results.md").read_text(encoding="utf-8")
     assert "**NOT TRAINED ALIKE**" in table and all(f"- {line}" in table for line in expected)
+    figure = plot_dice_table(results["table"], results["data"], "smoke", results["differences"])
+    assert "NOT TRAINED ALIKE: the runs differ in epochs, lr, precision" in [
+        t.get_text() for t in figure.texts]
+    plt.close(figure)
     text = analysis_text(results["table"], results["histories"], results["comparisons"],
                          results["differences"])
     assert text.startswith("- **Not trained alike:** the runs differ in epochs, lr, precision ")

@@ -4,7 +4,7 @@ with intervals, and the numbers behind the written analysis."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -120,15 +120,16 @@ def epochs_to_reach(history: Sequence[dict], fraction: float = 0.95) -> int:
 
 
 def analysis_text(results: Sequence[dict], histories: Sequence[dict],
-                  comparisons: Sequence[dict] = (), differences: Sequence[str] = ()) -> str:
+                  comparisons: Sequence[dict] = (), differences: Collection[str] = ()) -> str:
     """The written analysis, every number taken from ``results`` (Table 1's rows),
-    ``histories`` and ``comparisons`` (:func:`lab2.comparisons.compare`); ``differences`` (the
-    training settings the runs differ in, :func:`lab2.experiment.training_differences`) come
-    first, since each verdict below then compares more than the network or the preprocessing."""
+    ``histories`` and ``comparisons`` (:func:`lab2.comparisons.compare`). ``differences``, the
+    settings the runs were not trained alike in (the keys of
+    :func:`lab2.experiment.training_differences`), come first: each verdict below then compares
+    more than the network or the preprocessing."""
     lines = []
     if differences:
-        fields = ", ".join(line.split(":", 1)[0] for line in differences)
-        lines.append(f"- **Not trained alike:** the runs differ in {fields} (Table 1 lists how), "
+        lines.append(f"- **Not trained alike:** the runs differ in {', '.join(differences)} "
+                     "(Table 1 lists how), "
                      "so a verdict below may reflect those settings rather than the network or "
                      "the preprocessing.")
     for c in comparisons:

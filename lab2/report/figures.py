@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -241,9 +241,13 @@ def plot_prediction_grid(rows: Sequence[dict], runs: Sequence[str], data: str,
     return fig
 
 
-def plot_dice_table(results: Sequence[dict], data: str, profile: str) -> plt.Figure:
+def plot_dice_table(results: Sequence[dict], data: str, profile: str,
+                    differences: Collection[str] = ()) -> plt.Figure:
     """Table 1 as bars: lab2's average test Dice beside the report's, per model; with several
-    seeds, lab2's bar is their mean and its error bar ± one standard deviation."""
+    seeds, lab2's bar is their mean and its error bar ± one standard deviation. ``differences``,
+    the settings the runs were not trained alike in (the keys of
+    :func:`lab2.experiment.training_differences`), are named under the bars: a figure travels
+    without its table."""
     fig, ax = plt.subplots(figsize=(8, 3.5))
     names = [RUN_TITLES[run_name(r["model"], r["preprocess"])] for r in results]
     x = np.arange(len(results))
@@ -262,6 +266,9 @@ def plot_dice_table(results: Sequence[dict], data: str, profile: str) -> plt.Fig
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("Test Dice per model (Table 1)")
     stamp(fig, data, profile)
+    if differences:
+        fig.text(0.005, -0.01, f"NOT TRAINED ALIKE: the runs differ in {', '.join(differences)}",
+                 ha="left", va="top", fontsize=8, color="firebrick", fontweight="bold")
     return fig
 
 
