@@ -709,6 +709,25 @@ def test_notebooks_run_in_this_python_whatever_python3_kernel_is_registered(tmp_
     assert zmq.has("curve") is ("without encryption" not in capfd.readouterr().err)
 
 
+def test_a_notebook_kernel_is_shut_down_without_an_interrupt(tmp_path, monkeypatch):
+    # jupyter_client sends SIGINT to a kernel before shutting it down; one still tidying up
+    # logged "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel." under a make report
+    # that had succeeded
+    import signal
+
+    from jupyter_client import AsyncKernelManager
+
+    from lab2.report.runner import run_notebooks
+    sent, original = [], AsyncKernelManager._async_signal_kernel
+
+    async def signal_kernel(self, signum):
+        sent.append(signum)
+        await original(self, signum)
+    monkeypatch.setattr(AsyncKernelManager, "_async_signal_kernel", signal_kernel)
+    run_notebooks([small_notebook(tmp_path / "n.ipynb", "1 + 1")])
+    assert signal.SIGINT not in sent
+
+
 def test_a_failing_notebook_is_one_line_naming_its_cell_and_is_left_as_it_was(tmp_path,
                                                                              monkeypatch, capsys):
     import lab2.report.runner as runner
