@@ -7,17 +7,21 @@ What ``device="auto"``, ``amp="auto"`` and ``channels_last="auto"`` choose:
 | NVIDIA GPU, compute capability 8.0 or more (A100, H100, RTX 30xx/40xx) | cuda | bf16 | on |
 | NVIDIA GPU below 8.0 (T4, V100, RTX 20xx, GTX 10xx; no bf16) | cuda | fp16 + GradScaler | on |
 | Apple silicon (MPS) | mps | off (fp32) | off |
-| CPU that computes bf16 natively (AVX512-BF16 or AMX) | cpu | bf16 | on |
+| CPU that computes bf16 natively (AVX512-BF16 or AMX) | cpu | bf16 | off |
 | any other CPU | cpu | off (fp32) | off |
 
 bf16 has fp32's exponent range and needs no loss scaling; fp16 does, so fp16 training goes through
 ``torch.amp.GradScaler``, whose state is saved in every checkpoint. On a CPU without native bf16,
 autocast emulates it: ``benchmarks/cpu_precision.py`` measured it an order of magnitude slower
-than fp32 on such a CPU (``benchmarks/RESULTS.md``). channels_last in fp32 measured a little
-faster there (3-13 %), but on that AVX2 CPU oneDNN's 1x1-convolution weight gradient
-(``jit_avx2_1x1_convolution_bwd_weights``) then spun forever in one of the test runs, so fp32 on
-the CPU stays contiguous unless ``--channels-last on`` asks for it. Every choice comes with the
-reason, which ``run.json`` records.
+than fp32 on such a CPU (``benchmarks/RESULTS.md``). On the CPU lab2 keeps activations contiguous,
+although channels_last measured faster there (fp32 3-13 % on an AVX2 CPU; bf16 8-22 % on an
+AVX512-BF16 one), because oneDNN's 1x1-convolution weight gradient — ResNet34-UNet's stride-2
+shortcut — is broken for it: on that AVX2 CPU it spun forever in one of the test runs
+(``jit_avx2_1x1_convolution_bwd_weights``), and on an AVX512 CPU with torch 2.14.1 (oneDNN 3.12)
+it crashes the process with a segmentation fault or "free(): invalid next size" for some shapes
+(fp32: 8 → 16 channels at 64 px; bf16: a batch of 3 at 8 → 16 channels and 16 px), after it may
+already have written outside its buffers. ``--channels-last on`` still asks for it. Every choice
+comes with the reason, which ``run.json`` records.
 
 CPU threads: PyTorch starts one per core of the process's affinity, but ignores a container's CPU
 quota (``docker --cpus``, a JupyterHub or Kubernetes pod): 64 threads throttled to 2 cores.
@@ -124,18 +128,15 @@ def choose_precision(amp: str, device: torch.device) -> tuple[torch.dtype | None
     return None, f"{device.type}: fp32 (mixed precision is not tested there)"
 
 
-def choose_channels_last(setting: str, device: torch.device, amp: torch.dtype | None
-                         ) -> tuple[bool, str]:
+def choose_channels_last(setting: str, device: torch.device) -> tuple[bool, str]:
     """Whether activations use channels_last, and why."""
     if setting != "auto":
         return setting == "on", f"--channels-last {setting}"
     if device.type == "cuda":
         return True, "CUDA: tensor-core convolutions want channels_last"
-    if device.type == "cpu" and amp == torch.bfloat16:
-        return True, "CPU with native bf16: oneDNN's bf16 convolutions want channels_last"
     if device.type == "cpu":
-        return False, ("CPU in fp32: contiguous (channels_last hung oneDNN's AVX2 1x1-convolution "
-                       "backward once; see lab2/machine.py)")
+        return False, ("CPU: contiguous (in channels_last oneDNN's 1x1 stride-2 convolution "
+                       "backward crashes or hangs for some shapes; see lab2/machine.py)")
     return False, f"{device.type}: contiguous layout (channels_last not measured there)"
 
 
@@ -158,7 +159,7 @@ class Step:
         usable cores on the way (:func:`fit_cpu_threads`)."""
         device = resolve_device(config.device)
         amp, amp_why = choose_precision(config.amp, device)
-        layout, layout_why = choose_channels_last(config.channels_last, device, amp)
+        layout, layout_why = choose_channels_last(config.channels_last, device)
         threads, threads_why = fit_cpu_threads()
         return cls(device, amp, layout, {"precision": describe(amp), "precision_why": amp_why,
                                          "channels_last_why": layout_why,
