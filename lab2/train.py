@@ -476,9 +476,10 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
     # and the same settings: with "auto" precision, a machine whose GPU lacks bf16 would take
     # fp16 and scale its loss, and DDP would average scaled gradients with unscaled ones
     step = Step.for_config(config)
+    precision = step.why["precision"]   # resolved from --amp on this machine: fp32, bf16, fp16
     distributed.require_same_settings(
         {**{name: value for name, value in config.to_dict().items()
-            if name not in _PER_MACHINE_FIELDS}, "precision": step.why["precision"]},
+            if name not in _PER_MACHINE_FIELDS}, "precision": precision},
         "give every machine the same command (config.json records rank 0's settings), and "
         "--amp bf16, fp16 or off where the GPUs differ")
     checkpoint, changes = None, {}
@@ -517,7 +518,6 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
     scaler = step.scaler()
     history: list[dict] = []
     start_epoch, best, best_epoch = 0, -1.0, None
-    precision = step.why["precision"]   # resolved from --amp on this machine: fp32, bf16, fp16
     run = {"run_id": uuid.uuid4().hex, "changes": [], "precision": precision,
            "data": {"fingerprint": fingerprint, "label": dataset_label(root),
                     "root": str(Path(root).expanduser().resolve())}}
