@@ -147,6 +147,15 @@ def replace(source: str | os.PathLike, target: str | os.PathLike) -> None:
         _sleep(IN_USE_WAIT_S)
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """Content hash of a file (identifies exactly which weights or data a result belongs to)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class ChangedSince(ValueError):
     """A file no longer holds the content a result was made from."""
 

@@ -7,7 +7,6 @@ so ``torch.load(..., weights_only=True)`` can read it (no arbitrary code runs on
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import random
@@ -95,15 +94,6 @@ def unreadable_reason(path: Path, error: Exception) -> str:
         return "it is cut short or damaged (a copy or download that did not finish?)"
     first = re.sub(r"\x1b\[[0-9;]*m", "", text).strip().splitlines()
     return first[0][:160] if first else type(error).__name__
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Content hash of a file (identifies exactly which weights a result belongs to)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def rng_state() -> dict[str, Any]:

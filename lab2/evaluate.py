@@ -23,7 +23,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import atomic, locks
-from .checkpoint import file_sha256, load_checkpoint
+from .atomic import file_sha256
+from .checkpoint import load_checkpoint
 from .comparisons import per_image_path
 from .config import TrainConfig
 from .data import OxfordPetSegmentation, dataset_fingerprint

@@ -40,8 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import atomic, locks
-from .atomic import read_exact
-from .checkpoint import file_sha256
+from .atomic import file_sha256, read_exact
 from .comparisons import (
     COMPARISON_FIELDS,
     compare,
@@ -50,7 +49,7 @@ from .comparisons import (
     seed_spread,
 )
 from .config import RECIPE_FIELDS, TrainConfig, profile_config, resolve_profile, shown
-from .data import dataset_fingerprint
+from .data import dataset_fingerprint, same_data
 from .data.loaders import RUNS_AT_ONCE_ENV
 from .data.sample import dataset_label, is_sample
 from .evaluate import evaluate_checkpoint
@@ -103,14 +102,19 @@ def _check_folder_data(out: Path, root, profile: str) -> None:
         atomic.write_json(path, record)
         return
     stored = json.loads(path.read_text(encoding="utf-8"))
-    if stored.get("dataset_fingerprint") != record["dataset_fingerprint"]:
+    recorded = stored.get("dataset_fingerprint")
+    if not same_data(recorded, record["dataset_fingerprint"], root):
         raise ValueError(
             f"{out} holds runs of the {stored.get('data')} in {stored.get('root')} (fingerprint "
-            f"{stored.get('dataset_fingerprint')}), not of the {record['data']} in {record['root']}"
-            f" (fingerprint {record['dataset_fingerprint']}); use another --out for this data set")
+            f"{recorded}), not of the {record['data']} in {record['root']} (fingerprint "
+            f"{record['dataset_fingerprint']}: another data set, or files of it changed since); "
+            "use another --out for this data set")
     if stored.get("profile") != profile:
         raise ValueError(f"{out} holds runs of profile {stored.get('profile')!r}, not {profile!r};"
                          " use another --out, or the same --profile")
+    if recorded != record["dataset_fingerprint"]:
+        # recorded by names and sizes (the earlier lab2): by content from now on
+        atomic.write_json(path, {**stored, "dataset_fingerprint": record["dataset_fingerprint"]})
 
 
 def _run_config(run_dir: Path, summary: dict | None, wanted: TrainConfig, overrides: dict
@@ -694,7 +698,8 @@ def out_of_date(out: Path, results: dict, root=None) -> str | None:
         if not per_image.is_file() or file_sha256(per_image) != row["per_image_sha256"]:
             return (f"{per_image.relative_to(out)} is not the file it was made from (tested "
                     "again with other settings since?)")
-        if fingerprint is not None and key["dataset_fingerprint"] != fingerprint:
+        if fingerprint is not None and not same_data(key["dataset_fingerprint"], fingerprint,
+                                                     root):
             return (f"the data set in {root} has changed since (fingerprint {fingerprint}, "
                     f"tested on {key['dataset_fingerprint']})")
     return None

@@ -21,6 +21,7 @@ import torch
 from . import __version__, atomic
 from .checkpoint import copy_checkpoint, load_checkpoint
 from .config import RECIPE_FIELDS, TrainConfig, shown
+from .data.fingerprint import same_data
 from .data.sample import dataset_label
 from .distributed import several_machines
 from .paths import source_checkout
@@ -158,13 +159,15 @@ def write_run_record(out: Path, record: dict) -> None:
 
 
 def check_same_data(run_dir: Path, data: dict | None, fingerprint: str, root) -> None:
-    """Refuse to continue or report a run on a data set other than the one it was trained on."""
-    if data and data.get("fingerprint") != fingerprint:
+    """Refuse to continue or report a run on a data set other than the one it was trained on
+    (``fingerprint``: the one under ``root`` now)."""
+    if data and not same_data(data.get("fingerprint"), fingerprint, root):
         raise ValueError(
             f"{run_dir} was trained on the {data.get('label')} in {data.get('root')} (fingerprint "
-            f"{data.get('fingerprint')}), but {root} holds another data set "
-            f"({dataset_label(root)}, fingerprint {fingerprint}); point --root at the data the run "
-            "was trained on, or use another --out")
+            f"{data.get('fingerprint')}), but {root} holds other data ({dataset_label(root)}, "
+            f"fingerprint {fingerprint}): another data set, or files of it changed since (a "
+            "reordered split list, an edited trimap); point --root at the data the run was "
+            "trained on, put the files back as they were, or use another --out")
 
 
 def is_finished(run_dir: str | Path, epochs: int | None = None) -> bool:

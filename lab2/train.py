@@ -536,8 +536,10 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
                      len(checkpoint.get("rng_ranks") or [0]), world.size)
         if checkpoint.get("precision", precision) != precision:   # another machine, or --amp
             changes["precision"] = (checkpoint["precision"], precision)
+        # a run recorded by names and sizes (the earlier lab2) is recorded by content from now
         run = {"run_id": checkpoint.get("run_id") or run["run_id"],
-               "data": checkpoint.get("data") or run["data"], "precision": precision,
+               "data": {**(checkpoint.get("data") or run["data"]), "fingerprint": fingerprint},
+               "precision": precision,
                "changes": list(checkpoint.get("changes") or []) + [
                    {"epoch": start_epoch, "field": name, "from": old, "to": new}
                    for name, (old, new) in changes.items()]}

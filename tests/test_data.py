@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+import time
 import warnings
 
 import numpy as np
@@ -16,6 +19,7 @@ from lab2.data import (
     IGNORE_INDEX,
     OxfordPetSegmentation,
     audit_dataset,
+    fingerprint,
     load_split,
     make_sample_dataset,
     parse_list,
@@ -188,6 +192,127 @@ def test_audit_is_cached_until_a_file_changes(tmp_path):
     again = audit_dataset(tmp_path, progress=False)
     assert again.fingerprint != first.fingerprint
     assert "images/notes.txt" in {e.file for e in again.entries}
+
+
+# ---- the data set's fingerprint ------------------------------------------------------------
+
+@pytest.fixture
+def tiny_root(tmp_path):
+    make_sample_dataset(tmp_path / "data", n_trainval=10, n_test=5, size=64, progress=False)
+    return tmp_path / "data"
+
+
+def _same_size_edit(path) -> None:
+    """Change a file's bytes, not its size (a corrected trimap, a re-saved photo can do that)."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_edits_that_keep_every_file_size_change_the_fingerprint(tiny_root):
+    # `sort trainval.txt` keeps its size and moves images between training and validation
+    # (every 10th line is validation): the names-and-sizes fingerprint did not change, so a
+    # run resumed, and a cache was used, on data they were not made from
+    annotations = dataset_dir(tiny_root) / "annotations"
+    before = fingerprint.dataset_fingerprint(tiny_root)
+    names_and_sizes = fingerprint.names_and_sizes_fingerprint(tiny_root)
+    lines = (annotations / "trainval.txt").read_text(encoding="utf-8").splitlines(keepends=True)
+    (annotations / "trainval.txt").write_text("".join(sorted(lines)), encoding="utf-8")
+    assert fingerprint.names_and_sizes_fingerprint(tiny_root) == names_and_sizes
+    after_sort = fingerprint.dataset_fingerprint(tiny_root)
+    assert after_sort != before
+    _same_size_edit(next((annotations / "trimaps").iterdir()))
+    assert fingerprint.dataset_fingerprint(tiny_root) not in (before, after_sort)
+    assert fingerprint.names_and_sizes_fingerprint(tiny_root) == names_and_sizes
+
+
+@pytest.fixture
+def settled(monkeypatch):
+    """Files count as settled at once (not written in the last seconds), so they are
+    remembered; and the hashes this process remembers are forgotten before and after."""
+    monkeypatch.setattr(fingerprint, "RECENT_S", 0.0)
+    fingerprint._seen.clear()
+    yield
+    fingerprint._seen.clear()
+
+
+def count_reads(monkeypatch) -> list:
+    read = []
+    original = fingerprint.atomic.file_sha256
+    monkeypatch.setattr(fingerprint.atomic, "file_sha256",
+                        lambda path: read.append(path) or original(path))
+    return read
+
+
+def test_a_later_command_reads_no_file_whose_stat_is_unchanged(tiny_root, settled, monkeypatch):
+    first = fingerprint.dataset_fingerprint(tiny_root)
+    assert fingerprint.memo_path(tiny_root).is_file()
+    fingerprint._seen.clear()                           # a new process: only the memo file
+    read = count_reads(monkeypatch)
+    assert fingerprint.dataset_fingerprint(tiny_root) == first and read == []
+    photo = next((dataset_dir(tiny_root) / "images").iterdir())
+    _same_size_edit(photo)
+    fingerprint._seen.clear()
+    assert fingerprint.dataset_fingerprint(tiny_root) != first and read == [photo]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="a file's status-change time is POSIX's")
+def test_a_file_edited_and_its_modification_time_set_back_is_read_again(tiny_root, settled):
+    first = fingerprint.dataset_fingerprint(tiny_root)
+    trimap = next((dataset_dir(tiny_root) / "annotations" / "trimaps").iterdir())
+    times = trimap.stat()
+    _same_size_edit(trimap)
+    os.utime(trimap, ns=(times.st_atime_ns, times.st_mtime_ns))    # as `cp -p`, `touch -r` do
+    assert trimap.stat().st_mtime_ns == times.st_mtime_ns
+    fingerprint._seen.clear()
+    assert fingerprint.dataset_fingerprint(tiny_root) != first
+
+
+def test_a_file_written_within_the_file_systems_clock_tick_is_not_remembered(tiny_root,
+                                                                            monkeypatch):
+    # a coarse clock (FAT: 2 s) gives a file written twice within one tick the same times:
+    # what was hashed then must not be taken for what is there now
+    fingerprint._seen.clear()
+    tick = time.time_ns()
+    monkeypatch.setattr(fingerprint, "_stat_key",
+                        lambda st: (st.st_size, tick, tick, st.st_ino))
+    first = fingerprint.dataset_fingerprint(tiny_root)
+    _same_size_edit(next((dataset_dir(tiny_root) / "images").iterdir()))
+    assert fingerprint.dataset_fingerprint(tiny_root) != first
+    fingerprint._seen.clear()
+    assert fingerprint.dataset_fingerprint(tiny_root) != first
+
+
+def test_the_fingerprint_needs_no_writable_or_sound_memo(tiny_root, settled, tmp_path,
+                                                          monkeypatch):
+    first = fingerprint.dataset_fingerprint(tiny_root)
+    fingerprint._seen.clear()
+    fingerprint.memo_path(tiny_root).write_text("{ damaged", encoding="utf-8")
+    assert fingerprint.dataset_fingerprint(tiny_root) == first
+    fingerprint._seen.clear()
+    monkeypatch.setenv("LAB2_CACHE_DIR", str(tmp_path / "nowhere" / "cache"))
+    (tmp_path / "nowhere").mkdir()
+    (tmp_path / "nowhere").chmod(0o555)
+    try:
+        assert fingerprint.dataset_fingerprint(tiny_root) == first
+    finally:
+        (tmp_path / "nowhere").chmod(0o755)
+
+
+def test_a_copy_of_the_data_set_elsewhere_has_the_same_fingerprint(tiny_root, tmp_path):
+    # what lets the machines of one run check that they hold the same data
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset_dir(tiny_root), dataset_dir(copy))
+    assert fingerprint.dataset_fingerprint(copy) == fingerprint.dataset_fingerprint(tiny_root)
+
+
+def test_a_fingerprint_recorded_by_the_earlier_lab2_still_names_its_data(tiny_root):
+    now = fingerprint.dataset_fingerprint(tiny_root)
+    earlier = fingerprint.names_and_sizes_fingerprint(tiny_root)
+    assert fingerprint.same_data(now, now, tiny_root)
+    assert fingerprint.same_data(earlier, now, tiny_root)
+    assert not fingerprint.same_data("0123456789abcdef", now, tiny_root)
+    assert not fingerprint.same_data(None, now, tiny_root)
 
 
 def test_recovered_images_read_as_three_channel_rgb(sample_root):

@@ -26,14 +26,17 @@ from PIL import Image
 import lab2.runs as runs_module
 import lab2.train as train_module
 from lab2 import atomic, cli, locks
-from lab2.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from lab2.atomic import file_sha256
+from lab2.checkpoint import load_checkpoint, save_checkpoint
 from lab2.config import profile_config
 from lab2.data import OxfordPetSegmentation, build_cache, find_cache, make_sample_dataset
 from lab2.data import cache as cache_module
 from lab2.data import sample as sample_module
+from lab2.data.fingerprint import dataset_fingerprint, names_and_sizes_fingerprint
 from lab2.data.reading import OK, RECOVERED, check_image, read_rgb
 from lab2.evaluate import evaluate_checkpoint
 from lab2.experiment import load_results, run_experiment
+from lab2.paths import dataset_dir
 from lab2.runs import is_finished, read_history, run_summary, saved_config
 from lab2.train import NonFiniteLossError, train
 
@@ -229,6 +232,67 @@ def test_a_run_refuses_to_resume_on_another_data_set(sample_root, tmp_path):
     make_sample_dataset(other, seed=1, n_trainval=40, n_test=20, size=96, progress=False)
     with pytest.raises(ValueError, match="trained on the synthetic sample.*--root"):
         train(smoke(epochs=2), other, out, resume=True, progress=False)
+
+
+def sort_split_list(root) -> None:
+    """``sort trainval.txt``: the same size, other images in validation (every 10th line)."""
+    listing = dataset_dir(root) / "annotations" / "trainval.txt"
+    lines = listing.read_text(encoding="utf-8").splitlines(keepends=True)
+    listing.write_text("".join(sorted(lines)), encoding="utf-8")
+
+
+def test_a_run_refuses_to_resume_after_its_data_changed_without_a_size_changing(small_root,
+                                                                                 tmp_path):
+    # the fingerprint of names and sizes missed it: the run went on, validated on other images
+    # and trained on the ones it had validated on
+    out = tmp_path / "run"
+    train(smoke(epochs=1), small_root, out, progress=False)
+    sort_split_list(small_root)
+    with pytest.raises(ValueError, match="holds other data.*changed since.*point --root"):
+        train(smoke(epochs=2), small_root, out, resume=True, progress=False)
+
+
+def test_results_recorded_with_the_earlier_fingerprint_are_still_accepted(small_root, tmp_path):
+    # runs, folders and tables recorded before the content fingerprint name their data by
+    # names and sizes: an upgrade must not turn hours of training away
+    out = tmp_path / "exp"
+    run_experiment("smoke", small_root, out, progress=False, runs=[("unet", False)], **TINY)
+    earlier = names_and_sizes_fingerprint(small_root)
+    last = out / "unet_raw" / "last.pt"
+    state = load_checkpoint(last)
+    save_checkpoint(last, {**state, "data": {**state["data"], "fingerprint": earlier}})
+    folder = json.loads((out / "experiment.json").read_text(encoding="utf-8"))
+    atomic.write_json(out / "experiment.json", {**folder, "dataset_fingerprint": earlier})
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    for row in results["runs"]:
+        row["evaluation_key"]["dataset_fingerprint"] = earlier
+    atomic.write_json(out / "results.json", results)
+    from lab2.experiment import load_experiment
+    load_experiment(out, small_root)                       # not refused
+    rows, _ = run_experiment("smoke", small_root, out, progress=False, runs=[("unet", False)],
+                             **{**TINY, "epochs": 3})      # resumes the run, tests it again
+    assert rows[0]["epochs"] == 3
+    now = dataset_fingerprint(small_root)                  # recorded by content from now on
+    assert load_checkpoint(last)["data"]["fingerprint"] == now
+    assert json.loads((out / "experiment.json").read_text(encoding="utf-8"))[
+        "dataset_fingerprint"] == now
+    sort_split_list(small_root)                            # and a real change is still refused
+    with pytest.raises(ValueError, match="holds runs of the synthetic sample"):
+        run_experiment("smoke", small_root, out, progress=False, runs=[("unet", False)], **TINY)
+
+
+def test_the_cache_of_data_that_changed_since_is_removed_when_the_new_one_is_built(small_root,
+                                                                                  caplog):
+    # each cache holds the whole data set (15 GiB for both variants at 512 px): a stale one
+    # left beside the new one could fill the disk the new one needs
+    old = build_cache(small_root, 32, None, progress=False, workers=1).folder
+    other_size = build_cache(small_root, 40, None, progress=False, workers=1).folder
+    sort_split_list(small_root)
+    with caplog.at_level("INFO", logger="lab2"):
+        new = build_cache(small_root, 32, None, progress=False, workers=1).folder
+    assert new != old and not old.exists() and other_size.is_dir()
+    assert not list(old.parent.glob("*.partial*"))
+    assert f"removed the cache {old}" in caplog.text
 
 
 def test_stored_test_metrics_are_reused_only_for_the_same_weights(sample_root, tmp_path):

@@ -12,8 +12,8 @@ import importlib
 
 #: Public name → the module of this package that defines it.
 _EXPORTS = {
-    **dict.fromkeys(("AuditEntry", "AuditReport", "audit_dataset", "dataset_fingerprint"),
-                    "audit"),
+    **dict.fromkeys(("AuditEntry", "AuditReport", "audit_dataset"), "audit"),
+    **dict.fromkeys(("dataset_fingerprint", "same_data"), "fingerprint"),
     **dict.fromkeys(("SampleCache", "build_cache", "find_cache"), "cache"),
     **dict.fromkeys(("choose_data_root", "has_dataset"), "choose"),
     "OxfordPetSegmentation": "dataset",

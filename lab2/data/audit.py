@@ -12,14 +12,14 @@ JPEGs that libjpeg decodes with a warning only ("extraneous bytes before marker"
 images and count as ok.
 
 The result is cached in the data root's cache folder (``<root>/cache/audit-<fingerprint>.json``,
-or under ``$LAB2_CACHE_DIR``), keyed by a fingerprint of file names and sizes, so data sets built on
-the data do not decode every image again. Where that folder cannot be written (a read-only data
+or under ``$LAB2_CACHE_DIR``), keyed by the data set's fingerprint (:mod:`lab2.data.fingerprint`,
+the names and contents of its files), so data sets built on the data do not decode every image
+again. Where that folder cannot be written (a read-only data
 root without ``LAB2_CACHE_DIR``) the audit still runs, with a warning that it is not saved.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,6 +33,7 @@ from .. import atomic
 from ..notices import shell_word
 from ..paths import cache_dir, dataset_dir
 from ..processes import usable_cpus, worker_pool
+from .fingerprint import dataset_fingerprint
 from .index import read_list
 from .reading import IGNORED, RECOVERED, SKIPPED, check_image, check_trimap, image_size_of
 
@@ -143,16 +144,6 @@ def _files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_file())
-
-
-def dataset_fingerprint(root: str | os.PathLike) -> str:
-    """Hash of the names and sizes of every file of the data set (images, trimaps, lists)."""
-    folder = dataset_dir(root)
-    digest = hashlib.sha1()
-    for sub in ("images", "annotations/trimaps", "annotations"):
-        for path in _files(folder / sub):
-            digest.update(f"{sub}/{path.name}\0{path.stat().st_size}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 def _listed_names(annotations: Path) -> list[str]:

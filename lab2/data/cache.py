@@ -2,9 +2,9 @@
 
 Running the preprocessing chain at 512×512 costs far more than a training step can wait for, so
 each variant of the data set is computed once and stored under
-``<data root>/cache/<fingerprint>/``. The fingerprint covers the data set (file names and sizes),
-the image size, the preprocessing parameters (or "raw") and :data:`CACHE_VERSION`: changing any of
-them builds a new cache.
+``<data root>/cache/<fingerprint>/``. The fingerprint covers the data set (the names and contents
+of its files), the image size, the preprocessing parameters (or "raw") and :data:`CACHE_VERSION`:
+changing any of them builds a new cache.
 
 Storage: two uint8 ``.npy`` arrays opened as memory maps — ``images.npy`` (N, H, W, 3) RGB and
 ``trimaps.npy`` (N, H, W) with the trimap values 1/2/3 (the mask convention is applied when
@@ -47,7 +47,8 @@ from .. import atomic, locks
 from ..paths import CACHE_ENV, cache_dir, dataset_dir
 from ..preprocess import PreprocessParams, preprocess
 from ..processes import usable_cpus, worker_pool
-from .audit import audit_dataset, dataset_fingerprint
+from .audit import audit_dataset
+from .fingerprint import dataset_fingerprint
 from .index import load_split
 from .reading import read_sample
 from .resize import as_hw, resize_pair
@@ -210,6 +211,37 @@ def _remove_abandoned_builds(base: Path) -> None:
             pass  # being built right now
 
 
+def _remove_superseded(base: Path, root, size: tuple[int, int], params: PreprocessParams | None,
+                       fingerprint: str) -> None:
+    """Remove the caches of the same variant (image size, preprocessing) of the data set in the
+    same folder that other data made: the files changed since, or an earlier lab2 keyed them
+    otherwise. Each holds the whole data set (15 GiB for both variants at 512 px), and left in
+    place they could fill the disk the new one needs. A cache in use where files in use cannot
+    be moved (Windows) is left."""
+    folder = dataset_dir(root).resolve()
+    preprocess = None if params is None else params.to_dict()
+    for meta_file in base.glob("*/meta.json"):
+        old = meta_file.parent
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            same = (Path(meta["dataset"]).resolve() == folder
+                    and list(meta["image_size"]) == list(size) and meta["preprocess"] == preprocess)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not same or old.name == fingerprint or ".partial" in old.name:
+            continue
+        try:
+            with locks.owned(base / f"{old.name}.lock", f"the cache {old}"):
+                doomed = base / f"{old.name}.partial-superseded"
+                os.replace(old, doomed)        # no longer a cache the moment it is renamed
+        except (locks.BusyError, OSError):
+            continue                           # in use: left for a later build
+        size_gib = sum(f.stat().st_size for f in doomed.iterdir() if f.is_file()) / 2**30
+        shutil.rmtree(doomed, ignore_errors=True)   # what is left goes with the next build
+        log.info("removed the cache %s (%.2f GiB): the data in %s changed since it was built, "
+                 "or an earlier lab2 built it", old, size_gib, folder)
+
+
 def _fsync(path: Path) -> None:
     """Flush a file to disk. Opened for writing: Windows flushes no read-only descriptor (its
     ``FlushFileBuffers`` needs write access, so every cache build failed there)."""
@@ -242,6 +274,7 @@ def build_cache(root: str | os.PathLike, image_size: int | tuple[int, int],
         if found is not None:
             return found
         _remove_abandoned_builds(base)
+        _remove_superseded(base, root, size, params, fingerprint)
         if final.exists():
             log.warning("the cache %s is incomplete or damaged; building it again", final)
             shutil.rmtree(final)
@@ -284,7 +317,7 @@ def _build(root, size: tuple[int, int], params: PreprocessParams | None, fingerp
         atomic.write_json(partial / "meta.json", {
             "version": CACHE_VERSION, "fingerprint": fingerprint, "image_size": [h, w],
             "preprocess": None if params is None else params.to_dict(),
-            "dataset": str(dataset_dir(root)), "names": names,
+            "dataset": str(dataset_dir(root).resolve()), "names": names,
             "sizes": {name: (partial / name).stat().st_size for name in ARRAYS},
         }, fix=FIX)
         os.chmod(partial, atomic.folder_mode())
