@@ -21,6 +21,9 @@ from ..paths import figures_dir
 
 RUN_COLOURS = {"unet_raw": "tab:blue", "unet_preprocessed": "tab:cyan",
                "resnet34_unet_raw": "tab:red", "resnet34_unet_preprocessed": "tab:orange"}
+#: Preprocessed runs are drawn dashed (curves) or with squares (points): the 2 × 2 design reads
+#: without telling cyan from blue or orange from red (in print, or with a colour-blind eye).
+PREPROCESSED_LINE, PREPROCESSED_MARKER = "--", "s"
 RUN_TITLES = {"unet_raw": "UNet", "unet_preprocessed": "UNet + preprocessing",
               "resnet34_unet_raw": "ResNet34-UNet",
               "resnet34_unet_preprocessed": "ResNet34-UNet + preprocessing"}
@@ -200,6 +203,7 @@ def plot_training_curves(histories: Sequence[dict], data: str, profile: str) -> 
         base = run_name(rows[0]["model"], rows[0]["preprocess"]) if "model" in rows[0] else run
         first_seed = base == run
         style = dict(color=RUN_COLOURS.get(base), linewidth=1.6 if first_seed else 0.8,
+                     linestyle=PREPROCESSED_LINE if base.endswith("_preprocessed") else "-",
                      alpha=1.0 if first_seed else 0.6,
                      label=RUN_TITLES.get(base, base) if first_seed else None)
         axes[0].plot(epochs, [h["train_loss"] for h in rows], **style)
@@ -288,7 +292,8 @@ def plot_dice_by_group(rows: Sequence[dict], data: str, profile: str, title: str
         dice = np.array([mine[g]["dice"] if g in mine else np.nan for g in groups])
         low = np.array([mine[g]["ci_low"] if g in mine else np.nan for g in groups])
         high = np.array([mine[g]["ci_high"] if g in mine else np.nan for g in groups])
-        ax.errorbar(dice, y, xerr=[dice - low, high - dice], fmt="o", markersize=3,
+        marker = PREPROCESSED_MARKER if run.endswith("_preprocessed") else "o"
+        ax.errorbar(dice, y, xerr=[dice - low, high - dice], fmt=marker, markersize=3,
                     capsize=2, linewidth=0.8, color=RUN_COLOURS.get(run),
                     label=RUN_TITLES.get(run, run))
     counts = {g: max(r["n_images"] for r in rows if r["group"] == g) for g in groups}
