@@ -37,6 +37,7 @@ from lab2.data.reading import OK, RECOVERED, check_image, read_rgb
 from lab2.evaluate import evaluate_checkpoint
 from lab2.experiment import load_results, run_experiment
 from lab2.paths import dataset_dir
+from lab2.preprocess import PreprocessParams
 from lab2.runs import is_finished, read_history, run_summary, saved_config
 from lab2.train import NonFiniteLossError, train
 
@@ -285,14 +286,18 @@ def test_the_cache_of_data_that_changed_since_is_removed_when_the_new_one_is_bui
                                                                                   caplog):
     # each cache holds the whole data set (15 GiB for both variants at 512 px): a stale one
     # left beside the new one could fill the disk the new one needs
-    old = build_cache(small_root, 32, None, progress=False, workers=1).folder
-    other_size = build_cache(small_root, 40, None, progress=False, workers=1).folder
+    def build(size: int, params: PreprocessParams | None) -> Path:
+        return build_cache(small_root, size, params, progress=False, workers=1).folder
+
+    old_raw, old_preprocessed = build(32, None), build(32, PreprocessParams())
+    other_size = build(40, None)
     sort_split_list(small_root)
     with caplog.at_level("INFO", logger="lab2"):
-        new = build_cache(small_root, 32, None, progress=False, workers=1).folder
-    assert new != old and not old.exists() and other_size.is_dir()
-    assert not list(old.parent.glob("*.partial*"))
-    assert f"removed the cache {old}" in caplog.text
+        new_raw, new_preprocessed = build(32, None), build(32, PreprocessParams())
+    assert new_raw != old_raw and new_preprocessed != old_preprocessed
+    assert not old_raw.exists() and not old_preprocessed.exists() and other_size.is_dir()
+    assert not list(old_raw.parent.glob("*.partial*"))
+    assert f"removed the cache {old_raw}" in caplog.text
 
 
 def test_stored_test_metrics_are_reused_only_for_the_same_weights(sample_root, tmp_path):

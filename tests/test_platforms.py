@@ -707,6 +707,22 @@ def small_notebook(path: Path, *cells: str) -> Path:
     return path
 
 
+def test_a_notebook_keeps_only_the_widgets_of_its_last_run(tmp_path):
+    # a run that built a cache showed progress bars; nbclient saves their state in the
+    # notebook's metadata and never removed it: 1,800 lines a later run no longer shows
+    import nbformat
+
+    from lab2.report.runner import run_notebooks
+    notebook = small_notebook(tmp_path / "n.ipynb", "print('no widget')")
+    earlier = nbformat.read(notebook, as_version=4)
+    earlier.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {
+        "state": {"0" * 32: {"model_name": "HTMLModel", "state": {"value": "cache 100%"}}},
+        "version_major": 2, "version_minor": 0}}
+    nbformat.write(earlier, notebook)
+    run_notebooks([notebook])
+    assert "widgets" not in nbformat.read(notebook, as_version=4).metadata
+
+
 def test_notebooks_run_in_this_python_whatever_python3_kernel_is_registered(tmp_path,
                                                                             monkeypatch, capfd):
     # conda's base, or a shared environment the user does not own, prefers the user's kernel

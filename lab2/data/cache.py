@@ -219,7 +219,8 @@ def _remove_superseded(base: Path, root, size: tuple[int, int], params: Preproce
     place they could fill the disk the new one needs. A cache in use where files in use cannot
     be moved (Windows) is left."""
     folder = dataset_dir(root).resolve()
-    preprocess = None if params is None else params.to_dict()
+    # as meta.json holds it (JSON has lists where the parameters have tuples)
+    preprocess = json.loads(json.dumps(None if params is None else params.to_dict()))
     for meta_file in base.glob("*/meta.json"):
         old = meta_file.parent
         try:

@@ -89,6 +89,9 @@ def run_notebooks(paths: list[Path], *, timeout_s: int | None = None) -> list[fl
         print(f"notebook {i}/{len(paths)}: {path.name} ...", flush=True)
         started = time.perf_counter()
         notebook = nbformat.read(path, as_version=4)
+        # the widgets of an earlier run (its progress bars): nbclient saves this run's, if any,
+        # and would otherwise keep those forever beside outputs that no longer show them
+        notebook.metadata.pop("widgets", None)
         client = NotebookClient(notebook, timeout=timeout_s, kernel_name="python3",
                                 kernel_manager_class=this_python_kernel(),
                                 resources={"metadata": {"path": str(path.parent)}})
