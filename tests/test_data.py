@@ -299,6 +299,23 @@ def test_the_fingerprint_needs_no_writable_or_sound_memo(tiny_root, settled, tmp
         (tmp_path / "nowhere").chmod(0o755)
 
 
+def test_a_file_that_cannot_be_read_is_left_to_the_audit(tiny_root, monkeypatch):
+    # names and sizes needed no read: a photo without read permission must not turn every
+    # command into a traceback (the audit names it and skips its sample)
+    photo = sorted((dataset_dir(tiny_root) / "images").iterdir())[0]
+    original = fingerprint.atomic.file_sha256
+
+    def no_permission(path):
+        if path == photo:
+            raise PermissionError(13, "Permission denied", str(path))
+        return original(path)
+    monkeypatch.setattr(fingerprint.atomic, "file_sha256", no_permission)
+    first = fingerprint.dataset_fingerprint(tiny_root)
+    monkeypatch.undo()
+    fingerprint._seen.clear()
+    assert fingerprint.dataset_fingerprint(tiny_root) != first
+
+
 def test_a_copy_of_the_data_set_elsewhere_has_the_same_fingerprint(tiny_root, tmp_path):
     # what lets the machines of one run check that they hold the same data
     copy = tmp_path / "copy"

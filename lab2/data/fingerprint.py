@@ -135,7 +135,10 @@ def file_hashes(root: str | os.PathLike, *, threads: int = THREADS, remember: bo
             def hash_part(part: list[tuple[str, Path]]) -> list[tuple[str, str]]:
                 done = []
                 for name, path in part:
-                    done.append((name, atomic.file_sha256(path)))
+                    try:
+                        done.append((name, atomic.file_sha256(path)))
+                    except OSError as e:   # the audit names it and skips its sample
+                        done.append((name, f"unreadable: {e.strerror or e}"))
                     bar.update(keys[name][0])
                 return done
             # one share of the files per thread: a task per file costs more than it hashes
@@ -148,7 +151,7 @@ def file_hashes(root: str | os.PathLike, *, threads: int = THREADS, remember: bo
                         hashes.update(done)
     now = time.time_ns()
     settled = {name: [*keys[name], hashes[name]] for name, _ in files
-               if not _is_recent(keys[name], now)}
+               if not _is_recent(keys[name], now) and not hashes[name].startswith("unreadable")}
     if remember:
         _seen.update(((str(path), keys[name]), hashes[name]) for name, path in files
                      if name in settled)
