@@ -300,6 +300,21 @@ def test_the_cache_of_data_that_changed_since_is_removed_when_the_new_one_is_bui
     assert f"removed the cache {old_raw}" in caplog.text
 
 
+def test_evaluating_a_run_on_other_data_says_so(small_root, tmp_path, caplog):
+    # a legitimate use (a model of the sample tried on real photos), but the numbers must not
+    # pass for the run's own test set
+    out = tmp_path / "run"
+    train(smoke(epochs=1), small_root, out, progress=False)
+    with caplog.at_level("WARNING", logger="lab2"):
+        evaluate_checkpoint(out / "best.pt", small_root, progress=False)
+    assert "was trained on" not in caplog.text
+    sort_split_list(small_root)
+    with caplog.at_level("WARNING", logger="lab2"):
+        evaluate_checkpoint(out / "best.pt", small_root, progress=False)
+    assert f"{out / 'best.pt'} was trained on the synthetic sample" in caplog.text
+    assert "files of it changed since" in caplog.text
+
+
 def test_stored_test_metrics_are_reused_only_for_the_same_weights(sample_root, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     train(smoke(epochs=1), sample_root, a, progress=False)
