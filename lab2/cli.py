@@ -425,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_root(p, None, "data root (default: the real set if present, else the sample)")
     p.add_argument("--out", type=Path, default=None,
                    help="experiment folder (default runs/<profile>-<real|sample>)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+    p.add_argument("--seeds", type=_at_least(int, 0), nargs="+", default=None, metavar="SEED",
                    help="train each model once per seed (default: 0, the report's single run); "
                         "seed k > 0 runs in <model>_<raw|preprocessed>_seed<k>. Several seeds "
                         "measure the seed-to-seed spread and multiply the time")

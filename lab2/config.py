@@ -101,7 +101,7 @@ class TrainConfig:
     max_eval_samples: int | None = setting(None, "use at most this many validation and test "
                                            "images (default: all)", minimum=1)
     # --- machine
-    seed: int = setting(0, "seed of weights, shuffling and augmentation")
+    seed: int = setting(0, "seed of weights, shuffling and augmentation", minimum=0)
     device: Literal["auto", "cuda", "mps", "cpu"] = setting(
         "auto", "auto: CUDA, else Apple MPS, else the CPU", resumable=True, machine=True)
     amp: Literal["auto", "bf16", "fp16", "off"] = setting(
@@ -141,6 +141,8 @@ class TrainConfig:
         if self.image_size % multiple:
             nearest = max(multiple, round(self.image_size / multiple) * multiple)
             bad("image_size", f"{self.model} needs a multiple of {multiple} (nearest: {nearest})")
+        if self.seed >= 2**32:
+            bad("seed", "must be below 2**32 (NumPy takes no larger seed)")
         if not self.lr > 0:
             bad("lr", "the learning rate must be positive")
         if not 0 <= self.dropout < 1:

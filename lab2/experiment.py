@@ -160,6 +160,10 @@ def run_experiment(profile: str | None = None, root=None, out=None, *, progress:
         raise ValueError("--ddp trains each run on several processes and --parallel several runs "
                          "at once; pass one")
     out = Path(out) if out is not None else default_out(name, root)
+    # every run's settings before any trains: an --image-size that suits UNet (a multiple of
+    # 16) but not ResNet34-UNet (of 32) used to fail after the UNet runs had trained
+    for _ in _planned(name, out, runs, seeds, overrides):
+        pass
     with locks.owned(locks.folder_lock(out), f"the experiment folder {out}",
                      fix="choose a writable --out folder"):
         _check_folder_data(out, root, name)

@@ -28,6 +28,8 @@ def test_defaults_are_the_reports_settings():
     ("batch_size", 0, "at least 1"),
     ("dropout", 1.0, r"\[0, 1\)"),
     ("border", "edge", "choose one of"),
+    ("seed", -5, "at least 0"),          # NumPy's own "Seed must be between 0 and 2**32 - 1"
+    ("seed", 2**32, "below 2"),          # named no flag, and came after the data were loaded
 ])
 def test_invalid_values_name_the_field(field, value, message):
     with pytest.raises(ValueError, match=rf"TrainConfig\.{field}=.*{message}"):

@@ -130,3 +130,21 @@ def test_the_prediction_browser_says_which_data_set_its_figures_come_from(sample
     texts = [t.get_text() for t in plt.gcf().texts]
     assert "data: synthetic sample · profile: smoke — NOT Oxford-IIIT Pet" in texts
     plt.close("all")
+
+
+@pytest.mark.parametrize("flags, message", [
+    # a multiple of 16 suits UNet, not ResNet34-UNet: the UNet runs trained first (hours with
+    # the report's profile), then the experiment stopped at the first ResNet34-UNet run
+    (["--image-size", "80"], "TrainConfig.image_size=80: resnet34_unet needs a multiple of 32"),
+    (["--seeds", "0", "-1"], "argument --seeds: must be at least 0, got -1"),
+])
+def test_an_experiment_checks_every_runs_settings_before_training_any(sample_root, tmp_path,
+                                                                        capsys, flags, message):
+    out = tmp_path / "exp"
+    try:
+        code = cli.main(["experiment", "--profile", "smoke", "--root", str(sample_root),
+                         "--out", str(out), *flags])
+    except SystemExit as e:                                  # argparse's refusal
+        code = e.code
+    assert code in (1, 2) and message in capsys.readouterr().err
+    assert not list(out.glob("*/last.pt")) and not (out / "unet_raw").exists()
