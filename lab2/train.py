@@ -466,7 +466,7 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
            world: distributed.World | None = None) -> dict:
     world = world or distributed.World()
     last = out / "last.pt"
-    fingerprint = dataset_fingerprint(root)
+    fingerprint = dataset_fingerprint(root, progress=progress)    # rank 0's bar alone
     # on several machines each rank reads its own --root: a copy that differs would mix data
     # sets in one run (and fail only at the first validation, an epoch later)
     distributed.require_same(

@@ -12,7 +12,7 @@ import torch
 from lab2 import cli
 from lab2.checkpoint import load_checkpoint
 from lab2.config import TrainConfig, profile_config
-from lab2.data import OxfordPetSegmentation, make_sample_dataset
+from lab2.data import OxfordPetSegmentation, fingerprint, make_sample_dataset
 from lab2.evaluate import evaluate_checkpoint, load_trained_model
 from lab2.experiment import REPORTED_DICE, load_results, run_experiment
 from lab2.metrics import DiceMeter
@@ -131,6 +131,23 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(sample_root, tm
     hb = read_history(tmp_path / "resumed" / "history.csv")
     assert [(h["train_loss"], h["val_dice"]) for h in ha] == [(h["train_loss"], h["val_dice"])
                                                               for h in hb]
+
+
+def test_a_quiet_run_reads_the_data_set_without_a_bar(tmp_path, monkeypatch, capsys):
+    # each process of a torchrun run trains quietly but rank 0: the first reading of the real
+    # data set (its fingerprint, seconds) showed a bar on every one of them
+    make_sample_dataset(tmp_path / "data", n_trainval=10, n_test=5, size=64, progress=False)
+    monkeypatch.setattr(fingerprint, "BAR_BYTES", 0)             # a bar for any data set
+    monkeypatch.setattr(fingerprint, "RECENT_S", 0.0)            # read once, as a real one
+    fingerprint._seen.clear()
+    train(profile_config("smoke", **{**SMOKE, "epochs": 1}), tmp_path / "data",
+          tmp_path / "run", progress=False)
+    assert "reading the data set" not in capsys.readouterr().err
+    fingerprint._seen.clear()
+    fingerprint.memo_path(tmp_path / "data").unlink()
+    fingerprint.dataset_fingerprint(tmp_path / "data")
+    assert "reading the data set once" in capsys.readouterr().err    # the bar it would show
+    fingerprint._seen.clear()
 
 
 def test_an_existing_run_is_not_overwritten_without_resume(trained):
