@@ -28,7 +28,7 @@ from .atomic import file_sha256
 from .checkpoint import load_checkpoint
 from .comparisons import per_image_path
 from .config import TrainConfig
-from .data import OxfordPetSegmentation, dataset_fingerprint, same_data
+from .data import OxfordPetSegmentation, dataset_fingerprint
 from .data.loaders import build_datasets, make_loader, progress_over
 from .data.masks import IGNORE_INDEX
 from .data.sample import dataset_label
@@ -36,6 +36,7 @@ from .distributed import current, gather
 from .machine import Step
 from .metrics import DiceMeter
 from .models import model_for
+from .runs import other_data
 
 log = logging.getLogger(__name__)
 
@@ -171,14 +172,9 @@ def measure_checkpoint(checkpoint: str | os.PathLike, root, split: str = "test",
         "data": dataset_label(root), "checkpoint": checkpoint.name, "epoch": state["epoch"],
         "key": evaluation_key(checkpoint, root, split, config),
     }
-    trained_on = state.get("data") or {}
-    if trained_on and not same_data(trained_on.get("fingerprint"),
-                                    metrics["key"]["dataset_fingerprint"], root):
-        log.warning("%s was trained on the %s in %s (fingerprint %s); these numbers are of the %s "
-                    "in %s (fingerprint %s): another data set, or files of it changed since",
-                    checkpoint, trained_on.get("label"), trained_on.get("root"),
-                    trained_on.get("fingerprint"), metrics["data"],
-                    Path(root).expanduser().resolve(), metrics["key"]["dataset_fingerprint"])
+    why = other_data(state.get("data"), metrics["key"]["dataset_fingerprint"], root)
+    if why:
+        log.warning("%s %s; these numbers are of the data in %s", checkpoint, why, root)
     rows = [[name, f"{dice:.6f}", f"{result['per_image_original'][name]:.6f}",
              *(f"{v:.6f}" for v in result["per_image_shape"][name])]
             for name, dice in result["per_image"].items()]

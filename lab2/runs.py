@@ -158,16 +158,25 @@ def write_run_record(out: Path, record: dict) -> None:
         "torch": torch.__version__, "python": platform.python_version()})
 
 
+def other_data(data: dict | None, fingerprint: str, root) -> str | None:
+    """None when ``data`` (a run's record of the data set it was trained on) names the data set
+    under ``root``, whose fingerprint is ``fingerprint``; else what the run was trained on and
+    what ``root`` holds, in words."""
+    if not data or same_data(data.get("fingerprint"), fingerprint, root):
+        return None
+    return (f"was trained on the {data.get('label')} in {data.get('root')} (fingerprint "
+            f"{data.get('fingerprint')}), but {root} holds other data ({dataset_label(root)}, "
+            f"fingerprint {fingerprint}): another data set, or files of it changed since (a "
+            "reordered split list, an edited trimap)")
+
+
 def check_same_data(run_dir: Path, data: dict | None, fingerprint: str, root) -> None:
     """Refuse to continue or report a run on a data set other than the one it was trained on
     (``fingerprint``: the one under ``root`` now)."""
-    if data and not same_data(data.get("fingerprint"), fingerprint, root):
-        raise ValueError(
-            f"{run_dir} was trained on the {data.get('label')} in {data.get('root')} (fingerprint "
-            f"{data.get('fingerprint')}), but {root} holds other data ({dataset_label(root)}, "
-            f"fingerprint {fingerprint}): another data set, or files of it changed since (a "
-            "reordered split list, an edited trimap); point --root at the data the run was "
-            "trained on, put the files back as they were, or use another --out")
+    why = other_data(data, fingerprint, root)
+    if why:
+        raise ValueError(f"{run_dir} {why}; point --root at the data the run was trained on, put "
+                         "the files back as they were, or use another --out")
 
 
 def is_finished(run_dir: str | Path, epochs: int | None = None) -> bool:
@@ -222,5 +231,6 @@ def _epochs(first: int, last: int) -> str:
 
 
 __all__ = ["HISTORY_FIELDS", "RUN_FILES", "check_same_data", "device_name", "git_commit",
-           "is_finished", "no_run_to_resume", "read_history", "reconcile_run", "run_summary",
-           "saved_config", "saved_run", "trained_with", "write_history", "write_run_record"]
+           "is_finished", "no_run_to_resume", "other_data", "read_history", "reconcile_run",
+           "run_summary", "saved_config", "saved_run", "trained_with", "write_history",
+           "write_run_record"]
