@@ -14,8 +14,8 @@ images and count as ok.
 The result is cached in the data root's cache folder (``<root>/cache/audit-<fingerprint>.json``,
 or under ``$LAB2_CACHE_DIR``), keyed by the data set's fingerprint (:mod:`lab2.data.fingerprint`,
 the names and contents of its files), so data sets built on the data do not decode every image
-again. Where that folder cannot be written (a read-only data
-root without ``LAB2_CACHE_DIR``) the audit still runs, with a warning that it is not saved.
+again. Where that folder cannot be written (a read-only data root without ``LAB2_CACHE_DIR``) the
+audit still runs, with a warning that it is not saved.
 """
 
 from __future__ import annotations
