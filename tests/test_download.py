@@ -13,11 +13,18 @@ from lab2 import cli
 from lab2.data import (
     ChecksumError,
     DownloadError,
+    UnfinishedDownload,
     UnsafeArchiveError,
+    audit_dataset,
+    choose_data_root,
+    dataset_fingerprint,
     download_oxford_pet,
+    has_dataset,
+    load_split,
     make_sample_dataset,
     safe_extract,
 )
+from lab2.data import choose as choose_module
 from lab2.data import download as download_module
 from lab2.paths import dataset_dir
 
@@ -113,6 +120,58 @@ def test_wrong_md5_raises_clear_error_and_leaves_nothing_passing_as_complete(
     assert not (folder / f".{ann_name}.extracted").exists()
     # the verified archive is kept
     assert (folder / img_name).is_file() and (folder / f".{img_name}.extracted").is_file()
+
+
+def test_extraction_killed_half_way_is_refused_until_the_download_finishes(
+        tmp_path, server, archives, monkeypatch, capsys):
+    """Killed while the annotations archive was extracted, after its list files and before its
+    trimaps: the folder looked whole (``trainval.txt`` was there) and training went on with the
+    trimaps it found, under the real data set's name. Now every reader refuses it with the
+    command that finishes the extraction, which it does."""
+    kwargs = dict(mirror=server.url + "/pets", resources=_resources(archives), progress=False)
+    extract = tarfile.TarFile.extract
+
+    def killed_at_the_trimaps(self, member, *args, **kw):
+        if member.name.startswith("annotations/trimaps/") and member.isfile():
+            raise KeyboardInterrupt
+        return extract(self, member, *args, **kw)
+
+    monkeypatch.setattr(tarfile.TarFile, "extract", killed_at_the_trimaps)
+    with pytest.raises(KeyboardInterrupt):
+        download_oxford_pet(tmp_path, **kwargs)
+    monkeypatch.setattr(tarfile.TarFile, "extract", extract)
+    folder = dataset_dir(tmp_path)
+    assert (folder / "annotations" / "trainval.txt").is_file()
+    assert not any((folder / "annotations" / "trimaps").glob("[!.]*.png"))
+
+    assert not has_dataset(tmp_path)
+    for read in (lambda: load_split(tmp_path, "train"), lambda: audit_dataset(tmp_path)):
+        with pytest.raises(UnfinishedDownload, match="extraction of annotations.tar.gz was "
+                           "interrupted.*python -m lab2 download --root"):
+            read()
+    assert cli.main(["audit", "--root", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "incomplete" in err and "lab2 download --root" in err
+    monkeypatch.setattr(choose_module, "make_sample_dataset", lambda root: None)
+    with pytest.warns(UserWarning, match="incomplete.*SYNTHETIC sample"):
+        assert choose_data_root(tmp_path, tmp_path / "sample") == tmp_path / "sample"
+
+    download_oxford_pet(tmp_path, **kwargs)  # finishes: the archive is checked, extracted again
+    assert has_dataset(tmp_path) and not list(folder.glob(".*.extracting"))
+    assert len(load_split(tmp_path, "trainval")) == 10
+    whole = download_oxford_pet(tmp_path / "whole", **kwargs)
+    assert dataset_fingerprint(tmp_path) == dataset_fingerprint(whole.parent)
+
+
+def test_a_kill_between_the_two_markers_leaves_a_finished_extraction(tmp_path, server, archives):
+    kwargs = dict(mirror=server.url + "/pets", resources=_resources(archives), progress=False)
+    folder = download_oxford_pet(tmp_path, **kwargs)
+    started = folder / ".annotations.tar.gz.extracting"
+    started.write_text(archives[1][2] + "\n", encoding="utf-8")  # ".extracted" written, then killed
+    assert has_dataset(tmp_path)
+    n = len(server.state.requests)
+    download_oxford_pet(tmp_path, **kwargs)
+    assert not started.exists() and len(server.state.requests) == n
 
 
 def test_first_host_answering_404_falls_through_to_the_next(tmp_path, server, archives,

@@ -33,6 +33,7 @@ from .. import atomic
 from ..notices import shell_word
 from ..paths import cache_dir, dataset_dir
 from ..processes import usable_cpus, worker_pool
+from .download import check_extracted
 from .fingerprint import dataset_fingerprint
 from .index import read_list
 from .reading import IGNORED, RECOVERED, SKIPPED, check_image, check_trimap, image_size_of
@@ -186,6 +187,7 @@ def audit_dataset(root: str | os.PathLike, *, progress: bool = True, workers: in
             f"no data set in {folder} (expected images/ and annotations/). Run "
             f"`python -m lab2 download --root {shell_word(root)}` or `python -m lab2 sample "
             f"--root {shell_word(root)}`.")
+    check_extracted(folder)
     fingerprint = dataset_fingerprint(root)
     cache = cache_dir(root) / f"audit-{fingerprint}.json"
     if use_cache and cache.is_file():

@@ -8,12 +8,25 @@ from pathlib import Path
 
 from ..notices import SyntheticDataWarning
 from ..paths import dataset_dir, default_data_root, default_sample_root
-from .download import DownloadError, download_oxford_pet
+from .download import DownloadError, UnfinishedDownload, check_extracted, download_oxford_pet
 from .sample import make_sample_dataset
 
 
 def has_dataset(root: str | os.PathLike) -> bool:
-    return (dataset_dir(root) / "annotations" / "trainval.txt").is_file()
+    """Whether ``root`` holds the data set, whole: its list of training images, and no archive
+    whose extraction was interrupted."""
+    return _missing(root) is None
+
+
+def _missing(root: str | os.PathLike) -> str | None:
+    """Why ``root`` holds no usable data set, or None."""
+    if not (dataset_dir(root) / "annotations" / "trainval.txt").is_file():
+        return f"no real data set in {dataset_dir(root)}"
+    try:
+        check_extracted(dataset_dir(root))
+    except UnfinishedDownload as e:
+        return str(e)
+    return None
 
 
 def choose_data_root(root: str | os.PathLike | None = None,
@@ -23,7 +36,8 @@ def choose_data_root(root: str | os.PathLike | None = None,
     downloaded); otherwise the synthetic sample, generated if needed, with a loud warning."""
     root = Path(root or default_data_root())
     sample_root = Path(sample_root or default_sample_root())
-    if has_dataset(root):
+    missing = _missing(root)
+    if missing is None:
         return root
     why = ""
     if try_download:
@@ -32,7 +46,7 @@ def choose_data_root(root: str | os.PathLike | None = None,
             return root
         except DownloadError as e:
             why = f" (the download failed: {e})"
-    warnings.warn(f"no real data set in {dataset_dir(root)}{why}; using the SYNTHETIC sample in "
+    warnings.warn(f"{missing}{why}; using the SYNTHETIC sample in "
                   f"{dataset_dir(sample_root)}: its numbers say nothing about Oxford-IIIT Pet",
                   SyntheticDataWarning, stacklevel=1)
     make_sample_dataset(sample_root)

@@ -10,7 +10,12 @@
   ``<archive>.md5-mismatch`` (so nothing can pass as complete) and raises :class:`ChecksumError`;
 * extraction auto-detects the compression and refuses the whole archive if any member would land
   outside the target folder, or is a link or a device file;
-* a ``.<archive>.extracted`` marker makes a second call a no-op.
+* a ``.<archive>.extracting`` marker is written before an archive is extracted and removed once a
+  ``.<archive>.extracted`` marker follows it, which makes a second call a no-op. An extraction
+  that was killed leaves the first marker alone, beside files missing or cut short (the list
+  files can be there while trimaps are not, and the folder looked whole: training went on with
+  the trimaps it found, under the real data set's name); :func:`check_extracted` refuses such a
+  folder, with the command that finishes it, wherever the data set is read.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .. import atomic
+from ..notices import shell_word
 from ..paths import dataset_dir
 
 #: Base URLs holding both archives, tried in this order.
@@ -60,6 +67,36 @@ class UnsafeArchiveError(ValueError):
     """An archive holds a member that must not be extracted (path escape, link, device file)."""
 
 
+class UnfinishedDownload(ValueError):
+    """The data set folder holds an archive whose extraction was interrupted."""
+
+
+def _marker(folder: Path, filename: str, state: str) -> Path:
+    return folder / f".{filename}.{state}"
+
+
+def unfinished_extractions(folder: str | os.PathLike) -> list[str]:
+    """The archives whose extraction into ``folder`` began and did not end (a kill, Ctrl-C, a
+    full disk): their ``.extracting`` marker is there without an ``.extracted`` one."""
+    folder = Path(folder)
+    started = sorted(folder.glob(".*.extracting")) if folder.is_dir() else []
+    names = [p.name[1:-len(".extracting")] for p in started]
+    return [n for n in names if not _marker(folder, n, "extracted").is_file()]
+
+
+def check_extracted(folder: str | os.PathLike) -> None:
+    """Raise :class:`UnfinishedDownload` when an extraction into the data set folder ``folder``
+    was interrupted: a part of its files is missing or cut short, and training on the rest would
+    give results of another data set under the real one's name."""
+    unfinished = unfinished_extractions(folder)
+    if unfinished:
+        raise UnfinishedDownload(
+            f"the data set in {folder} is incomplete: the extraction of {' and '.join(unfinished)} "
+            f"was interrupted, so some of its files are missing or cut short; finish it with "
+            f"`python -m lab2 download --root {shell_word(str(Path(folder).parent))}` "
+            f"(it checks the archive and extracts it again)")
+
+
 def md5sum(path: str | os.PathLike, chunk: int = _CHUNK) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as f:
@@ -89,8 +126,10 @@ def download_oxford_pet(
     resources = RESOURCES if resources is None else tuple(resources)
 
     for filename, md5 in resources:
-        marker = folder / f".{filename}.extracted"
-        if marker.is_file() and marker.read_text(encoding="utf-8").strip() == md5:
+        done = _marker(folder, filename, "extracted")
+        started = _marker(folder, filename, "extracting")
+        if done.is_file() and done.read_text(encoding="utf-8").strip() == md5:
+            started.unlink(missing_ok=True)  # killed between the two markers
             continue  # verified and extracted by an earlier call
         archive = folder / filename
         if not archive.is_file():
@@ -98,8 +137,11 @@ def download_oxford_pet(
                               retries=retries, backoff_s=backoff_s, timeout_s=timeout_s,
                               progress=progress)
         _verify(archive, md5)
+        done.unlink(missing_ok=True)  # another archive's marker: this one is extracted anew
+        atomic.write_text(started, md5 + "\n")
         safe_extract(archive, folder, progress=progress)
-        marker.write_text(md5 + "\n", encoding="utf-8")
+        atomic.write_text(done, md5 + "\n")
+        started.unlink()
     return folder
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..paths import dataset_dir
+from .download import check_extracted
 
 #: The 37 breeds in class-id order (class id = position + 1). Capitalised names are cats.
 BREEDS: tuple[str, ...] = (
@@ -110,6 +111,7 @@ def load_split(root: str | os.PathLike, split: str) -> list[Record]:
     """Records of a split of the data set under ``root`` (``root/oxford-iiit-pet/annotations``)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    check_extracted(dataset_dir(root))
     annotations = dataset_dir(root) / "annotations"
     if split == "test":
         return read_list(annotations / "test.txt")
