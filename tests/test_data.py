@@ -369,6 +369,25 @@ def test_dataset_excludes_skipped_samples_and_says_so_once(tmp_path):
     assert all(name in said[0] for name in report.skipped_names)
 
 
+def test_the_skipped_files_warning_names_a_dozen_and_counts_the_rest(tmp_path):
+    """A data set with many unusable files (trimaps lost) gave one warning line with every name
+    in it: thousands for a damaged copy of the real data set."""
+    from lab2.data.dataset import NAMED_SKIPS
+    from lab2.notices import SkippedFilesWarning
+    make_sample_dataset(tmp_path, n_trainval=40, n_test=5, size=64, progress=False)
+    trimaps = sorted((dataset_dir(tmp_path) / "annotations" / "trimaps").glob("[!.]*.png"))
+    for path in trimaps[:30]:
+        path.unlink()
+    skipped = audit_dataset(tmp_path, progress=False).skipped_names
+    assert len(skipped) > NAMED_SKIPS + 10
+    with pytest.warns(SkippedFilesWarning) as caught:
+        OxfordPetSegmentation(tmp_path, "trainval", image_size=32, progress=False)
+    said = str(caught[0].message)
+    assert f"skipping {len(skipped)} unusable" in said
+    assert f"and {len(skipped) - NAMED_SKIPS} more" in said
+    assert sum(name in said for name in skipped) == NAMED_SKIPS
+
+
 def test_dataset_applies_an_albumentations_style_transform(sample_root):
     def flip(image, mask):
         return {"image": image[:, ::-1], "mask": mask[:, ::-1]}
