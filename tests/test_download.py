@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+import threading
+import time
 
 import pytest
 from loopback import LoopbackServer
@@ -172,6 +174,29 @@ def test_a_kill_between_the_two_markers_leaves_a_finished_extraction(tmp_path, s
     n = len(server.state.requests)
     download_oxford_pet(tmp_path, **kwargs)
     assert not started.exists() and len(server.state.requests) == n
+
+
+def test_a_second_download_into_the_folder_waits_and_fetches_nothing(
+        tmp_path, server, archives, monkeypatch):
+    """Two downloads at once (``download`` in one terminal, ``report`` in another) appended to
+    the same ``.part`` file; the second now waits for the first and finds its work done."""
+    kwargs = dict(mirror=server.url + "/pets", resources=_resources(archives), progress=False)
+    fetch, fetched_by = download_module._fetch, []
+
+    def slow(*args, **kw):
+        fetched_by.append(threading.get_ident())
+        time.sleep(0.3)
+        return fetch(*args, **kw)
+
+    monkeypatch.setattr(download_module, "_fetch", slow)
+    first = threading.Thread(target=download_oxford_pet, args=(tmp_path,), kwargs=kwargs)
+    first.start()
+    while not fetched_by:
+        time.sleep(0.005)
+    download_oxford_pet(tmp_path, **kwargs)
+    first.join()
+    assert set(fetched_by) == {first.ident} and len(fetched_by) == 2
+    assert has_dataset(tmp_path)
 
 
 def test_first_host_answering_404_falls_through_to_the_next(tmp_path, server, archives,

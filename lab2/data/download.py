@@ -15,7 +15,9 @@
   that was killed leaves the first marker alone, beside files missing or cut short (the list
   files can be there while trimaps are not, and the folder looked whole: training went on with
   the trimaps it found, under the real data set's name); :func:`check_extracted` refuses such a
-  folder, with the command that finishes it, wherever the data set is read.
+  folder, with the command that finishes it, wherever the data set is read;
+* one download into a folder at a time: a second one (another terminal) waits for the first, then
+  finds its work done.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .. import atomic
+from .. import atomic, locks
 from ..notices import shell_word
 from ..paths import dataset_dir
 
@@ -125,24 +127,35 @@ def download_oxford_pet(
     bases = [mirror] if mirror else list(OFFICIAL_HOSTS)
     resources = RESOURCES if resources is None else tuple(resources)
 
-    for filename, md5 in resources:
-        done = _marker(folder, filename, "extracted")
-        started = _marker(folder, filename, "extracting")
-        if done.is_file() and done.read_text(encoding="utf-8").strip() == md5:
-            started.unlink(missing_ok=True)  # killed between the two markers
-            continue  # verified and extracted by an earlier call
-        archive = folder / filename
-        if not archive.is_file():
-            _fetch_from_hosts(filename, archive, bases, resources, folder,
-                              retries=retries, backoff_s=backoff_s, timeout_s=timeout_s,
-                              progress=progress)
-        _verify(archive, md5)
-        done.unlink(missing_ok=True)  # another archive's marker: this one is extracted anew
-        atomic.write_text(started, md5 + "\n")
-        safe_extract(archive, folder, progress=progress)
-        atomic.write_text(done, md5 + "\n")
-        started.unlink()
+    # a second download into the folder (another terminal, `report` beside `download`) waits for
+    # the first and finds its work done: both appended to one .part file before
+    with locks.owned(folder / ".lab2-download.lock", f"the download into {folder}", wait=True):
+        for filename, md5 in resources:
+            _fetch_and_extract(folder, filename, md5, bases, resources, retries=retries,
+                               backoff_s=backoff_s, timeout_s=timeout_s, progress=progress)
     return folder
+
+
+def _fetch_and_extract(folder: Path, filename: str, md5: str, bases: Sequence[str],
+                       resources: Sequence[tuple[str, str]], *, retries: int, backoff_s: float,
+                       timeout_s: float, progress: bool) -> None:
+    """One archive: fetched unless present, verified, extracted between the two markers."""
+    done = _marker(folder, filename, "extracted")
+    started = _marker(folder, filename, "extracting")
+    if done.is_file() and done.read_text(encoding="utf-8").strip() == md5:
+        started.unlink(missing_ok=True)  # killed between the two markers
+        return  # verified and extracted by an earlier call
+    archive = folder / filename
+    if not archive.is_file():
+        _fetch_from_hosts(filename, archive, bases, resources, folder,
+                          retries=retries, backoff_s=backoff_s, timeout_s=timeout_s,
+                          progress=progress)
+    _verify(archive, md5)
+    done.unlink(missing_ok=True)  # another archive's marker: this one is extracted anew
+    atomic.write_text(started, md5 + "\n")
+    safe_extract(archive, folder, progress=progress)
+    atomic.write_text(done, md5 + "\n")
+    started.unlink()
 
 
 def _verify(archive: Path, expected: str) -> None:
