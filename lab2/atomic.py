@@ -99,6 +99,21 @@ def storage_error(path: str | os.PathLike, error: BaseException, fix: str = "") 
     return result
 
 
+#: Room left free beyond what a write needs (the file system's own bookkeeping, logs).
+SPARE_BYTES = 64 * 2**20
+
+
+def check_free_space(folder: str | os.PathLike, need: int, what: str, fix: str) -> None:
+    """Raise :class:`StorageError` before writing ``need`` bytes into ``folder`` when its disk
+    lacks them (with :data:`SPARE_BYTES` to spare): ``"<what> needs 1.20 GiB but <folder> has
+    0.50 GiB free; free some space, or <fix>"``."""
+    free = shutil.disk_usage(folder).free
+    if free < need + SPARE_BYTES:
+        raise StorageError(
+            errno.ENOSPC, f"{what} needs {need / 2**30:.2f} GiB but {folder} has "
+                          f"{free / 2**30:.2f} GiB free; free some space, or {fix}")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, fix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import shutil
 import tarfile
 import threading
 import time
@@ -197,6 +199,72 @@ def test_a_second_download_into_the_folder_waits_and_fetches_nothing(
     first.join()
     assert set(fetched_by) == {first.ident} and len(fetched_by) == 2
     assert has_dataset(tmp_path)
+
+
+def _error_line(capsys) -> str:
+    """The one line a failed command printed (after any progress bar's carriage returns)."""
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and err.endswith("\n") and err.count("\n") == 1, err
+    return err.rsplit("\r", 1)[-1].strip()
+
+
+def _free(monkeypatch, free_bytes: int) -> None:
+    usage = shutil.disk_usage("/")
+    monkeypatch.setattr(shutil, "disk_usage",
+                        lambda path: usage._replace(free=free_bytes))
+
+
+def test_a_disk_without_room_for_an_archive_says_so_before_fetching_it(
+        tmp_path, server, archives, monkeypatch, capsys):
+    """A full disk was taken for a failed transfer: retried four times with back-off, then
+    "If this machine is offline, copy ...". Now one line with the room needed and --root."""
+    monkeypatch.setenv(download_module.MIRROR_ENV, server.url + "/pets")
+    monkeypatch.setattr(download_module, "RESOURCES", tuple(_resources(archives)))
+    _free(monkeypatch, 1000)
+    assert cli.main(["download", "--root", str(tmp_path)]) == 1
+    err = _error_line(capsys)
+    assert "downloading images.tar.gz needs" in err and "--root" in err
+    assert "offline" not in err and len(server.state.requests) == 1
+
+
+def test_a_disk_filling_up_during_a_transfer_or_an_extraction_is_said_in_one_line(
+        tmp_path, server, archives, monkeypatch, capsys):
+    monkeypatch.setenv(download_module.MIRROR_ENV, server.url + "/pets")
+    monkeypatch.setattr(download_module, "RESOURCES", tuple(_resources(archives)))
+    real_open = open
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(download_module, "open",
+                        lambda path, mode="r", *a, **k: Full(real_open(path, mode, *a, **k)),
+                        raising=False)
+    assert cli.main(["download", "--root", str(tmp_path)]) == 1
+    err = _error_line(capsys)
+    assert "images.tar.gz.part: the disk is full" in err and "--root" in err
+    assert len(server.state.requests) == 1                  # not retried as a lost connection
+    monkeypatch.undo()
+
+    monkeypatch.setenv(download_module.MIRROR_ENV, server.url + "/pets")
+    monkeypatch.setattr(download_module, "RESOURCES", tuple(_resources(archives)))
+    folder = dataset_dir(tmp_path)
+    for name, data, _ in archives:                           # fetched; no room to extract them
+        (folder / name).write_bytes(data)
+    _free(monkeypatch, 1000)
+    assert cli.main(["download", "--root", str(tmp_path)]) == 1
+    err = _error_line(capsys)
+    assert "extracting images.tar.gz needs" in err, err
+    assert not has_dataset(tmp_path)
 
 
 def test_first_host_answering_404_falls_through_to_the_next(tmp_path, server, archives,

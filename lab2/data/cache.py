@@ -31,7 +31,6 @@ Building is safe against the faults met in practice:
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
@@ -56,7 +55,6 @@ from .resize import as_hw, resize_pair
 CACHE_VERSION = 2
 ARRAYS = ("images.npy", "trimaps.npy")
 #: Free space kept beyond a cache's own size when it is built.
-SPARE_BYTES = 64 * 2**20
 FIX = f"set {CACHE_ENV} (or pass --cache-dir) to a writable folder on a disk with room"
 
 log = logging.getLogger(__name__)
@@ -171,14 +169,6 @@ def cache_bytes(n: int, size: tuple[int, int]) -> int:
     return n * h * w * 4 + 2 * 4096
 
 
-def _check_free_space(folder: Path, need: int, what: Path) -> None:
-    free = shutil.disk_usage(folder).free
-    if free < need + SPARE_BYTES:
-        raise atomic.StorageError(
-            errno.ENOSPC, f"the cache {what} needs {need / 2**30:.2f} GiB but {folder} has "
-                f"{free / 2**30:.2f} GiB free; free some space, or {FIX}")
-
-
 def _allocate(path: Path, shape: tuple) -> None:
     """Create a .npy array of zeros with its bytes reserved on disk, so that filling it through
     a memory map cannot hit a full disk (which kills the process with SIGBUS)."""
@@ -288,7 +278,7 @@ def _build(root, size: tuple[int, int], params: PreprocessParams | None, fingerp
     names = list(dict.fromkeys(r.name for split in ("trainval", "test")
                                for r in load_split(root, split) if r.name not in skipped))
     h, w = size
-    _check_free_space(base, cache_bytes(len(names), size), final)
+    atomic.check_free_space(base, cache_bytes(len(names), size), f"the cache {final}", FIX)
     try:
         partial = Path(tempfile.mkdtemp(prefix=f"{fingerprint}.partial-", dir=base))
     except OSError as e:

@@ -52,6 +52,9 @@ RESOURCES: tuple[tuple[str, str], ...] = (
 )
 
 MIRROR_ENV = "LAB2_PET_MIRROR"
+# What to do when the data set's folder has no room (or cannot be written).
+_ROOM_FIX = ("download into a folder on another disk: --root DIR, or LAB2_DATA_DIR for every "
+             "command (the archives take 0.8 GB, the files extracted from them 0.8 GB more)")
 _CHUNK = 1 << 20
 # Answers that mean "this host does not have the file": go to the next host at once.
 _NOT_HERE = {401, 403, 404, 410}
@@ -190,6 +193,8 @@ def _fetch_from_hosts(filename: str, archive: Path, bases: Iterable[str],
                 failures.append(f"{url}: {e.reason}")
                 if isinstance(e.reason, socket.gaierror):
                     break  # the host name does not resolve: offline, or no such host
+            except atomic.StorageError:
+                raise  # a full disk or a read-only folder: no host can help
             except (OSError, http.client.HTTPException) as e:  # reset, timeout, cut transfer
                 failures.append(f"{url}: {type(e).__name__}: {e}")
             if attempt + 1 < retries:
@@ -221,13 +226,21 @@ def _fetch(url: str, part: Path, *, timeout_s: float, progress: bool, desc: str)
             start = 0  # the server ignored the Range header: start over
         length = response.headers.get("Content-Length")
         total = start + int(length) if length is not None else None
-        with open(part, "ab" if start else "wb") as f, tqdm(
-            total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=desc, disable=not progress, leave=False,
-        ) as bar:
-            while block := response.read(_CHUNK):
-                f.write(block)
-                bar.update(len(block))
+        if length is not None:
+            atomic.check_free_space(part.parent, int(length), f"downloading {desc}", _ROOM_FIX)
+        try:
+            with open(part, "ab" if start else "wb") as f, tqdm(
+                total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=desc, disable=not progress, leave=False,
+            ) as bar:
+                while block := response.read(_CHUNK):
+                    try:
+                        f.write(block)
+                    except OSError as e:
+                        raise atomic.storage_error(part, e, _ROOM_FIX) from e
+                    bar.update(len(block))
+        except PermissionError as e:   # opening the file: a read-only folder
+            raise atomic.storage_error(part, e, _ROOM_FIX) from e
     if total is not None and part.stat().st_size < total:
         raise ConnectionError(f"transfer stopped at {part.stat().st_size} of {total} bytes")
 
@@ -242,6 +255,15 @@ def _check_member(member: tarfile.TarInfo, dest: Path) -> None:
             f"refusing to extract {member.name!r}: it would land outside {dest}")
 
 
+def _growth(member: tarfile.TarInfo, dest: Path) -> int:
+    """Bytes the disk loses when ``member`` is extracted over what ``dest`` holds already (an
+    interrupted extraction is done again over its own files)."""
+    try:
+        return max(0, member.size - (dest / member.name).stat().st_size)
+    except OSError:
+        return member.size
+
+
 def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *,
                  progress: bool = True) -> None:
     """Extract a tar archive (any compression) after checking every member; all or nothing.
@@ -254,7 +276,12 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike, *,
         members = tar.getmembers()
         for member in members:
             _check_member(member, dest)
+        atomic.check_free_space(dest, sum(_growth(m, dest) for m in members),
+                                f"extracting {Path(archive).name}", _ROOM_FIX)
         extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
         for member in tqdm(members, desc=f"extract {Path(archive).name}", unit="file",
                            disable=not progress, leave=False):
-            tar.extract(member, dest, **extra)
+            try:
+                tar.extract(member, dest, **extra)
+            except OSError as e:
+                raise atomic.storage_error(dest / member.name, e, _ROOM_FIX) from e
