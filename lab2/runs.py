@@ -14,16 +14,18 @@ import io
 import logging
 import platform
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
 from . import __version__, atomic
 from .checkpoint import copy_checkpoint, load_checkpoint
-from .config import RECIPE_FIELDS, TrainConfig, shown
+from .config import RECIPE_FIELDS, RESUMABLE_FIELDS, TrainConfig, shown
 from .data.fingerprint import same_data
 from .data.sample import dataset_label
 from .distributed import several_machines
+from .notices import shell_word
 from .paths import source_checkout
 
 log = logging.getLogger(__name__)
@@ -141,6 +143,36 @@ def reconcile_run(run_dir: str | Path) -> dict | None:
             copy_checkpoint(run_dir / "last.pt", best)
     write_history(run_dir / "history.csv", summary["history"])
     return summary
+
+
+def edited_config(run_dir: str | Path, config: TrainConfig, given: Iterable[str] = ()
+                  ) -> str | None:
+    """What a resumed run should say when its ``config.json`` gives settings other than
+    ``config``, the ones it goes on with (from ``last.pt`` and the command), or None. Settings
+    in ``given`` (the ones this command changes) were asked for and are not named.
+
+    ``config.json`` records a run's settings; lab2 writes it and never reads it back, so a
+    setting edited there (a new learning rate, more epochs) used to be overwritten in silence
+    while the run went on with the old one."""
+    path = Path(run_dir) / "config.json"
+    try:
+        recorded = TrainConfig.load(path).to_dict()
+    except (OSError, ValueError, TypeError):
+        return None   # missing or not a config: nothing was edited that could be applied
+    used = config.to_dict()
+    differ = [name for name in used if name in recorded and recorded[name] != used[name]
+              and name not in given]
+    if not differ:
+        return None
+    said = ", ".join(f"{name} {shown(recorded[name])}" for name in differ)
+    goes = ", ".join(f"{name} {shown(used[name])}" for name in differ)
+    flags = " ".join(f"--{name.replace('_', '-')} {shown(recorded[name])}" for name in differ
+                     if name in RESUMABLE_FIELDS)
+    how = f"to go on with the new values: --resume {flags}; " if flags else ""
+    return (f"{path} says {said}, but the run goes on with {goes} (its last.pt and this "
+            f"command's settings): config.json records a run's settings and is rewritten now, "
+            f"never read back; {how}to train with all of the file: train --config "
+            f"{shell_word(str(path))} --out NEW_FOLDER")
 
 
 def device_name(device: torch.device) -> str:

@@ -66,6 +66,7 @@ from .runs import (
     RUN_FILES,
     check_same_data,
     device_name,
+    edited_config,
     no_run_to_resume,
     reconcile_run,
     write_history,
@@ -559,6 +560,8 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
                for split in ("train", "val")}
     devices = distributed.gather(device_name(device))        # every rank's (a collective)
     if world.main:
+        if checkpoint is not None and (edited := edited_config(out, config, changes)):
+            log.warning("%s", edited)
         config.save(out / "config.json")
         write_run_record(out, {
             "data": run["data"]["label"], "data_root": run["data"]["root"],

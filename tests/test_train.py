@@ -133,6 +133,31 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(sample_root, tm
                                                               for h in hb]
 
 
+def test_a_resume_says_which_settings_edited_in_config_json_it_does_not_use(
+        sample_root, tmp_path, caplog):
+    """Students edit ``config.json`` to train on with a new learning rate; lab2 rewrote it in
+    silence and went on with the old one. The resume now names each edited setting and the flag
+    that applies it; a setting the command itself changes (``--epochs``) is not named."""
+    config = profile_config("smoke", **{**SMOKE, "epochs": 1})
+    out = tmp_path / "run"
+    train(config, sample_root, out, progress=False)
+    record = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    record.update(lr=0.01, base_channels=8, epochs=7)
+    (out / "config.json").write_text(json.dumps(record), encoding="utf-8")
+    with caplog.at_level("WARNING", logger="lab2"):
+        train(config.replace(epochs=2), sample_root, out, resume=True, progress=False)
+    said = [r.getMessage() for r in caplog.records if "config.json says" in r.getMessage()]
+    assert len(said) == 1, caplog.text
+    assert "says base_channels 8, lr 0.01, but the run goes on with base_channels 4, lr 0.001" \
+        in said[0]
+    assert "--resume --lr 0.01;" in said[0] and "--config" in said[0] and "epochs" not in said[0]
+    assert json.loads((out / "config.json").read_text(encoding="utf-8"))["lr"] == 0.001
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lab2"):   # the record is the run's again: no word
+        train(config.replace(epochs=3), sample_root, out, resume=True, progress=False)
+    assert "config.json says" not in caplog.text
+
+
 def test_a_quiet_run_reads_the_data_set_without_a_bar(tmp_path, monkeypatch, capsys):
     # each process of a torchrun run trains quietly but rank 0: the first reading of the real
     # data set (its fingerprint, seconds) showed a bar on every one of them
