@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import atomic
+from . import __version__, atomic
 from .config import (
     PROFILE_OVERRIDES,
     PROFILES,
@@ -148,8 +148,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
     from .evaluate import format_metrics, measure_checkpoint, metrics_path, save_evaluation
-    metrics, rows = measure_checkpoint(args.checkpoint, args.root, args.split,
+    root = args.root
+    if root is None:   # the data the run was trained on, where this machine still has it
+        recorded = (load_checkpoint(args.checkpoint, mmap=True).get("data") or {}).get("root")
+        root = recorded if recorded and Path(recorded).is_dir() else default_data_root()
+    metrics, rows = measure_checkpoint(args.checkpoint, root, args.split,
                                        max_samples=None if args.all else -1)
     print(format_metrics(metrics), flush=True)   # before saving: a read-only folder loses nothing
     save_evaluation(args.checkpoint, metrics, rows)
@@ -328,6 +333,7 @@ def _add_root(p: argparse.ArgumentParser, default: str | None, what: str = "data
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m lab2", description="lab2: binary pet segmentation (UNet and "
                      "ResNet34-UNet) on Oxford-IIIT Pet. Each command has --help.")
+    parser.add_argument("--version", action="version", version=f"lab2 {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
                                 metavar="COMMAND")
     real_root = str(default_data_root())
@@ -400,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "size and at each image's original size; write metrics.json "
                                    "beside the checkpoint.")
     p.add_argument("--checkpoint", required=True, type=Path)
-    _add_root(p, real_root)
+    _add_root(p, None, f"data root (default: the one the run was trained on, if this machine has "
+                       f"it, else {real_root})")
     p.add_argument("--split", default="test", choices=("train", "val", "trainval", "test"))
     p.add_argument("--all", action="store_true",
                    help="evaluate the whole split even if the run's profile used a subset")

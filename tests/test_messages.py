@@ -148,3 +148,10 @@ def test_an_experiment_checks_every_runs_settings_before_training_any(sample_roo
         code = e.code
     assert code in (1, 2) and message in capsys.readouterr().err
     assert not list(out.glob("*/last.pt")) and not (out / "unet_raw").exists()
+
+
+def test_version_is_one_line(capsys):
+    from lab2 import __version__
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"lab2 {__version__}\n"

@@ -353,13 +353,15 @@ def test_prediction_sees_what_evaluation_sees(trained, sample_root):
     assert np.allclose(predict_probability(model, config, resized), expected, atol=1e-5)
 
 
-def test_cli_train_evaluate_predict(sample_root, tmp_path, capsys):
+def test_cli_train_evaluate_predict(sample_root, tmp_path, capsys, monkeypatch):
     out = tmp_path / "cli_run"
     args = ["--profile", "smoke", "--epochs", "1", "--base-channels", "4", "--num-workers", "0"]
     assert cli.main(["train", "--model", "resnet34_unet", "--root", str(sample_root),
                      "--out", str(out), *args]) == 0
-    assert cli.main(["evaluate", "--checkpoint", str(out / "best.pt"),
-                     "--root", str(sample_root)]) == 0
+    # without --root: the data the run was trained on (it was the real data's folder, absent
+    # here: "no data set in data/oxford-iiit-pet ... python -m lab2 sample --root data")
+    monkeypatch.setenv("LAB2_DATA_DIR", str(tmp_path / "no-data"))
+    assert cli.main(["evaluate", "--checkpoint", str(out / "best.pt")]) == 0
     printed, bars = capsys.readouterr()
     assert "average Dice" in printed and "original resolution" in printed
     # every number from the sample says so: train's last line, its bar's validation Dice too
