@@ -44,6 +44,11 @@ class SharedMemoryWarning(Lab2Warning):
     prepared ahead (the batches themselves, and so the results, are the same)."""
 
 
+class NoCacheWarning(Lab2Warning):
+    """No room on the disk for the cache of resized (and preprocessed) images: every image is
+    read and resized (and preprocessed) each time instead; slower, with the same samples."""
+
+
 def show_one_line(message, category, filename, lineno, file=None, line=None) -> None:
     """A ``warnings.showwarning`` that prints ``lab2: <message>`` on one line, no location."""
     print(f"lab2: {' '.join(str(message).split())}", file=sys.stderr)
@@ -96,6 +101,7 @@ def shell_word(value: str | os.PathLike) -> str:
 QUIET_INTERRUPT_ENV = "LAB2_QUIET_INTERRUPT"
 
 
-__all__ = ["EXPECTED_ERRORS", "QUIET_INTERRUPT_ENV", "Lab2Warning", "ProfileWarning",
+__all__ = ["EXPECTED_ERRORS", "QUIET_INTERRUPT_ENV", "Lab2Warning", "NoCacheWarning",
+           "ProfileWarning",
            "SkippedFilesWarning", "SyntheticDataWarning", "one_line_warnings", "printable_output",
            "show_one_line"]

@@ -709,6 +709,27 @@ def test_a_cache_build_without_room_is_one_line_naming_the_fix(small_root, monke
     assert not list((small_root / "cache").glob("*.partial*"))
 
 
+def test_a_run_without_room_for_the_cache_trains_without_it_to_the_same_weights(
+        sample_root, tmp_path, monkeypatch):
+    """The cache only saves time (a 512 px experiment's caches take 15 GiB): a run whose disk
+    has no room for it (a home folder's quota on a cluster) stopped; it now reads the images
+    each time, says so once, and trains to the weights a run with the cache reaches."""
+    from lab2.notices import NoCacheWarning
+    config = profile_config("smoke", epochs=1, base_channels=4, num_workers=0, device="cpu",
+                            preprocess=True)
+    train(config, sample_root, tmp_path / "cached", progress=False)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda path: usage._replace(free=1000))
+    copy = tmp_path / "copy"
+    shutil.copytree(sample_root / "oxford-iiit-pet", copy / "oxford-iiit-pet")   # no cache yet
+    with pytest.warns(NoCacheWarning, match="no cache: the cache .* needs .* and preprocessed"):
+        train(config, copy, tmp_path / "direct", progress=False)
+    assert find_cache(copy, config.image_size, cache_module.PreprocessParams()) is None
+    a = load_checkpoint(tmp_path / "cached" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "direct" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_a_disk_filling_up_while_the_cache_is_allocated_is_one_line(small_root, monkeypatch):
     def full(fd, offset, length):
         raise OSError(errno.ENOSPC, "No space left on device")

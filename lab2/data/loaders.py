@@ -21,9 +21,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .. import atomic
 from ..augment import build_train_transforms
 from ..config import TrainConfig
-from ..notices import SharedMemoryWarning
+from ..notices import NoCacheWarning, SharedMemoryWarning
 from ..preprocess import PreprocessParams
 from ..processes import cores_each, die_with_parent
 from .cache import build_cache
@@ -45,7 +46,15 @@ def build_datasets(config: TrainConfig, root, splits=("train", "val"), progress:
                    ) -> dict[str, OxfordPetSegmentation]:
     """Datasets for ``splits``; builds the cache for the config's size and variant first."""
     params = PreprocessParams() if config.preprocess else None
-    build_cache(root, config.image_size, params, progress=progress)
+    try:
+        build_cache(root, config.image_size, params, progress=progress)
+    except atomic.StorageError as e:
+        if e.errno not in atomic.FULL_DISK:
+            raise                  # a read-only folder: the message names LAB2_CACHE_DIR
+        # the cache is for speed only: the samples read without it are the same (tested)
+        warnings.warn(f"no cache: {e}; every image is read and resized"
+                      f"{' and preprocessed' if params else ''} at each use instead, which is "
+                      "slower and gives the same samples", NoCacheWarning, stacklevel=2)
     datasets = {}
     for split in splits:
         train = split == "train"
