@@ -711,7 +711,7 @@ def test_a_cache_build_without_room_is_one_line_naming_the_fix(small_root, monke
 
 def test_a_run_without_room_for_the_cache_trains_without_it_to_the_same_weights(
         sample_root, tmp_path, monkeypatch):
-    """The cache only saves time (a 512 px experiment's caches take 15 GiB): a run whose disk
+    """The cache only saves time (a 512 px experiment's caches take 14 GiB): a run whose disk
     has no room for it (a home folder's quota on a cluster) stopped; it now reads the images
     each time, says so once, and trains to the weights a run with the cache reaches."""
     from lab2.notices import NoCacheWarning
