@@ -267,6 +267,15 @@ def test_a_disk_filling_up_during_a_transfer_or_an_extraction_is_said_in_one_lin
     assert not has_dataset(tmp_path)
 
 
+def test_a_login_page_instead_of_the_archive_is_named_as_such(tmp_path, server, archives):
+    """A campus or hotel network answers every address with its login page (status 200)."""
+    page = b"<!DOCTYPE html><html><head><title>Log in to the Wi-Fi</title></head></html>"
+    server.state.files["/pets/images.tar.gz"] = page
+    with pytest.raises(ChecksumError, match="a web page, not an archive.*log in"):
+        download_oxford_pet(tmp_path, mirror=server.url + "/pets",
+                            resources=_resources(archives), progress=False)
+
+
 def test_first_host_answering_404_falls_through_to_the_next(tmp_path, server, archives,
                                                             monkeypatch):
     monkeypatch.setattr(download_module, "OFFICIAL_HOSTS",

@@ -164,11 +164,17 @@ def _fetch_and_extract(folder: Path, filename: str, md5: str, bases: Sequence[st
 def _verify(archive: Path, expected: str) -> None:
     actual = md5sum(archive)
     if actual != expected:
+        with open(archive, "rb") as f:
+            head = f.read(512).lstrip().lower()
+        page = (" It is a web page, not an archive: a network that asks you to log in first "
+                "(a hotel's or a campus's Wi-Fi), or a proxy, answered instead of the host; log "
+                "in with a browser, then run the download again."
+                if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head")) else "")
         bad = archive.with_name(archive.name + ".md5-mismatch")
         os.replace(archive, bad)
         raise ChecksumError(
             f"{archive.name}: md5 {actual} does not match the expected {expected}; the file was "
-            f"moved to {bad.name}. Delete it and run the download again, or copy a good "
+            f"moved to {bad.name}.{page} Delete it and run the download again, or copy a good "
             f"{archive.name} into {archive.parent}."
         )
 
