@@ -5,8 +5,9 @@ Profiles (``LAB2_PROFILE`` or ``--profile``):
 
 * ``full``  — the report: 512×512, batch 8, 50 epochs, Adam 1e-3, full-width networks (a GPU job).
 * ``quick`` — a CPU-sized run with the same recipe: 128×128, 15 epochs (learning rate ×0.1 after
-  12), quarter-width networks, at most 300 training and 100 validation/test images, data loaded in
-  the main process (cached samples need no workers on a small CPU).
+  12), quarter-width networks, at most 300 training and 100 validation/test images (spread over
+  each split's list, so every breed is in them), data loaded in the main process (cached samples
+  need no workers on a small CPU).
 * ``smoke`` — seconds: 64×64, 2 epochs, tiny networks and subsets; for tests and notebook CI.
 * ``auto``  — ``full`` when CUDA is available, ``quick`` otherwise (said loudly).
 
@@ -100,6 +101,10 @@ class TrainConfig:
                                             "(default: all)", minimum=1)
     max_eval_samples: int | None = setting(None, "use at most this many validation and test "
                                            "images (default: all)", minimum=1)
+    subset: Literal["spread", "first"] = setting(
+        "spread", "which images the two limits above keep: spread evenly over each split's list "
+        "(every breed; the real lists are sorted by breed), or its first ones (what runs saved "
+        "before this setting existed used)")
     # --- machine
     seed: int = setting(0, "seed of weights, shuffling and augmentation", minimum=0)
     device: Literal["auto", "cuda", "mps", "cpu"] = setting(
@@ -163,6 +168,8 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         if "dropout_kind" not in d:   # saved before the field existed: Dropout2d was the only kind
             d = {**d, "dropout_kind": "channel"}
+        if "subset" not in d:         # saved before the field existed: the first images were kept
+            d = {**d, "subset": "first"}
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

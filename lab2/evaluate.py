@@ -139,6 +139,10 @@ def evaluation_key(checkpoint: str | os.PathLike, root, split: str, config: Trai
             "dataset_fingerprint": dataset_fingerprint(root), "split": split,
             "image_size": config.image_size, "border": config.border,
             "preprocess": config.preprocess, "max_samples": config.max_eval_samples,
+            # which images a limit keeps; runs saved before the setting kept the first ones,
+            # and their stored metrics keep the key they were written with
+            **({"subset": config.subset}
+               if config.max_eval_samples is not None and config.subset != "first" else {}),
             "version": EVALUATION_VERSION}
 
 

@@ -74,15 +74,18 @@ def read_history(path: str | Path) -> list[dict]:
 
 
 def run_summary(run_dir: str | Path) -> dict | None:
-    """What ``last.pt`` of a run folder says (epoch, best epoch and Dice, config, history, data,
-    settings changes), read through a memory map; None when there is no ``last.pt``."""
+    """What ``last.pt`` of a run folder says (epoch, best epoch and Dice, config with every field,
+    history, data, settings changes), read through a memory map; None when there is no
+    ``last.pt``."""
     last = Path(run_dir) / "last.pt"
     if not last.is_file():
         return None
     state = load_checkpoint(last, mmap=True)
-    keys = ("epoch", "best_dice", "best_epoch", "history", "config", "run_id", "data", "changes",
+    keys = ("epoch", "best_dice", "best_epoch", "history", "run_id", "data", "changes",
             "precision")
-    return {k: state.get(k) for k in keys}
+    # every field, those a run saved before they existed with the values it was trained with
+    return {**{k: state.get(k) for k in keys},
+            "config": TrainConfig.from_dict(state["config"]).to_dict()}
 
 
 def saved_run(run_dir: str | Path) -> dict:

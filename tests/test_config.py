@@ -47,6 +47,15 @@ def test_json_round_trip(tmp_path):
     assert TrainConfig.load(tmp_path / "config.json") == c
 
 
+def test_a_config_saved_before_the_subset_setting_keeps_the_first_images():
+    """Runs saved before ``subset`` existed trained on the first images of each split: resumed
+    or tested again, they go on with those, and Table 1 says so beside spread runs."""
+    saved = TrainConfig(max_train_samples=300).to_dict()
+    del saved["subset"]
+    assert TrainConfig.from_dict(saved).subset == "first"
+    assert TrainConfig().subset == "spread"
+
+
 def test_unknown_field_in_json_is_refused():
     with pytest.raises(ValueError, match="unknown TrainConfig field"):
         TrainConfig.from_dict({"model": "unet", "learning_rate": 1})

@@ -353,6 +353,38 @@ def test_dataset_items_are_float_image_long_mask_and_name(sample_root):
     assert name == ds.names[0]
 
 
+def test_a_spread_subset_of_a_list_sorted_by_breed_holds_every_breed():
+    """The real lists are sorted by breed (90-odd images each): the quick profile's first 300
+    training images were three and a half breeds and its first 100 test images Abyssinian cats."""
+    from lab2.data.index import subset
+    listed = [f"{breed}_{i}" for breed in BREEDS for i in range(1, 91)]
+    breeds = {n.rsplit("_", 1)[0] for n in subset(listed, 300)}
+    assert breeds == set(BREEDS)
+    assert len({n.rsplit("_", 1)[0] for n in subset(listed, 300, "first")}) == 4
+    assert len({n.rsplit("_", 1)[0] for n in subset(listed, 100, "first")}) == 2
+    spread = subset(listed, 300)
+    assert len(spread) == len(set(spread)) == 300
+    assert spread == [n for n in listed if n in set(spread)]                # the list's order
+    assert subset(listed, None) == listed == subset(listed, 10**6)
+    assert subset(list(range(10)), 3) == [0, 3, 6]
+    assert subset(list(range(10)), 3, "first") == [0, 1, 2]
+    with pytest.raises(ValueError, match="unknown subset 'random'"):
+        subset(listed, 3, "random")
+
+
+def test_a_dataset_cut_to_a_profile_size_spreads_over_the_split(tmp_path):
+    make_sample_dataset(tmp_path, n_trainval=40, n_test=30, size=64, progress=False)
+    test_list = dataset_dir(tmp_path) / "annotations" / "test.txt"
+    lines = sorted(test_list.read_text(encoding="utf-8").splitlines())   # by breed, as the real
+    test_list.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    whole = OxfordPetSegmentation(tmp_path, "test", 32, progress=False).names
+    spread = OxfordPetSegmentation(tmp_path, "test", 32, max_samples=5, progress=False).names
+    first = OxfordPetSegmentation(tmp_path, "test", 32, max_samples=5, subset="first",
+                                  progress=False).names
+    assert first == whole[:5]
+    assert spread == [whole[i * len(whole) // 5] for i in range(5)]
+
+
 def test_dataset_excludes_skipped_samples_and_says_so_once(tmp_path):
     from lab2.notices import SkippedFilesWarning
     make_sample_dataset(tmp_path, n_trainval=10, n_test=5, size=64, progress=False)

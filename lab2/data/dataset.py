@@ -18,6 +18,7 @@ from ..preprocess import preprocess as run_chain
 from .audit import audit_dataset
 from .cache import SampleCache, find_cache
 from .index import Record, load_split
+from .index import subset as subset_of
 from .masks import trimap_to_mask
 from .reading import read_example, read_trimap, trimap_path
 from .resize import as_hw, resize_pair
@@ -52,7 +53,9 @@ class OxfordPetSegmentation(Dataset):
             report's OpenCV chain, applied after resizing.
         use_cache: read from the cache built by :func:`lab2.data.build_cache` for these settings
             when one exists (far faster); otherwise decode, resize and preprocess every time.
-        max_samples: keep only the first ``max_samples`` usable samples of the split.
+        max_samples: keep only ``max_samples`` usable samples of the split, chosen by ``subset``:
+            ``spread`` evenly over the split's list (every breed), ``first`` its first ones
+            (see :func:`lab2.data.index.subset`).
         progress: show a progress bar if the data set has to be audited first.
         uint8: return the image and mask as uint8 tensors, for a transform that leaves them uint8
             (training: :func:`lab2.augment.normalize_images` then runs on the whole batch on the
@@ -67,7 +70,7 @@ class OxfordPetSegmentation(Dataset):
                  image_size: int | tuple[int, int] | None = 256,
                  transform: Callable | None = None, border: str = "foreground",
                  preprocess: bool | PreprocessParams = False, use_cache: bool = True,
-                 max_samples: int | None = None, progress: bool = True,
+                 max_samples: int | None = None, subset: str = "spread", progress: bool = True,
                  uint8: bool = False) -> None:
         self.root = root
         self.uint8 = uint8
@@ -83,7 +86,8 @@ class OxfordPetSegmentation(Dataset):
         records = load_split(root, split)
         self.audit = audit_dataset(root, progress=progress)
         skipped = self.audit.skipped_names
-        self.records: list[Record] = [r for r in records if r.name not in skipped][:max_samples]
+        self.records: list[Record] = subset_of([r for r in records if r.name not in skipped],
+                                               max_samples, subset)
         if skipped:   # the same text each time: shown once per process (lab2.notices)
             names = sorted(skipped)
             shown = ", ".join(names[:NAMED_SKIPS]) + (

@@ -63,7 +63,8 @@ def build_datasets(config: TrainConfig, root, splits=("train", "val"), progress:
         datasets[split] = OxfordPetSegmentation(
             root, split, config.image_size, transform=transform, border=config.border,
             preprocess=config.preprocess, progress=progress, uint8=True,
-            max_samples=config.max_train_samples if train else config.max_eval_samples)
+            max_samples=config.max_train_samples if train else config.max_eval_samples,
+            subset=config.subset)
         if len(datasets[split]) == 0:
             raise ValueError(f"split {split!r} of {root} has no usable samples")
     return datasets
