@@ -154,7 +154,7 @@ def _fetch_and_extract(folder: Path, filename: str, md5: str, bases: Sequence[st
                           retries=retries, backoff_s=backoff_s, timeout_s=timeout_s,
                           progress=progress)
     _verify(archive, md5)
-    done.unlink(missing_ok=True)  # another archive's marker: this one is extracted anew
+    done.unlink(missing_ok=True)  # of an archive of this name with another md5: not this one
     atomic.write_text(started, md5 + "\n")
     safe_extract(archive, folder, progress=progress)
     atomic.write_text(done, md5 + "\n")
