@@ -131,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         saved = (_config_file(args.config) if args.config else
                  TrainConfig.from_dict(summary["config"]))
         config = saved.replace(**overrides)
-        root = args.root or (summary["data"] or {}).get("root") or default_data_root()
+        root = args.root or _run_root(summary["data"])
     else:
         if args.config:
             config = _config_file(args.config).replace(**overrides)
@@ -147,13 +147,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_root(data: dict | None) -> str | Path:
+    """The data root a run was trained on (``data``: what its checkpoint records), where this
+    machine has that folder (a run folder copied from another machine records the other
+    machine's path), else the default data root; the data set's fingerprint is checked after."""
+    recorded = (data or {}).get("root")
+    return recorded if recorded and Path(recorded).is_dir() else default_data_root()
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .evaluate import format_metrics, measure_checkpoint, metrics_path, save_evaluation
-    root = args.root
-    if root is None:   # the data the run was trained on, where this machine still has it
-        recorded = (load_checkpoint(args.checkpoint, mmap=True).get("data") or {}).get("root")
-        root = recorded if recorded and Path(recorded).is_dir() else default_data_root()
+    root = args.root or _run_root(load_checkpoint(args.checkpoint, mmap=True).get("data"))
     metrics, rows = measure_checkpoint(args.checkpoint, root, args.split,
                                        max_samples=None if args.all else -1)
     print(format_metrics(metrics), flush=True)   # before saving: a read-only folder loses nothing
@@ -387,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train one network; history.csv, last.pt and best.pt are "
                                    "written after every epoch, so --resume continues an "
                                    "interrupted run.")
-    _add_root(p, None, f"data root (default {real_root}; with --resume, the run's own)")
+    _add_root(p, None, f"data root (default {real_root}; with --resume, the run's own, where "
+                       "this machine has it)")
     p.add_argument("--out", required=True, type=Path, help="run folder")
     p.add_argument("--resume", action="store_true",
                    help="continue from OUT/last.pt with the run's own settings; of the flags "

@@ -158,6 +158,25 @@ def test_a_resume_says_which_settings_edited_in_config_json_it_does_not_use(
     assert "config.json says" not in caplog.text
 
 
+def test_a_run_folder_copied_to_another_machine_resumes_on_its_data_there(
+        sample_root, tmp_path, monkeypatch):
+    """``--resume`` without ``--root`` took the data root recorded in last.pt, which names the
+    first machine's folder: "no data set in /home/alice/...". Where that folder is missing,
+    it now takes the default data root, whose fingerprint is checked as always."""
+    import shutil
+    first = tmp_path / "alice" / "data"
+    shutil.copytree(sample_root / "oxford-iiit-pet", first / "oxford-iiit-pet")
+    out = tmp_path / "run"
+    args = ["--num-workers", "0", "--device", "cpu"]
+    assert cli.main(["train", "--model", "unet", "--profile", "smoke", "--epochs", "1",
+                     "--root", str(first), "--out", str(out), *args]) == 0
+    first.rename(tmp_path / "bob-data")                        # the other machine's folder
+    monkeypatch.setenv("LAB2_DATA_DIR", str(tmp_path / "bob-data"))
+    assert cli.main(["train", "--resume", "--epochs", "2", "--out", str(out), *args]) == 0
+    assert load_checkpoint(out / "last.pt")["epoch"] == 2
+    assert cli.main(["evaluate", "--checkpoint", str(out / "best.pt")]) == 0
+
+
 def test_a_quiet_run_reads_the_data_set_without_a_bar(tmp_path, monkeypatch, capsys):
     # each process of a torchrun run trains quietly but rank 0: the first reading of the real
     # data set (its fingerprint, seconds) showed a bar on every one of them
