@@ -234,8 +234,11 @@ def resolve_profile(profile: str | None = None, *, announce: bool = True) -> str
         import torch
         chosen = "full" if torch.cuda.is_available() else "quick"
         if announce and chosen == "quick":
+            from .gpus import gpu_without_cuda_build
             from .notices import ProfileWarning
-            warnings.warn("NO GPU: profile 'quick' (128 px, 15 epochs, quarter-width networks, "
+            unused = gpu_without_cuda_build()     # a CPU-only PyTorch beside an NVIDIA GPU
+            warnings.warn(f"NO GPU{f' THAT PYTORCH CAN USE ({unused})' if unused else ''}: "
+                          "profile 'quick' (128 px, 15 epochs, quarter-width networks, "
                           "subsets), NOT the report's setup; set LAB2_PROFILE=full to force it",
                           ProfileWarning, stacklevel=1)
     return chosen

@@ -10,6 +10,10 @@ What ``device="auto"``, ``amp="auto"`` and ``channels_last="auto"`` choose:
 | CPU that computes bf16 natively (AVX512-BF16 or AMX) | cpu | bf16 | off |
 | any other CPU | cpu | off (fp32) | off |
 
+A GPU the installed PyTorch has no kernels for (a V100 or older with PyPI's CUDA 13 build), or a
+CPU-only PyTorch beside an NVIDIA GPU (PyPI's build on Windows), is named with the command that
+installs a PyTorch for it (:mod:`lab2.gpus`).
+
 bf16 has fp32's exponent range and needs no loss scaling; fp16 does, so fp16 training goes through
 ``torch.amp.GradScaler``, whose state is saved in every checkpoint. On a CPU without native bf16,
 autocast emulates it: ``benchmarks/cpu_precision.py`` measured it an order of magnitude slower
@@ -40,6 +44,7 @@ from torch import nn
 
 from .augment import normalize_images
 from .config import TrainConfig
+from .gpus import gpu_without_cuda_build, missing_kernels
 from .notices import Lab2Warning
 from .processes import usable_cpus
 
@@ -80,10 +85,15 @@ def mps_available() -> bool:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA if present, else Apple MPS, else the CPU; an unavailable device → error."""
+    """``auto`` → CUDA if present, else Apple MPS, else the CPU; an unavailable device → error,
+    and so is a GPU the installed PyTorch has no kernels for (:mod:`lab2.gpus`), with the
+    command that installs one that has."""
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA device is available; use "
-                         "--device auto or cpu")
+        unused = gpu_without_cuda_build()
+        raise ValueError("device 'cuda' was asked for but no CUDA device is available"
+                         f"{f': {unused}' if unused else ''}; use --device auto or cpu")
+    if name in ("auto", "cuda") and (missing := missing_kernels()):
+        raise ValueError(f"{missing}; or train on the CPU with --device cpu")
     if name == "mps" and not mps_available():
         raise ValueError("device 'mps' was asked for but Apple's MPS backend is not available; "
                          "use --device auto or cpu")

@@ -1188,3 +1188,78 @@ def test_lab2s_pools_do_not_fork_a_process_running_threads(monkeypatch):
     assert pool_context().get_start_method() == "forkserver"
     monkeypatch.setattr(sys, "platform", "darwin")
     assert pool_context().get_start_method() == "spawn"
+
+
+# ---- a PyTorch that cannot use the machine's GPU -------------------------------------------
+
+CUDA13_ARCHS = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]   # PyPI's 2.15.0 build
+CUDA126_ARCHS = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
+
+
+@pytest.mark.parametrize("capability, archs, runs", [
+    ((7, 0), CUDA13_ARCHS, False),      # V100
+    ((6, 0), CUDA13_ARCHS, False),      # P100 (Kaggle)
+    ((6, 1), CUDA126_ARCHS, True),      # GTX 1080 on a CUDA 12.6 build
+    ((7, 5), CUDA13_ARCHS, True),       # T4
+    ((8, 9), ["sm_80", "sm_86", "sm_90"], True),   # RTX 4090: sm_86 machine code runs on 8.9
+    ((10, 3), CUDA13_ARCHS, True),      # B300 on sm_100
+    ((12, 1), CUDA13_ARCHS, True),
+    ((9, 0), ["compute_80"], True),     # PTX is compiled for any later GPU
+    ((7, 0), ["sm_90a"], False),
+    ((7, 0), [], True),                 # a build that does not say
+])
+def test_which_gpus_a_pytorch_build_has_kernels_for(capability, archs, runs):
+    from lab2.gpus import has_kernels_for
+    assert has_kernels_for(capability, archs) is runs
+
+
+def test_a_gpu_the_installed_pytorch_has_no_kernels_for_stops_with_the_install_command(
+        monkeypatch):
+    """A V100 with PyPI's CUDA 13 PyTorch: found, then "no kernel image is available for
+    execution on the device" at the first convolution."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: CUDA13_ARCHS)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0: (7, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Tesla V100-SXM2-16GB")
+    for device in ("auto", "cuda"):
+        with pytest.raises(ValueError) as caught:
+            machine.resolve_device(device)
+        said = str(caught.value)
+        assert "no kernels for GPU 0, Tesla V100-SXM2-16GB (compute capability 7.0" in said
+        assert "-m pip install --force-reinstall torch torchvision --index-url " \
+               "https://download.pytorch.org/whl/cu126" in said and "--device cpu" in said
+    assert machine.resolve_device("cpu").type == "cpu"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0: (7, 5))    # a T4
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Tesla T4")
+    assert machine.resolve_device("auto").type == "cuda"
+
+
+def test_a_cpu_only_pytorch_beside_an_nvidia_gpu_is_named_with_the_install_command(
+        tmp_path, monkeypatch):
+    """pip's PyTorch on Windows is built without CUDA: the auto profile trained `quick` on the
+    CPU beside an idle GPU, saying only "NO GPU"."""
+    from lab2 import gpus
+    from lab2.config import resolve_profile
+    from lab2.notices import ProfileWarning
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho 'NVIDIA GeForce RTX 3060, 8.6'\n", encoding="utf-8")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    gpus.nvidia_gpus.cache_clear()
+    try:
+        assert gpus.nvidia_gpus() == [("NVIDIA GeForce RTX 3060", (8, 6))]
+        with pytest.warns(ProfileWarning, match=r"NO GPU THAT PYTORCH CAN USE \(this machine "
+                          r"has an NVIDIA GPU \(NVIDIA GeForce RTX 3060\) but this PyTorch .* "
+                          r"was built without CUDA .*whl/cu130`\): profile 'quick'"):
+            assert resolve_profile("auto") == "quick"
+        with pytest.raises(ValueError, match="no CUDA device is available: this machine has an "
+                           "NVIDIA GPU .*--index-url .*; use --device auto or cpu"):
+            machine.resolve_device("cuda")
+        smi.unlink()                                          # no NVIDIA GPU: as before
+        gpus.nvidia_gpus.cache_clear()
+        assert gpus.gpu_without_cuda_build() is None
+    finally:
+        gpus.nvidia_gpus.cache_clear()
