@@ -76,8 +76,8 @@ def missing_kernels() -> str | None:
     capability), with the fix; None when it can, or when there is no CUDA GPU. Initialises
     CUDA: call it where the run will use the GPU."""
     import torch
-    if not torch.cuda.is_available():
-        return None
+    if not torch.cuda.is_available() or getattr(torch.version, "hip", None):
+        return None      # no GPU, or an AMD one (ROCm lists gfx targets, which this does not read)
     arch_list = torch.cuda.get_arch_list()
     for index in range(torch.cuda.device_count()):
         capability = torch.cuda.get_device_capability(index)

@@ -1230,6 +1230,11 @@ def test_a_gpu_the_installed_pytorch_has_no_kernels_for_stops_with_the_install_c
         assert "-m pip install --force-reinstall torch torchvision --index-url " \
                "https://download.pytorch.org/whl/cu126" in said and "--device cpu" in said
     assert machine.resolve_device("cpu").type == "cpu"
+    monkeypatch.setattr(torch.version, "hip", "6.4", raising=False)   # ROCm: gfx targets
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["gfx90a", "gfx942"])
+    assert machine.resolve_device("auto").type == "cuda"
+    monkeypatch.setattr(torch.version, "hip", None, raising=False)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: CUDA13_ARCHS)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0: (7, 5))    # a T4
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Tesla T4")
     assert machine.resolve_device("auto").type == "cuda"
