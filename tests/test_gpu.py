@@ -130,3 +130,11 @@ def test_torchrun_with_one_gpu_is_an_nccl_run_that_resumes_in_one_process(sample
     resumed = train(profile_config("smoke", model="unet", base_channels=8, epochs=3,
                                    batch_size=4), sample_root, out, resume=True, progress=False)
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+
+
+def test_the_gpu_check_finds_kernels_for_a_gpu_this_pytorch_runs_on():
+    # a false alarm of lab2.gpus would stop every run on this GPU before its first step
+    from lab2.gpus import has_kernels_for, missing_kernels
+    torch.zeros(1, device="cuda").add_(1)                   # PyTorch does run here
+    assert missing_kernels() is None
+    assert has_kernels_for(torch.cuda.get_device_capability(0), torch.cuda.get_arch_list())
