@@ -193,8 +193,9 @@ def test_a_second_download_into_the_folder_waits_and_fetches_nothing(
     monkeypatch.setattr(download_module, "_fetch", slow)
     first = threading.Thread(target=download_oxford_pet, args=(tmp_path,), kwargs=kwargs)
     first.start()
-    while not fetched_by:
+    while not fetched_by and first.is_alive():
         time.sleep(0.005)
+    assert fetched_by, "the first download ended before fetching anything"
     download_oxford_pet(tmp_path, **kwargs)
     first.join()
     assert set(fetched_by) == {first.ident} and len(fetched_by) == 2
