@@ -17,6 +17,7 @@ can use what the first one builds).
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -34,6 +35,9 @@ from . import atomic
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".lab2.lock"
+#: What a file system that cannot lock files answers (some network and cloud-drive mounts).
+NO_LOCKS = frozenset({errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP,
+                      getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)})
 
 #: Locks this thread holds: taking one again (the experiment evaluating a run that train() just
 #: released and retook, say) nests instead of refusing itself.
@@ -95,6 +99,12 @@ def owned(lock_path: str | os.PathLike, what: str, *, wait: bool = False,
             lock.acquire(timeout=-1, poll_interval=poll_s)
             log.warning("%s is free after %.0f s", what, time.monotonic() - started)
     except OSError as e:
+        if e.errno in NO_LOCKS:
+            raise atomic.StorageError(e.errno, (
+                f"cannot lock {lock_path}: the file system of {lock_path.parent} cannot lock "
+                f"files ({e.strerror or e}), as some network and cloud-drive mounts cannot, and "
+                f"lab2 locks {what} so that two commands never write it at once; use a folder on "
+                f"a local disk ({fix or 'LAB2_HOME moves data/, runs/ and figures/'})")) from e
         raise atomic.storage_error(lock_path, e, fix) from e
     _held.add(key)
     try:

@@ -525,6 +525,23 @@ def test_a_second_experiment_on_a_busy_folder_stops(sample_root, tmp_path):
         holder.wait()
 
 
+@pytest.mark.parametrize("code", [errno.ENOSYS, errno.ENOLCK])
+def test_a_file_system_that_cannot_lock_files_is_named_with_the_fix(sample_root, tmp_path,
+                                                                     monkeypatch, capsys, code):
+    """Some network and cloud-drive mounts have no flock: the lock failed with "cannot write
+    …/.lab2.lock: Function not implemented; check the folder and try again"."""
+    import fcntl
+
+    def no_flock(fd, operation):
+        raise OSError(code, os.strerror(code))
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    assert cli.main(["train", "--model", "unet", "--root", str(sample_root), "--out",
+                     str(tmp_path / "run"), "--profile", "smoke", "--epochs", "1"]) == 1
+    line = one_line_error(capsys)
+    assert "cannot lock files" in line and "cloud-drive" in line and "local disk" in line
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
 # ---- 5. an interrupted sample generation ---------------------------------------------------
 
 def test_an_interrupted_sample_leaves_nothing_that_blocks_the_next_call(tmp_path, monkeypatch):
