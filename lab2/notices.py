@@ -102,6 +102,5 @@ QUIET_INTERRUPT_ENV = "LAB2_QUIET_INTERRUPT"
 
 
 __all__ = ["EXPECTED_ERRORS", "QUIET_INTERRUPT_ENV", "Lab2Warning", "NoCacheWarning",
-           "ProfileWarning",
-           "SkippedFilesWarning", "SyntheticDataWarning", "one_line_warnings", "printable_output",
-           "show_one_line"]
+           "ProfileWarning", "SkippedFilesWarning", "SyntheticDataWarning", "one_line_warnings",
+           "printable_output", "show_one_line"]

@@ -54,7 +54,7 @@ from .resize import as_hw, resize_pair
 
 CACHE_VERSION = 2
 ARRAYS = ("images.npy", "trimaps.npy")
-#: Free space kept beyond a cache's own size when it is built.
+#: What to do when the cache cannot be written where it is (no room, a read-only folder).
 FIX = f"set {CACHE_ENV} (or pass --cache-dir) to a writable folder on a disk with room"
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ def _remove_superseded(base: Path, root, size: tuple[int, int], params: Preproce
                        fingerprint: str) -> None:
     """Remove the caches of the same variant (image size, preprocessing) of the data set in the
     same folder that other data made: the files changed since, or an earlier lab2 keyed them
-    otherwise. Each holds the whole data set (15 GiB for both variants at 512 px), and left in
+    otherwise. Each holds the whole data set (14 GiB for both variants at 512 px), and left in
     place they could fill the disk the new one needs. A cache in use where files in use cannot
     be moved (Windows) is left."""
     folder = dataset_dir(root).resolve()

@@ -119,9 +119,9 @@ def file_hashes(root: str | os.PathLike, *, threads: int = THREADS, remember: bo
     memo = _read_memo(memo_file) if remember and len(hashes) < len(files) else None
     todo = []
     for name, path in files:
-        entry = (memo or {}).get(name)
         if name in hashes:
             continue
+        entry = (memo or {}).get(name)
         if (isinstance(entry, list) and len(entry) == 5 and tuple(entry[:4]) == keys[name]
                 and isinstance(entry[4], str)):
             hashes[name] = entry[4]
