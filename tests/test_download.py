@@ -11,6 +11,7 @@ import threading
 import time
 
 import pytest
+from cli_output import one_line_error
 from loopback import LoopbackServer
 
 from lab2 import cli
@@ -203,10 +204,10 @@ def test_a_second_download_into_the_folder_waits_and_fetches_nothing(
 
 
 def _error_line(capsys) -> str:
-    """The one line a failed command printed (after any progress bar's carriage returns)."""
+    """The one line a failed command printed, with nothing else but a progress bar before it."""
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and err.endswith("\n") and err.count("\n") == 1, err
-    return err.rsplit("\r", 1)[-1].strip()
+    return one_line_error(capsys, err)
 
 
 def _free(monkeypatch, free_bytes: int) -> None:

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from cli_output import one_line_error
 from interrupts import alive, descendants_of
 from PIL import Image
 
@@ -64,14 +65,6 @@ def kill_on_call(monkeypatch, module, name, when):
             raise Killed(name)
         return original(*args, **kwargs)
     monkeypatch.setattr(module, name, wrapper)
-
-
-def one_line_error(capsys, err: str | None = None) -> str:
-    """The one ``error:`` line of what the command wrote to stderr (``err``: already read)."""
-    err = (capsys.readouterr().err if err is None else err).strip().splitlines()
-    errors = [line for line in err if line.startswith("error:")]
-    assert len(errors) == 1, err
-    return errors[0]
 
 
 def hold_lock(path: Path) -> subprocess.Popen:
