@@ -4,7 +4,9 @@ The report concludes that preprocessing helps (+0.004 to +0.006 Dice) and that R
 UNet (+0.04), from single runs. Here each claim is a comparison of two models on the same test
 images: per image, the measure of model b minus that of model a, each model's value first averaged
 over its training seeds; the mean of those differences gets a 95 % paired-bootstrap interval over
-test images (:mod:`lab2.stats`) and a verdict computed from it. Measures: Dice (the report's),
+test images (:mod:`lab2.stats`), its bootstrap p-value, that p-value adjusted by Holm's method
+over every comparison of the table (the family: a verdict holds with a family-wise error of 5 %)
+and a verdict computed from the interval and the adjusted p-value. Measures: Dice (the report's),
 Boundary IoU (its "smoother edges and more accurate contours") and the background false-positive
 rate (its "suppresses background misclassification"; lower is better).
 """
@@ -20,7 +22,7 @@ import numpy as np
 
 from .atomic import read_exact
 from .config import run_name
-from .stats import bootstrap_mean, mean_and_std, verdict
+from .stats import bootstrap_mean, holm, mean_and_std, verdict
 
 #: (comparison, model a, model b): each a (network, preprocessing) pair; the difference is b − a.
 COMPARISONS = (
@@ -36,7 +38,7 @@ MEASURES = {"dice": ("Dice", True), "boundary_iou": ("Boundary IoU", True),
 
 #: The columns of ``comparisons.csv``, exactly.
 COMPARISON_FIELDS = ("comparison", "model_a", "model_b", "n_images", "n_seeds",
-                     "mean_difference", "ci_low", "ci_high")
+                     "mean_difference", "ci_low", "ci_high", "p_value", "p_holm", "verdict")
 
 
 def per_image_path(run_dir: str | Path, split: str = "test") -> Path:
@@ -66,10 +68,11 @@ def compare(per_image: dict[tuple[str, bool], Sequence[dict]], reported: dict | 
     """Every comparison of :data:`COMPARISONS` whose two models are present, for every measure.
 
     ``per_image``: (network, preprocessing) → one per-image table per seed. Each row has the
-    columns of :data:`COMPARISON_FIELDS` plus ``measure``, ``verdict`` and, for Dice,
-    ``reported_difference`` (the report's claim; None for the other measures)."""
+    columns of :data:`COMPARISON_FIELDS` plus ``measure`` and, for Dice, ``reported_difference``
+    (the report's claim; None for the other measures). ``p_holm`` and ``verdict`` treat the rows
+    returned as one family (:func:`lab2.stats.holm`)."""
     averaged = {key: seed_average(tables) for key, tables in per_image.items() if tables}
-    rows = []
+    rows, intervals = [], []
     for measure, (label, higher_is_better) in measures.items():
         for title, a, b in COMPARISONS:
             if a not in averaged or b not in averaged:
@@ -84,11 +87,16 @@ def compare(per_image: dict[tuple[str, bool], Sequence[dict]], reported: dict | 
                 "comparison": f"{label}: {title}", "model_a": name_a, "model_b": name_b,
                 "n_images": interval.n, "n_seeds": min(len(per_image[a]), len(per_image[b])),
                 "mean_difference": interval.mean, "ci_low": interval.low,
-                "ci_high": interval.high, "measure": measure,
-                "verdict": verdict(interval, name_a, name_b, higher_is_better),
+                "ci_high": interval.high, "p_value": interval.p, "measure": measure,
                 "reported_difference": (reported[b] - reported[a]
                                         if reported is not None and measure == "dice" else None),
             })
+            intervals.append((interval, higher_is_better))
+    for row, adjusted, (interval, higher_is_better) in zip(
+            rows, holm([row["p_value"] for row in rows]), intervals, strict=True):
+        row["p_holm"] = adjusted
+        row["verdict"] = verdict(interval, row["model_a"], row["model_b"], higher_is_better,
+                                 adjusted, len(rows))
     return rows
 
 

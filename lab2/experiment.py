@@ -65,6 +65,7 @@ from .runs import (
     short_commit,
     trained_with,
 )
+from .stats import ALPHA
 from .train import train
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,9 @@ TABLE_MEASURES = ("dice", "dice_pooled", "dice_per_batch", "dice_original",
                   "dice_pooled_original", "boundary_iou", "background_fpr")
 #: Version of ``results.json``'s layout. 2: each run's evaluation key and per-image file hash;
 #: 3: how each run was trained (``trained_with``), the settings the runs differ in, and the
-#: SHA-256 of each table written for people beside it (``files``).
-RESULTS_VERSION = 3
+#: SHA-256 of each table written for people beside it (``files``); 4: each comparison's p-value
+#: and Holm-adjusted p-value, the verdicts held to the family's 5 %.
+RESULTS_VERSION = 4
 
 
 def default_out(profile: str, root) -> Path:
@@ -607,16 +609,22 @@ def results_markdown(table: list[dict], comparisons: list[dict], profile: str, l
                   ("Per image, each model's value averaged over its seeds; 10,000 resamples of "
                    "the test images." if several else
                    "One seed per model: the interval covers the choice of test images only, not "
-                   "the seed-to-seed spread."), "",
-                  "| comparison | a | b | images | seeds | b − a | 95 % interval | verdict | "
-                  "report's b − a |", "|---|---|---|---|---|---|---|---|---|"]
+                   "the seed-to-seed spread."),
+                  f"A verdict says \"better\" only when the interval excludes 0 and the "
+                  f"Holm-adjusted p-value over all {len(comparisons)} comparisons of this table "
+                  f"is below {ALPHA:g}: each interval alone is a 95 % one, and with "
+                  f"{len(comparisons)} of them, models that do not differ at all would often show "
+                  "one \"difference\" by chance. p: twice the share of the resampled mean "
+                  "differences on the far side of 0.", "",
+                  "| comparison | a | b | images | seeds | b − a | 95 % interval | p | Holm p | "
+                  "verdict | report's b − a |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in comparisons:
             reported = ("" if c["reported_difference"] is None
                         else f"{c['reported_difference']:+.4f}")
             lines.append(f"| {c['comparison']} | {c['model_a']} | {c['model_b']} | "
                          f"{c['n_images']} | {c['n_seeds']} | {c['mean_difference']:+.4f} | "
-                         f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | {c['verdict']} | "
-                         f"{reported} |")
+                         f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | {c['p_value']:.4f} | "
+                         f"{c['p_holm']:.4f} | {c['verdict']} | {reported} |")
     return "\n".join(lines) + "\n"
 
 

@@ -6,6 +6,12 @@ training seeds. The mean difference gets a 95 % percentile-bootstrap interval: t
 resampled with replacement (the images are the sample; with one seed that is the only spread the
 interval can see, so it says nothing about seed-to-seed variation), ``n_resamples`` times, from a
 fixed seed so the interval is reproducible.
+
+The same resamples give a two-sided p-value for "the mean difference is 0" (:func:`bootstrap_mean`),
+and :func:`holm` adjusts the p-values of several comparisons made at once: with twelve 95 %
+intervals, a table of models that do not differ at all would show at least one "better" about as
+often as not, unless each verdict is held to the family's 5 % (Holm, Scand. J. Statist. 1979;
+valid whatever the dependence between the comparisons).
 """
 
 from __future__ import annotations
@@ -17,16 +23,19 @@ import numpy as np
 #: Resamples of the paired bootstrap, and the seed that makes its interval reproducible.
 N_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
+#: The family-wise error rate a verdict is held to.
+ALPHA = 0.05
 
 
 @dataclass(frozen=True)
 class Interval:
-    """A mean with its bootstrap interval."""
+    """A mean with its bootstrap interval and the bootstrap p-value of "the mean is 0"."""
 
     mean: float
     low: float
     high: float
     n: int
+    p: float = float("nan")
 
     def contains(self, value: float) -> bool:
         return self.low <= value <= self.high
@@ -34,9 +43,13 @@ class Interval:
 
 def bootstrap_mean(values, *, n_resamples: int = N_RESAMPLES, confidence: float = 0.95,
                    seed: int = BOOTSTRAP_SEED, chunk: int = 1000) -> Interval:
-    """Mean of ``values`` (for a paired comparison: the per-image differences) and its
-    percentile-bootstrap interval. Vectorised: ``chunk`` resamples at a time as one integer
-    index array, so 10,000 resamples of 3,669 images take a fraction of a second."""
+    """Mean of ``values`` (for a paired comparison: the per-image differences), its
+    percentile-bootstrap interval and p-value. Vectorised: ``chunk`` resamples at a time as one
+    integer index array, so 10,000 resamples of 3,669 images take a fraction of a second.
+
+    The p-value is the one the interval inverts: twice the smaller share of resampled means on
+    either side of 0 (each count plus one, over ``n_resamples + 1``, so it is never 0), at most 1
+    — about the smallest ``1 - confidence`` whose interval would still exclude 0."""
     values = np.asarray(values, dtype=np.float64)
     n = len(values)
     if n == 0:
@@ -49,7 +62,9 @@ def bootstrap_mean(values, *, n_resamples: int = N_RESAMPLES, confidence: float 
         means[start:start + size] = values[index].mean(axis=1)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
-    return Interval(float(values.mean()), float(low), float(high), n)
+    side = min(np.count_nonzero(means <= 0), np.count_nonzero(means >= 0))
+    p = min(1.0, 2 * (side + 1) / (n_resamples + 1))
+    return Interval(float(values.mean()), float(low), float(high), n, p)
 
 
 def paired_difference(a: dict[str, float], b: dict[str, float], **kwargs) -> Interval:
@@ -58,16 +73,43 @@ def paired_difference(a: dict[str, float], b: dict[str, float], **kwargs) -> Int
     return bootstrap_mean([b[name] - a[name] for name in names], **kwargs)
 
 
-def verdict(interval: Interval, a: str, b: str, higher_is_better: bool = True) -> str:
-    """One line saying what the interval of (b − a) shows."""
+def holm(p_values) -> list[float]:
+    """Holm's step-down adjustment of ``p_values`` (one per comparison of a family), in their
+    order: the k-th smallest is multiplied by (m − k + 1), kept at least its predecessor's and at
+    most 1. A comparison whose adjusted value is below :data:`ALPHA` is significant with a
+    family-wise error of at most :data:`ALPHA`. NaN (a comparison without data) stays NaN and does
+    not count in m."""
+    p = np.asarray(p_values, dtype=np.float64)
+    adjusted = np.full(p.shape, np.nan)
+    index = np.flatnonzero(~np.isnan(p))
+    order = index[np.argsort(p[index], kind="stable")]
+    m, running = len(order), 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (m - k) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def verdict(interval: Interval, a: str, b: str, higher_is_better: bool = True,
+            adjusted_p: float | None = None, family: int = 1, alpha: float = ALPHA) -> str:
+    """One line saying what the interval of (b − a) shows. With ``adjusted_p`` (:func:`holm`
+    over a ``family`` of comparisons), an interval that excludes 0 shows a difference only if
+    the adjusted p-value is below ``alpha`` too."""
     if interval.n == 0:
         return "no images in common"
     better, worse = (b, a) if higher_is_better else (a, b)
-    if interval.low > 0:
-        return f"{better} better: interval above 0"
-    if interval.high < 0:
-        return f"{worse} better: interval below 0"
-    return "no difference shown: interval contains 0"
+    if interval.low <= 0 <= interval.high:
+        return "no difference shown: interval contains 0"
+    side = "above" if interval.low > 0 else "below"
+    winner = better if side == "above" else worse
+    if adjusted_p is None:
+        return f"{winner} better: interval {side} 0"
+    p = "p" if family == 1 else "Holm p"
+    if adjusted_p >= alpha:
+        over = "" if family == 1 else f"once the {family} comparisons are corrected for "
+        return f"not shown {over}({p} = {adjusted_p:.3f}); the interval alone is {side} 0"
+    over = "" if family == 1 else f" over {family} comparisons"
+    return f"{winner} better: interval {side} 0, {p} = {adjusted_p:.2g}{over}"
 
 
 def mean_and_std(values) -> tuple[float, float]:
@@ -76,5 +118,5 @@ def mean_and_std(values) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-__all__ = ["BOOTSTRAP_SEED", "Interval", "N_RESAMPLES", "bootstrap_mean", "mean_and_std",
-           "paired_difference", "verdict"]
+__all__ = ["ALPHA", "BOOTSTRAP_SEED", "Interval", "N_RESAMPLES", "bootstrap_mean", "holm",
+           "mean_and_std", "paired_difference", "verdict"]

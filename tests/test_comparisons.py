@@ -47,7 +47,24 @@ def test_each_image_is_averaged_over_seeds_before_the_difference():
         ("unet_raw", "unet_preprocessed", 2, 1)
     assert row["mean_difference"] == pytest.approx(((0.7 - 0.5) + (0.9 - 0.5)) / 2)
     assert row["reported_difference"] == pytest.approx(0.0058)
-    assert row["verdict"] == "unet_preprocessed better: interval above 0"
+    assert row["p_value"] == row["p_holm"] == pytest.approx(2 / 10_001)   # every resample > 0
+    assert row["verdict"] == "unet_preprocessed better: interval above 0, p = 0.0002"
+
+
+def test_the_comparisons_of_a_table_are_held_to_five_percent_together():
+    # preprocessing moves UNet by +0.01 ± 0.03 over 40 images: alone, a 95 % interval above 0
+    # (p ≈ 0.04); among the table's four comparisons, Holm's adjustment does not let it through
+    raw = {f"img{i}": {"dice": 0.8} for i in range(40)}
+    moved = {f"img{i}": {"dice": 0.8 + (0.04 if i % 2 else -0.02)} for i in range(40)}
+    rows = compare({("unet", False): [raw], ("unet", True): [moved],
+                    ("resnet34_unet", False): [raw], ("resnet34_unet", True): [raw]},
+                   measures={"dice": ("Dice", True)})
+    assert len(rows) == 4
+    unet = rows[0]
+    assert unet["ci_low"] > 0 and unet["p_value"] < 0.05
+    assert unet["p_holm"] == pytest.approx(min(1.0, 4 * unet["p_value"]), rel=0.2)
+    assert unet["verdict"].startswith("not shown once the 4 comparisons are corrected for")
+    assert [r["verdict"] for r in rows[1:3]] == ["no difference shown: interval contains 0"] * 2
 
 
 def test_table_1_is_the_mean_and_spread_over_seeds():

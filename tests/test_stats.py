@@ -1,12 +1,20 @@
 """The paired bootstrap: its interval covers the truth at the nominal rate and agrees with the
-normal approximation on many images; verdicts follow the interval."""
+normal approximation on many images; its p-value agrees with the interval; Holm's adjustment
+holds a family of comparisons to 5 %; verdicts follow the interval and the adjusted p-value."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lab2.stats import Interval, bootstrap_mean, mean_and_std, paired_difference, verdict
+from lab2.stats import (
+    Interval,
+    bootstrap_mean,
+    holm,
+    mean_and_std,
+    paired_difference,
+    verdict,
+)
 
 
 def test_the_interval_covers_a_known_difference_at_about_the_nominal_rate():
@@ -50,6 +58,59 @@ def test_verdicts_follow_the_interval():
     # for a rate of errors, lower is better
     assert verdict(Interval(0.02, 0.01, 0.03, 10), "a", "b", higher_is_better=False) == \
         "a better: interval above 0"
+
+
+def test_the_p_value_is_the_one_the_interval_inverts():
+    # p < 0.05 exactly when the 95 % interval excludes 0, over differences near the edge
+    rng = np.random.default_rng(3)
+    agree = 0
+    for i, shift in enumerate(np.linspace(0.0, 0.02, 40)):
+        interval = bootstrap_mean(rng.normal(shift, 0.05, 80), n_resamples=4000, seed=i)
+        agree += (interval.p < 0.05) == (not interval.contains(0.0))
+    assert agree >= 39                        # percentile interpolation may split one tie
+    assert bootstrap_mean(np.full(20, 0.1), n_resamples=999).p == pytest.approx(2 / 1000)
+    assert bootstrap_mean([-1.0, 1.0] * 50).p > 0.9
+    assert bootstrap_mean([]).p != bootstrap_mean([]).p           # no images: NaN
+
+
+def test_holm_adjusts_step_down_in_the_given_order():
+    adjusted = holm([0.01, 0.04, 0.03, 0.005])
+    # sorted: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 → kept at 0.06
+    assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])          # capped at 1
+    nan = holm([0.01, float("nan"), 0.02])                        # NaN does not count in m
+    assert nan[0] == pytest.approx(0.02) and nan[2] == pytest.approx(0.02) and nan[1] != nan[1]
+    assert holm([]) == []
+
+
+def test_a_family_of_comparisons_of_equal_models_rarely_shows_a_difference():
+    # twelve comparisons, as in results.md, of models that do not differ: each 95 % interval
+    # alone calls about one table in two "different" somewhere; Holm's adjustment keeps it near
+    # the 5 % it promises
+    rng = np.random.default_rng(4)
+    tables, raw, adjusted = 200, 0, 0                 # deterministic: 0.52 and 0.065 here
+    for t in range(tables):
+        intervals = [bootstrap_mean(rng.normal(0.0, 0.05, 100), n_resamples=1000, seed=t * 12 + k)
+                     for k in range(12)]
+        raw += any(not i.contains(0.0) for i in intervals)
+        held = holm([i.p for i in intervals])
+        adjusted += any(not verdict(i, "a", "b", adjusted_p=q, family=12).startswith(
+            ("no difference", "not shown")) for i, q in zip(intervals, held, strict=True))
+    assert raw / tables > 0.3, raw / tables
+    assert adjusted / tables <= 0.1, adjusted / tables
+
+
+def test_a_verdict_needs_the_adjusted_p_value_too():
+    above = Interval(0.02, 0.01, 0.03, 10, p=0.004)
+    assert verdict(above, "a", "b", adjusted_p=0.048, family=12) == \
+        "b better: interval above 0, Holm p = 0.048 over 12 comparisons"
+    assert verdict(above, "a", "b", adjusted_p=0.2, family=12) == \
+        "not shown once the 12 comparisons are corrected for (Holm p = 0.200); the interval " \
+        "alone is above 0"
+    assert verdict(above, "a", "b", adjusted_p=0.004) == "b better: interval above 0, p = 0.004"
+    # an interval containing 0 shows nothing, whatever the p-value says
+    assert verdict(Interval(0.0, -0.01, 0.01, 10), "a", "b", adjusted_p=0.01,
+                   family=12).startswith("no difference shown")
 
 
 def test_mean_and_std_over_seeds():
