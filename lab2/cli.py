@@ -426,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", type=Path, metavar="PHOTO_OR_FOLDER",
                    help="photos in any format Pillow reads, or folders of them (their own files, "
                         "not subfolders); repeated names get -2, -3, ...; an input that gives no "
-                        "photo is named at the end (exit code 1), the others are segmented")
+                        "photo, and a folder's file named as a photo that is not one, is named "
+                        "at the end (exit code 1), the others are segmented")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: predictions/ beside the checkpoint)")
     p.set_defaults(func=cmd_predict)

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from . import atomic
@@ -114,29 +115,46 @@ def gather_photos(inputs: list[str | os.PathLike]) -> tuple[list[Path], list[str
     """The photos to segment — each file named, and the files of each folder named (sorted; not
     its subfolders, hidden files or files that are not images, such as ``Thumbs.db``) — and one
     problem per input that gives none (missing, not an image by its header, a folder without
-    photos) and per HEIC photo of a folder. Decodes nothing: :func:`predict_files` checks each
+    photos) and per file of a folder that is named as a photo but is not one (HEIC, or
+    ``cat.jpg`` holding a web page or zeros). Decodes nothing: :func:`predict_files` checks each
     photo whole."""
     photos, problems = [], []
     for item in map(Path, inputs):
         if item.is_dir():
             files = sorted(p for p in item.iterdir() if p.is_file() and not p.name.startswith("."))
-            found, heic = [], []
+            found, named_as_photos = [], []
             for path in files:
                 if _looks_like_a_photo(path, if_unopenable=False):
                     found.append(path)
-                elif path.suffix.lower() in HEIC:
-                    heic.append(path)
+                elif path.suffix.lower() in photo_suffixes():
+                    named_as_photos.append(path)
             photos += found
-            problems += [_not_a_photo(path, "not an image") for path in heic]
-            if not found and not heic:
+            problems += [_not_a_photo(path, _what_it_is(path)) for path in named_as_photos]
+            if not found and not named_as_photos:
                 problems.append(f"{item}: a folder without photos")
         elif not item.is_file():
             problems.append(f"{item}: no such file or folder")
         elif _looks_like_a_photo(item, if_unopenable=True):   # predict_files says why it cannot
             photos.append(item)                               # open one
         else:
-            problems.append(_not_a_photo(item, "not an image"))
+            problems.append(_not_a_photo(item, _what_it_is(item)))
     return photos, problems
+
+
+def _what_it_is(path: Path) -> str:
+    """What a file that is not an image is, as far as a name can say."""
+    try:
+        empty = path.stat().st_size == 0
+    except OSError:
+        empty = False
+    return "an empty file (an interrupted copy or download?)" if empty else "not an image"
+
+
+def photo_suffixes() -> frozenset[str]:
+    """The file name endings of photos: every one Pillow reads (``.jpg``, ``.png``, ``.webp``,
+    ...) and HEIC's."""
+    Image.init()
+    return frozenset(Image.registered_extensions()) | frozenset(HEIC)
 
 
 def _looks_like_a_photo(path: Path, *, if_unopenable: bool) -> bool:

@@ -604,6 +604,8 @@ def test_predict_segments_a_folder_and_names_every_input_it_left_out(trained, tm
     (folder / "Thumbs.db").write_bytes(bytes(64))
     (folder / ".DS_Store").write_bytes(bytes(64))
     (folder / "notes").mkdir()
+    (folder / "page.jpg").write_text("<html>Sign in</html>", encoding="utf-8")  # a web page
+    (folder / "copy.png").write_bytes(b"")                                      # a cut copy
     heic = tmp_path / "IMG_0001.HEIC"
     heic.write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
     out = tmp_path / "out"
@@ -615,7 +617,9 @@ def test_predict_segments_a_folder_and_names_every_input_it_left_out(trained, tm
                                                      "dog_mask.png", "dog_overlay.png"]
     assert [line.split(" -> ")[0] for line in captured.out.splitlines()] == list(map(str, photos))
     line = one_line_error(capsys, captured.err)
-    assert line.startswith("error: 2 of the inputs left out, the photos above segmented: ")
+    assert line.startswith("error: 4 of the inputs left out, the photos above segmented: ")
+    assert f"{folder / 'page.jpg'}: not an image" in line
+    assert f"{folder / 'copy.png'}: an empty file (an interrupted copy or download?)" in line
     assert f"{tmp_path / 'bird.jpg'}: no such file or folder" in line
     assert f"{heic}: not an image (HEIC: export the photo as JPEG" in line
 
