@@ -4,7 +4,8 @@ The report concludes that preprocessing helps (+0.004 to +0.006 Dice) and that R
 UNet (+0.04), from single runs. Here each claim is a comparison of two models on the same test
 images: per image, the measure of model b minus that of model a, each model's value first averaged
 over its training seeds; the mean of those differences gets a 95 % paired-bootstrap interval over
-test images (:mod:`lab2.stats`), its bootstrap p-value, that p-value adjusted by Holm's method
+the test images and, with several seeds, over each model's seeds too (:mod:`lab2.stats`), its
+bootstrap p-value, that p-value adjusted by Holm's method
 over every comparison of the table (the family: a verdict holds with a family-wise error of 5 %)
 and a verdict computed from the interval and the adjusted p-value. Measures: Dice (the report's),
 Boundary IoU (its "smoother edges and more accurate contours") and the background false-positive
@@ -22,7 +23,7 @@ import numpy as np
 
 from .atomic import read_exact
 from .config import run_name
-from .stats import bootstrap_mean, holm, mean_and_std, verdict
+from .stats import bootstrap_difference, holm, mean_and_std, verdict
 
 #: (comparison, model a, model b): each a (network, preprocessing) pair; the difference is b − a.
 COMPARISONS = (
@@ -56,11 +57,15 @@ def read_per_image(run_dir: str | Path, split: str = "test", sha256: str | None 
             for row in csv.DictReader(io.StringIO(data.decode("utf-8")))}
 
 
+def images_of_every_seed(per_seed: Sequence[dict]) -> list[str]:
+    """The images every seed's per-image table holds, sorted."""
+    return sorted(set.intersection(*(set(p) for p in per_seed))) if per_seed else []
+
+
 def seed_average(per_seed: Sequence[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
     """Each image's measures averaged over the seeds (images every seed has)."""
-    names = set.intersection(*(set(p) for p in per_seed)) if per_seed else set()
     return {name: {m: float(np.mean([p[name][m] for p in per_seed])) for m in per_seed[0][name]}
-            for name in sorted(names)}
+            for name in images_of_every_seed(per_seed)}
 
 
 def compare(per_image: dict[tuple[str, bool], Sequence[dict]], reported: dict | None = None,
@@ -71,17 +76,17 @@ def compare(per_image: dict[tuple[str, bool], Sequence[dict]], reported: dict | 
     columns of :data:`COMPARISON_FIELDS` plus ``measure`` and, for Dice, ``reported_difference``
     (the report's claim; None for the other measures). ``p_holm`` and ``verdict`` treat the rows
     returned as one family (:func:`lab2.stats.holm`)."""
-    averaged = {key: seed_average(tables) for key, tables in per_image.items() if tables}
+    common = {key: images_of_every_seed(tables) for key, tables in per_image.items() if tables}
     rows, intervals = [], []
     for measure, (label, higher_is_better) in measures.items():
         for title, a, b in COMPARISONS:
-            if a not in averaged or b not in averaged:
+            if a not in common or b not in common:
                 continue
-            names = sorted(set(averaged[a]) & set(averaged[b]))
-            if not names or measure not in averaged[a][names[0]]:
+            names = sorted(set(common[a]) & set(common[b]))
+            if not names or measure not in per_image[a][0][names[0]]:
                 continue
-            interval = bootstrap_mean([averaged[b][n][measure] - averaged[a][n][measure]
-                                       for n in names])
+            interval = bootstrap_difference(*([[table[n][measure] for n in names]
+                                                for table in per_image[key]] for key in (a, b)))
             name_a, name_b = run_name(*a), run_name(*b)
             rows.append({
                 "comparison": f"{label}: {title}", "model_a": name_a, "model_b": name_b,

@@ -87,7 +87,8 @@ TABLE_MEASURES = ("dice", "dice_pooled", "dice_per_batch", "dice_original",
 #: Version of ``results.json``'s layout. 2: each run's evaluation key and per-image file hash;
 #: 3: how each run was trained (``trained_with``), the settings the runs differ in, and the
 #: SHA-256 of each table written for people beside it (``files``); 4: each comparison's p-value
-#: and Holm-adjusted p-value, the verdicts held to the family's 5 %.
+#: and Holm-adjusted p-value, the verdicts held to the family's 5 %, and with several seeds
+#: intervals that resample the seeds too.
 RESULTS_VERSION = 4
 
 
@@ -605,9 +606,11 @@ def results_markdown(table: list[dict], comparisons: list[dict], profile: str, l
               "chooses by machine); the same settings in another precision give other numbers."]
     if comparisons:
         lines += ["", "## Paired comparisons (difference b − a, 95 % bootstrap interval over "
-                  "test images)", "",
-                  ("Per image, each model's value averaged over its seeds; 10,000 resamples of "
-                   "the test images." if several else
+                  f"test images{' and seeds' if several else ''})", "",
+                  ("Per image, each model's value averaged over its seeds; each of the 10,000 "
+                   "resamples draws the test images and each model's seeds with replacement, so "
+                   "the interval covers the seed-to-seed spread as well as the choice of test "
+                   "images." if several else
                    "One seed per model: the interval covers the choice of test images only, not "
                    "the seed-to-seed spread."),
                   f"A verdict says \"better\" only when the interval excludes 0 and the "

@@ -67,6 +67,20 @@ def test_the_comparisons_of_a_table_are_held_to_five_percent_together():
     assert [r["verdict"] for r in rows[1:3]] == ["no difference shown: interval contains 0"] * 2
 
 
+def test_with_seeds_a_difference_that_one_training_run_makes_is_not_shown():
+    # preprocessing's three runs differ from the raw runs by +0.04, -0.01 and +0.015 on every
+    # image: the average difference (+0.015) is the same on each image, so intervals over images
+    # alone would call it certain; one run in three is below the raw runs, so it is not shown
+    raw = {f"img{i}": {"dice": 0.7 + 0.002 * i} for i in range(30)}
+    runs = [{n: {"dice": v["dice"] + shift} for n, v in raw.items()} for shift in (0.04, -0.01,
+                                                                                   0.015)]
+    (row,) = compare({("unet", False): [raw, raw, raw], ("unet", True): runs},
+                     measures={"dice": ("Dice", True)})
+    assert row["n_seeds"] == 3 and row["mean_difference"] == pytest.approx(0.015)
+    assert row["ci_low"] < 0 < row["ci_high"] and row["p_value"] > 0.2
+    assert row["verdict"] == "no difference shown: interval contains 0"
+
+
 def test_table_1_is_the_mean_and_spread_over_seeds():
     runs = [{"model": "unet", "preprocess": False, "seed": s, "dice": d, "dice_pooled": d,
              "dice_per_batch": d, "dice_original": d, "dice_pooled_original": d,
@@ -166,7 +180,8 @@ def test_an_experiment_with_two_seeds_writes_eight_runs_and_the_comparisons(samp
     results = load_experiment(out)
     assert results["seeds"] == [0, 1] and len(results["runs"]) == 8
     assert isinstance(results["table"][0]["dice"], float)              # typed, not parsed
-    assert "± " in (out / "results.md").read_text(encoding="utf-8")
+    markdown = (out / "results.md").read_text(encoding="utf-8")
+    assert "± " in markdown and "interval over test images and seeds" in markdown
     first = json.loads((out / "results.json").read_text(encoding="utf-8"))
     # a second call trains nothing: every run is finished and its metrics are reused
     stamps = {p: (p / "last.pt").stat().st_mtime_ns for p in out.iterdir() if p.is_dir()}
