@@ -136,6 +136,12 @@ def holm(p_values) -> list[float]:
     return adjusted.tolist()
 
 
+def shows_difference(low: float, high: float, adjusted_p: float, alpha: float = ALPHA) -> bool:
+    """Whether a comparison shows a difference: its interval [low, high] excludes 0 and its
+    adjusted p-value (:func:`holm`) is below ``alpha``."""
+    return not low <= 0 <= high and adjusted_p < alpha
+
+
 def verdict(interval: Interval, a: str, b: str, higher_is_better: bool = True,
             adjusted_p: float | None = None, family: int = 1, alpha: float = ALPHA) -> str:
     """One line saying what the interval of (b − a) shows. With ``adjusted_p`` (:func:`holm`
@@ -151,7 +157,7 @@ def verdict(interval: Interval, a: str, b: str, higher_is_better: bool = True,
     if adjusted_p is None:
         return f"{winner} better: interval {side} 0"
     p = "p" if family == 1 else "Holm p"
-    if adjusted_p >= alpha:
+    if not shows_difference(interval.low, interval.high, adjusted_p, alpha):
         over = "" if family == 1 else f"once the {family} comparisons are corrected for "
         return f"not shown {over}({p} = {adjusted_p:.3f}); the interval alone is {side} 0"
     over = "" if family == 1 else f" over {family} comparisons"
@@ -166,4 +172,4 @@ def mean_and_std(values) -> tuple[float, float]:
 
 __all__ = ["ALPHA", "BOOTSTRAP_SEED", "Interval", "N_RESAMPLES", "bootstrap_difference",
            "bootstrap_mean", "holm",
-           "mean_and_std", "paired_difference", "verdict"]
+           "mean_and_std", "paired_difference", "shows_difference", "verdict"]

@@ -10,7 +10,7 @@ import pytest
 from interrupts import start_until
 
 from lab2 import cli
-from lab2.comparisons import COMPARISON_FIELDS, compare, seed_average
+from lab2.comparisons import COMPARISON_FIELDS, MEASURES, compare, seed_average
 from lab2.config import RECIPE_FIELDS, profile_config, run_name
 from lab2.experiment import (
     load_experiment,
@@ -20,7 +20,7 @@ from lab2.experiment import (
     training_differences,
 )
 from lab2.report.analysis import analysis_text, dice_by_group, typical_images
-from lab2.report.figures import plot_dice_table
+from lab2.report.figures import plot_comparisons, plot_dice_table
 from lab2.runs import trained_with
 
 TINY = dict(epochs=1, base_channels=4, max_train_samples=8, max_eval_samples=6, num_workers=0,
@@ -79,6 +79,35 @@ def test_with_seeds_a_difference_that_one_training_run_makes_is_not_shown():
     assert row["n_seeds"] == 3 and row["mean_difference"] == pytest.approx(0.015)
     assert row["ci_low"] < 0 < row["ci_high"] and row["p_value"] > 0.2
     assert row["verdict"] == "no difference shown: interval contains 0"
+
+
+def test_the_comparisons_figure_fills_only_the_differences_the_verdicts_show():
+    def table(shift):
+        return {f"img{i}": {"dice": 0.8 + shift + (0.01 if i % 2 else -0.01),
+                            "boundary_iou": 0.5 + (0.02 if i % 3 else -0.01)} for i in range(40)}
+    rows = compare({("unet", False): [table(0.0)], ("unet", True): [table(0.05)],
+                    ("resnet34_unet", False): [table(0.0)], ("resnet34_unet", True): [table(0.0)]},
+                   reported={("unet", False): 0.8887, ("unet", True): 0.8945,
+                             ("resnet34_unet", False): 0.9319, ("resnet34_unet", True): 0.9359},
+                   measures={m: MEASURES[m] for m in ("dice", "boundary_iou")})
+    figure = plot_comparisons(rows, "synthetic sample", "smoke")
+    dice, boundary = figure.axes
+    assert [t.get_text() for t in dice.get_yticklabels()][:2] == [
+        "UNet + preprocessing\n− UNet", "ResNet34-UNet + preprocessing\n− ResNet34-UNet"]
+    filled = [line.get_markerfacecolor() == "black" for line in dice.lines
+              if line.get_marker() == "o"]
+    # preprocessed UNet is above raw UNet and above preprocessed ResNet34-UNet, nothing else
+    assert filled == [r["verdict"].startswith("unet_preprocessed better") for r in rows[:4]] == \
+        [True, False, False, True]
+    crosses = [line.get_xdata()[0] for line in dice.lines if line.get_marker() == "x"]
+    assert crosses == pytest.approx([r["reported_difference"] for r in rows[:4]])
+    assert not [line for line in boundary.lines if line.get_marker() == "x"]
+    assert "Holm's correction for the 8 comparisons" in figure._suptitle.get_text()
+    assert any("NOT Oxford-IIIT Pet" in t.get_text() for t in figure.texts)
+    plt.close(figure)
+    empty = plot_comparisons([], "synthetic sample", "smoke")
+    assert empty.axes[0].texts[0].get_text() == "no two models to compare yet"
+    plt.close(empty)
 
 
 def test_table_1_is_the_mean_and_spread_over_seeds():

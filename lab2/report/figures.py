@@ -14,10 +14,13 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from ..atomic import atomic_path
+from ..comparisons import MEASURES
 from ..config import run_name
 from ..paths import figures_dir
+from ..stats import shows_difference
 
 RUN_COLOURS = {"unet_raw": "tab:blue", "unet_preprocessed": "tab:cyan",
                "resnet34_unet_raw": "tab:red", "resnet34_unet_preprocessed": "tab:orange"}
@@ -269,6 +272,58 @@ def plot_dice_table(results: Sequence[dict], data: str, profile: str,
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("Test Dice per model (Table 1)")
+    stamp(fig, data, profile)
+    if differences:
+        fig.text(0.005, -0.01, f"NOT TRAINED ALIKE: the runs differ in {', '.join(differences)}",
+                 ha="left", va="top", fontsize=8, color="firebrick", fontweight="bold")
+    return fig
+
+
+def plot_comparisons(comparisons: Sequence[dict], data: str, profile: str,
+                     differences: Collection[str] = ()) -> plt.Figure:
+    """The paired comparisons (rows of :func:`lab2.comparisons.compare`) as intervals: one panel
+    per measure, one line per pair of models (b − a), the 95 % interval as a bar, the mean
+    difference filled where the verdict shows a difference (interval and Holm-adjusted p-value,
+    :func:`lab2.stats.shows_difference`) and hollow where it does not, and the report's claimed
+    Dice difference as a red cross."""
+    measures = [m for m in MEASURES if any(c["measure"] == m for c in comparisons)]
+    fig, axes = plt.subplots(1, max(1, len(measures)), figsize=(4.2 * max(1, len(measures)), 3.2),
+                             sharey=True, squeeze=False)
+    axes = axes[0]
+    if not measures:
+        axes[0].text(0.5, 0.5, "no two models to compare yet", ha="center", va="center")
+        axes[0].set_axis_off()
+        stamp(fig, data, profile)
+        return fig
+    pairs = list(dict.fromkeys((c["model_a"], c["model_b"]) for c in comparisons))
+    for ax, measure in zip(axes, measures, strict=True):
+        label, higher_is_better = MEASURES[measure]
+        for c in (c for c in comparisons if c["measure"] == measure):
+            y = pairs.index((c["model_a"], c["model_b"]))
+            mean = c["mean_difference"]
+            shown = shows_difference(c["ci_low"], c["ci_high"], c["p_holm"])
+            ax.errorbar(mean, y, xerr=[[mean - c["ci_low"]], [c["ci_high"] - mean]], fmt="o",
+                        capsize=3, color="black", markerfacecolor="black" if shown else "white")
+            if c.get("reported_difference") is not None:
+                ax.plot(c["reported_difference"], y, "x", color="firebrick", markersize=7,
+                        zorder=4)
+        ax.axvline(0, color="gray", linewidth=0.8)
+        ax.margins(x=0.08)
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.set_xlabel(f"{label}: b − a\n" + ("right of 0: b better" if higher_is_better
+                                               else "left of 0: b better (fewer)"), fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(pairs)), [f"{RUN_TITLES.get(b, b)}\n− {RUN_TITLES.get(a, a)}"
+                                           for a, b in pairs], fontsize=8)
+    axes[0].set_ylim(len(pairs) - 0.5, -0.5)
+    seeds = max(c["n_seeds"] for c in comparisons)
+    over = "test images and seeds" if seeds > 1 else "test images, one seed"
+    claims = any(c.get("reported_difference") is not None for c in comparisons)
+    fig.suptitle(f"Is each difference real? 95 % intervals over {over}; filled: shown after "
+                 f"Holm's correction for the {len(comparisons)} comparisons"
+                 + ("\n× (red): the difference the report claims, from single runs on "
+                    "Oxford-IIIT Pet" if claims else ""), fontsize=9)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     stamp(fig, data, profile)
     if differences:
         fig.text(0.005, -0.01, f"NOT TRAINED ALIKE: the runs differ in {', '.join(differences)}",
