@@ -23,7 +23,7 @@ import numpy as np
 
 from .atomic import read_exact
 from .config import run_name
-from .stats import bootstrap_difference, holm, mean_and_std, verdict
+from .stats import bootstrap_difference, holm, mean_and_std, shows_difference, verdict
 
 #: (comparison, model a, model b): each a (network, preprocessing) pair; the difference is b − a.
 COMPARISONS = (
@@ -105,11 +105,35 @@ def compare(per_image: dict[tuple[str, bool], Sequence[dict]], reported: dict | 
     return rows
 
 
+#: What a comparison says of the report's claimed difference (:func:`claim_outcome`): a count's
+#: words, and the sentence for one claim.
+CLAIM_OUTCOMES = {
+    "confirmed": ("confirmed", "confirmed: a difference of the claim's sign is shown"),
+    "contradicted": ("contradicted", "contradicted: a difference of the opposite sign is shown"),
+    "excluded": ("with the claimed size outside the interval",
+                 "no difference shown, and the claimed size lies outside the 95 % interval"),
+    "undecided": ("undecided", "cannot tell: the interval holds both 0 and the claim"),
+}
+
+
+def claim_outcome(row: dict) -> str | None:
+    """What a comparison row (:func:`compare`) says of the report's claimed difference, a key of
+    :data:`CLAIM_OUTCOMES`; None for a row without a claim. "Shown" is the verdict's
+    (:func:`lab2.stats.shows_difference`); a difference that is not shown is not shown to be 0
+    either, so a claim inside the interval stays undecided."""
+    claim = row.get("reported_difference")
+    if claim is None:
+        return None
+    if shows_difference(row["ci_low"], row["ci_high"], row["p_holm"]):
+        return "confirmed" if (row["mean_difference"] > 0) == (claim > 0) else "contradicted"
+    return "undecided" if row["ci_low"] <= claim <= row["ci_high"] else "excluded"
+
+
 def seed_spread(values: Sequence[float]) -> dict:
     """Mean and standard deviation over seeds of a model's test average."""
     mean, std = mean_and_std(values)
     return {"mean": mean, "std": std, "n_seeds": len(values)}
 
 
-__all__ = ["COMPARISONS", "COMPARISON_FIELDS", "MEASURES", "compare", "read_per_image",
-           "seed_average", "seed_spread"]
+__all__ = ["CLAIM_OUTCOMES", "COMPARISONS", "COMPARISON_FIELDS", "MEASURES", "claim_outcome",
+           "compare", "images_of_every_seed", "read_per_image", "seed_average", "seed_spread"]

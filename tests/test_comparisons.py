@@ -10,7 +10,13 @@ import pytest
 from interrupts import start_until
 
 from lab2 import cli
-from lab2.comparisons import COMPARISON_FIELDS, MEASURES, compare, seed_average
+from lab2.comparisons import (
+    COMPARISON_FIELDS,
+    MEASURES,
+    claim_outcome,
+    compare,
+    seed_average,
+)
 from lab2.config import RECIPE_FIELDS, profile_config, run_name
 from lab2.experiment import (
     load_experiment,
@@ -108,6 +114,39 @@ def test_the_comparisons_figure_fills_only_the_differences_the_verdicts_show():
     empty = plot_comparisons([], "synthetic sample", "smoke")
     assert empty.axes[0].texts[0].get_text() == "no two models to compare yet"
     plt.close(empty)
+
+
+def test_what_a_comparison_says_of_the_reports_claim():
+    def row(low, high, p_holm=0.001, claim=0.04):
+        return {"mean_difference": (low + high) / 2, "ci_low": low, "ci_high": high,
+                "p_holm": p_holm, "reported_difference": claim}
+    assert claim_outcome(row(0.01, 0.03)) == "confirmed"
+    assert claim_outcome(row(-0.03, -0.01)) == "contradicted"
+    assert claim_outcome(row(0.01, 0.03, p_holm=0.2)) == "excluded"     # not shown after Holm
+    assert claim_outcome(row(-0.02, 0.02)) == "excluded"                # 0.04 outside
+    assert claim_outcome(row(-0.02, 0.05)) == "undecided"               # 0 and 0.04 inside
+    assert claim_outcome(row(-0.02, 0.05, claim=None)) is None
+
+
+def test_the_analysis_answers_the_reports_claims_first():
+    raw = {f"img{i}": {"dice": 0.8 + (0.01 if i % 2 else -0.01)} for i in range(40)}
+    better = {n: {"dice": v["dice"] + 0.05} for n, v in raw.items()}
+    rows = compare({("unet", False): [raw], ("unet", True): [better],
+                    ("resnet34_unet", False): [raw], ("resnet34_unet", True): [raw]},
+                   reported={("unet", False): 0.8887, ("unet", True): 0.8945,
+                             ("resnet34_unet", False): 0.9319, ("resnet34_unet", True): 0.9359},
+                   measures={"dice": ("Dice", True)})
+    results = [{"data": "synthetic sample"}]
+    history = [{"run": "unet_raw", "epoch": 1, "val_dice": 0.5, "val_loss": 0.3}]
+    lines = analysis_text(results, history, rows).splitlines()
+    assert lines[0] == (
+        "- **The report's 4 Dice claims, tested here** (on the synthetic sample: this says "
+        "nothing about Oxford-IIIT Pet), b − a with its 95 % interval over 40 test images and 1 "
+        "seed(s): 1 confirmed, 1 contradicted, 2 with the claimed size outside the interval.")
+    assert lines[1].startswith("  - preprocessing vs none, UNet: the report +0.0058, here "
+                               "+0.0500 [") and lines[1].endswith("— confirmed: a difference of "
+                                                                  "the claim's sign is shown.")
+    assert not any(line.startswith("- **Dice:") for line in lines)    # not said twice
 
 
 def test_table_1_is_the_mean_and_spread_over_seeds():

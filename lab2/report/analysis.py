@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..comparisons import read_per_image, seed_average
+from ..comparisons import CLAIM_OUTCOMES, claim_outcome, read_per_image, seed_average
 from ..config import run_name
 from ..data.index import species_of
 from ..data.reading import read_example
@@ -125,20 +125,37 @@ def analysis_text(results: Sequence[dict], histories: Sequence[dict],
     ``histories`` and ``comparisons`` (:func:`lab2.comparisons.compare`). ``differences``, the
     settings the runs were not trained alike in (the keys of
     :func:`lab2.experiment.training_differences`), come first: each verdict below then compares
-    more than the network or the preprocessing."""
+    more than the network or the preprocessing. Then what the comparisons say of each of the
+    report's claimed Dice differences (:func:`lab2.comparisons.claim_outcome`), then the other
+    comparisons' verdicts, convergence and the validation loss's roughness."""
     lines = []
     if differences:
         lines.append(f"- **Not trained alike:** the runs differ in {', '.join(differences)} "
                      "(Table 1 lists how), "
                      "so a verdict below may reflect those settings rather than the network or "
                      "the preprocessing.")
+    claims = [(c, claim_outcome(c)) for c in comparisons if claim_outcome(c) is not None]
+    if claims:
+        counts = {k: sum(outcome == k for _, outcome in claims) for k in CLAIM_OUTCOMES}
+        data = results[0].get("data") if results else None
+        lines.append(
+            f"- **The report's {len(claims)} Dice claims, tested here**"
+            + (" (on the synthetic sample: this says nothing about Oxford-IIIT Pet)"
+               if data == "synthetic sample" else "")
+            + f", b − a with its 95 % interval over {claims[0][0]['n_images']} test images and "
+              f"{claims[0][0]['n_seeds']} seed(s): "
+            + ", ".join(f"{n} {CLAIM_OUTCOMES[k][0]}" for k, n in counts.items() if n) + ".")
+        lines += [f"  - {c['comparison'].removeprefix('Dice: ')}: the report "
+                  f"{c['reported_difference']:+.4f}, here {c['mean_difference']:+.4f} "
+                  f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] — {CLAIM_OUTCOMES[outcome][1]}."
+                  for c, outcome in claims]
     for c in comparisons:
-        claim = ("" if c.get("reported_difference") is None
-                 else f"; the report: {c['reported_difference']:+.4f}")
+        if claim_outcome(c) is not None:
+            continue                                     # said above, with the report's claim
         lines.append(f"- **{c['comparison']}:** {c['model_b']} − {c['model_a']} = "
                      f"{c['mean_difference']:+.4f}, 95 % interval [{c['ci_low']:+.4f}, "
                      f"{c['ci_high']:+.4f}] over {c['n_images']} test images, "
-                     f"{c['n_seeds']} seed(s): {c['verdict']}{claim}.")
+                     f"{c['n_seeds']} seed(s): {c['verdict']}.")
     if not comparisons:
         by = {(r["model"], r["preprocess"]): r for r in results}
         for model, title in (("unet", "UNet"), ("resnet34_unet", "ResNet34-UNet")):
