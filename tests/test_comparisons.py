@@ -6,6 +6,7 @@ import csv
 import json
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 from interrupts import start_until
 
@@ -137,7 +138,8 @@ def test_the_analysis_answers_the_reports_claims_first():
                              ("resnet34_unet", False): 0.9319, ("resnet34_unet", True): 0.9359},
                    measures={"dice": ("Dice", True)})
     results = [{"data": "synthetic sample"}]
-    history = [{"run": "unet_raw", "epoch": 1, "val_dice": 0.5, "val_loss": 0.3}]
+    history = [{"run": "unet_raw", "model": "unet", "preprocess": False, "seed": 0, "epoch": 1,
+                "val_dice": 0.5, "val_loss": 0.3}]
     lines = analysis_text(results, history, rows).splitlines()
     assert lines[0] == (
         "- **The report's 4 Dice claims, tested here** (on the synthetic sample: this says "
@@ -147,6 +149,27 @@ def test_the_analysis_answers_the_reports_claims_first():
                                "+0.0500 [") and lines[1].endswith("— confirmed: a difference of "
                                                                   "the claim's sign is shown.")
     assert not any(line.startswith("- **Dice:") for line in lines)    # not said twice
+    assert lines[-1] == ("- **Convergence** (one training run each, so no spread is measured: "
+                         "`--seeds 0 1 2` measures it; the report: ResNet34-UNet converges "
+                         "faster): epochs to reach 95 % of the best validation Dice — unet_raw 1.")
+
+
+def test_convergence_and_roughness_are_given_over_every_seed():
+    def curve(run, seed, losses, dice):
+        return [{"run": run, "model": "unet", "preprocess": "preprocessed" in run, "seed": seed,
+                 "epoch": e + 1, "val_loss": loss, "val_dice": d}
+                for e, (loss, d) in enumerate(zip(losses, dice, strict=True))]
+    histories = (curve("unet_raw", 0, [0.5, 0.3, 0.4, 0.2], [0.2, 0.5, 0.6, 0.9])
+                 + curve("unet_raw_seed1", 1, [0.5, 0.4, 0.3, 0.2], [0.2, 0.95, 0.9, 0.95])
+                 + curve("unet_preprocessed", 0, [0.5, 0.4, 0.3, 0.2], [0.2, 0.4, 0.9, 0.9]))
+    convergence, rough = analysis_text([], histories).splitlines()
+    # seed 0 reaches 95 % of its best at epoch 4, seed 1 at epoch 2; one seed of preprocessed
+    assert convergence.startswith("- **Convergence** (mean ± sd over 2 seeds;")
+    assert convergence.endswith(f"unet_raw 3.0 ± {np.std([4, 2], ddof=1):.1f}, "
+                                "unet_preprocessed 3.")
+    # roughness: seed 0 (0.2 + 0.1 + 0.2) / 3, seed 1 0.1
+    assert rough.endswith(f"unet_raw {np.mean([0.5 / 3, 0.1]):.4f} ± "
+                          f"{np.std([0.5 / 3, 0.1], ddof=1):.4f}, unet_preprocessed 0.1000.")
 
 
 def test_table_1_is_the_mean_and_spread_over_seeds():

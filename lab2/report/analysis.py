@@ -16,7 +16,7 @@ from ..data.reading import read_example
 from ..evaluate import load_trained_model
 from ..metrics import image_dice
 from ..predict import predict_mask
-from ..stats import bootstrap_mean
+from ..stats import bootstrap_mean, mean_and_std
 
 
 def _by_run(runs: Sequence[dict]) -> dict[str, list[dict]]:
@@ -119,6 +119,21 @@ def epochs_to_reach(history: Sequence[dict], fraction: float = 0.95) -> int:
     return next(h["epoch"] for h in history if h["val_dice"] >= fraction * best)
 
 
+def roughness(losses: Sequence[float]) -> float:
+    """Mean absolute change of a loss from one epoch to the next."""
+    return float(np.mean(np.abs(np.diff(losses))))
+
+
+def _mean_sd(values: Sequence[float], digits: int) -> str:
+    """``values``' mean ± standard deviation (over seeds) with at least one decimal, or the one
+    value (a whole number as it is)."""
+    if len(values) == 1:
+        return str(values[0]) if isinstance(values[0], int) else f"{values[0]:.{digits}f}"
+    mean, sd = mean_and_std(values)
+    digits = max(digits, 1)
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
 def analysis_text(results: Sequence[dict], histories: Sequence[dict],
                   comparisons: Sequence[dict] = (), differences: Collection[str] = ()) -> str:
     """The written analysis, every number taken from ``results`` (Table 1's rows),
@@ -164,14 +179,25 @@ def analysis_text(results: Sequence[dict], histories: Sequence[dict],
                 reported = by[(model, True)]["reported_dice"] - by[(model, False)]["reported_dice"]
                 lines.append(f"- **Preprocessing, {title}:** average test Dice {raw:.4f} → "
                              f"{pre:.4f} ({pre - raw:+.4f}; the report saw {reported:+.4f}).")
-    seed0 = [h for h in histories if h.get("seed", 0) == 0]
-    runs = list(dict.fromkeys(h["run"] for h in seed0))
-    speed = {run: epochs_to_reach([h for h in seed0 if h["run"] == run]) for run in runs}
-    lines.append("- **Convergence** (seed 0): epochs to reach 95 % of the best validation Dice — "
-                 + ", ".join(f"{run} {n}" for run, n in speed.items()) + ".")
-    for run in runs:
-        val = [h["val_loss"] for h in seed0 if h["run"] == run]
-        if len(val) > 2:
-            lines.append(f"- Validation-loss roughness of {run} (mean absolute epoch-to-epoch "
-                         f"change): {np.mean(np.abs(np.diff(val))):.4f}.")
+    curves: dict[str, dict[int, list[dict]]] = {}      # run → seed → its history rows
+    for h in histories:
+        curves.setdefault(run_name(h["model"], h["preprocess"]), {}).setdefault(
+            h.get("seed", 0), []).append(h)
+    if curves:
+        seeds = max(len(by_seed) for by_seed in curves.values())
+        spread = (f"mean ± sd over {seeds} seeds" if seeds > 1 else
+                  "one training run each, so no spread is measured: `--seeds 0 1 2` measures it")
+        speed = {run: [epochs_to_reach(rows) for rows in by_seed.values()]
+                 for run, by_seed in curves.items()}
+        lines.append(f"- **Convergence** ({spread}; the report: ResNet34-UNet converges faster): "
+                     "epochs to reach 95 % of the best validation Dice — "
+                     + ", ".join(f"{run} {_mean_sd(n, 0)}"
+                                 for run, n in speed.items()) + ".")
+        rough = {run: [roughness([h["val_loss"] for h in rows]) for rows in by_seed.values()
+                       if len(rows) > 2] for run, by_seed in curves.items()}
+        if any(rough.values()):
+            lines.append(f"- **Validation-loss roughness**, the mean absolute epoch-to-epoch "
+                         f"change ({spread}; the report: preprocessing smooths it) — "
+                         + ", ".join(f"{run} {_mean_sd(r, 4)}" for run, r in rough.items()
+                                     if r) + ".")
     return "\n".join(lines)
