@@ -645,8 +645,12 @@ def write_tables(out: Path, rows: list[dict], table: list[dict], comparisons: li
     was written with (notebook 04 shows ``results.md`` beside figures drawn from the JSON)."""
     tables = {
         "results.csv": _csv(rows, RESULT_FIELDS),
-        "comparisons.csv": _csv(comparisons, COMPARISON_FIELDS),
-        "histories.csv": _csv(histories, HISTORY_FIELDS),
+        # each row says which data and profile it comes from, as results.csv's do: a CSV copied
+        # into a spreadsheet or a thesis keeps "synthetic sample" with its numbers
+        "comparisons.csv": _csv([dict(c, profile=profile, data=label) for c in comparisons],
+                                (*COMPARISON_FIELDS, "profile", "data")),
+        "histories.csv": _csv([dict(h, profile=profile, data=label) for h in histories],
+                              (*HISTORY_FIELDS, "profile", "data")),
         "results.md": results_markdown(table, comparisons, profile, label, seeds, differences),
     }
     for name, text in tables.items():

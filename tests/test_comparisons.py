@@ -265,9 +265,13 @@ def test_an_experiment_with_two_seeds_writes_eight_runs_and_the_comparisons(samp
     assert all(r["n_seeds"] == 2 for r in table) and len(table) == 4
     with open(out / "comparisons.csv", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        assert tuple(reader.fieldnames) == COMPARISON_FIELDS
+        assert tuple(reader.fieldnames) == (*COMPARISON_FIELDS, "profile", "data")
         rows = list(reader)
     assert len(rows) == 12 and {r["n_seeds"] for r in rows} == {"2"}   # 4 comparisons × 3
+    assert {(r["profile"], r["data"]) for r in rows} == {("smoke", "synthetic sample")}
+    with open(out / "histories.csv", encoding="utf-8") as f:
+        assert {(r["profile"], r["data"]) for r in csv.DictReader(f)} == {
+            ("smoke", "synthetic sample")}
     results = load_experiment(out)
     assert results["seeds"] == [0, 1] and len(results["runs"]) == 8
     assert isinstance(results["table"][0]["dice"], float)              # typed, not parsed
