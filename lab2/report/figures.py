@@ -244,6 +244,7 @@ def plot_prediction_grid(rows: Sequence[dict], runs: Sequence[str], data: str,
     titles = ["photo", "ground truth", *(RUN_TITLES.get(r, r) for r in runs)]
     for ax, title in zip(axes[0], titles, strict=True):
         ax.set_title(title, fontsize=8)
+    fig.tight_layout()                              # no band of white under the last row
     stamp(fig, data, profile)
     return fig
 
