@@ -56,7 +56,7 @@ def bootstrap_mean(values, *, n_resamples: int = N_RESAMPLES, confidence: float 
     The p-value is the one the interval inverts: twice the smaller share of resampled means on
     either side of 0 (each count plus one, over ``n_resamples + 1``, so it is never 0), at most 1
     — about the smallest ``1 - confidence`` whose interval would still exclude 0."""
-    values = np.asarray(values, dtype=np.float64)
+    values = _finite(np.asarray(values, dtype=np.float64))
     n = len(values)
     if n == 0:
         return Interval(float("nan"), float("nan"), float("nan"), 0)
@@ -78,7 +78,7 @@ def bootstrap_difference(a, b, *, n_resamples: int = N_RESAMPLES, confidence: fl
     seeds: each resample draws the images with replacement and, for each model apart, its seeds
     with replacement (seed k of one network has nothing to do with seed k of the other), then
     takes the mean over the drawn images of the difference of the drawn seeds' averages."""
-    a, b = np.atleast_2d(np.asarray(a, np.float64)), np.atleast_2d(np.asarray(b, np.float64))
+    a, b = (_finite(np.atleast_2d(np.asarray(x, np.float64))) for x in (a, b))
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"a has {a.shape[1]} images and b {b.shape[1]}: compare the same images")
     if len(a) == 1 and len(b) == 1:
@@ -97,6 +97,16 @@ def bootstrap_difference(a, b, *, n_resamples: int = N_RESAMPLES, confidence: fl
         differences = weights_b @ b - weights_a @ a       # per resample, per image
         means[start:start + size] = np.take_along_axis(differences, index, axis=1).mean(axis=1)
     return _interval(float((b.mean(axis=0) - a.mean(axis=0)).mean()), means, confidence, n)
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    """``values``, if every one is finite: a NaN would make every resampled mean NaN, and the
+    p-value of NaNs, which fall on neither side of 0, would look like a certain difference."""
+    if not np.isfinite(values).all():
+        raise ValueError(f"{np.count_nonzero(~np.isfinite(values))} of the values compared are "
+                         "not finite (NaN or infinite): a per-image file was damaged or edited; "
+                         "test the run again with python -m lab2 evaluate")
+    return values
 
 
 def _image_draws(rng: np.random.Generator, size: int, n: int) -> np.ndarray:

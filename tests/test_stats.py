@@ -88,6 +88,14 @@ def test_one_run_per_model_is_the_bootstrap_of_the_differences():
         bootstrap_difference(a, b[1:])
 
 
+def test_a_value_that_is_not_finite_is_refused_not_called_a_difference():
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="1 of the values compared are not finite"):
+            bootstrap_mean([0.1, bad, 0.2])
+        with pytest.raises(ValueError, match="not finite"):
+            bootstrap_difference([[0.5, 0.5], [0.5, 0.5]], [[0.6, bad], [0.6, 0.6]])
+
+
 def test_the_p_value_is_the_one_the_interval_inverts():
     # p < 0.05 exactly when the 95 % interval excludes 0, over differences near the edge
     rng = np.random.default_rng(3)
