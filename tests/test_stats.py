@@ -61,21 +61,24 @@ def test_verdicts_follow_the_interval():
         "a better: interval above 0"
 
 
-def test_with_seeds_the_interval_covers_the_seed_to_seed_spread():
+@pytest.mark.parametrize(("seeds", "at_least"), [(2, 0.75), (3, 0.8), (5, 0.88)])
+def test_with_seeds_the_interval_covers_the_seed_to_seed_spread(seeds, at_least):
     # two networks that are equal on average; each training run (seed) moves a model's Dice on
-    # every image by the same ±0.01, and each image by ±0.03 more: averaging over three seeds per
-    # model before resampling images alone gives intervals that miss 0 more often than not
+    # every image by the same ±0.01, and each image by ±0.03 more: averaging over the seeds of
+    # each model before resampling images alone gives intervals that miss 0 more often than not.
+    # Deterministic: images alone 0.43, 0.36, 0.44 here; two-level 0.81, 0.87, 0.93 (resampling
+    # 2, 3 or 5 values underestimates their spread, so few seeds stay under 95 %)
     rng = np.random.default_rng(5)
-    repeats, images_only, two_level = 200, 0, 0    # deterministic: 0.36 and 0.87 here
+    repeats, images_only, two_level = 200, 0, 0
     for r in range(repeats):
         image = rng.normal(0.8, 0.1, 100)
-        a, b = (image + rng.normal(0, 0.01, (3, 1)) + rng.normal(0, 0.03, (3, 100))
+        a, b = (image + rng.normal(0, 0.01, (seeds, 1)) + rng.normal(0, 0.03, (seeds, 100))
                 for _ in range(2))
         images_only += bootstrap_mean(b.mean(axis=0) - a.mean(axis=0), n_resamples=1000,
                                       seed=r).contains(0.0)
         two_level += bootstrap_difference(a, b, n_resamples=1000, seed=r).contains(0.0)
     assert images_only / repeats < 0.6, images_only / repeats
-    assert two_level / repeats >= 0.8, two_level / repeats
+    assert two_level / repeats >= at_least, two_level / repeats
 
 
 def test_one_run_per_model_is_the_bootstrap_of_the_differences():
