@@ -65,7 +65,7 @@ from .runs import (
     short_commit,
     trained_with,
 )
-from .stats import ALPHA, N_RESAMPLES
+from .stats import ALPHA, N_RESAMPLES, smallest_p
 from .train import train
 
 log = logging.getLogger(__name__)
@@ -609,9 +609,8 @@ def results_markdown(table: list[dict], comparisons: list[dict], profile: str, l
                   f"test images{' and seeds' if several else ''})", "",
                   (f"Per image, each model's value averaged over its seeds; each of the "
                    f"{N_RESAMPLES:,} resamples draws the test images and each model's seeds "
-                   "with replacement, so "
-                   "the interval covers the seed-to-seed spread as well as the choice of test "
-                   "images." if several else
+                   "with replacement, so the interval covers the seed-to-seed spread as well as "
+                   "the choice of test images." if several else
                    "One seed per model: the interval covers the choice of test images only, not "
                    "the seed-to-seed spread."),
                   f"A verdict says \"better\" only when the interval excludes 0 and the "
@@ -619,9 +618,8 @@ def results_markdown(table: list[dict], comparisons: list[dict], profile: str, l
                   f"is below {ALPHA:g}: each interval alone is a 95 % one, and with "
                   f"{len(comparisons)} of them, models that do not differ at all would often show "
                   "one \"difference\" by chance. p: twice the share of the resampled mean "
-                  "differences on the far side of 0 (never below "
-                  f"{2 / (N_RESAMPLES + 1):.4f}, the least {N_RESAMPLES:,} resamples can "
-                  "show).", "",
+                  f"differences on the far side of 0 (never below {smallest_p():.4f}, the "
+                  f"least {N_RESAMPLES:,} resamples can show).", "",
                   "| comparison | a | b | images | seeds | b − a | 95 % interval | p | Holm p | "
                   "verdict | report's b − a |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for c in comparisons:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from functools import cache
 from pathlib import Path
 
 import cv2
@@ -150,6 +151,7 @@ def _what_it_is(path: Path) -> str:
     return "an empty file (an interrupted copy or download?)" if empty else "not an image"
 
 
+@cache
 def photo_suffixes() -> frozenset[str]:
     """The file name endings of photos: every one Pillow reads (``.jpg``, ``.png``, ``.webp``,
     ...) and HEIC's."""

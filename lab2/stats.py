@@ -120,8 +120,13 @@ def _interval(mean: float, means: np.ndarray, confidence: float, n: int) -> Inte
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     side = min(np.count_nonzero(means <= 0), np.count_nonzero(means >= 0))
-    p = float(min(1.0, 2 * (side + 1) / (len(means) + 1)))
-    return Interval(mean, float(low), float(high), n, p)
+    return Interval(mean, float(low), float(high), n,
+                    float(min(1.0, (side + 1) * smallest_p(len(means)))))
+
+
+def smallest_p(n_resamples: int = N_RESAMPLES) -> float:
+    """The least p-value ``n_resamples`` resamples can give: none on the far side of 0."""
+    return 2 / (n_resamples + 1)
 
 
 def paired_difference(a: dict[str, float], b: dict[str, float], **kwargs) -> Interval:
@@ -183,4 +188,4 @@ def mean_and_std(values) -> tuple[float, float]:
 
 __all__ = ["ALPHA", "BOOTSTRAP_SEED", "Interval", "N_RESAMPLES", "bootstrap_difference",
            "bootstrap_mean", "holm",
-           "mean_and_std", "paired_difference", "shows_difference", "verdict"]
+           "mean_and_std", "paired_difference", "shows_difference", "smallest_p", "verdict"]

@@ -149,7 +149,9 @@ def analysis_text(results: Sequence[dict], histories: Sequence[dict],
                      "(Table 1 lists how), "
                      "so a verdict below may reflect those settings rather than the network or "
                      "the preprocessing.")
-    claims = [(c, claim_outcome(c)) for c in comparisons if claim_outcome(c) is not None]
+    outcomes = [claim_outcome(c) for c in comparisons]     # None for a row without a claim
+    claims = [(c, outcome) for c, outcome in zip(comparisons, outcomes, strict=True)
+              if outcome is not None]
     if claims:
         counts = {k: sum(outcome == k for _, outcome in claims) for k in CLAIM_OUTCOMES}
         data = results[0].get("data") if results else None
@@ -164,8 +166,8 @@ def analysis_text(results: Sequence[dict], histories: Sequence[dict],
                   f"{c['reported_difference']:+.4f}, here {c['mean_difference']:+.4f} "
                   f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] — {CLAIM_OUTCOMES[outcome][1]}."
                   for c, outcome in claims]
-    for c in comparisons:
-        if claim_outcome(c) is not None:
+    for c, outcome in zip(comparisons, outcomes, strict=True):
+        if outcome is not None:
             continue                                     # said above, with the report's claim
         lines.append(f"- **{c['comparison']}:** {c['model_b']} − {c['model_a']} = "
                      f"{c['mean_difference']:+.4f}, 95 % interval [{c['ci_low']:+.4f}, "
