@@ -71,21 +71,63 @@ def folder_mode() -> int:
     return 0o777 & ~_umask()
 
 
+def sizes(*numbers: float) -> list[str]:
+    """Byte counts in one unit (the largest's: KiB, MiB or GiB) with the fewest decimals (at
+    least one) that keep different numbers apart: ``10.0 MiB`` and ``73.0 MiB``, not
+    ``0.01 GiB`` twice."""
+    top = max(numbers)
+    unit, scale = (("GiB", 2**30) if top >= 2**30 else ("MiB", 2**20) if top >= 2**20
+                   else ("KiB", 2**10))
+    for decimals in range(1, 5):
+        shown = [f"{n / scale:.{decimals}f} {unit}" for n in numbers]
+        if len(set(shown)) == len(set(numbers)):
+            break
+    return shown
+
+
+def file_size_limit() -> int | None:
+    """The largest file this process may write (``ulimit -f``, RLIMIT_FSIZE), or None: none."""
+    try:
+        import resource
+    except ImportError:          # Windows has no such limit
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if limit == resource.RLIM_INFINITY else limit
+
+
+def _free_bytes(path: Path) -> int | None:
+    try:
+        return shutil.disk_usage(next(p for p in [path, *path.parents] if p.exists())).free
+    except (OSError, StopIteration):
+        return None
+
+
 def storage_error(path: str | os.PathLike, error: BaseException, fix: str = "") -> StorageError:
     """A :class:`StorageError` for a failed write of ``path``, with the fix for its cause."""
     path = Path(path)
     code = getattr(error, "errno", None)
+    text = str(error)
+    short_write = code is None and ("unexpected pos" in text or "file write failed" in text)
+    limit = file_size_limit() if code == errno.EFBIG or short_write else None
+    free = _free_bytes(path) if code in FULL_DISK or code == errno.EFBIG or short_write else None
+    if code == errno.EFBIG and limit is None:
+        limit_words = ("the largest file this file system holds (FAT32: 4 GiB) or a file-size "
+                       "limit (ulimit -f)")
+    else:
+        limit_words = f"this process's file-size limit of {sizes(limit)[0]}" if limit else ""
     if isinstance(error, InUseError):
         why = ("Windows cannot replace it while another program has it open (or while it is "
                "marked read-only)")
         fix = ("close it there (a spreadsheet, an editor, a viewer) and run the command again; "
                "the old file is unchanged")
-    elif code in FULL_DISK or "unexpected pos" in str(error) or "No space left" in str(error):
-        try:
-            free = shutil.disk_usage(next(p for p in [path, *path.parents] if p.exists())).free
-            room = f" ({free / 2**20:.0f} MiB free)"
-        except (OSError, StopIteration):
-            room = ""
+    elif limit_words and (code == errno.EFBIG or (free or 0) > SPARE_BYTES):
+        # torch's refused write carries no errno: with room on the disk and a limit set, the
+        # limit is what refused it (SIGXFSZ is ignored by Python, so the write fails instead)
+        why = f"the file would grow past {limit_words}"
+        fix = ("raise the limit (ulimit -f unlimited, or ask the cluster's administrators) and "
+               "run the command again" + ("" if limit else ", or write to another disk"))
+    elif code in FULL_DISK or short_write or "No space left" in text:
+        room = f" ({sizes(free)[0]} free)" if free is not None else ""
         why = f"the disk is full{room}"
         fix = fix or "free some space there, or write to another disk"
     elif code in _READ_ONLY:
@@ -105,13 +147,13 @@ SPARE_BYTES = 64 * 2**20
 
 def check_free_space(folder: str | os.PathLike, need: int, what: str, fix: str) -> None:
     """Raise :class:`StorageError` before writing ``need`` bytes into ``folder`` when its disk
-    lacks them (with :data:`SPARE_BYTES` to spare): ``"<what> needs 1.20 GiB but <folder> has
-    0.50 GiB free; free some space, or <fix>"``."""
+    lacks them (with :data:`SPARE_BYTES` to spare): ``"<what> needs 1.2 GiB but <folder> has
+    0.5 GiB free; free some space, or <fix>"``."""
     free = shutil.disk_usage(folder).free
     if free < need + SPARE_BYTES:
-        raise StorageError(
-            errno.ENOSPC, f"{what} needs {need / 2**30:.2f} GiB but {folder} has "
-                          f"{free / 2**30:.2f} GiB free; free some space, or {fix}")
+        needed, has = sizes(need, free)
+        raise StorageError(errno.ENOSPC, f"{what} needs {needed} but {folder} has {has} free; "
+                                         f"free some space, or {fix}")
 
 
 @contextmanager
@@ -187,6 +229,19 @@ def read_exact(path: str | os.PathLike, sha256: str) -> bytes:
                            "training or testing that run at the same time?); once it has "
                            "finished, run this again")
     return data
+
+
+class DamagedRecord(ValueError):
+    """A JSON record lab2 wrote is no longer JSON (cut short by a copy, edited by hand)."""
+
+
+def read_json(path: str | os.PathLike, fix: str) -> Any:
+    """The JSON in ``path``; :class:`DamagedRecord` naming the file and ``fix`` when it is not
+    JSON (a JSONDecodeError's traceback said neither)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise DamagedRecord(f"{path} is damaged (not readable as JSON: {e}); {fix}") from None
 
 
 def write_bytes(path: str | os.PathLike, data: bytes, fix: str = "") -> None:

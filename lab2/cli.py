@@ -173,8 +173,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     photos, problems = gather_photos(args.images)
     if not photos:
         raise ValueError(f"no photo to segment: {'; '.join(problems)}. {READABLE}")
-    written = predict_files(args.checkpoint, photos, out)
-    for image, mask, overlay in zip(photos, written[::2], written[1::2], strict=True):
+    written, unreadable = predict_files(args.checkpoint, photos, out)
+    problems += unreadable
+    for image, mask, overlay in written:
         print(f"{image} -> {mask}, {overlay}")
     if problems:
         print(f"error: {len(problems)} of the inputs left out, the photos above segmented: "
@@ -426,8 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", type=Path, metavar="PHOTO_OR_FOLDER",
                    help="photos in any format Pillow reads, or folders of them (their own files, "
                         "not subfolders); repeated names get -2, -3, ...; an input that gives no "
-                        "photo, and a folder's file named as a photo that is not one, is named "
-                        "at the end (exit code 1), the others are segmented")
+                        "photo, a folder's file named as a photo that is not one, and a photo "
+                        "that cannot be decoded (cut short, too large) are named at the end "
+                        "(exit code 1), the others are segmented")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: predictions/ beside the checkpoint)")
     p.set_defaults(func=cmd_predict)

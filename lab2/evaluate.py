@@ -36,9 +36,12 @@ from .distributed import current, gather
 from .machine import Step
 from .metrics import DiceMeter
 from .models import model_for
-from .runs import other_data
+from .runs import check_role, other_data
 
 log = logging.getLogger(__name__)
+
+#: What to do once a run in a folder named for another is moved aside (lab2.runs.check_role).
+MOVED_THEN = "test it there: python -m lab2 evaluate --checkpoint {aside}/best.pt"
 
 #: Images per batch of the per-batch Dice (the report's batch size), whatever the loader's.
 PER_BATCH = 8
@@ -156,6 +159,7 @@ def measure_checkpoint(checkpoint: str | os.PathLike, root, split: str = "test",
     """
     checkpoint = Path(checkpoint)
     model, config, state = load_trained_model(checkpoint)
+    check_role(checkpoint.parent, config.to_dict(), what=checkpoint.name, then=MOVED_THEN)
     config = config.replace(device=device)
     if max_samples != -1:
         config = config.replace(max_eval_samples=max_samples)
@@ -243,6 +247,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, root, split: str = "test"
         stored = stored_metrics(checkpoint, split)
         if stored is not None:
             config = TrainConfig.from_dict(load_checkpoint(checkpoint, mmap=True)["config"])
+            check_role(Path(checkpoint).parent, config.to_dict(), what=Path(checkpoint).name,
+                       then=MOVED_THEN)
             if max_samples != -1:
                 config = config.replace(max_eval_samples=max_samples)
             per_image = per_image_path(Path(checkpoint).parent, split)

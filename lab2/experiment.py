@@ -48,8 +48,16 @@ from .comparisons import (
     read_per_image,
     seed_spread,
 )
-from .config import RECIPE_FIELDS, TrainConfig, profile_config, resolve_profile, shown
+from .config import (
+    RECIPE_FIELDS,
+    TrainConfig,
+    profile_config,
+    resolve_profile,
+    run_name,
+    shown,
+)
 from .data import dataset_fingerprint, same_data
+from .data.audit import audit_dataset, refuse_leaks
 from .data.loaders import RUNS_AT_ONCE_ENV
 from .data.sample import dataset_label, is_sample
 from .evaluate import evaluate_checkpoint
@@ -57,6 +65,8 @@ from .notices import QUIET_INTERRUPT_ENV, SkippedFilesWarning, one_line_warnings
 from .paths import runs_dir
 from .processes import die_with_parent, signal_name
 from .runs import (
+    ROLE_FIELDS,
+    check_role,
     check_same_data,
     git_commit,
     read_history,
@@ -104,7 +114,11 @@ def _check_folder_data(out: Path, root, profile: str) -> None:
     if not path.is_file():
         atomic.write_json(path, record)
         return
-    stored = json.loads(path.read_text(encoding="utf-8"))
+    stored = atomic.read_json(path, "delete it and run the command again: it is written anew, "
+                                    "and each run's own data set and profile are checked still")
+    if not isinstance(stored, dict):
+        raise atomic.DamagedRecord(f"{path} is damaged (not lab2's record of the folder); delete "
+                                   "it and run the command again: it is written anew")
     recorded = stored.get("dataset_fingerprint")
     if not same_data(recorded, record["dataset_fingerprint"], root):
         raise ValueError(
@@ -164,12 +178,14 @@ def run_experiment(profile: str | None = None, root=None, out=None, *, progress:
                          "at once; pass one")
     out = Path(out) if out is not None else default_out(name, root)
     # every run's settings before any trains: an --image-size that suits UNet (a multiple of
-    # 16) but not ResNet34-UNet (of 32) used to fail after the UNet runs had trained
-    for _ in _planned(name, out, runs, seeds, overrides):
-        pass
+    # 16) but not ResNet34-UNet (of 32) used to fail after the UNet runs had trained; and every
+    # existing run folder holds the run its row needs
+    for *_, wanted, run_dir in _planned(name, out, runs, seeds, overrides):
+        _check_role(run_dir, run_summary(run_dir), wanted)
     with locks.owned(locks.folder_lock(out), f"the experiment folder {out}",
                      fix="choose a writable --out folder"):
         _check_folder_data(out, root, name)
+        refuse_leaks(audit_dataset(root, progress=progress), root)   # finished runs too
         if parallel > 1 or gpus:
             _train_in_parallel(name, root, out, runs, seeds, overrides, parallel, gpus,
                                progress)
@@ -204,7 +220,7 @@ def _run_all(name: str, root, out: Path, progress: bool, runs, seeds: tuple[int,
         histories += [{"run": config.run_name, "model": model, "preprocess": preprocess,
                        "seed": seed, **h} for h in summary["history"]]
         rows.append({
-            "run": config.run_name, "model": model, "preprocess": preprocess, "seed": seed,
+            "run": run_dir.name, "model": model, "preprocess": preprocess, "seed": seed,
             **{m: metrics[m] for m in TABLE_MEASURES},
             "reported_dice": REPORTED_DICE[(model, preprocess)],
             "n_test": metrics["n_images"], "epochs": summary["epoch"],
@@ -278,10 +294,24 @@ def _current(run_dir: Path, wanted: TrainConfig, overrides: dict, fingerprint: s
              ) -> tuple[dict | None, TrainConfig]:
     """What ``last.pt`` of a run says, and the config the run continues with (hold its lock)."""
     summary = run_summary(run_dir)
+    _check_role(run_dir, summary, wanted)
     config = _run_config(run_dir, summary, wanted, overrides)
     if summary is not None:
         check_same_data(run_dir, summary["data"], fingerprint, root)
     return summary, config
+
+
+def _role(config: TrainConfig | dict) -> dict:
+    """The network, preprocessing and seed of a config: which row of Table 1 it fills."""
+    values = config if isinstance(config, dict) else config.to_dict()
+    return {name: values[name] for name in ROLE_FIELDS}
+
+
+def _check_role(run_dir: Path, summary: dict | None, wanted: TrainConfig) -> None:
+    """The run in ``run_dir`` (``summary``: its last.pt's, None before it has one) is the one
+    Table 1's row ``wanted`` needs, by its own settings (:func:`lab2.runs.check_role`)."""
+    if summary is not None:
+        check_role(run_dir, summary["config"], _role(wanted))
 
 
 def _pending(name: str, root, out: Path, runs, seeds, overrides: dict) -> list[tuple]:
@@ -680,8 +710,12 @@ def load_experiment(out, root=None) -> dict:
     path = out / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"no {path}: run python -m lab2 experiment to write it")
-    results = json.loads(path.read_text(encoding="utf-8"))
-    why = out_of_date(out, results, root)
+    results = atomic.read_json(path, f"rewrite it with: {_refresh_command(out, {})}")
+    try:
+        why = out_of_date(out, results, root)
+    except (KeyError, TypeError, AttributeError) as e:     # valid JSON, but not lab2's layout
+        raise ResultsOutOfDate(f"{path} is damaged (no {e} where lab2 writes one); rewrite it "
+                               f"with: {_refresh_command(out, {})}") from None
     if why is not None:
         raise ResultsOutOfDate(f"{path} is out of date: {why}; bring it up to date with: "
                                f"{_refresh_command(out, results)} (finished runs are only "
@@ -705,8 +739,17 @@ def out_of_date(out: Path, results: dict, root=None) -> str | None:
                     "interrupted, or the file was edited since)")
     fingerprint = dataset_fingerprint(root) if root is not None else None
     for row in results["runs"]:
-        run_dir, key = out / row["run"], row["evaluation_key"]
+        run_dir, key = out / run_name(row["model"], row["preprocess"], row["seed"]), \
+            row["evaluation_key"]
         summary = run_summary(run_dir)
+        # the run's own settings say what it is, whatever the table or the folder's name say:
+        # refused here with the move that mends it (rewriting the tables would not)
+        if summary is not None:
+            check_role(run_dir, summary["config"], _role(row),
+                       then=f"run {_refresh_command(out, results)}, which trains the run that "
+                            "belongs there and rewrites the tables")
+        if row["run"] != run_dir.name:
+            return f"its row for {run_dir.name} was made from the run in {row['run']}"
         if summary is None or not (run_dir / "best.pt").is_file():
             return f"{row['run']} has no last.pt or best.pt any more"
         if summary["epoch"] != row["epochs"]:
@@ -738,10 +781,21 @@ def _refresh_command(out: Path, results: dict) -> str:
     if profile:
         words += ["--profile", profile]
     words += ["--out", shell_word(str(out))]
-    seeds = results.get("seeds") or [0]
+    seeds = results.get("seeds") or _seeds_of_folders(out)
     if list(seeds) != [0]:
         words += ["--seeds", *map(str, seeds)]
     return " ".join(words)
+
+
+def _seeds_of_folders(out: Path) -> list[int]:
+    """The seeds whose run folders ``out`` holds (``unet_raw`` is seed 0, ``unet_raw_seed2``
+    seed 2), for a command that rewrites tables whose own record of them is lost."""
+    seeds = {0}
+    for folder in out.glob("*_seed*"):
+        seed = folder.name.rpartition("_seed")[2]
+        if seed.isdigit() and folder.is_dir():
+            seeds.add(int(seed))
+    return sorted(seeds)
 
 
 def load_results(out, root=None) -> tuple[list[dict], list[dict]]:

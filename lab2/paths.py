@@ -59,8 +59,13 @@ def default_sample_root() -> Path:
 
 
 def dataset_dir(root: str | os.PathLike) -> Path:
-    """The folder holding ``images/`` and ``annotations/`` under a data root."""
-    return Path(root).expanduser() / DATASET_FOLDER
+    """The folder holding ``images/`` and ``annotations/`` under a data root; ValueError when
+    ``root`` is a file (an archive given as ``--root``, say)."""
+    root = Path(root).expanduser()
+    if root.is_file():
+        raise ValueError(f"--root {root} is a file; give the folder that holds {DATASET_FOLDER}/ "
+                         f"(the folder that holds images/ and annotations/)")
+    return root / DATASET_FOLDER
 
 
 CACHE_ENV = "LAB2_CACHE_DIR"

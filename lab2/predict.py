@@ -169,35 +169,40 @@ def _looks_like_a_photo(path: Path, *, if_unopenable: bool) -> bool:
 
 
 def predict_files(checkpoint: str | os.PathLike, images: list[str | os.PathLike],
-                  out_dir: str | os.PathLike) -> list[Path]:
-    """Write ``<name>_mask.png`` (0 background, 255 pet) and ``<name>_overlay.png`` per image;
-    return the files written, in input order (each one checked). Every image is checked before
-    any is segmented: one ``ValueError`` names each that cannot be read. A checkpoint trained on
-    the synthetic sample says so (:class:`lab2.notices.SyntheticDataWarning`)."""
+                  out_dir: str | os.PathLike) -> tuple[list[tuple[Path, Path, Path]], list[str]]:
+    """Write ``<name>_mask.png`` (0 background, 255 pet) and ``<name>_overlay.png`` per image
+    that can be read; return (image, mask, overlay) for each, in input order (each file
+    written checked), and one
+    problem per image that cannot be read (missing, truncated, too large, not an image): those
+    are left out and the others segmented. ``ValueError`` when none can be read. A checkpoint
+    trained on the synthetic sample says so (:class:`lab2.notices.SyntheticDataWarning`)."""
     model, config, state = load_trained_model(checkpoint)
     if (state.get("data") or {}).get("label") == "synthetic sample":
         warnings.warn(f"{checkpoint} was trained on the SYNTHETIC sample: its masks of real "
                       "photos say nothing about what it would learn from Oxford-IIIT Pet",
                       SyntheticDataWarning, stacklevel=2)
     out_dir = Path(out_dir)
-    paths = [Path(p) for p in images]
-    problems = []
-    for path in paths:
+    paths, problems = [], []
+    for path in map(Path, images):
         if not path.is_file():
             problems.append(f"{path}: no such file")
             continue
         status, problem = check_image(path)
         if status == SKIPPED:
             problems.append(_not_a_photo(path, problem))
-    if problems:
-        raise ValueError(f"cannot read {len(problems)} of the {len(paths)} photos, so none was "
-                         f"segmented: {'; '.join(problems)}. {READABLE}")
+        else:
+            paths.append(path)
+    if not paths:
+        raise ValueError(f"cannot read any of the {len(problems)} photos: "
+                         f"{'; '.join(problems)}. {READABLE}")
     written = []
     for path, stem in zip(paths, output_stems(paths), strict=True):
         image = read_rgb(path, upright=True)     # a phone's portrait photo, as it is viewed
         mask = predict_mask(model, config, image)
+        files = []
         for suffix, picture in (("mask", mask * 255), ("overlay", overlay(image, mask))):
             target = out_dir / f"{stem}_{suffix}.png"
             atomic.write_bytes(target, png_bytes(picture), fix="choose another --out folder")
-            written.append(target)
-    return written
+            files.append(target)
+        written.append((path, *files))
+    return written, problems

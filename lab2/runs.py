@@ -13,6 +13,7 @@ import csv
 import io
 import logging
 import platform
+import re
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,8 +21,8 @@ from pathlib import Path
 import torch
 
 from . import __version__, atomic
-from .checkpoint import copy_checkpoint, load_checkpoint
-from .config import RECIPE_FIELDS, RESUMABLE_FIELDS, TrainConfig, shown
+from .checkpoint import DamagedCheckpoint, check_entries, copy_checkpoint, load_checkpoint
+from .config import RECIPE_FIELDS, RESUMABLE_FIELDS, TrainConfig, run_name, shown
 from .data.fingerprint import same_data
 from .data.sample import dataset_label
 from .distributed import several_machines
@@ -128,21 +129,27 @@ def reconcile_run(run_dir: str | Path) -> dict | None:
     best = run_dir / "best.pt"
     best_epoch = summary["best_epoch"]
     if best_epoch is not None:
-        held = None
+        held, damaged = None, None
         if best.is_file():
             try:
                 state = load_checkpoint(best, mmap=True)
+                check_entries(best, best)          # its weights too: Table 1 is tested on them
                 if state.get("run_id") == summary["run_id"]:
                     held = state["epoch"]
+            except DamagedCheckpoint as e:
+                damaged = e   # rebuilt below if possible
             except ValueError:
-                held = None   # damaged: rebuilt below if possible
+                held = None   # cut short or foreign: rebuilt below if possible
         if held != best_epoch:
             if best_epoch != summary["epoch"]:
+                if damaged is not None:
+                    raise damaged
                 raise ValueError(
                     f"{best} does not hold epoch {best_epoch}, which {run_dir / 'last.pt'} names "
                     "as the best, and it cannot be rebuilt; train the run again with --restart")
-            log.warning("%s: best.pt was not written after epoch %d; copying it from last.pt",
-                        run_dir, best_epoch)
+            log.warning("%s: best.pt %s; copying it from last.pt, which holds that epoch",
+                        run_dir, "is damaged" if damaged is not None else
+                        f"was not written after epoch {best_epoch}")
             copy_checkpoint(run_dir / "last.pt", best)
     write_history(run_dir / "history.csv", summary["history"])
     return summary
@@ -214,6 +221,61 @@ def check_same_data(run_dir: Path, data: dict | None, fingerprint: str, root) ->
                          "the files back as they were, or use another --out")
 
 
+#: What an experiment's run folder is for: the fields its name gives (``unet_preprocessed_seed2``).
+ROLE_FIELDS = ("model", "preprocess", "seed")
+
+
+def folder_role(name: str) -> dict | None:
+    """What a run folder's name says its run is, as an experiment names its runs
+    (:func:`lab2.config.run_name`): ``{"model", "preprocess", "seed"}``, or None for a name of
+    the user's own (``train --out runs/try3``)."""
+    from .models import MODELS
+    found = re.fullmatch(r"(.+)_(raw|preprocessed)(?:_seed(\d+))?", name)
+    if found is None or found.group(1) not in MODELS:
+        return None
+    return {"model": found.group(1), "preprocess": found.group(2) == "preprocessed",
+            "seed": int(found.group(3) or 0)}
+
+
+def describe_role(role: dict) -> str:
+    """``UNet with preprocessing, seed 2``: a role (:func:`folder_role`) in words."""
+    from .models import TITLES
+    name = TITLES.get(role["model"], role["model"])
+    return (f"{name} {'with' if role['preprocess'] else 'without'} preprocessing, seed "
+            f"{role['seed']}")
+
+
+class WrongRun(ValueError):
+    """A run folder holds another run than the one its name, or a table's row, says."""
+
+
+def check_role(run_dir: str | Path, config: dict, wanted: dict | None = None, *,
+               what: str = "last.pt",
+               then: str = "run the same command again, which trains the run that belongs there"
+               ) -> None:
+    """Raise :class:`WrongRun` when the run in ``run_dir`` — ``config``, its checkpoint's own
+    settings, which alone say what it is — is not the network, preprocessing and seed that
+    ``wanted`` (a Table 1 row's) or, without it, the folder's name says (nothing for a name of
+    the user's own). An experiment took ``unet_preprocessed/`` for UNet with preprocessing by
+    its name alone: a UNet trained there without ``--preprocess``, or a ResNet34-UNet's
+    ``last.pt`` copied in, filled that row of Table 1 with another run's Dice. The message
+    says to move the run aside, to the folder its settings name when that is free, and
+    ``then`` (``{aside}``: where it went)."""
+    run_dir = Path(run_dir)
+    wanted = wanted or folder_role(run_dir.name)
+    if wanted is None:
+        return
+    held = {name: config[name] for name in ROLE_FIELDS}
+    if all(held[name] == wanted[name] for name in ROLE_FIELDS):
+        return
+    own = run_dir.with_name(run_name(held["model"], held["preprocess"], held["seed"]))
+    aside = own if not own.exists() else run_dir.with_name(run_dir.name + ".other")
+    raise WrongRun(f"{run_dir} holds {describe_role(held)} (its {what}'s settings), but that "
+                   f"folder is for {describe_role(wanted)}; move it out of the way (mv "
+                   f"{shell_word(run_dir)} {shell_word(aside)}) and "
+                   + then.format(aside=shell_word(aside)))
+
+
 def is_finished(run_dir: str | Path, epochs: int | None = None) -> bool:
     """Whether ``last.pt`` of a run folder holds its final epoch (the checkpoint's configured
     ``epochs``, or ``epochs`` if given). Nothing but the checkpoint is trusted."""
@@ -265,7 +327,8 @@ def _epochs(first: int, last: int) -> str:
     return f"epoch {first}" if first == last else f"epochs {first}–{last}"
 
 
-__all__ = ["HISTORY_FIELDS", "RUN_FILES", "check_same_data", "device_name", "git_commit",
+__all__ = ["HISTORY_FIELDS", "ROLE_FIELDS", "RUN_FILES", "WrongRun", "check_role",
+           "check_same_data", "describe_role", "folder_role", "device_name", "git_commit",
            "is_finished", "no_run_to_resume", "other_data", "read_history", "reconcile_run",
            "run_summary", "saved_config", "saved_run", "trained_with", "write_history",
            "write_run_record"]

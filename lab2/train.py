@@ -47,6 +47,7 @@ from . import __version__, atomic, distributed, locks
 from .checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import dataset_fingerprint
+from .data.audit import audit_dataset, refuse_leaks
 from .data.loaders import (
     SHARED_MEMORY,
     build_datasets,
@@ -229,6 +230,8 @@ def _state(model, optimizer, scheduler, scaler, epoch, best, best_epoch, config,
         "epoch": epoch, "best_dice": best, "best_epoch": best_epoch, "rng": rngs[0],
         **({"rng_ranks": rngs} if len(rngs) > 1 else {}),
         "config": config.to_dict(), "history": history, "lab2_version": __version__, **run,
+        # another count of CPU threads sums in another order: a resume restores it
+        "cpu_threads": torch.get_num_threads(),
         **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),   # fp16 only
     }
 
@@ -437,8 +440,12 @@ def train(config: TrainConfig, root, out, *, resume: bool = False, restart: bool
                             per_image.unlink()
                 if world.distributed:
                     dist.barrier()
-                return _train(config, root, out, resume, progress and world.main, on_batch,
-                              world)
+                threads = torch.get_num_threads()
+                try:
+                    return _train(config, root, out, resume, progress and world.main, on_batch,
+                                  world)
+                finally:       # a resume may have restored the run's own count
+                    torch.set_num_threads(threads)
         except RuntimeError as e:
             # a collective before the first epoch (a barrier, the data check, DDP's first
             # broadcast) found another rank gone; lab2's own errors already say what to do
@@ -460,6 +467,22 @@ def _data_description(root, fingerprint: str) -> str:
     if not dataset_dir(root).is_dir():
         return f"no data set at {where}"
     return f"the {dataset_label(root)} at {where} (fingerprint {fingerprint})"
+
+
+def _restore_cpu_threads(checkpoint: dict, device: torch.device, step: Step,
+                         world: distributed.World) -> None:
+    """Compute on the CPU with the thread count the run was trained with (its checkpoint's):
+    another count adds up the same numbers in another order, so a run resumed with it ends
+    with other weights (``experiment --parallel 2`` trains with 1 thread per run on 2 cores,
+    the same command run again after a kill resumed with 2). Before lab2 recorded it: as is."""
+    recorded = checkpoint.get("cpu_threads")
+    if device.type != "cpu" or recorded is None or recorded == torch.get_num_threads():
+        return
+    if world.main:
+        log.info("resuming with the %d CPU thread(s) the run was trained with (not %d): "
+                 "another count would give other weights", recorded, torch.get_num_threads())
+    torch.set_num_threads(recorded)
+    step.why.update(cpu_threads=recorded, cpu_threads_why="restored from last.pt on resume")
 
 
 def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
@@ -501,6 +524,7 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
     elif last.is_file():
         raise ValueError(f"{out} already holds a run (last.pt); pass --resume to continue it, "
                          "--restart to train it again from scratch, or choose another --out")
+    refuse_leaks(audit_dataset(root, progress=progress), root)    # no test image trained on
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
 
@@ -537,6 +561,7 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
                      len(checkpoint.get("rng_ranks") or [0]), world.size)
         if checkpoint.get("precision", precision) != precision:   # another machine, or --amp
             changes["precision"] = (checkpoint["precision"], precision)
+        _restore_cpu_threads(checkpoint, device, step, world)
         # a run recorded by names and sizes (the earlier lab2) is recorded by content from now
         run = {"run_id": checkpoint.get("run_id") or run["run_id"],
                "data": {**(checkpoint.get("data") or run["data"]), "fingerprint": fingerprint},

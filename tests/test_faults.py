@@ -580,7 +580,9 @@ def photo(path: Path, size=(40, 56)) -> Path:
 
 def test_predict_gives_inputs_with_the_same_stem_distinct_outputs(trained, tmp_path):
     images = [photo(tmp_path / "a" / "cat.jpg"), photo(tmp_path / "b" / "cat.png")]
-    written = predict_files_cli(trained, images, tmp_path / "out")
+    segmented, problems = predict_files_cli(trained, images, tmp_path / "out")
+    written = [path for _, *files in segmented for path in files]
+    assert not problems and [image for image, *_ in segmented] == images
     assert len(set(written)) == 4 and all(p.stat().st_size > 0 for p in written)
 
 
@@ -624,15 +626,18 @@ def test_predict_segments_a_folder_and_names_every_input_it_left_out(trained, tm
     assert f"{heic}: not an image (HEIC: export the photo as JPEG" in line
 
 
-def test_predict_names_every_photo_it_cannot_read_before_segmenting_any(trained, tmp_path):
+def test_predict_names_every_photo_it_cannot_read_and_segments_the_others(trained, tmp_path):
     good = photo(tmp_path / "cat.jpg")
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(good.read_bytes()[:200])
-    with pytest.raises(ValueError, match=r"cannot read 2 of the 3 photos, so none was segmented: "
-                                         rf".*cut.jpg: truncated .*; {tmp_path / 'gone.jpg'}: "
-                                         "no such file"):
-        predict_files_cli(trained, [good, cut, tmp_path / "gone.jpg"], tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+    segmented, problems = predict_files_cli(trained, [good, cut, tmp_path / "gone.jpg"],
+                                            tmp_path / "out")
+    assert [image for image, *_ in segmented] == [good]
+    assert len(problems) == 2 and "cut.jpg: truncated" in problems[0]
+    assert problems[1] == f"{tmp_path / 'gone.jpg'}: no such file"
+    with pytest.raises(ValueError, match=r"cannot read any of the 2 photos: .*cut.jpg: truncated"):
+        predict_files_cli(trained, [cut, tmp_path / "gone.jpg"], tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
 
 
 def test_predict_on_a_full_disk_says_so(trained, tmp_path, monkeypatch, capsys):
@@ -719,7 +724,7 @@ def test_a_cache_build_without_room_is_one_line_naming_the_fix(small_root, monke
     monkeypatch.setattr(cache_module.shutil, "disk_usage", lambda path: Usage)
     code = cli.main(["preprocess", "--root", str(small_root), "--image-size", "32"])
     line = one_line_error(capsys)
-    assert code == 1 and "GiB" in line and "--cache-dir" in line
+    assert code == 1 and " but " in line and "iB free" in line and "--cache-dir" in line
     assert not list((small_root / "cache").glob("*.partial*"))
 
 

@@ -168,3 +168,43 @@ def test_the_meter_collects_shape_measures_per_image():
                  torch.from_numpy(np.stack([a, a])).long(), ["a", "b"])
     assert meter.boundary == [1.0, pytest.approx(boundary_iou(b, a))]
     assert meter.fpr == [0.0, pytest.approx(background_fpr(b, a))]
+
+
+def ring_ignoring_boundary_iou(pred: np.ndarray, target: np.ndarray, ignore: int) -> float:
+    """Boundary IoU with an ignored ring, written independently of lab2: the ring takes the
+    prediction's values in the target, both bands are drawn (slow_band), and only valid pixels
+    count."""
+    filled = np.where(target == ignore, pred, target)
+    valid = target != ignore
+    p, t = slow_band(pred == 1) & valid, slow_band(filled == 1) & valid
+    union = (p | t).sum()
+    return 1.0 if union == 0 else (p & t).sum() / union
+
+
+def test_boundary_iou_neither_rewards_nor_penalises_the_ignored_ring():
+    """With --border ignore the trimap's border ring is IGNORE_INDEX: a prediction right on every
+    valid pixel scores 1.0 whatever it says in the ring (it scored 0.03 to 0.9)."""
+    import cv2
+
+    from lab2.metrics import IGNORE_INDEX, boundary_iou
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        h, w = (int(v) for v in rng.integers(40, 90, size=2))
+        pet = np.zeros((h, w), np.uint8)
+        cv2.ellipse(pet, (w // 2, h // 2), (int(rng.integers(8, w // 3)),
+                                            int(rng.integers(8, h // 3))),
+                    float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        ring = cv2.dilate(pet, np.ones((5, 5), np.uint8)) != cv2.erode(pet, np.ones((5, 5),
+                                                                                   np.uint8))
+        target = np.where(ring, IGNORE_INDEX, pet).astype(np.int64)
+        for inside_ring in (0, 1, "random"):
+            guess = (rng.integers(0, 2, size=(h, w)) if inside_ring == "random"
+                     else np.full((h, w), inside_ring))
+            pred = np.where(ring, guess, pet)
+            assert boundary_iou(pred, target) == 1.0
+        wrong = pet.copy()
+        wrong[h // 2, :] = 0                              # a cut through the pet: not perfect
+        pred = np.where(ring, rng.integers(0, 2, size=(h, w)), wrong)
+        expected = ring_ignoring_boundary_iou(pred, target, IGNORE_INDEX)
+        assert expected < 1.0
+        assert boundary_iou(pred, target) == pytest.approx(expected)

@@ -289,7 +289,8 @@ def test_predict_writes_mask_and_overlay_at_the_photos_own_size(trained, tmp_pat
     cv2.imwrite(str(photo), np.random.default_rng(0).integers(0, 256, (77, 123, 3), np.uint8))
     from lab2.notices import SyntheticDataWarning
     with pytest.warns(SyntheticDataWarning, match="trained on the SYNTHETIC sample"):
-        mask_path, overlay_path = predict_files(trained / "best.pt", [photo], tmp_path / "pred")
+        [(_, mask_path, overlay_path)], _ = predict_files(trained / "best.pt", [photo],
+                                                           tmp_path / "pred")
     mask = cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED)
     assert mask.shape == (77, 123) and set(np.unique(mask)) <= {0, 255}
     assert cv2.imread(str(overlay_path)).shape == (77, 123, 3)
@@ -304,7 +305,8 @@ def test_predict_turns_a_phone_photo_upright_as_a_viewer_shows_it(trained, tmp_p
     exif = Image.Exif()
     exif[0x0112] = 6                                                 # Orientation
     Image.fromarray(stored).save(photo, exif=exif)
-    mask_path, overlay_path = predict_files(trained / "best.pt", [photo], tmp_path / "pred")
+    [(_, mask_path, overlay_path)], _ = predict_files(trained / "best.pt", [photo],
+                                                       tmp_path / "pred")
     assert cv2.imread(str(mask_path), cv2.IMREAD_UNCHANGED).shape == (90, 60)   # upright
     overlay = cv2.imread(str(overlay_path))
     assert overlay.shape == (90, 60, 3)

@@ -8,6 +8,12 @@
 * *ignored* — hidden ``._*`` files (macOS metadata in the annotations archive) and trimaps with no
   image; they are not read.
 
+And the split lists: an id listed twice, an id of ``test.txt`` also in ``trainval.txt``, and
+listed images with the same bytes under two ids (from the hashes the fingerprint computes
+anyway). A test image also trained or validated on — by its id or by its bytes — would make
+Table 1 measure the network on what it learned: :func:`refuse_leaks` stops ``train`` and
+``experiment`` there.
+
 JPEGs that libjpeg decodes with a warning only ("extraneous bytes before marker") decode to full
 images and count as ok.
 
@@ -34,11 +40,12 @@ from ..notices import shell_word
 from ..paths import cache_dir, dataset_dir
 from ..processes import usable_cpus, worker_pool
 from .download import check_extracted
-from .fingerprint import dataset_fingerprint
-from .index import read_list
+from .fingerprint import dataset_fingerprint, file_hashes
+from .index import listed_twice, read_list, shared_names
 from .reading import IGNORED, RECOVERED, SKIPPED, check_image, check_trimap, image_size_of
 
-AUDIT_VERSION = 1
+#: 2: the split lists' faults (ids listed twice or in both lists, images with the same bytes).
+AUDIT_VERSION = 2
 log = logging.getLogger(__name__)
 ACTIONS = {
     RECOVERED: "read and converted to RGB",
@@ -84,6 +91,25 @@ class AuditReport:
     n_image_files: int
     n_listed: int
     entries: list[AuditEntry] = field(default_factory=list)
+    #: the split lists' faults: ``twice`` (list file → names it lists more than once),
+    #: ``shared`` (names of test.txt also in trainval.txt) and ``same_bytes`` (groups of
+    #: listed images with identical content, each name with its list: ``test:Bengal_4``)
+    lists: dict = field(default_factory=dict)
+
+    def leaks(self) -> list[str]:
+        """What puts a test image into training or validation, in words (empty: nothing)."""
+        found = []
+        shared = self.lists.get("shared") or []
+        if shared:
+            found.append(f"{_counted(shared, 'id')} of test.txt also in trainval.txt "
+                         f"({_first_five(shared)})")
+        copies = [group for group in self.lists.get("same_bytes") or []
+                  if {g.partition(":")[0] for g in group} == {"test", "trainval"}]
+        if copies:
+            pairs = [" = ".join(group) for group in copies]
+            found.append(f"{_counted(copies, 'test image')} with the same bytes as a training "
+                         f"or validation image ({_first_five(pairs)})")
+        return found
 
     def by_status(self, status: str) -> list[AuditEntry]:
         return [e for e in self.entries if e.status == status]
@@ -105,6 +131,18 @@ class AuditReport:
         lines.append(
             f"{self.n_image_files} files in images/, {self.n_listed} listed samples: "
             f"{counts[RECOVERED]} recovered, {counts[SKIPPED]} skipped, {counts[IGNORED]} ignored")
+        for file, names in (self.lists.get("twice") or {}).items():
+            lines.append(f"annotations/{file} lists {_counted(names, 'id')} twice: "
+                         f"{', '.join(names)}")
+        if self.lists.get("shared"):
+            lines.append(f"annotations/test.txt and trainval.txt both list "
+                         f"{_counted(self.lists['shared'], 'id')} (train and experiment refuse "
+                         f"the data set): {', '.join(self.lists['shared'])}")
+        for group in self.lists.get("same_bytes") or []:
+            leak = {g.partition(":")[0] for g in group} == {"test", "trainval"}
+            lines.append(f"same bytes under {len(group)} ids: {' = '.join(group)}"
+                         + (" (a test image in training or validation: train and experiment "
+                            "refuse the data set)" if leak else ""))
         return "\n".join(lines)
 
     def against_report(self) -> str:
@@ -129,12 +167,66 @@ class AuditReport:
             "n_image_files": self.n_image_files,
             "n_listed": self.n_listed,
             "entries": [dict(asdict(e), action=e.action) for e in self.entries],
+            "lists": self.lists,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> AuditReport:
         entries = [AuditEntry(e["file"], e["status"], e["problem"]) for e in d["entries"]]
-        return cls(d["folder"], d["fingerprint"], d["n_image_files"], d["n_listed"], entries)
+        return cls(d["folder"], d["fingerprint"], d["n_image_files"], d["n_listed"], entries,
+                   d.get("lists") or {})
+
+
+def _counted(items, what: str) -> str:
+    return f"{len(items)} {what}{'' if len(items) == 1 else 's'}"
+
+
+def _first_five(items: list[str]) -> str:
+    return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+
+
+class SplitLeak(ValueError):
+    """The split lists put a test image into training or validation."""
+
+
+def refuse_leaks(report: AuditReport, root) -> None:
+    """Raise :class:`SplitLeak` when a test image is also trained or validated on, by its id or
+    by its bytes (Table 1's Dice would be measured on images the network learned): it trained
+    and tested without a word before."""
+    leaks = report.leaks()
+    if leaks:
+        raise SplitLeak(
+            f"the splits of {report.folder} put test images into training or validation: "
+            f"{'; '.join(leaks)}; take each out of one of the lists (the official ones share "
+            f"none: python -m lab2 download restores them), and see them all with: python -m "
+            f"lab2 audit --root {shell_word(root)}")
+
+
+def _list_faults(annotations: Path, hashes: dict, skipped: frozenset[str]) -> dict:
+    """The split lists' faults (:attr:`AuditReport.lists`); ``hashes``: name → (size, SHA-256)
+    of every file (the fingerprint's, already computed)."""
+    lists = {name: read_list(annotations / name) for name in ("trainval.txt", "test.txt")
+             if (annotations / name).is_file()}
+    faults: dict = {}
+    twice = {name: found for name, records in lists.items() if (found := listed_twice(records))}
+    if twice:
+        faults["twice"] = twice
+    shared = shared_names(lists.get("trainval.txt", []), lists.get("test.txt", []))
+    if shared:
+        faults["shared"] = shared
+    groups: dict[str, list[str]] = {}
+    for list_file, records in lists.items():
+        for name in dict.fromkeys(r.name for r in records if r.name not in skipped):
+            digest = hashes.get(f"images/{name}.jpg", (0, None))[1]
+            if digest is not None and not digest.startswith("unreadable"):
+                entry = f"{list_file.removesuffix('.txt')}:{name}"
+                if entry not in groups.setdefault(digest, []):
+                    groups[digest].append(entry)
+    same = [group for group in groups.values()
+            if len({g.partition(":")[2] for g in group}) > 1]
+    if same:
+        faults["same_bytes"] = same
+    return faults
 
 
 def _is_hidden(name: str) -> bool:
@@ -142,9 +234,41 @@ def _is_hidden(name: str) -> bool:
 
 
 def _files(folder: Path) -> list[Path]:
+    """The files of ``folder`` that can be read by name (see :func:`_unusable`)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file())
+    return sorted(p for p in folder.iterdir() if p.is_file() and _utf8_name(p.name))
+
+
+def _utf8_name(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:     # os.listdir's escape of bytes that are not UTF-8
+        return False
+
+
+def escaped(name: str) -> str:
+    """A file name that can be printed and written to JSON: bytes that are not UTF-8 shown as
+    ``\\xe9``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _unusable(folder: Path, prefix: str) -> list[AuditEntry]:
+    """Entries of ``folder`` no split can use whatever they hold: a name that is not valid
+    UTF-8 (the list files name samples in UTF-8; such a name stopped every command), and a
+    symbolic link that leads nowhere or in a loop (which stopped the audit with ``Errno 40``)."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.iterdir()):
+        if not _utf8_name(path.name):
+            found.append(AuditEntry(f"{prefix}/{escaped(path.name)}", SKIPPED,
+                                    "file name is not valid UTF-8 (shown escaped); rename it"))
+        elif path.is_symlink() and not path.exists():
+            found.append(AuditEntry(f"{prefix}/{path.name}", SKIPPED,
+                                    "symbolic link that leads nowhere or in a loop; not read"))
+    return found
 
 
 def _listed_names(annotations: Path) -> list[str]:
@@ -200,7 +324,9 @@ def audit_dataset(root: str | os.PathLike, *, progress: bool = True, workers: in
 
     listed = _listed_names(folder / "annotations")
     listed_set = set(listed)
-    entries: list[AuditEntry] = []
+    entries = [*_unusable(images, "images"), *_unusable(trimaps, "annotations/trimaps"),
+               *_unusable(folder / "annotations", "annotations")]
+    told = {e.file for e in entries}
     image_files = [p for p in _files(images)]
     present = {p.stem for p in image_files if p.suffix.lower() == ".jpg"}
     jobs = []
@@ -212,7 +338,7 @@ def audit_dataset(root: str | os.PathLike, *, progress: bool = True, workers: in
         sample = path.suffix.lower() == ".jpg" and path.stem in listed_set
         jobs.append((str(folder), rel, f"annotations/trimaps/{path.stem}.png" if sample else None))
     for name in listed:
-        if name not in present:
+        if name not in present and f"images/{name}.jpg" not in told:
             entries.append(AuditEntry(f"images/{name}.jpg", SKIPPED, "image listed but missing"))
     for path in _files(trimaps):
         rel = f"annotations/trimaps/{path.name}"
@@ -225,8 +351,11 @@ def audit_dataset(root: str | os.PathLike, *, progress: bool = True, workers: in
         entries.extend(AuditEntry(*f) for f in found)
     order = {SKIPPED: 0, RECOVERED: 1, IGNORED: 2}
     entries.sort(key=lambda e: (order[e.status], e.file))
+    skipped = frozenset(e.name for e in entries if e.status == SKIPPED)
     report = AuditReport(str(folder), fingerprint,
-                         sum(not _is_hidden(p.name) for p in image_files), len(listed), entries)
+                         sum(not _is_hidden(p.name) for p in image_files), len(listed), entries,
+                         _list_faults(folder / "annotations", file_hashes(root, progress=False),
+                                      skipped))
     if use_cache:
         try:
             atomic.write_json(cache, {"version": AUDIT_VERSION, **report.to_dict()},

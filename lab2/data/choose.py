@@ -9,7 +9,7 @@ from pathlib import Path
 from ..notices import SyntheticDataWarning
 from ..paths import dataset_dir, default_data_root, default_sample_root
 from .download import DownloadError, UnfinishedDownload, check_extracted, download_oxford_pet
-from .sample import make_sample_dataset
+from .sample import is_sample, make_sample_dataset
 
 
 def has_dataset(root: str | os.PathLike) -> bool:
@@ -33,7 +33,9 @@ def choose_data_root(root: str | os.PathLike | None = None,
                      sample_root: str | os.PathLike | None = None, *,
                      try_download: bool = False) -> Path:
     """The real data root when it holds the data set (or, with ``try_download``, once it has been
-    downloaded); otherwise the synthetic sample, generated if needed, with a loud warning."""
+    downloaded); otherwise the synthetic sample, with a loud warning: the one ``sample_root``
+    holds, whatever settings it was made with (``python -m lab2 sample`` made it; replacing it
+    would delete what is there), or the default one, generated."""
     root = Path(root or default_data_root())
     sample_root = Path(sample_root or default_sample_root())
     missing = _missing(root)
@@ -49,5 +51,6 @@ def choose_data_root(root: str | os.PathLike | None = None,
     warnings.warn(f"{missing}{why}; using the SYNTHETIC sample in "
                   f"{dataset_dir(sample_root)}: its numbers say nothing about Oxford-IIIT Pet",
                   SyntheticDataWarning, stacklevel=1)
-    make_sample_dataset(sample_root)
+    if not is_sample(sample_root):
+        make_sample_dataset(sample_root)
     return sample_root

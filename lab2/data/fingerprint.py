@@ -62,18 +62,34 @@ def _files(root) -> list[tuple[str, Path, os.stat_result]]:
     for part in PARTS:
         try:
             with os.scandir(folder / part) as entries:
-                files = [(e.name, e.stat()) for e in entries if e.is_file()]
+                files = [(e.name, st) for e in entries if (st := _file_stat(e)) is not None]
         except (FileNotFoundError, NotADirectoryError):
             continue
         found += [(f"{part}/{name}", folder / part / name, st) for name, st in sorted(files)]
     return found
 
 
+def _file_stat(entry: os.DirEntry) -> os.stat_result | None:
+    """The stat of a file, or None for anything else: a folder, a symbolic link that leads
+    nowhere or in a loop (the audit lists those; a loop raised ELOOP here and stopped every
+    command)."""
+    try:
+        return entry.stat() if entry.is_file() else None
+    except OSError:
+        return None
+
+
+def _utf8(text: str) -> bytes:
+    """A file name as bytes: a name that is not valid UTF-8 (a file copied from an old Windows
+    or Mac disk) keeps its original bytes instead of stopping every command."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def names_and_sizes_fingerprint(root: str | os.PathLike) -> str:
     """The fingerprint lab2 recorded before it hashed content: names and sizes only."""
     digest = hashlib.sha1()
     for name, _, st in _files(root):
-        digest.update(f"{name}\0{st.st_size}\n".encode())
+        digest.update(_utf8(f"{name}\0{st.st_size}\n"))
     return digest.hexdigest()[:16]
 
 
@@ -90,7 +106,7 @@ def _is_recent(key: tuple, now_ns: int) -> bool:
 def memo_path(root: str | os.PathLike) -> Path:
     """The file that remembers the hashes of the data set under ``root``."""
     folder = str(dataset_dir(root).resolve())
-    return cache_dir(root) / f"file-hashes-{hashlib.sha1(folder.encode()).hexdigest()[:16]}.json"
+    return cache_dir(root) / f"file-hashes-{hashlib.sha1(_utf8(folder)).hexdigest()[:16]}.json"
 
 
 def _read_memo(path: Path) -> dict[str, list]:
@@ -170,7 +186,7 @@ def dataset_fingerprint(root: str | os.PathLike, *, progress: bool = True) -> st
     ``root`` (images, trimaps, split lists)."""
     digest = hashlib.sha1(b"content\n")
     for name, (size, sha256) in file_hashes(root, progress=progress).items():
-        digest.update(f"{name}\0{size}\0{sha256}\n".encode())
+        digest.update(_utf8(f"{name}\0{size}\0{sha256}\n"))
     return digest.hexdigest()[:16]
 
 

@@ -66,6 +66,8 @@ def check_image(path: str | os.PathLike) -> tuple[str, str]:
         with Image.open(path) as image:
             image.load()
             mode = image.mode
+    except Image.DecompressionBombError:
+        return SKIPPED, too_large(path)
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError... on bad data
         return SKIPPED, f"truncated or corrupt {fmt} data ({e})"
     problems = []
@@ -75,6 +77,19 @@ def check_image(path: str | os.PathLike) -> tuple[str, str]:
     if mode != "RGB":
         problems.append(f"{_MODE_NAMES.get(mode, mode)} image, converted to RGB")
     return (RECOVERED, "; ".join(problems)) if problems else (OK, "")
+
+
+def too_large(path: str | os.PathLike) -> str:
+    """Why an image over Pillow's pixel limit is not decoded: its size, read from its header
+    (which Pillow reads without the limit: nothing is decoded), and the limit."""
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    return (f"too large to decode: {width}x{height} = {width * height:,} pixels, over Pillow's "
+            f"limit of {2 * limit:,} (a guard against decompression bombs)")
 
 
 def image_path(folder: str | os.PathLike, name: str) -> Path:
@@ -122,8 +137,14 @@ def read_rgb(path: str | os.PathLike, *, upright: bool = False) -> np.ndarray:
 
 
 def read_trimap(path: str | os.PathLike) -> np.ndarray:
-    """Read a trimap PNG as a uint8 array (H, W) of its stored values (1/2/3)."""
+    """Read a trimap PNG as an array (H, W) of its stored values (1/2/3): uint8, or, for a
+    16-bit file whose values do not fit in 8 bits, the values it holds (a copy saved with its
+    values scaled by 257 holds 257, 514 and 771; converting it to 8 bits would clip them all
+    to 255)."""
     with Image.open(path) as image:
+        if image.mode.startswith("I"):        # "I;16", "I": 16- or 32-bit integers
+            values = np.asarray(image).copy()
+            return values.astype(np.uint8) if values.max(initial=0) <= 255 else values
         if image.mode not in ("L", "P"):
             image = image.convert("L")
         return np.asarray(image).copy()
@@ -141,7 +162,10 @@ def check_trimap(path: str | os.PathLike, image_size: tuple[int, int] | None) ->
         return SKIPPED, f"trimap unreadable ({e})"
     values = set(np.unique(trimap).tolist())
     if not values <= {1, 2, 3}:
-        return SKIPPED, f"trimap values {sorted(values - {1, 2, 3})} outside {{1, 2, 3}}"
+        scaled = values <= {257, 514, 771}
+        return SKIPPED, (f"trimap values {sorted(values - {1, 2, 3})} outside {{1, 2, 3}}"
+                         + (" (1, 2, 3 scaled by 257: a 16-bit copy of the trimap?)"
+                            if scaled else ""))
     if image_size is not None and (trimap.shape[1], trimap.shape[0]) != tuple(image_size):
         return SKIPPED, (f"trimap size {trimap.shape[1]}x{trimap.shape[0]} differs from the "
                          f"image's {image_size[0]}x{image_size[1]}")

@@ -13,15 +13,16 @@ saved as ``.jpg``, a grayscale JPEG, a truncated JPEG, a listed sample without a
 Results computed on this sample say nothing about the real data set; label them as synthetic.
 
 The sample is drawn into a private ``.oxford-iiit-pet.partial-XXXX/`` folder beside its final
-place and renamed there when complete (with its manifest), under a lock, so an interrupted or
-concurrent ``sample`` never leaves a half-written sample for the next command to trip over;
-leftover partial folders are removed by the next call.
+place and renamed there when complete (with its manifest, which lists every file it wrote),
+under a lock, so an interrupted or concurrent ``sample`` never leaves a half-written sample for
+the next command to trip over; leftover partial folders are removed by the next call. A sample
+made with other settings is replaced only when asked (``--overwrite``), and then only its own
+files: whatever else the user put in the folder is carried over into the new one.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import tempfile
@@ -35,7 +36,7 @@ from tqdm.auto import tqdm
 
 from .. import atomic, locks
 from ..paths import DATASET_FOLDER, dataset_dir
-from .index import BREEDS, Record, breed_id_of, species_of
+from .index import BREEDS, Record, breed_id_of, read_list, species_of
 from .reading import IGNORED, RECOVERED, SKIPPED
 
 SAMPLE_VERSION = 1
@@ -292,23 +293,39 @@ def make_sample_dataset(root: str | os.PathLike, *, seed: int = 0, n_trainval: i
     parent = folder.parent
     fix = "choose a writable --root with room for the sample (a few MB)"
     with locks.owned(parent / ".lab2-sample.lock", f"the sample {folder}", wait=True, fix=fix):
+        _finish_interrupted(folder)
         manifest = folder / MANIFEST
-        if manifest.is_file() and not overwrite:
-            stored = json.loads(manifest.read_text(encoding="utf-8"))
+        stored = (atomic.read_json(manifest, "delete the folder's sample files, or pass "
+                                             "--overwrite to write them anew")
+                  if manifest.is_file() else None)
+        if stored is not None and not overwrite:
             if stored.get("settings") == settings:
                 return SampleInfo(str(folder), seed, n_trainval, n_test, size,
                                   {k: tuple(v) for k, v in stored["planted"].items()})
-        if folder.exists() and any(folder.iterdir()) and not manifest.is_file() and not overwrite:
+            raise ValueError(
+                f"{folder} holds a lab2 sample made with other settings ("
+                f"{_described(stored.get('settings') or {})}, not {_described(settings)}); pass "
+                "--overwrite (python -m lab2 sample --overwrite ...) to replace its files, "
+                "which keeps every file lab2 did not write there, or choose another --root")
+        if folder.exists() and any(folder.iterdir()) and stored is None and not overwrite:
             raise ValueError(f"{folder} holds files that are not a lab2 sample (the real data "
-                             "set?); choose another --root or pass overwrite=True")
-        for leftover in parent.glob(f".{DATASET_FOLDER}.partial-*"):
-            shutil.rmtree(leftover, ignore_errors=True)   # an interrupted earlier call's
+                             "set?); choose another --root or pass --overwrite")
+        theirs = _files_not_written_by_lab2(folder, stored)
         try:
             partial = Path(tempfile.mkdtemp(prefix=f".{DATASET_FOLDER}.partial-", dir=parent))
         except OSError as e:
             raise atomic.storage_error(parent, e, fix) from e
         try:
             info = _write_sample(partial, seed, n_trainval, n_test, size, progress, settings)
+            clash = sorted(name for name in theirs if (partial / name).exists()
+                           and not (partial / name).is_dir())
+            if clash:
+                raise ValueError(
+                    f"{folder} holds {len(clash)} file(s) lab2 did not write where the new "
+                    f"sample writes its own ({', '.join(clash[:5])}"
+                    f"{' ...' if len(clash) > 5 else ''}); move them elsewhere, or choose "
+                    "another --root")
+            _bring_over(folder, partial, theirs)
             os.chmod(partial, atomic.folder_mode())
             if folder.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{DATASET_FOLDER}.partial-", dir=parent))
@@ -322,6 +339,77 @@ def make_sample_dataset(root: str | os.PathLike, *, seed: int = 0, n_trainval: i
         for leftover in parent.glob(f".{DATASET_FOLDER}.partial-*"):
             shutil.rmtree(leftover, ignore_errors=True)   # the replaced sample
         return replace(info, folder=str(folder))
+
+
+def _described(settings: dict) -> str:
+    """A sample's settings as the flags of ``sample`` say them."""
+    return (f"--seed {settings.get('seed')} --n-trainval {settings.get('n_trainval')} "
+            f"--n-test {settings.get('n_test')} --size {settings.get('size')}")
+
+
+def _finish_interrupted(folder: Path) -> None:
+    """Undo what a killed replacement left: the sample folder moved aside into a
+    ``.partial-*/old`` folder while the new one was not yet in its place (the user's files are
+    in there too) goes back; then every partial folder is removed."""
+    parent = folder.parent
+    leftovers = list(parent.glob(f".{DATASET_FOLDER}.partial-*"))
+    if not folder.exists():
+        for leftover in leftovers:
+            if (leftover / "old").is_dir():
+                atomic.replace(leftover / "old", folder)
+                break
+    for leftover in leftovers:
+        shutil.rmtree(leftover, ignore_errors=True)   # an interrupted earlier call's
+
+
+def _lab2_files(folder: Path, stored: dict) -> set[str]:
+    """The files (relative to ``folder``) that the sample described by ``stored`` (its
+    manifest) wrote: listed in the manifest, or, for a sample written before manifests listed
+    them, its list files, each listed sample's image and trimap, and the planted files."""
+    if isinstance(stored.get("files"), list):
+        return set(stored["files"])
+    files = {MANIFEST, "annotations/trainval.txt", "annotations/test.txt",
+             "annotations/list.txt", *stored.get("planted", {})}
+    for name in ("trainval.txt", "test.txt"):
+        try:
+            records = read_list(folder / "annotations" / name)
+        except (OSError, ValueError):
+            continue
+        files.update(f for r in records
+                     for f in (f"images/{r.name}.jpg", f"annotations/trimaps/{r.name}.png"))
+    return files
+
+
+def _files_not_written_by_lab2(folder: Path, stored: dict | None) -> list[str]:
+    """Every file and folder under ``folder`` (relative, folders ending in ``/``) that its
+    sample did not write: what the user put there, kept when the sample is replaced."""
+    if not folder.is_dir():
+        return []
+    ours = _lab2_files(folder, stored) if stored is not None else set()
+    theirs = []
+    for path in sorted(folder.rglob("*")):
+        name = path.relative_to(folder).as_posix()
+        if path.is_dir() and not path.is_symlink():
+            if not any(path.iterdir()):
+                theirs.append(name + "/")                 # an empty folder of theirs
+        elif name not in ours:
+            theirs.append(name)
+    return theirs
+
+
+def _bring_over(source: Path, target: Path, names: list[str]) -> None:
+    """Hard-link (or, where the file system cannot, copy) each of ``names`` from ``source``
+    into ``target``: the originals stay where they are until the new folder is in place, so a
+    kill at any moment loses none of them."""
+    for name in names:
+        if name.endswith("/"):
+            (target / name).mkdir(parents=True, exist_ok=True)
+            continue
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source / name, target / name, follow_symlinks=False)
+        except OSError:
+            shutil.copy2(source / name, target / name, follow_symlinks=False)
 
 
 def _write_sample(folder: Path, seed: int, n_trainval: int, n_test: int, size: int,
@@ -391,7 +479,9 @@ def _write_sample(folder: Path, seed: int, n_trainval: int, n_test: int, size: i
                        ("list.txt", LIST_HEADER + "".join(r.line() + "\n" for r in records))):
         (annotations / name).write_text(text, encoding="utf-8")
     info = SampleInfo(str(folder), seed, n_trainval, n_test, size, planted)
-    atomic.write_json(manifest, {"settings": settings, "planted": planted})
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    atomic.write_json(manifest, {"settings": settings, "planted": planted,
+                                 "files": [*files, MANIFEST]})
     return info
 
 

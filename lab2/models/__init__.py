@@ -17,6 +17,8 @@ from .resnet34_unet import ResNet34UNet
 from .unet import UNet
 
 MODELS: dict[str, type[nn.Module]] = {"unet": UNet, "resnet34_unet": ResNet34UNet}
+#: How tables and messages name each network.
+TITLES = {"unet": "UNet", "resnet34_unet": "ResNet34-UNet"}
 
 
 def build_model(name: str, n_classes: int = 2, **kwargs) -> nn.Module:
@@ -40,5 +42,5 @@ def size_multiple(name: str) -> int:
     return MODELS[name].multiple
 
 
-__all__ = ["DEFAULT_DROPOUT", "MODELS", "ResNet34UNet", "UNet", "build_model", "model_for",
-           "size_multiple"]
+__all__ = ["DEFAULT_DROPOUT", "MODELS", "TITLES", "ResNet34UNet", "UNet", "build_model",
+           "model_for", "size_multiple"]
