@@ -1,4 +1,4 @@
-"""What checking a checkpoint's CRC-32s costs (:func:`lab2.checkpoint.check_entries`): a
+"""What checking a checkpoint's CRC-32s costs (:func:`lab2.ops.checkpoint.check_entries`): a
 full-size ``last.pt`` (the report's 512 px ResNet34-UNet and UNet at full width, with Adam's
 state: what a run resumes from) loaded as lab2 loaded it before (``torch.load`` alone) and as it
 does now (every entry checked, then loaded from the same open file), and the metadata read of a
@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from results import append_section, markdown_table
 
-from lab2.checkpoint import check_entries, load_checkpoint, save_checkpoint
 from lab2.config import TrainConfig
 from lab2.models import model_for
+from lab2.ops.checkpoint import check_entries, load_checkpoint, save_checkpoint
 from lab2.train import build_optimizer
 
 

@@ -1,6 +1,6 @@
 """CPU precision and memory layout: fp32 vs bf16 autocast, contiguous vs channels_last.
 
-What ``amp="auto"`` and ``channels_last="auto"`` choose on a CPU (``lab2.machine``) follows
+What ``amp="auto"`` and ``channels_last="auto"`` choose on a CPU (``lab2.ops.machine``) follows
 this measurement: bf16 where the CPU computes bf16 natively (AVX512-BF16 or AMX), fp32 elsewhere.
 channels_last is faster on both kinds, but lab2 keeps the CPU contiguous: oneDNN's 1x1 stride-2
 convolution backward crashes or hangs in channels_last for some shapes (lab2/machine.py), which
@@ -21,8 +21,8 @@ import torch
 from results import append_section, markdown_table
 from stepbench import TrainStep
 
-from lab2.machine import choose_channels_last, choose_precision, describe
 from lab2.models import build_model
+from lab2.ops.machine import choose_channels_last, choose_precision, describe
 
 NETWORKS = ("unet:16", "resnet34_unet:16", "unet:64")   # name:width
 VARIANTS = ((None, False), (None, True), (torch.bfloat16, False), (torch.bfloat16, True))

@@ -2,8 +2,9 @@
 
 PyTorch starts one thread per core of the process's affinity and ignores a CPU quota (cgroup
 ``cpu.max`` / ``cpu.cfs_quota_us``: ``docker --cpus``, a JupyterHub or Kubernetes pod), so the
-threads outnumber the cores the quota pays for and are throttled. ``lab2.machine.fit_cpu_threads``
-lowers them to ``lab2.processes.usable_cpus()``. This script makes a real cgroup with a quota of
+threads outnumber the cores the quota pays for and are throttled.
+``lab2.ops.machine.fit_cpu_threads``
+lowers them to ``lab2.ops.processes.usable_cpus()``. This script makes a real cgroup with a quota of
 ``--quota`` cores (needs root and cgroups; without them it measures the machine as it is) and times
 a training step of lab2's UNet in it, one child process per variant, round-robin: PyTorch's
 default threads, and lab2's fit.
@@ -61,8 +62,8 @@ def child(args: argparse.Namespace) -> None:
     import torch
     from stepbench import TrainStep
 
-    from lab2.machine import fit_cpu_threads
     from lab2.models import build_model
+    from lab2.ops.machine import fit_cpu_threads
     default = torch.get_num_threads()
     threads, why = fit_cpu_threads() if args.child == "fit" else (default, "PyTorch's default")
     bench = TrainStep("unet", build_model("unet", base_channels=args.width), args.batch,

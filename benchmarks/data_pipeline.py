@@ -29,12 +29,15 @@ import torch
 from results import append_section, markdown_table
 
 from lab2.augment import build_train_transforms, normalize_images
-from lab2.data import OxfordPetSegmentation, build_cache, make_sample_dataset
+from lab2.data.index import dataset_dir
 from lab2.data.reading import read_sample
 from lab2.data.resize import resize_pair
-from lab2.paths import dataset_dir, default_data_root
+from lab2.ops.cache import build_cache
+from lab2.ops.loaders import open_dataset
+from lab2.ops.paths import default_data_root
+from lab2.ops.sample import make_sample_dataset
+from lab2.ops.timing import ms_per_item
 from lab2.preprocess import PreprocessParams, preprocess
-from lab2.report.timing import ms_per_item
 
 
 def per_second(fn, items, repeat: int = 1) -> float:
@@ -63,7 +66,7 @@ def main() -> None:
                             size=args.sample_size)
         data_label = f"SYNTHETIC sample, photos up to {args.sample_size} px"
     folder = dataset_dir(root)
-    raw_ds = OxfordPetSegmentation(root, "train", size, progress=False)
+    raw_ds = open_dataset(root, "train", size, progress=False)
     names = raw_ds.names[: args.n]
     params = PreprocessParams()
     build_cache(root, size, None, progress=False)  # the raw variant, for the loader table
@@ -148,7 +151,7 @@ def main() -> None:
                     # workers pass uint8 and the batch is normalised after it arrives (lab2 now;
                     # on CUDA that happens on the GPU, here it is counted on the CPU)
                     compact = items == "uint8"
-                    ds = OxfordPetSegmentation(
+                    ds = open_dataset(
                         root, "train", size, preprocess=preprocessed, use_cache=cached,
                         transform=build_train_transforms(normalize=not compact), progress=False,
                         uint8=compact)

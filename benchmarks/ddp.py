@@ -41,9 +41,9 @@ def main() -> None:
     parser.add_argument("--sample-size", type=int, default=500, help="longest photo side, px")
     args = parser.parse_args()
 
-    from lab2.checkpoint import load_checkpoint
-    from lab2.distributed import torchrun_command
-    from lab2.processes import cores_each
+    from lab2.ops.checkpoint import load_checkpoint
+    from lab2.ops.distributed import torchrun_command
+    from lab2.ops.processes import cores_each
 
     if args.dry_run:
         size, n_trainval, sample_size, epochs = 64, 40, 96, 2

@@ -3,7 +3,7 @@
 Each network's training step (``stepbench.TrainStep``, as ``gpu.py`` times it: lab2's precision
 and memory layout for the device, fused Adam, batch 8) is timed four ways in one process: plain;
 under DDP as PyTorch sets it up by default, which copies rank 0's buffers (BatchNorm's running
-statistics) to every rank before each forward pass; under ``lab2.distributed.wrap``, which
+statistics) to every rank before each forward pass; under ``lab2.ops.distributed.wrap``, which
 leaves that copy out when BatchNorm is synchronised; and, as the candidate next step, without the
 copy and with ``gradient_as_bucket_view=True`` (the gradients live in DDP's communication buckets
 instead of being copied into them after each backward pass). The DDP variants synchronise
@@ -45,15 +45,15 @@ def main() -> None:
     args = parser.parse_args()
 
     from lab2.config import profile_config
-    from lab2.distributed import BUFFER_SYNC_ARG, backend_for, synchronise_batchnorm, wrap
-    from lab2.machine import Step
     from lab2.models import model_for
+    from lab2.ops.distributed import BUFFER_SYNC_ARG, backend_for, synchronise_batchnorm, wrap
+    from lab2.ops.machine import plan_for
 
     #: each variant's name and how the model is wrapped: not at all, by lab2's wrapper, or by
     #: DistributedDataParallel with these arguments
     variants = (("plain", None),
                 ("DDP, buffers copied each step (PyTorch's default)", {}),
-                ("DDP, lab2.distributed.wrap (no copy)", wrap),
+                ("DDP, lab2.ops.distributed.wrap (no copy)", wrap),
                 ("DDP, no copy, gradients as bucket views",
                  {BUFFER_SYNC_ARG: False, "gradient_as_bucket_view": True}))
 
@@ -66,7 +66,7 @@ def main() -> None:
     rows = []
     for name in ("unet", "resnet34_unet"):
         config = profile_config("full", model=name, image_size=size, **settings)
-        step = Step.for_config(config)
+        step = plan_for(config)[0]
         if not dist.is_initialized():
             if step.device.type == "cuda":
                 torch.cuda.set_device(0)

@@ -51,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from lab2.config import profile_config
-    from lab2.train import train
+    from lab2.ops.trainer import train
     if args.beyond_cores:
         lift_worker_cap()
 

@@ -1,4 +1,4 @@
-"""The data set's fingerprint (:mod:`lab2.data.fingerprint`) on a data set the size of
+"""The data set's fingerprint (:mod:`lab2.ops.fingerprint`) on a data set the size of
 Oxford-IIIT Pet: names and sizes only (what lab2 hashed before) against the content of every
 file, read from disk (the page cache dropped first, where this process may) and from memory, by
 the number of threads that hash, and a later command that finds every hash remembered.
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from results import append_section, markdown_table
 
-from lab2.data import fingerprint as fp
+from lab2.ops import fingerprint as fp
 
 
 def write_tree(root: Path, files: int) -> int:

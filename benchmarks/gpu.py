@@ -62,15 +62,15 @@ def time_lab2_loop(name: str, batch: int, size: int, device: str, amp, channels_
                    steps: int) -> StepResult:
     """lab2's ``train_one_epoch`` (the code a run executes) over ``steps`` pinned CPU batches."""
     from lab2.config import TrainConfig
-    from lab2.machine import Step
-    from lab2.train import build_optimizer, train_one_epoch
+    from lab2.train import DevicePlan, build_optimizer, train_one_epoch
 
     bench = TrainStep(name, build(name), batch, size, device=device,
                       channels_last=channels_last, amp=amp)   # for the FLOP count and model
-    step = Step(torch.device(device), amp, channels_last)
+    step = DevicePlan(torch.device(device), amp, channels_last)
     optimizer = build_optimizer(bench.model, TrainConfig(model=name))
     pin = device.startswith("cuda")
-    # what lab2's loader yields: uint8 images and masks, normalised by Step.inputs on the device
+    # what lab2's loader yields: uint8 images and masks, normalised on the device
+    # (DevicePlan.inputs)
     images = torch.randint(0, 256, tuple(bench.x.shape), dtype=torch.uint8)
     masks = bench.y.cpu().to(torch.uint8)
     if pin:

@@ -61,7 +61,7 @@ def main() -> None:
     from tqdm.auto import tqdm
 
     from lab2.config import profile_config
-    from lab2.data.loaders import build_datasets, make_loader
+    from lab2.ops.loaders import build_datasets, make_loader
     lift_worker_cap()                     # the profile's workers, whatever this machine's cores
     torch.randn(512, 512) @ torch.randn(512, 512)           # PyTorch's threads are running
     tqdm(total=1, disable=False).close()                       # and tqdm's monitor

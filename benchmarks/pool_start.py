@@ -1,5 +1,5 @@
 """A whole cache build by the start method of its worker pool: ``fork`` (Linux's default before
-Python 3.14) against ``forkserver`` (what lab2's pools use on Linux, :func:`lab2.processes.
+Python 3.14) against ``forkserver`` (what lab2's pools use on Linux, :func:`lab2.ops.processes.
 pool_context`), side by side in one run, repeated alternately.
 
 The parent is in the state a cache build meets inside ``report``: PyTorch imported and its
@@ -20,8 +20,9 @@ from pathlib import Path
 
 from results import append_section, markdown_table
 
-from lab2 import processes
-from lab2.data import build_cache, make_sample_dataset
+from lab2.ops import processes
+from lab2.ops.cache import build_cache
+from lab2.ops.sample import make_sample_dataset
 
 
 def main() -> None:

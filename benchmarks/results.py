@@ -20,7 +20,8 @@ def sample_with_cache(folder: Path, n_trainval: int, photo_size: int, image_size
     seconds each took (also printed)."""
     import time
 
-    from lab2.data import build_cache, make_sample_dataset
+    from lab2.ops.cache import build_cache
+    from lab2.ops.sample import make_sample_dataset
     root = Path(folder) / "data"
     started = time.perf_counter()
     make_sample_dataset(root, n_trainval=n_trainval, n_test=10, size=photo_size, progress=False)
@@ -35,10 +36,10 @@ def sample_with_cache(folder: Path, n_trainval: int, photo_size: int, image_size
 
 def lift_worker_cap() -> None:
     """Let this process's loaders start as many workers as asked, beyond the usable CPU cores
-    (lab2 starts at most one per core, ``lab2.data.loaders.fit_workers_to_cores``): for the
+    (lab2 starts at most one per core, ``lab2.ops.loaders.fit_workers_to_cores``): for the
     benchmarks that measure the alternative to that cap, or a fixed number of workers."""
-    import lab2.data.loaders
-    lab2.data.loaders.cores_each = lambda processes: sys.maxsize
+    import lab2.ops.loaders
+    lab2.ops.loaders.cores_each = lambda processes: sys.maxsize
 
 
 def loader_workers(plan: str) -> int:
@@ -70,7 +71,7 @@ def machine() -> str:
         cpu = names[0] if names else cpu
     except OSError:
         pass
-    from lab2.processes import usable_cpus
+    from lab2.ops.processes import usable_cpus
     cores, usable = f"{os.cpu_count()} CPU cores", usable_cpus()
     if usable < (os.cpu_count() or 1):      # taskset, a SLURM job, a container quota
         cores += f" ({usable} usable by this process)"

@@ -26,10 +26,10 @@ from pathlib import Path
 
 from results import append_section, markdown_table
 
-from lab2.data import audit_dataset, make_sample_dataset
-from lab2.data import cache as cache_module
-from lab2.data.index import load_split
-from lab2.paths import dataset_dir
+from lab2.data.index import dataset_dir, load_split
+from lab2.ops import cache as cache_module
+from lab2.ops.audit import audit_dataset
+from lab2.ops.sample import make_sample_dataset
 
 
 def _memory_mib() -> dict[str, float]:
@@ -99,7 +99,7 @@ def main() -> None:
     print(table)
     append_section("Cache-build worker memory by start method",
                    f"{args.workers} workers, one {args.size} px row each of a synthetic sample; "
-                   f"the parent has imported lab2.data.cache only (a fork shares what the "
+                   f"the parent has imported lab2.ops.cache only (a fork shares what the "
                    f"parent holds).\n\n{table}")
 
 

@@ -1,7 +1,7 @@
 import signal
 import sys
 
-from .cli import main
+from .ops.cli import main
 
 code = main()
 # the work is done: a Ctrl-C while the interpreter shuts down has nothing left to stop, and

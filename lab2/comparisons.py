@@ -14,14 +14,10 @@ rate (its "suppresses background misclassification"; lower is better).
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
-from .atomic import read_exact
 from .config import run_name
 from .stats import bootstrap_difference, holm, mean_and_std, shows_difference, verdict
 
@@ -40,21 +36,6 @@ MEASURES = {"dice": ("Dice", True), "boundary_iou": ("Boundary IoU", True),
 #: The columns of ``comparisons.csv``, exactly.
 COMPARISON_FIELDS = ("comparison", "model_a", "model_b", "n_images", "n_seeds",
                      "mean_difference", "ci_low", "ci_high", "p_value", "p_holm", "verdict")
-
-
-def per_image_path(run_dir: str | Path, split: str = "test") -> Path:
-    """A run's ``per_image_<split>.csv`` (written by :func:`lab2.evaluate.save_evaluation`)."""
-    return Path(run_dir) / f"per_image_{split}.csv"
-
-
-def read_per_image(run_dir: str | Path, split: str = "test", sha256: str | None = None
-                   ) -> dict[str, dict[str, float]]:
-    """image name → {measure → value} from a run's ``per_image_<split>.csv``; ``sha256``: the
-    file a result was made from (:func:`lab2.atomic.read_exact`)."""
-    path = per_image_path(run_dir, split)
-    data = path.read_bytes() if sha256 is None else read_exact(path, sha256)
-    return {row["name"]: {k: float(v) for k, v in row.items() if k != "name"}
-            for row in csv.DictReader(io.StringIO(data.decode("utf-8")))}
 
 
 def images_of_every_seed(per_seed: Sequence[dict]) -> list[str]:
@@ -136,4 +117,4 @@ def seed_spread(values: Sequence[float]) -> dict:
 
 
 __all__ = ["CLAIM_OUTCOMES", "COMPARISONS", "COMPARISON_FIELDS", "MEASURES", "claim_outcome",
-           "compare", "images_of_every_seed", "read_per_image", "seed_average", "seed_spread"]
+           "compare", "images_of_every_seed", "seed_average", "seed_spread"]

@@ -9,7 +9,8 @@ Profiles (``LAB2_PROFILE`` or ``--profile``):
   each split's list, so every breed is in them), data loaded in the main process (cached samples
   need no workers on a small CPU).
 * ``smoke`` — seconds: 64×64, 2 epochs, tiny networks and subsets; for tests and notebook CI.
-* ``auto``  — ``full`` when CUDA is available, ``quick`` otherwise (said loudly).
+* ``auto``  — ``full`` when CUDA is available, ``quick`` otherwise (said loudly;
+  :func:`lab2.ops.machine.resolve_profile`).
 
 A config is saved as JSON in every run folder and inside every checkpoint; a resumed run rebuilds
 its network from the checkpoint's copy.
@@ -20,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import warnings
 from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 from pathlib import Path
@@ -30,7 +30,6 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 # TrainConfig, and `python -m lab2 --help` should answer at once.
 
 PROFILES = ("full", "quick", "smoke", "auto")
-PROFILE_ENV = "LAB2_PROFILE"
 
 
 def setting(default: Any, help: str, *, minimum: float | None = None, resumable: bool = False,
@@ -176,10 +175,6 @@ class TrainConfig:
             raise ValueError(f"unknown TrainConfig field(s): {', '.join(sorted(unknown))}")
         return cls(**d)
 
-    def save(self, path: str | os.PathLike) -> None:
-        from .atomic import write_json
-        write_json(path, self.to_dict())
-
     @classmethod
     def load(cls, path: str | os.PathLike) -> TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
@@ -222,31 +217,14 @@ PROFILE_OVERRIDES: dict[str, dict] = {
 }
 
 
-def resolve_profile(profile: str | None = None, *, announce: bool = True) -> str:
-    """``profile`` or ``$LAB2_PROFILE`` or ``auto``; ``auto`` → ``full`` with CUDA, else
-    ``quick``."""
-    chosen = profile or os.environ.get(PROFILE_ENV) or "auto"
-    if chosen not in PROFILES:
-        source = "argument" if profile else PROFILE_ENV
-        raise ValueError(f"unknown profile {chosen!r} (from {source});"
-                         f" choose one of {', '.join(PROFILES)}")
-    if chosen == "auto":
-        import torch
-        chosen = "full" if torch.cuda.is_available() else "quick"
-        if announce and chosen == "quick":
-            from .gpus import gpu_without_cuda_build
-            from .notices import ProfileWarning
-            unused = gpu_without_cuda_build()     # a CPU-only PyTorch beside an NVIDIA GPU
-            warnings.warn(f"NO GPU{f' THAT PYTORCH CAN USE ({unused})' if unused else ''}: "
-                          "profile 'quick' (128 px, 15 epochs, quarter-width networks, "
-                          "subsets), NOT the report's setup; set LAB2_PROFILE=full to force it",
-                          ProfileWarning, stacklevel=1)
-    return chosen
-
-
-def profile_config(profile: str | None = None, **overrides) -> TrainConfig:
-    """The config of a profile, with single fields overridden (``None`` values are ignored)."""
-    name = resolve_profile(profile)
+def profile_config(profile: str, **overrides) -> TrainConfig:
+    """The config of a profile (``full``, ``quick`` or ``smoke``), with single fields overridden
+    (``None`` values are ignored). ``auto`` depends on the machine: resolve it first
+    (:func:`lab2.ops.machine.resolve_profile`)."""
+    if profile not in PROFILE_OVERRIDES:
+        raise ValueError(f"profile_config needs one of {', '.join(PROFILE_OVERRIDES)}, not "
+                         f"{profile!r}; resolve it with lab2.ops.machine.resolve_profile first")
+    name = profile
     settings = {**PROFILE_OVERRIDES[name], "profile": name}
     settings.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**settings)
@@ -284,6 +262,5 @@ def shown(value: Any) -> str:
     return str(value)
 
 
-__all__ = ["PROFILES", "PROFILE_OVERRIDES", "RECIPE_FIELDS",
-           "RESUMABLE_FIELDS", "TrainConfig", "field_choices", "field_types", "profile_config",
-           "resolve_profile", "run_name", "setting", "shown"]
+__all__ = ["PROFILES", "PROFILE_OVERRIDES", "RECIPE_FIELDS", "RESUMABLE_FIELDS", "TrainConfig",
+           "field_choices", "field_types", "profile_config", "run_name", "setting", "shown"]

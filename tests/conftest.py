@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from sample_settings import TEST_SAMPLE
 
-from lab2.data import make_sample_dataset
+from lab2.ops.sample import make_sample_dataset
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from lab2.distributed import synchronise_batchnorm, wrap
 from lab2.models import build_model
+from lab2.ops.distributed import synchronise_batchnorm, wrap
 
 
 def main() -> bool:
@@ -44,7 +44,7 @@ def main() -> bool:
 dist.init_process_group("gloo")
 first = dist.get_rank() == 0
 # The DDP wrappers are gone when main returns, before the group is torn down (as in
-# lab2.train): left alive until the interpreter exits, gloo aborted rank 0 after the test had
+# lab2.ops.trainer): left alive until the interpreter exits, gloo aborted rank 0 after the test had
 # passed ("terminate called without an active exception", 2 of 10 runs; 0 of 20 since).
 agreed = main()
 dist.barrier()

@@ -10,21 +10,22 @@ import sys
 
 import torch
 
-from lab2 import distributed
-from lab2.data.loaders import build_datasets, make_loader
-from lab2.evaluate import evaluate_model, load_trained_model
-from lab2.machine import Step
+from lab2.ops import distributed
+from lab2.ops.evaluation import load_trained_model
+from lab2.ops.loaders import build_datasets, make_loader
+from lab2.ops.machine import plan_for
+from lab2.train import evaluate
 
 
 def main(checkpoint: str, root: str, max_samples: str, out: str) -> None:
     model, config, _ = load_trained_model(checkpoint)
     config = config.replace(device="cpu", max_eval_samples=int(max_samples))
     with distributed.process_group(torch.device("cpu")) as world:
-        step = Step.for_config(config)
+        step = plan_for(config)[0]
         dataset = build_datasets(config, root, splits=("test",), progress=False)["test"]
         loader = make_loader(dataset, config, train=False, rank=world.rank,
                              world_size=world.size)
-        result = evaluate_model(model, loader, step, original=dataset, progress=False)
+        result = evaluate(model, loader, step, original=dataset, progress=False)
         if world.main:
             with open(out, "w", encoding="utf-8") as f:
                 json.dump(result, f)

@@ -18,7 +18,7 @@ import types
 import torch
 
 import lab2.train
-from lab2.cli import main
+from lab2.ops.cli import main
 
 kind, rank, step = os.environ["LAB2_TEST_FAULT"].split(":")
 if os.environ.get("RANK") == rank:
@@ -27,6 +27,8 @@ if os.environ.get("RANK") == rank:
 
     def cross_entropy(*args, **kwargs):
         global calls
+        if kwargs.get("reduction", "mean") != "mean":     # validation's, not a training step's
+            return real(*args, **kwargs)
         calls += 1
         loss = real(*args, **kwargs)
         if calls == int(step):
@@ -40,6 +42,7 @@ if os.environ.get("RANK") == rank:
                 time.sleep(3600)
         return loss
 
-    lab2.train.F = types.SimpleNamespace(cross_entropy=cross_entropy)
+    lab2.train.F = types.SimpleNamespace(cross_entropy=cross_entropy,
+                                         interpolate=lab2.train.F.interpolate)
 
 sys.exit(main(sys.argv[1:]))

@@ -18,7 +18,8 @@ from lab2.augment import (
     build_train_transforms,
     normalize_images,
 )
-from lab2.data import IGNORE_INDEX, OxfordPetSegmentation
+from lab2.data.masks import IGNORE_INDEX
+from lab2.ops.loaders import open_dataset
 
 GEOMETRY_ONLY = AugmentParams(p_hflip=0.5, p_affine=1.0, p_blur=0, p_color=0,
                               p_brightness_contrast=0)
@@ -83,7 +84,7 @@ def test_eval_transform_only_normalises():
 
 
 def test_dataset_with_train_transforms_yields_normalised_tensors(sample_root):
-    ds = OxfordPetSegmentation(sample_root, "train", image_size=64,
+    ds = open_dataset(sample_root, "train", image_size=64,
                                transform=build_train_transforms(seed=0), progress=False)
     image, mask, _ = ds[0]
     assert image.shape == (3, 64, 64) and image.min() < 0  # normalised, not 0–1
@@ -99,15 +100,15 @@ def test_batch_normalisation_on_the_device_matches_the_per_image_transform():
 
 
 def test_training_batches_travel_as_uint8_and_arrive_normalised(sample_root):
-    from lab2.machine import Step
-    plain = OxfordPetSegmentation(sample_root, "train", image_size=64,
+    from lab2.train import DevicePlan
+    plain = open_dataset(sample_root, "train", image_size=64,
                                   transform=build_eval_transforms(), progress=False)
-    compact = OxfordPetSegmentation(sample_root, "train", image_size=64, progress=False,
+    compact = open_dataset(sample_root, "train", image_size=64, progress=False,
                                     uint8=True)
     image, mask, name = compact[0]
     assert image.dtype == mask.dtype == torch.uint8 and name == plain[0][2]
     for channels_last in (False, True):
-        images, masks = Step(torch.device("cpu"), None, channels_last).inputs(image[None],
+        images, masks = DevicePlan(torch.device("cpu"), None, channels_last).inputs(image[None],
                                                                               mask[None])
         assert masks.dtype == torch.long and torch.equal(masks[0], plain[0][1])
         assert torch.allclose(images[0], plain[0][0], atol=1e-5)
@@ -120,7 +121,7 @@ def test_importing_lab2_opens_no_network_connection():
             "calls = []\n"
             "sys.addaudithook(lambda event, args: calls.append(event) if event in "
             "('socket.connect', 'socket.getaddrinfo') else None)\n"
-            "import lab2.augment, lab2.train, lab2.cli\n"
+            "import lab2.augment, lab2.ops.trainer, lab2.ops.cli\n"
             "print(calls)")
     env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,

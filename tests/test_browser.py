@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from ports import free_port
 
-from lab2.data import make_sample_dataset
-from lab2.experiment import run_experiment
+from lab2.ops.experiment import run_experiment
+from lab2.ops.sample import make_sample_dataset
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lab2 import cli
-from lab2.data import OxfordPetSegmentation, build_cache, find_cache, make_sample_dataset
-from lab2.data import cache as cache_module
+from lab2.ops import cache as cache_module
+from lab2.ops import cli
+from lab2.ops.audit import audit_dataset
+from lab2.ops.cache import build_cache, find_cache
+from lab2.ops.loaders import open_dataset
+from lab2.ops.sample import make_sample_dataset
 from lab2.preprocess import PreprocessParams
 
 
@@ -39,8 +42,8 @@ def test_cache_is_built_once_and_reused(root, count_rows):
 
 def test_cache_excludes_skipped_samples(root):
     cache = build_cache(root, 32, None, progress=False, workers=1)
-    ds = OxfordPetSegmentation(root, "trainval", 32, progress=False)
-    assert not set(cache.names) & ds.audit.skipped_names
+    ds = open_dataset(root, "trainval", 32, progress=False)
+    assert not set(cache.names) & audit_dataset(root, progress=False).skipped_names
     assert set(ds.names) <= set(cache.names)
 
 
@@ -71,7 +74,7 @@ def test_an_interrupted_build_is_never_used_and_is_rebuilt(root, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         build_cache(root, 32, None, progress=False, workers=1)
     assert find_cache(root, 32, None) is None
-    assert OxfordPetSegmentation(root, "train", 32, progress=False).cache is None
+    assert open_dataset(root, "train", 32, progress=False).cache is None
     monkeypatch.setattr(cache_module, "_fill_row", original)
     cache = build_cache(root, 32, None, progress=False, workers=1)
     assert find_cache(root, 32, None).folder == cache.folder
@@ -80,10 +83,10 @@ def test_an_interrupted_build_is_never_used_and_is_rebuilt(root, monkeypatch):
 
 @pytest.mark.parametrize("preprocess", [False, True])
 def test_dataset_reads_the_same_samples_from_the_cache(root, preprocess):
-    direct = OxfordPetSegmentation(root, "val", 32, preprocess=preprocess, progress=False)
+    direct = open_dataset(root, "val", 32, preprocess=preprocess, progress=False)
     assert direct.cache is None
     build_cache(root, 32, PreprocessParams() if preprocess else None, progress=False, workers=2)
-    cached = OxfordPetSegmentation(root, "val", 32, preprocess=preprocess, progress=False)
+    cached = open_dataset(root, "val", 32, preprocess=preprocess, progress=False)
     assert cached.cache is not None
     for i in range(len(direct)):
         assert torch.equal(direct[i][0], cached[i][0]) and torch.equal(direct[i][1], cached[i][1])
@@ -91,7 +94,7 @@ def test_dataset_reads_the_same_samples_from_the_cache(root, preprocess):
 
 def test_cached_dataset_works_in_data_loader_workers(root):
     build_cache(root, 32, None, progress=False, workers=1)
-    ds = OxfordPetSegmentation(root, "train", 32, progress=False)
+    ds = open_dataset(root, "train", 32, progress=False)
     loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2)
     images, masks, names = next(iter(loader))
     assert images.shape == (4, 3, 32, 32) and masks.shape == (4, 32, 32) and len(names) == 4

@@ -10,25 +10,19 @@ import numpy as np
 import pytest
 from interrupts import start_until
 
-from lab2 import cli
-from lab2.comparisons import (
-    COMPARISON_FIELDS,
-    MEASURES,
-    claim_outcome,
-    compare,
-    seed_average,
-)
+from lab2.comparisons import COMPARISON_FIELDS, MEASURES, claim_outcome, compare, seed_average
 from lab2.config import RECIPE_FIELDS, profile_config, run_name
-from lab2.experiment import (
+from lab2.ops import cli
+from lab2.ops.experiment import (
     load_experiment,
     load_results,
     run_experiment,
     table_rows,
     training_differences,
 )
+from lab2.ops.runs import trained_with
 from lab2.report.analysis import analysis_text, dice_by_group, typical_images
 from lab2.report.figures import plot_comparisons, plot_dice_table
-from lab2.runs import trained_with
 
 TINY = dict(epochs=1, base_channels=4, max_train_samples=8, max_eval_samples=6, num_workers=0,
             device="cpu")
@@ -297,7 +291,7 @@ def test_a_parallel_experiment_trains_the_four_runs_in_two_processes(sample_root
         ("unet", False), ("unet", True), ("resnet34_unet", False), ("resnet34_unet", True)]
     assert all(r["epochs"] == 1 for r in table) and len(histories) == 4
     # every run was trained by a worker: the parent, run again, trains nothing
-    import lab2.experiment as experiment_module
+    import lab2.ops.experiment as experiment_module
     monkeypatch.setattr(experiment_module, "train",
                         lambda *a, **k: pytest.fail("a finished run was trained again"))
     run_experiment("smoke", sample_root, out, progress=False, parallel=2, epochs=1,
@@ -316,14 +310,14 @@ def test_table_1_says_when_its_runs_were_not_trained_alike(sample_root, tmp_path
     assert "NOT TRAINED ALIKE" not in (out / "results.md").read_text(encoding="utf-8")
     # unet_raw alone trained on for an epoch with another learning rate, in bf16 (as if resumed
     # on a machine whose --amp auto picks it)
-    from lab2.runs import saved_config
-    from lab2.train import train
+    from lab2.ops.runs import saved_config
+    from lab2.ops.trainer import train
     train(saved_config(out / "unet_raw").replace(epochs=2, lr=0.01, amp="bf16"), sample_root,
           out / "unet_raw", resume=True, progress=False)
-    import lab2.experiment as experiment_module
+    import lab2.ops.experiment as experiment_module
     monkeypatch.setattr(experiment_module, "train",
                         lambda *a, **k: pytest.fail("a finished run was trained again"))
-    with caplog.at_level("WARNING", logger="lab2.experiment"):
+    with caplog.at_level("WARNING", logger="lab2.ops.experiment"):
         run_experiment("smoke", sample_root, out, progress=False, runs=two, lr=0.05, **TINY)
     assert ("unet_preprocessed is finished: not applied to it: lr 0.05 (it was trained with "
             "0.001)") in caplog.text
@@ -413,7 +407,7 @@ def test_a_run_process_that_dies_without_a_word_is_reported_not_a_crash():
     import multiprocessing
     import signal
 
-    from lab2.experiment import _outcome
+    from lab2.ops.experiment import _outcome
     context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     process = context.Process(target=signal.raise_signal, args=(signal.SIGKILL,))
@@ -467,8 +461,8 @@ def test_a_parallel_experiment_whose_workers_are_killed_finishes_the_others_and_
 
 
 def test_the_epochs_a_run_has_trained_are_read_from_its_history(tmp_path):
-    from lab2.experiment import _epochs_trained
-    from lab2.runs import write_history
+    from lab2.ops.experiment import _epochs_trained
+    from lab2.ops.runs import write_history
     assert _epochs_trained(tmp_path) == 0                                  # not started
     row = dict(train_loss=0.5, val_loss=0.4, val_dice=0.7, val_dice_pooled=0.7, lr=1e-3,
                seconds=1.0)
@@ -486,7 +480,7 @@ def test_a_parallel_run_that_is_exiting_ignores_the_parents_terminate(tmp_path):
     import sys
     child = f"""
 import multiprocessing, time, weakref
-import lab2.experiment as experiment
+import lab2.ops.experiment as experiment
 from lab2.config import profile_config
 class Box: pass
 box = Box()

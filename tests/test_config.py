@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
-from lab2.config import PROFILES, TrainConfig, profile_config, resolve_profile
+from lab2.config import PROFILES, TrainConfig, profile_config
 from lab2.models import MODELS
+from lab2.ops.machine import resolve_profile
 from lab2.train import build_optimizer, build_scheduler, lr_at_epoch
 
 
@@ -43,7 +46,7 @@ def test_resnet34_unet_image_size_must_be_a_multiple_of_32():
 
 def test_json_round_trip(tmp_path):
     c = TrainConfig(model="resnet34_unet", preprocess=True, milestones=(3, 7), profile="quick")
-    c.save(tmp_path / "config.json")
+    (tmp_path / "config.json").write_text(json.dumps(c.to_dict()), encoding="utf-8")
     assert TrainConfig.load(tmp_path / "config.json") == c
 
 
@@ -73,12 +76,14 @@ def test_auto_profile_is_quick_without_cuda_and_says_so(monkeypatch):
 
 def test_profile_env_and_overrides(monkeypatch):
     monkeypatch.setenv("LAB2_PROFILE", "smoke")
-    c = profile_config(model="resnet34_unet", epochs=3, lr=None)
+    c = profile_config(resolve_profile(), model="resnet34_unet", epochs=3, lr=None)
     assert c.profile == "smoke" and c.epochs == 3 and c.image_size == 64 and c.lr == 1e-3
     assert profile_config("full") == TrainConfig()
     monkeypatch.setenv("LAB2_PROFILE", "huge")
     with pytest.raises(ValueError, match="LAB2_PROFILE"):
-        profile_config()
+        resolve_profile()
+    with pytest.raises(ValueError, match="resolve it with lab2.ops.machine.resolve_profile"):
+        profile_config("auto")
 
 
 def test_every_profile_builds_a_valid_config_for_both_models():

@@ -13,21 +13,13 @@ import pytest
 import torch
 from sample_settings import TEST_SAMPLE
 
-from lab2 import cli
-from lab2.data import (
-    BREEDS,
-    IGNORE_INDEX,
-    OxfordPetSegmentation,
-    audit_dataset,
-    fingerprint,
-    load_split,
-    make_sample_dataset,
-    parse_list,
-    trimap_to_mask,
-)
-from lab2.data.index import breed_id_of, species_of
+from lab2.data.index import BREEDS, breed_id_of, dataset_dir, load_split, parse_list, species_of
+from lab2.data.masks import IGNORE_INDEX, trimap_to_mask
 from lab2.data.reading import read_rgb, read_trimap
-from lab2.paths import dataset_dir
+from lab2.ops import cli, fingerprint
+from lab2.ops.audit import audit_dataset
+from lab2.ops.loaders import open_dataset
+from lab2.ops.sample import make_sample_dataset
 
 # ---- index and splits -------------------------------------------------------------------------
 
@@ -344,7 +336,7 @@ def test_recovered_images_read_as_three_channel_rgb(sample_root):
 # ---- Dataset ------------------------------------------------------------------------------------
 
 def test_dataset_items_are_float_image_long_mask_and_name(sample_root):
-    ds = OxfordPetSegmentation(sample_root, "train", image_size=(48, 64), progress=False)
+    ds = open_dataset(sample_root, "train", image_size=(48, 64), progress=False)
     image, mask, name = ds[0]
     assert image.shape == (3, 48, 64) and image.dtype == torch.float32
     assert 0 <= image.min() and image.max() <= 1
@@ -377,9 +369,9 @@ def test_a_dataset_cut_to_a_profile_size_spreads_over_the_split(tmp_path):
     test_list = dataset_dir(tmp_path) / "annotations" / "test.txt"
     lines = sorted(test_list.read_text(encoding="utf-8").splitlines())   # by breed, as the real
     test_list.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    whole = OxfordPetSegmentation(tmp_path, "test", 32, progress=False).names
-    spread = OxfordPetSegmentation(tmp_path, "test", 32, max_samples=5, progress=False).names
-    first = OxfordPetSegmentation(tmp_path, "test", 32, max_samples=5, subset="first",
+    whole = open_dataset(tmp_path, "test", 32, progress=False).names
+    spread = open_dataset(tmp_path, "test", 32, max_samples=5, progress=False).names
+    first = open_dataset(tmp_path, "test", 32, max_samples=5, subset="first",
                                   progress=False).names
     assert first == whole[:5]
     assert spread == [whole[i * len(whole) // 5] for i in range(5)]
@@ -392,7 +384,7 @@ def test_dataset_excludes_skipped_samples_and_says_so_once(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")          # Python's own: each message once
         for split in ("trainval", "test"):
-            ds = OxfordPetSegmentation(tmp_path, split, image_size=32, progress=False)
+            ds = open_dataset(tmp_path, split, image_size=32, progress=False)
             assert not set(ds.names) & report.skipped_names
             for i in range(len(ds)):  # every remaining sample reads without error
                 ds[i]
@@ -404,8 +396,8 @@ def test_dataset_excludes_skipped_samples_and_says_so_once(tmp_path):
 def test_the_skipped_files_warning_names_a_dozen_and_counts_the_rest(tmp_path):
     """A data set with many unusable files (trimaps lost) gave one warning line with every name
     in it: thousands for a damaged copy of the real data set."""
-    from lab2.data.dataset import NAMED_SKIPS
     from lab2.notices import SkippedFilesWarning
+    from lab2.ops.loaders import NAMED_SKIPS
     make_sample_dataset(tmp_path, n_trainval=40, n_test=5, size=64, progress=False)
     trimaps = sorted((dataset_dir(tmp_path) / "annotations" / "trimaps").glob("[!.]*.png"))
     for path in trimaps[:30]:
@@ -413,7 +405,7 @@ def test_the_skipped_files_warning_names_a_dozen_and_counts_the_rest(tmp_path):
     skipped = audit_dataset(tmp_path, progress=False).skipped_names
     assert len(skipped) > NAMED_SKIPS + 10
     with pytest.warns(SkippedFilesWarning) as caught:
-        OxfordPetSegmentation(tmp_path, "trainval", image_size=32, progress=False)
+        open_dataset(tmp_path, "trainval", image_size=32, progress=False)
     said = str(caught[0].message)
     assert f"skipping {len(skipped)} unusable" in said
     assert f"and {len(skipped) - NAMED_SKIPS} more" in said
@@ -423,8 +415,8 @@ def test_the_skipped_files_warning_names_a_dozen_and_counts_the_rest(tmp_path):
 def test_dataset_applies_an_albumentations_style_transform(sample_root):
     def flip(image, mask):
         return {"image": image[:, ::-1], "mask": mask[:, ::-1]}
-    plain = OxfordPetSegmentation(sample_root, "val", image_size=32, progress=False)
-    flipped = OxfordPetSegmentation(sample_root, "val", image_size=32, transform=flip,
+    plain = open_dataset(sample_root, "val", image_size=32, progress=False)
+    flipped = open_dataset(sample_root, "val", image_size=32, transform=flip,
                                     progress=False)
     assert torch.equal(plain[0][1].flip(-1), flipped[0][1])
 

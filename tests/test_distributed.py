@@ -17,11 +17,11 @@ import torch
 from interrupts import start_until
 from ports import free_port
 
-import lab2.cli
-import lab2.distributed
-from lab2.checkpoint import load_checkpoint
-from lab2.cli import main as cli_main
-from lab2.data.loaders import SeededSampler, shard
+import lab2.ops.cli
+import lab2.ops.distributed
+from lab2.ops.checkpoint import load_checkpoint
+from lab2.ops.cli import main as cli_main
+from lab2.ops.loaders import SeededSampler, shard
 
 
 def global_batches(items: list, batch_size: int) -> list[list]:
@@ -123,9 +123,10 @@ def test_two_gloo_processes_train_what_one_process_trains(sample_root, tmp_path)
 
 @pytest.mark.slow
 def test_a_two_process_evaluation_equals_the_one_process_one(sample_root, tmp_path):
-    from lab2.data.loaders import build_datasets, make_loader
-    from lab2.evaluate import evaluate_model, load_trained_model
-    from lab2.machine import Step
+    from lab2.ops.evaluation import load_trained_model
+    from lab2.ops.loaders import build_datasets, make_loader
+    from lab2.ops.machine import plan_for
+    from lab2.train import evaluate
     run = tmp_path / "run"
     assert cli_main(["train", "--root", str(sample_root), *SMOKE_DDP, "--epochs", "1",
                      "--out", str(run)]) == 0
@@ -133,8 +134,8 @@ def test_a_two_process_evaluation_equals_the_one_process_one(sample_root, tmp_pa
     model, config, _ = load_trained_model(run / "last.pt")
     config = config.replace(device="cpu", max_eval_samples=7)
     dataset = build_datasets(config, sample_root, splits=("test",), progress=False)["test"]
-    one = evaluate_model(model, make_loader(dataset, config, train=False),
-                         Step.for_config(config), original=dataset, progress=False)
+    one = evaluate(model, make_loader(dataset, config, train=False),
+                         plan_for(config)[0], original=dataset, progress=False)
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(Path(__file__).parent / "ddp_eval.py"), str(run / "last.pt"), str(sample_root),
@@ -247,7 +248,7 @@ def test_ddp_and_parallel_are_refused_together(capsys):
 @pytest.mark.slow
 def test_an_experiment_with_ddp_trains_each_run_on_two_processes(sample_root, tmp_path,
                                                                 monkeypatch):
-    from lab2.experiment import load_results, run_experiment
+    from lab2.ops.experiment import load_results, run_experiment
     out = tmp_path / "exp"
     settings = dict(progress=False, runs=(("unet", False),), epochs=2, base_channels=4,
                     max_train_samples=16, max_eval_samples=8, device="cpu")
@@ -257,7 +258,7 @@ def test_an_experiment_with_ddp_trains_each_run_on_two_processes(sample_root, tm
     assert [(r["model"], r["epochs"]) for r in table] == [("unet", 2)]
     assert load_results(out)[0] == table
     # finished: the same command starts no torchrun
-    monkeypatch.setattr(lab2.distributed, "torchrun_command",
+    monkeypatch.setattr(lab2.ops.distributed, "torchrun_command",
                         lambda *a, **k: pytest.fail("a finished run was trained again"))
     assert run_experiment("smoke", sample_root, out, ddp=2, **settings)[0] == table
 
@@ -306,7 +307,7 @@ def as_if_started_by_torchrun(monkeypatch, **variables: str) -> None:
 
 
 def test_more_processes_than_gpus_is_one_clear_line(monkeypatch):
-    from lab2 import distributed
+    from lab2.ops import distributed
     as_if_started_by_torchrun(monkeypatch, RANK="3", WORLD_SIZE="4", LOCAL_RANK="3",
                               LOCAL_WORLD_SIZE="4", MASTER_ADDR="127.0.0.1", MASTER_PORT="29500")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -318,7 +319,7 @@ def test_more_processes_than_gpus_is_one_clear_line(monkeypatch):
 
 def test_the_ranks_meet_before_the_group_is_torn_down_unless_one_failed(monkeypatch, caplog):
     # PyTorch 2.4's gloo destroy_process_group could hang when a peer had left first
-    from lab2 import distributed
+    from lab2.ops import distributed
     as_if_started_by_torchrun(monkeypatch, RANK="0", WORLD_SIZE="1", LOCAL_RANK="0",
                               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     monkeypatch.setattr(distributed, "die_with_parent", lambda: None)
@@ -341,7 +342,7 @@ def test_the_ranks_meet_before_the_group_is_torn_down_unless_one_failed(monkeypa
     def peer_gone(*args, **kwargs):
         raise torch.distributed.DistBackendError("[gloo] Connection closed by peer")
     monkeypatch.setattr(torch.distributed, "barrier", peer_gone)
-    with caplog.at_level("WARNING", logger="lab2.distributed"):
+    with caplog.at_level("WARNING", logger="lab2.ops.distributed"):
         with distributed.process_group(torch.device("cpu")):
             pass
     assert "another process of this run stopped" in caplog.text
@@ -362,11 +363,11 @@ def test_torchrun_on_windows_uses_the_store_its_pytorch_has(monkeypatch, platfor
     import torch.distributed.run as torch_run
     seen = {}
     monkeypatch.delenv("USE_LIBUV", raising=False)
-    monkeypatch.setattr(lab2.distributed, "die_with_parent", lambda: None)
+    monkeypatch.setattr(lab2.ops.distributed, "die_with_parent", lambda: None)
     monkeypatch.setattr(torch_run, "run", lambda args: seen.update(
         use_libuv=os.environ.get("USE_LIBUV")))
     monkeypatch.setattr(sys, "platform", platform)
-    assert lab2.distributed.torchrun_main(["--standalone", "--nproc_per_node=1", "-m", "lab2",
+    assert lab2.ops.distributed.torchrun_main(["--standalone", "--nproc_per_node=1", "-m", "lab2",
                                            "train"]) == 0
     assert seen == {"use_libuv": expected}
 
@@ -379,9 +380,9 @@ def test_a_torchrun_without_its_store_says_what_to_use_instead(monkeypatch, caps
     def no_libuv(args):
         raise RuntimeError("use_libuv was requested but PyTorch was built without libuv "
                            "support, run with USE_LIBUV=0 to disable it.")
-    monkeypatch.setattr(lab2.distributed, "die_with_parent", lambda: None)
+    monkeypatch.setattr(lab2.ops.distributed, "die_with_parent", lambda: None)
     monkeypatch.setattr(torch_run, "run", no_libuv)
-    assert lab2.distributed.torchrun_main(["--standalone", "--nproc_per_node=2", "-m", "lab2",
+    assert lab2.ops.distributed.torchrun_main(["--standalone", "--nproc_per_node=2", "-m", "lab2",
                                            "train"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--parallel" in err[0] and "WSL2" in err[0]
@@ -400,16 +401,17 @@ def test_ranks_with_synchronised_batchnorm_skip_the_buffer_copy_and_still_agree(
 
 
 @pytest.mark.parametrize("nccl, backend, norm", [
-    (True, "nccl", torch.nn.SyncBatchNorm), (False, "gloo", lab2.distributed.GlobalBatchNorm2d)])
+    (True, "nccl", torch.nn.SyncBatchNorm),
+    (False, "gloo", lab2.ops.distributed.GlobalBatchNorm2d)])
 def test_gpus_without_nccl_use_gloo_and_its_batchnorm(monkeypatch, nccl, backend, norm):
     """PyTorch's Windows builds have no NCCL: DDP on their GPUs goes through gloo, whose
     collectives nn.SyncBatchNorm does not use, so lab2's gloo BatchNorm serves there."""
     from lab2.models import build_model
-    monkeypatch.setattr(lab2.distributed.dist, "is_nccl_available", lambda: nccl)
+    monkeypatch.setattr(lab2.ops.distributed.dist, "is_nccl_available", lambda: nccl)
     cuda = torch.device("cuda")
-    assert lab2.distributed.backend_for(cuda) == backend
-    assert lab2.distributed.backend_for(torch.device("cpu")) == "gloo"
-    model = lab2.distributed.synchronise_batchnorm(build_model("unet", base_channels=4), cuda)
+    assert lab2.ops.distributed.backend_for(cuda) == backend
+    assert lab2.ops.distributed.backend_for(torch.device("cpu")) == "gloo"
+    model = lab2.ops.distributed.synchronise_batchnorm(build_model("unet", base_channels=4), cuda)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert norms and all(type(m) is norm for m in norms)
 
@@ -417,7 +419,7 @@ def test_gpus_without_nccl_use_gloo_and_its_batchnorm(monkeypatch, nccl, backend
 # ---- several machines ------------------------------------------------------------------------
 
 def test_ranks_that_disagree_are_named_with_their_machines():
-    from lab2.distributed import disagreement
+    from lab2.ops.distributed import disagreement
     assert disagreement([("k", "A", "a"), ("k", "A at another path", "b")]) is None
     assert disagreement([("k", "A", "a"), ("k", "A", "a"), ("x", "B", "b"), ("x", "B", "b")]) == (
         "ranks 0 (on a), 1 (on a): A; ranks 2 (on b), 3 (on b): B")
@@ -426,7 +428,7 @@ def test_ranks_that_disagree_are_named_with_their_machines():
 
 
 def test_ranks_given_different_settings_are_told_field_by_field():
-    from lab2.distributed import setting_differences
+    from lab2.ops.distributed import setting_differences
     base = {"lr": 0.001, "batch_size": 8, "model": "unet"}
     assert setting_differences([(base, "a"), (dict(base), "b")]) is None
     assert setting_differences([(base, "a"), (base, "a"), ({**base, "lr": 0.01}, "b"),
@@ -438,9 +440,9 @@ def test_ranks_given_different_settings_are_told_field_by_field():
 
 def test_the_ranks_compare_the_settings_that_shape_the_run_and_the_precision_it_resolved(
         sample_root, tmp_path, monkeypatch):
-    import lab2.train
+    import lab2.ops.trainer
     from lab2.config import profile_config
-    from lab2.machine import Step
+    from lab2.ops.machine import plan_for
     compared = []
 
     class Compared(Exception):
@@ -449,14 +451,14 @@ def test_the_ranks_compare_the_settings_that_shape_the_run_and_the_precision_it_
     def compare(settings, fix):
         compared.append(settings)
         raise Compared
-    monkeypatch.setattr(lab2.train.distributed, "require_same_settings", compare)
+    monkeypatch.setattr(lab2.ops.trainer.distributed, "require_same_settings", compare)
     config = profile_config("smoke", model="unet", device="cpu", amp="auto", lr=0.02)
     with pytest.raises(Compared):
-        lab2.train.train(config, sample_root, tmp_path / "run", progress=False)
+        lab2.ops.trainer.train(config, sample_root, tmp_path / "run", progress=False)
     settings, = compared
     assert settings["lr"] == 0.02 and settings["amp"] == "auto"
     # what "auto" became on this machine: a GPU without bf16 would say fp16 here
-    assert settings["precision"] == Step.for_config(config).why["precision"]
+    assert settings["precision"] == plan_for(config)[1]["precision"]
     assert "num_workers" not in settings and "prefetch_factor" not in settings
 
 
@@ -481,7 +483,7 @@ def test_each_machine_s_first_process_tells_what_its_processes_found(local_rank,
             assert err == ""
         else:
             assert err.startswith(f"{told}--resume: no "), err
-        monkeypatch.setattr(lab2.cli, "cmd_train", interrupted)    # Ctrl-C on that machine
+        monkeypatch.setattr(lab2.ops.cli, "cmd_train", interrupted)    # Ctrl-C on that machine
         assert cli_main(["train", "--out", str(tmp_path / "none")]) == 130
         assert capsys.readouterr().err == (
             "" if told is None else
@@ -499,7 +501,7 @@ def test_torchrun_runs_train_only(command, instead, monkeypatch, capsys):
     one folder; said before anything starts."""
     as_if_started_by_torchrun(monkeypatch, RANK="0", WORLD_SIZE="2", LOCAL_RANK="0",
                               MASTER_ADDR="127.0.0.1", MASTER_PORT="29500")
-    monkeypatch.setattr(lab2.cli, f"cmd_{command[0]}", lambda args: 1 / 0)   # never reached
+    monkeypatch.setattr(lab2.ops.cli, f"cmd_{command[0]}", lambda args: 1 / 0)   # never reached
     assert cli_main(command) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: torchrun runs `python -m lab2 train` (one training on several "
@@ -511,7 +513,7 @@ def test_torchrun_runs_train_only(command, instead, monkeypatch, capsys):
     ("1", "--out must be a folder that every machine of the run sees (a shared file system)")])
 def test_resume_without_a_run_on_this_machine_names_the_shared_folder(processes_here, told,
                                                                       monkeypatch, tmp_path):
-    from lab2.runs import saved_run
+    from lab2.ops.runs import saved_run
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", processes_here)     # 1: the other is elsewhere
     with pytest.raises(FileNotFoundError, match=re.escape(told)):
@@ -519,42 +521,42 @@ def test_resume_without_a_run_on_this_machine_names_the_shared_folder(processes_
 
 
 def test_a_rank_gone_before_the_first_epoch_is_one_line_not_a_backend_error(monkeypatch, tmp_path):
-    import lab2.train
+    import lab2.ops.trainer
     from lab2.config import profile_config
-    from lab2.distributed import World
+    from lab2.ops.distributed import World
 
     @contextlib.contextmanager
     def joined(device):
         yield World(rank=0, size=2, distributed=True)
-    monkeypatch.setattr(lab2.distributed, "process_group", joined)
-    monkeypatch.setattr(lab2.train.dist, "barrier", lambda *a, **k: None)
+    monkeypatch.setattr(lab2.ops.distributed, "process_group", joined)
+    monkeypatch.setattr(lab2.ops.trainer.dist, "barrier", lambda *a, **k: None)
     config = profile_config("smoke", device="cpu")
 
     def fails(error):
         def _train(*args, **kwargs):
             raise error
-        monkeypatch.setattr(lab2.train, "_train", _train)
+        monkeypatch.setattr(lab2.ops.trainer, "_train", _train)
         return pytest.raises(Exception)
 
     # what gloo raises from DDP's first broadcast when the peer has exited
     with fails(RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection "
                             "closed by peer [127.0.0.1]:17835")) as raised:
-        lab2.train.train(config, tmp_path, tmp_path / "run")
-    assert type(raised.value) is lab2.train.OtherRankFailed
+        lab2.ops.trainer.train(config, tmp_path, tmp_path / "run")
+    assert type(raised.value) is lab2.ops.trainer.OtherRankFailed
     assert str(raised.value).startswith("another process of this run stopped (")
     assert str(raised.value).endswith("once that is mended, run the same command again")
     # lab2's own errors already say what to do, whatever their words
-    mine = lab2.train.OutOfMemory("out of CUDA memory ... (nccl)")
+    mine = lab2.ops.trainer.OutOfMemory("out of CUDA memory ... (nccl)")
     with fails(mine) as raised:
-        lab2.train.train(config, tmp_path, tmp_path / "run")
+        lab2.ops.trainer.train(config, tmp_path, tmp_path / "run")
     assert raised.value is mine
     with fails(RuntimeError("an error of this rank's own")) as raised:
-        lab2.train.train(config, tmp_path, tmp_path / "run")
+        lab2.ops.trainer.train(config, tmp_path, tmp_path / "run")
     assert type(raised.value) is RuntimeError
 
 
 def test_a_process_that_never_joins_is_one_line_after_the_timeout(monkeypatch):
-    from lab2 import distributed
+    from lab2.ops import distributed
     as_if_started_by_torchrun(monkeypatch, RANK="0", WORLD_SIZE="2", LOCAL_RANK="0",
                               MASTER_ADDR="10.0.0.1", MASTER_PORT="29500", LAB2_DIST_TIMEOUT_S="30")
     monkeypatch.setattr(distributed, "die_with_parent", lambda: None)

@@ -14,24 +14,23 @@ import pytest
 from cli_output import one_line_error
 from loopback import LoopbackServer
 
-from lab2 import cli
-from lab2.data import (
+from lab2.data.index import dataset_dir, load_split
+from lab2.ops import choose as choose_module
+from lab2.ops import cli
+from lab2.ops import download as download_module
+from lab2.ops.audit import audit_dataset
+from lab2.ops.choose import choose_data_root, has_dataset
+from lab2.ops.download import (
     ChecksumError,
     DownloadError,
     UnfinishedDownload,
     UnsafeArchiveError,
-    audit_dataset,
-    choose_data_root,
-    dataset_fingerprint,
     download_oxford_pet,
-    has_dataset,
-    load_split,
-    make_sample_dataset,
     safe_extract,
 )
-from lab2.data import choose as choose_module
-from lab2.data import download as download_module
-from lab2.paths import dataset_dir
+from lab2.ops.fingerprint import dataset_fingerprint
+from lab2.ops.loaders import open_dataset
+from lab2.ops.sample import make_sample_dataset
 
 
 def _tarball(folder, subdir: str) -> bytes:
@@ -150,7 +149,7 @@ def test_extraction_killed_half_way_is_refused_until_the_download_finishes(
     assert not any((folder / "annotations" / "trimaps").glob("[!.]*.png"))
 
     assert not has_dataset(tmp_path)
-    for read in (lambda: load_split(tmp_path, "train"), lambda: audit_dataset(tmp_path)):
+    for read in (lambda: open_dataset(tmp_path, "train"), lambda: audit_dataset(tmp_path)):
         with pytest.raises(UnfinishedDownload, match="extraction of annotations.tar.gz was "
                            "interrupted.*python -m lab2 download --root"):
             read()

@@ -24,23 +24,26 @@ from cli_output import one_line_error
 from interrupts import alive, descendants_of
 from PIL import Image
 
-import lab2.runs as runs_module
-import lab2.train as train_module
-from lab2 import atomic, cli, locks
-from lab2.atomic import file_sha256
-from lab2.checkpoint import load_checkpoint, save_checkpoint
+import lab2.ops.runs as runs_module
+import lab2.ops.trainer as train_module
 from lab2.config import profile_config
-from lab2.data import OxfordPetSegmentation, build_cache, find_cache, make_sample_dataset
-from lab2.data import cache as cache_module
-from lab2.data import sample as sample_module
-from lab2.data.fingerprint import dataset_fingerprint, names_and_sizes_fingerprint
+from lab2.data.index import dataset_dir
 from lab2.data.reading import OK, RECOVERED, check_image, read_rgb
-from lab2.evaluate import evaluate_checkpoint
-from lab2.experiment import load_results, run_experiment
-from lab2.paths import dataset_dir
+from lab2.ops import atomic, cli, locks
+from lab2.ops import cache as cache_module
+from lab2.ops import sample as sample_module
+from lab2.ops.atomic import file_sha256
+from lab2.ops.cache import build_cache, find_cache
+from lab2.ops.checkpoint import load_checkpoint, save_checkpoint
+from lab2.ops.evaluation import evaluate_checkpoint
+from lab2.ops.experiment import load_results, run_experiment
+from lab2.ops.fingerprint import dataset_fingerprint, names_and_sizes_fingerprint
+from lab2.ops.loaders import open_dataset
+from lab2.ops.runs import is_finished, read_history, run_summary, saved_config
+from lab2.ops.sample import make_sample_dataset
+from lab2.ops.trainer import train
 from lab2.preprocess import PreprocessParams
-from lab2.runs import is_finished, read_history, run_summary, saved_config
-from lab2.train import NonFiniteLossError, train
+from lab2.train import NonFiniteLossError
 
 PROJECT = Path(__file__).resolve().parent.parent
 SMOKE = dict(image_size=64, base_channels=4, epochs=2, batch_size=4, max_train_samples=8,
@@ -69,7 +72,7 @@ def kill_on_call(monkeypatch, module, name, when):
 
 def hold_lock(path: Path) -> subprocess.Popen:
     """A second real process that holds a lab2 lock until killed."""
-    code = ("import sys, time; from lab2.locks import owned; "
+    code = ("import sys, time; from lab2.ops.locks import owned; "
             "held = owned(sys.argv[1], 'x'); held.__enter__(); print('held', flush=True); "
             "time.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
@@ -193,9 +196,9 @@ def test_a_truncated_cache_array_is_detected_and_rebuilt(small_root):
     with open(images, "r+b") as f:
         f.truncate(images.stat().st_size - 1000)
     assert find_cache(small_root, 32, None) is None
-    assert OxfordPetSegmentation(small_root, "train", 32, progress=False).cache is None
+    assert open_dataset(small_root, "train", 32, progress=False).cache is None
     rebuilt = build_cache(small_root, 32, None, progress=False, workers=1)
-    ds = OxfordPetSegmentation(small_root, "train", 32, progress=False)
+    ds = open_dataset(small_root, "train", 32, progress=False)
     assert ds.cache is not None and ds[0][0].shape == (3, 32, 32) and no_zero_rows(rebuilt)
 
 
@@ -261,7 +264,7 @@ def test_results_recorded_with_the_earlier_fingerprint_are_still_accepted(small_
     for row in results["runs"]:
         row["evaluation_key"]["dataset_fingerprint"] = earlier
     atomic.write_json(out / "results.json", results)
-    from lab2.experiment import load_experiment
+    from lab2.ops.experiment import load_experiment
     load_experiment(out, small_root)                       # not refused
     rows, _ = run_experiment("smoke", small_root, out, progress=False, runs=[("unet", False)],
                              **{**TINY, "epochs": 3})      # resumes the run, tests it again
@@ -331,9 +334,8 @@ def test_a_per_image_file_left_without_its_metrics_is_never_reused(sample_root, 
     # evaluate writes them too): a new per-image file beside the old metrics.json, whose key
     # still matches; the experiment reused those metrics and compared the images of the other
     # file, so Table 1 and its comparisons came from two different evaluations
-    import lab2.evaluate as evaluate_module
-    from lab2.comparisons import per_image_path
-    from lab2.evaluate import measure_checkpoint, save_evaluation
+    import lab2.ops.evaluation as evaluate_module
+    from lab2.ops.evaluation import measure_checkpoint, per_image_path, save_evaluation
     a = tmp_path / "a"
     train(smoke(epochs=1), sample_root, a, progress=False)
     first = evaluate_checkpoint(a / "best.pt", sample_root, progress=False, reuse=True)
@@ -355,8 +357,8 @@ def test_results_that_no_longer_belong_to_their_runs_are_refused_with_the_mendin
     # run trained on, or tested again, after the tables were written made the two disagree
     import shlex
 
-    import lab2.experiment as experiment_module
-    from lab2.experiment import ResultsOutOfDate, load_experiment
+    import lab2.ops.experiment as experiment_module
+    from lab2.ops.experiment import ResultsOutOfDate, load_experiment
     out = tmp_path / "exp"
     assert cli.main(["experiment", "--root", str(sample_root), "--out", str(out), "--profile",
                      "smoke", "--device", "cpu", "--max-train-samples", "8"]) == 0
@@ -402,8 +404,8 @@ def test_tables_left_by_a_kill_before_results_json_are_not_shown_as_its_own(
     # the tables for people are written before results.json: a kill in between left the new
     # results.md beside the old results.json, which still matched its runs, so notebook 04
     # showed a Table 1 of two runs beside figures drawn from the JSON's table of one
-    import lab2.experiment as experiment_module
-    from lab2.experiment import ResultsOutOfDate, load_experiment
+    import lab2.ops.experiment as experiment_module
+    from lab2.ops.experiment import ResultsOutOfDate, load_experiment
     out, one, two = tmp_path / "exp", [("unet", False)], [("unet", False), ("unet", True)]
     run_experiment("smoke", sample_root, out, progress=False, runs=one, **TINY)
     kill_on_call(monkeypatch, experiment_module.atomic, "write_json",
@@ -429,8 +431,8 @@ def test_the_comparisons_use_the_evaluation_of_their_table_1_row(sample_root, tm
                                                                  monkeypatch):
     # an evaluate command writing a run's per-image file once the experiment had tested that run
     # (its folder free again) but before it compared the runs: the comparisons used that file
-    import lab2.experiment as experiment_module
-    from lab2.evaluate import measure_checkpoint, save_evaluation
+    import lab2.ops.experiment as experiment_module
+    from lab2.ops.evaluation import measure_checkpoint, save_evaluation
     out = tmp_path / "exp"
     runs = [("unet", False), ("unet", True)]
     run_experiment("smoke", sample_root, out, progress=False, runs=runs, **TINY)
@@ -450,7 +452,7 @@ def test_the_comparisons_use_the_evaluation_of_their_table_1_row(sample_root, tm
 
 def test_the_figures_read_the_runs_table_1_was_made_from(tmp_path):
     # a seed folder left from an earlier experiment with more seeds is not averaged in
-    from lab2.report.analysis import per_image_dice
+    from lab2.ops.notebook import per_image_dice
     for folder, dice in (("unet_raw", 0.5), ("unet_raw_seed1", 0.9), ("unet_raw_seed2", 0.1)):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "per_image_test.csv").write_text(
@@ -467,9 +469,9 @@ def test_the_figures_refuse_a_file_changed_after_results_json_was_checked(sample
     # notebook 04 checks results.json against its runs in its first cells, and reads the
     # per-image files and best.pt cells later: a run tested or trained again in between (by a
     # command at the same time) put other images or weights under the table it had checked
-    from lab2.atomic import ChangedSince
-    from lab2.experiment import load_experiment
-    from lab2.report.analysis import load_models, per_image_dice
+    from lab2.ops.atomic import ChangedSince
+    from lab2.ops.experiment import load_experiment
+    from lab2.ops.notebook import load_models, per_image_dice
     out = tmp_path / "exp"
     run_experiment("smoke", sample_root, out, progress=False, runs=[("unet", False)], **TINY)
     runs = load_experiment(out)["runs"]
@@ -587,7 +589,7 @@ def test_predict_gives_inputs_with_the_same_stem_distinct_outputs(trained, tmp_p
 
 
 def predict_files_cli(trained, images, out):
-    from lab2.predict import predict_files
+    from lab2.ops.predict import predict_files
     return predict_files(trained / "best.pt", images, out)
 
 
@@ -760,7 +762,7 @@ def test_a_disk_filling_up_while_the_cache_is_allocated_is_one_line(small_root, 
 
 def test_a_full_disk_during_a_checkpoint_save_names_the_file(sample_root, tmp_path,
                                                              monkeypatch, capsys):
-    import lab2.checkpoint as checkpoint_module
+    import lab2.ops.checkpoint as checkpoint_module
 
     def short_write(state, path):
         Path(path).write_bytes(b"PK")
@@ -799,7 +801,7 @@ def test_a_read_only_data_root_says_to_move_the_cache_and_cache_dir_does(
 def read_only_home(tmp_path, monkeypatch):
     """LAB2_HOME in a folder where nothing can be created (EROFS), as a course folder mounted
     read-only on a JupyterHub; returns it."""
-    import lab2.paths as paths_module
+    import lab2.ops.paths as paths_module
     home = tmp_path / "course"
     for name in ("LAB2_DATA_DIR", "LAB2_SAMPLE_DIR", "LAB2_FIGURES_DIR", "LAB2_PROFILE"):
         monkeypatch.setenv(name, "")
@@ -824,7 +826,7 @@ def read_only_home(tmp_path, monkeypatch):
 
 def test_a_read_only_project_stops_the_notebooks_first_cell_saying_to_set_lab2_home(
         read_only_home):
-    from lab2.report.context import setup
+    from lab2.ops.notebook import setup
     with pytest.raises(atomic.StorageError) as raised:
         setup("smoke")
     message = str(raised.value)
@@ -834,7 +836,7 @@ def test_a_read_only_project_stops_the_notebooks_first_cell_saying_to_set_lab2_h
 
 
 def test_a_read_only_project_stops_report_before_any_work(read_only_home, monkeypatch, capsys):
-    import lab2.experiment as experiment_module
+    import lab2.ops.experiment as experiment_module
     monkeypatch.setattr(experiment_module, "run_experiment",
                         lambda *a, **k: pytest.fail("the experiment ran before the check"))
     code = cli.main(["report", "--no-download", "--profile", "smoke"])
@@ -845,7 +847,7 @@ def test_a_read_only_project_stops_report_before_any_work(read_only_home, monkey
 
 def test_report_with_a_read_only_notebooks_folder_says_what_to_do(tmp_path, monkeypatch,
                                                                   capsys):
-    import lab2.paths as paths_module
+    import lab2.ops.paths as paths_module
     monkeypatch.setenv("LAB2_HOME", str(tmp_path))
     notebooks = paths_module.notebooks_dir()
     original_file = paths_module.tempfile.TemporaryFile
@@ -855,7 +857,7 @@ def test_report_with_a_read_only_notebooks_folder_says_what_to_do(tmp_path, monk
             raise OSError(errno.EROFS, "Read-only file system", str(dir))
         return original_file(*args, dir=dir, **kwargs)
     monkeypatch.setattr(paths_module.tempfile, "TemporaryFile", temporary_file)
-    import lab2.experiment as experiment_module
+    import lab2.ops.experiment as experiment_module
     monkeypatch.setattr(experiment_module, "run_experiment",
                         lambda *a, **k: pytest.fail("the experiment ran before the check"))
     assert cli.main(["report", "--no-download", "--profile", "smoke"]) == 1
@@ -940,7 +942,7 @@ def test_cache_build_workers_die_with_their_killed_parent(small_root, tmp_path):
     # user's, and only the guarded part is the parent's; each of their rows takes 0.5 s)
     script.write_text(
         "import sys, time\n"
-        "from lab2.data import cache\n"
+        "from lab2.ops import cache\n"
         "original = cache._fill_row\n"
         "def slow(job):\n"
         "    time.sleep(0.5)\n"
@@ -973,7 +975,7 @@ def test_forkserver_loader_workers_die_with_their_killed_run(sample_root, tmp_pa
     out = tmp_path / "run"
     script = ("import multiprocessing, sys\n"
               "multiprocessing.set_start_method('forkserver', force=True)\n"
-              "from lab2 import cli\n"
+              "from lab2.ops import cli\n"
               "sys.exit(cli.main(sys.argv[1:]))\n")
     run = subprocess.Popen(
         [sys.executable, "-c", script, "train", "--model", "unet", "--root", str(sample_root),

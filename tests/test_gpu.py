@@ -14,12 +14,13 @@ import sys
 import pytest
 import torch
 
-from lab2.checkpoint import load_checkpoint
 from lab2.config import profile_config
-from lab2.evaluate import evaluate_checkpoint
 from lab2.models import build_model
-from lab2.runs import read_history
-from lab2.train import LossGuard, NonFiniteLossError, train
+from lab2.ops.checkpoint import load_checkpoint
+from lab2.ops.evaluation import evaluate_checkpoint
+from lab2.ops.runs import read_history
+from lab2.ops.trainer import LossGuard, train
+from lab2.train import NonFiniteLossError
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -133,8 +134,8 @@ def test_torchrun_with_one_gpu_is_an_nccl_run_that_resumes_in_one_process(sample
 
 
 def test_the_gpu_check_finds_kernels_for_a_gpu_this_pytorch_runs_on():
-    # a false alarm of lab2.gpus would stop every run on this GPU before its first step
-    from lab2.gpus import has_kernels_for, missing_kernels
+    # a false alarm of lab2.ops.gpus would stop every run on this GPU before its first step
+    from lab2.ops.gpus import has_kernels_for, missing_kernels
     torch.zeros(1, device="cuda").add_(1)                   # PyTorch does run here
     assert missing_kernels() is None
     assert has_kernels_for(torch.cuda.get_device_capability(0), torch.cuda.get_arch_list())

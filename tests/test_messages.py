@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lab2 import cli
-from lab2.data import make_sample_dataset
 from lab2.notices import Lab2Warning, SyntheticDataWarning
-from lab2.report import context
+from lab2.ops import cli
+from lab2.ops import notebook as context
+from lab2.ops.sample import make_sample_dataset
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -67,7 +67,7 @@ def test_the_command_line_shows_a_library_warning_as_one_line(project, capsys):
 
 
 def test_a_library_warning_is_a_warning_not_a_print(project, capsys):
-    from lab2.data import choose_data_root
+    from lab2.ops.choose import choose_data_root
     with pytest.warns(SyntheticDataWarning, match="SYNTHETIC"):
         choose_data_root(project / "nothing", project / "data" / "sample")
     assert capsys.readouterr().err == ""
@@ -84,6 +84,24 @@ def test_saved_notebooks_show_no_stray_values_or_absolute_paths():
                 assert str(PROJECT) not in text, (path.name, text[:200])
 
 
+def test_saved_notebooks_carry_no_timestamps():
+    """A rerun's diff shows what changed in the outputs, not when each cell ran."""
+    for path in sorted((PROJECT / "notebooks").glob("0*.ipynb")):
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            assert "execution" not in cell.get("metadata", {}), path.name
+
+
+def test_the_runner_records_no_timestamps(tmp_path, monkeypatch):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    import lab2.ops.runner as runner
+    path = tmp_path / "n.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell("x = 1")]), path)
+    runner.run_notebooks([path])
+    assert "execution" not in nbformat.read(path, as_version=4).cells[0].metadata
+
+
 def test_a_notebook_shows_an_error_lab2_raises_as_its_one_line(capsys, tmp_path):
     # a student who opens notebook 04 on an outdated folder read the fix at the bottom of a
     # traceback through lab2's internals; the command line has always shown just the line
@@ -91,7 +109,7 @@ def test_a_notebook_shows_an_error_lab2_raises_as_its_one_line(capsys, tmp_path)
     shell = InteractiveShell.instance()
     try:
         context.one_line_errors(shell)
-        shell.run_cell("from lab2.experiment import load_experiment\n"
+        shell.run_cell("from lab2.ops.experiment import load_experiment\n"
                        "load_experiment('no such folder')")
         shown = capsys.readouterr().out
         assert "FileNotFoundError: no no such folder/results.json: run python -m lab2 " \
@@ -102,7 +120,7 @@ def test_a_notebook_shows_an_error_lab2_raises_as_its_one_line(capsys, tmp_path)
         assert "Traceback" in shown and "invalid literal for int()" in shown
         # Kernel > Interrupt while lab2 works (here: while it writes a history)
         shell.run_cell("class Rows:\n    def __iter__(self):\n        raise KeyboardInterrupt\n"
-                       "from lab2.runs import write_history\n"
+                       "from lab2.ops.runs import write_history\n"
                        f"write_history({str(tmp_path / 'h.csv')!r}, Rows())")
         shown = capsys.readouterr().out
         assert shown.startswith("KeyboardInterrupt: stopped; what lab2 had saved is kept, and "
@@ -126,7 +144,8 @@ def test_the_prediction_browser_says_which_data_set_its_figures_come_from(sample
     config = profile_config("smoke", base_channels=4)
     name = load_split(sample_root, "test")[0].name
     plt.close("all")
-    prediction_browser({"unet_raw": (model_for(config).eval(), config)}, sample_root, [name])
+    prediction_browser({"unet_raw": (model_for(config).eval(), config)}, sample_root, [name],
+                       "synthetic sample")
     texts = [t.get_text() for t in plt.gcf().texts]
     assert "data: synthetic sample · profile: smoke — NOT Oxford-IIIT Pet" in texts
     plt.close("all")

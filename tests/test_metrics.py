@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lab2.data import IGNORE_INDEX
+from lab2.data.masks import IGNORE_INDEX
 from lab2.metrics import DiceMeter, dice_per_image, pooled_dice
 
 

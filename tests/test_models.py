@@ -10,6 +10,7 @@ from torchvision.models import resnet34
 
 from lab2.models import DEFAULT_DROPOUT, MODELS, ResNet34UNet, UNet, build_model
 from lab2.models.resnet34_unet import ResidualBlock
+from lab2.ops.checkpoint import read_resnet34_weights
 
 #: Parameter counts at the report's widths (n_classes=2); the README prints the same numbers.
 PARAMS = {"unet": 31_038_722, "resnet34_unet": 85_918_338}
@@ -158,7 +159,7 @@ def test_encoder_weights_load_from_a_local_file(tmp_path):
     reference = resnet34(weights=None)
     path = tmp_path / "resnet34.pth"
     torch.save(reference.state_dict(), path)
-    model = ResNet34UNet(encoder_weights=path)
+    model = ResNet34UNet(encoder_weights=read_resnet34_weights(path))
     assert torch.equal(model.encoder.layer3[2].conv2.weight, reference.layer3[2].conv2.weight)
     assert torch.equal(model.encoder.bn1.running_mean, reference.bn1.running_mean)
 
@@ -169,14 +170,16 @@ def test_a_damaged_encoder_weights_file_is_one_message_naming_it(tmp_path):
     path.write_bytes(path.read_bytes()[:100_000])          # a download that did not finish
     with pytest.raises(ValueError, match=r"resnet34.pth is not readable as ResNet-34 weights: "
                                          r"it is cut short or damaged") as caught:
-        ResNet34UNet(encoder_weights=path)
+        read_resnet34_weights(path)
     assert "\n" not in str(caught.value)
 
 
 def test_missing_imagenet_weights_fail_with_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="lab2 does not download weights"):
-        ResNet34UNet(encoder_weights="imagenet")
+        read_resnet34_weights("imagenet")
+    with pytest.raises(ValueError, match="not a torchvision ResNet-34 state dict"):
+        ResNet34UNet(encoder_weights={"conv1.weight": torch.zeros(1)})
 
 
 # ---- numerics -----------------------------------------------------------------------------------

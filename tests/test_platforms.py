@@ -17,14 +17,15 @@ import pytest
 import torch
 
 import lab2.train as train_module
-from lab2 import atomic, cli, machine, paths, processes
-from lab2.checkpoint import load_checkpoint
 from lab2.config import profile_config
-from lab2.data.loaders import SeededSampler
-from lab2.machine import Step
-from lab2.notices import printable_output
-from lab2.runs import is_finished, read_history
-from lab2.train import LossGuard, NonFiniteLossError, train
+from lab2.ops import atomic, cli, machine, paths, processes
+from lab2.ops.checkpoint import load_checkpoint
+from lab2.ops.console import printable_output
+from lab2.ops.loaders import SeededSampler
+from lab2.ops.machine import plan_for
+from lab2.ops.runs import is_finished, read_history
+from lab2.ops.trainer import LossGuard, train
+from lab2.train import NonFiniteLossError
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -71,7 +72,7 @@ def test_a_loader_worker_seeds_its_own_rngs_apart_from_every_epoch():
     # to start, unnoticed because the batches that carried the error were thrown away
     import random
 
-    from lab2.data.loaders import WORKERS_EPOCH, epoch_seed, init_loader_worker
+    from lab2.ops.loaders import WORKERS_EPOCH, epoch_seed, init_loader_worker
 
     def draws(seed, worker):
         init_loader_worker(seed, worker)
@@ -110,7 +111,7 @@ def assert_same_batches(a, b) -> None:
         assert torch.equal(x, y) and torch.equal(mx, my) and nx == ny
 
 def test_loader_workers_are_fitted_to_the_shared_memory_there_is():
-    from lab2.data.loaders import fit_shared_memory
+    from lab2.ops.loaders import fit_shared_memory
     batch = 8 * MiB                             # the full profile's batch: 8 images of 512 px
     assert fit_shared_memory(4, 2, batch, None) == (4, 2, None)          # no limit known
     assert fit_shared_memory(4, 2, batch, 2**40) == (4, 2, None)
@@ -127,7 +128,7 @@ def test_loader_workers_are_fitted_to_the_shared_memory_there_is():
 
 def test_a_loader_in_little_shared_memory_prepares_fewer_batches_the_same_ones(
         sample_root, monkeypatch):
-    import lab2.data.loaders as loaders
+    import lab2.ops.loaders as loaders
     from lab2.notices import SharedMemoryWarning
     config = profile_config("smoke", **{**SMOKE, "image_size": 256}, num_workers=2)
     dataset = loaders.build_datasets(config, sample_root, progress=False)["train"]
@@ -146,7 +147,7 @@ def test_a_loader_in_little_shared_memory_prepares_fewer_batches_the_same_ones(
 
 
 def test_loader_workers_are_at_most_one_per_core_the_run_may_use():
-    from lab2.data.loaders import fit_workers_to_cores
+    from lab2.ops.loaders import fit_workers_to_cores
     assert fit_workers_to_cores(4, 8) == (4, None)
     assert fit_workers_to_cores(4, 4) == (4, None)
     assert fit_workers_to_cores(0, 1) == (0, None)
@@ -158,7 +159,7 @@ def test_loader_workers_are_at_most_one_per_core_the_run_may_use():
 def test_a_loader_on_few_cores_has_fewer_workers_and_the_same_batches(sample_root, monkeypatch):
     """Colab's 2 vCPUs, or two runs of ``experiment --parallel`` sharing 4 cores: the report's 4
     workers become 2, said in ``loader.plan`` (run.json's ``loader``); the batches are the same."""
-    import lab2.data.loaders as loaders
+    import lab2.ops.loaders as loaders
     config = profile_config("smoke", **SMOKE, num_workers=4)
     dataset = loaders.build_datasets(config, sample_root, progress=False)["train"]
     monkeypatch.setattr(loaders, "shared_memory_free", lambda: None)
@@ -267,9 +268,9 @@ def test_a_run_in_a_real_64_mib_style_shared_memory_trains_instead_of_failing(sa
     script = f"""
 import time, warnings
 from lab2.config import profile_config
-import lab2.processes
-from lab2.data.loaders import build_datasets, make_loader
-lab2.processes.usable_cpus = lambda: 8          # 4 workers whatever this machine's cores
+import lab2.ops.processes
+from lab2.ops.loaders import build_datasets, make_loader
+lab2.ops.processes.usable_cpus = lambda: 8          # 4 workers whatever this machine's cores
 config = profile_config("smoke", image_size=512, batch_size=2, num_workers=4,
                         max_train_samples=40, device="cpu")
 dataset = build_datasets(config, {str(sample_root)!r}, progress=False)["train"]
@@ -293,10 +294,10 @@ print(loader.plan)
 def test_the_cache_build_and_the_audit_pools_work_under_every_start_method(sample_root, tmp_path,
                                                                             monkeypatch):
     """Their worker pools start with spawn on macOS and Windows and with forkserver on Linux
-    (:func:`lab2.processes.pool_context`): the same files and the same audit as fork."""
-    from lab2 import processes
-    from lab2.data.audit import audit_dataset
-    from lab2.data.cache import build_cache
+    (:func:`lab2.ops.processes.pool_context`): the same files and the same audit as fork."""
+    from lab2.ops import processes
+    from lab2.ops.audit import audit_dataset
+    from lab2.ops.cache import build_cache
     from lab2.preprocess import PreprocessParams
     built = {}
     for method in ("fork", "spawn", "forkserver"):
@@ -368,8 +369,8 @@ def test_the_cpu_layout_lab2_picks_survives_the_1x1_stride_2_convolution_backwar
     code = (
         "import torch, torch.nn.functional as F\n"
         "from lab2.config import profile_config\n"
-        "from lab2.machine import Step\n"
-        f"step = Step.for_config(profile_config('smoke', device='cpu', amp={amp!r}))\n"
+        "from lab2.ops.machine import plan_for\n"
+        f"step, why = plan_for(profile_config('smoke', device='cpu', amp={amp!r}))\n"
         "layout = torch.channels_last if step.channels_last else torch.contiguous_format\n"
         "for n, size in ((3, 16), (4, 64)):\n"
         "    w = torch.randn(16, 8, 1, 1).contiguous(memory_format=layout).requires_grad_()\n"
@@ -377,7 +378,7 @@ def test_the_cpu_layout_lab2_picks_survives_the_1x1_stride_2_convolution_backwar
         "    with step.autocast():\n"
         "        y = F.conv2d(x, w, stride=2)\n"
         "    y.float().sum().backward()\n"
-        "print('survived', step.why['precision'], step.channels_last)\n")
+        "print('survived', why['precision'], step.channels_last)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and "survived" in done.stdout, (done.returncode, done.stderr)
@@ -416,7 +417,7 @@ def test_forced_precisions_and_mps(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(machine, "mps_available", lambda: True)
     assert machine.resolve_device("auto").type == "mps"
-    from lab2.config import resolve_profile
+    from lab2.ops.machine import resolve_profile
     assert resolve_profile("auto", announce=False) == "quick"    # full stays a CUDA profile
     monkeypatch.setattr(machine, "mps_available", lambda: False)
     assert machine.resolve_device("auto").type == "cpu"
@@ -534,8 +535,8 @@ def test_a_model_torch_compile_cannot_compile_is_one_line_saying_to_train_withou
 
 
 def test_a_path_in_a_command_lab2_prints_is_quoted_for_the_shell(tmp_path, monkeypatch):
-    from lab2.data import audit_dataset
-    from lab2.notices import shell_word
+    from lab2.ops.audit import audit_dataset
+    from lab2.ops.console import shell_word
     root = tmp_path / "course data" / "pets"
     with pytest.raises(FileNotFoundError) as error:
         audit_dataset(root)
@@ -593,11 +594,11 @@ def test_ctrl_c_says_how_to_continue_whether_or_not_an_epoch_was_saved(
     assert is_finished(out)
 
 
-def test_step_records_its_choices():
-    step = Step.for_config(profile_config("smoke", device="cpu", amp="off"))
-    assert step.amp is None and step.why["precision"] == "fp32"
-    assert not step.scaler().is_enabled()
-    assert Step.for_config(profile_config("smoke", device="cpu", amp="fp16")).scaler().is_enabled()
+def test_the_device_plan_records_its_choices():
+    plan, why = plan_for(profile_config("smoke", device="cpu", amp="off"))
+    assert plan.amp is None and why["precision"] == "fp32"
+    assert not plan.scaler().is_enabled()
+    assert plan_for(profile_config("smoke", device="cpu", amp="fp16"))[0].scaler().is_enabled()
 
 
 # ---- where an installed package writes, and the main job without make ---------------------
@@ -623,7 +624,7 @@ def test_an_installed_package_writes_under_the_current_folder_not_site_packages(
                    capture_output=True)
     work = tmp_path / "work"
     work.mkdir()
-    code = ("import json, lab2.paths as p; print(json.dumps([str(p.runs_dir()), "
+    code = ("import json, lab2.ops.paths as p; print(json.dumps([str(p.runs_dir()), "
             "str(p.default_data_root()), str(p.figures_dir()), p.source_checkout() is None, "
             "p.notebooks_dir() is None, p.__file__]))")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAB2_")}
@@ -638,16 +639,16 @@ def test_an_installed_package_writes_under_the_current_folder_not_site_packages(
 
 
 def test_report_runs_the_experiment_then_the_four_notebooks(tmp_path, monkeypatch, capsys):
-    import lab2.report.runner as report_module
+    import lab2.ops.runner as report_module
     executed = []
     monkeypatch.setattr(report_module, "run_notebooks", lambda paths: executed.extend(paths))
     monkeypatch.setenv("LAB2_HOME", str(tmp_path))
     for name in ("LAB2_DATA_DIR", "LAB2_SAMPLE_DIR", "LAB2_PROFILE"):
         monkeypatch.setenv(name, "")       # restored after the test (report sets them)
-    from lab2.data import make_sample_dataset
+    from lab2.ops.sample import make_sample_dataset
     sample = tmp_path / "sample"
     make_sample_dataset(sample, n_trainval=30, n_test=10, size=64, progress=False)
-    import lab2.experiment as experiment_module
+    import lab2.ops.experiment as experiment_module
     original = experiment_module.run_experiment
     monkeypatch.setattr(experiment_module, "run_experiment", lambda profile, root, **kw: original(
         profile, root, progress=False, epochs=1, base_channels=4, max_train_samples=8,
@@ -663,9 +664,9 @@ def test_report_runs_the_experiment_then_the_four_notebooks(tmp_path, monkeypatc
 
 
 def test_report_uses_several_gpus_as_experiment_does(tmp_path, monkeypatch):
-    import lab2.experiment as experiment_module
+    import lab2.ops.experiment as experiment_module
     monkeypatch.setenv("LAB2_HOME", str(tmp_path))
-    from lab2.data import make_sample_dataset
+    from lab2.ops.sample import make_sample_dataset
     make_sample_dataset(tmp_path / "sample", n_trainval=30, n_test=10, size=64, progress=False)
     asked = {}
 
@@ -681,7 +682,7 @@ def test_report_uses_several_gpus_as_experiment_does(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_notebooks_are_executed_and_saved_in_place(tmp_path, monkeypatch):
-    from lab2.report.runner import run_notebooks
+    from lab2.ops.runner import run_notebooks
     notebook = tmp_path / "01_data_inspection.ipynb"
     shutil.copy(PROJECT / "notebooks" / "01_data_inspection.ipynb", notebook)
     monkeypatch.setenv("LAB2_PROFILE", "smoke")
@@ -712,7 +713,7 @@ def test_a_notebook_keeps_only_the_widgets_of_its_last_run(tmp_path):
     # notebook's metadata and never removed it: 1,800 lines a later run no longer shows
     import nbformat
 
-    from lab2.report.runner import run_notebooks
+    from lab2.ops.runner import run_notebooks
     notebook = small_notebook(tmp_path / "n.ipynb", "print('no widget')")
     earlier = nbformat.read(notebook, as_version=4)
     earlier.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {
@@ -730,7 +731,7 @@ def test_notebooks_run_in_this_python_whatever_python3_kernel_is_registered(tmp_
     import nbformat
     from jupyter_client.kernelspec import KernelSpecManager
 
-    from lab2.report.runner import run_notebooks
+    from lab2.ops.runner import run_notebooks
     spec = tmp_path / "jupyter" / "kernels" / "python3"
     spec.mkdir(parents=True)
     another = str(tmp_path / "another-python")
@@ -757,7 +758,7 @@ def test_a_notebook_kernel_is_shut_down_without_an_interrupt(tmp_path, monkeypat
 
     from jupyter_client import AsyncKernelManager
 
-    from lab2.report.runner import run_notebooks
+    from lab2.ops.runner import run_notebooks
     sent, original = [], AsyncKernelManager._async_signal_kernel
 
     async def signal_kernel(self, signum):
@@ -770,7 +771,7 @@ def test_a_notebook_kernel_is_shut_down_without_an_interrupt(tmp_path, monkeypat
 
 def test_a_failing_notebook_is_one_line_naming_its_cell_and_is_left_as_it_was(tmp_path,
                                                                              monkeypatch, capsys):
-    import lab2.report.runner as runner
+    import lab2.ops.runner as runner
     notebook = small_notebook(tmp_path / "n.ipynb", "x = 1", "def f():\n    return x / 0\nf()")
     before = notebook.read_bytes()
     monkeypatch.setattr(runner, "notebook_paths", lambda: [notebook])
@@ -788,10 +789,10 @@ def test_each_notebook_says_which_python_its_kernel_is_when_lab2_is_not_there(tm
                    if c.cell_type == "code")
               for p in sorted((PROJECT / "notebooks").glob("0*.ipynb"))}
     assert len(firsts) == 1                        # the same first cell in all four
-    code = "\n".join(line for line in firsts.pop().splitlines() if not line.startswith("%"))
-    # -I -S: a Python without the site-packages lab2 is installed in (another kernel's)
-    result = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=tmp_path,
-                            capture_output=True, text=True)
+    # a kernel runs in the notebooks' folder; -E -S: a Python without the site-packages lab2 is
+    # installed in (another kernel's), which still finds lab2_setup.py beside the notebooks
+    result = subprocess.run([sys.executable, "-E", "-S", "-c", firsts.pop()],
+                            cwd=PROJECT / "notebooks", capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         f"RuntimeError: No module named 'lab2' in {sys.executable}: choose lab2's environment "
@@ -843,7 +844,7 @@ def windows_in_use(winerror=32):
 @pytest.fixture
 def renames(monkeypatch):
     """``os.replace`` failing as on Windows for the first ``fails`` renames that ``which``
-    selects (all if None); lab2.atomic's waits are recorded, not slept."""
+    selects (all if None); lab2.ops.atomic's waits are recorded, not slept."""
     state = {"fails": None, "which": lambda source: True, "tries": 0, "waits": 0.0}
     clock = [0.0]
     real = os.replace
@@ -899,7 +900,7 @@ def test_a_permission_error_that_is_not_windows_in_use_is_not_retried(tmp_path, 
 
 def test_a_cache_folder_a_scanner_holds_for_a_moment_on_windows_is_still_put_in_place(
         sample_root, tmp_path, monkeypatch, renames):
-    from lab2.data import build_cache
+    from lab2.ops.cache import build_cache
     monkeypatch.setenv("LAB2_CACHE_DIR", str(tmp_path / "cache"))
     renames["fails"], renames["which"] = 1, Path.is_dir      # the finished folder's rename
     cache = build_cache(sample_root, 32, None, progress=False, workers=1)
@@ -916,7 +917,7 @@ def cgroup_tree(root, files):
 
 
 def test_the_cpu_quota_is_the_smallest_of_the_group_and_the_groups_above(tmp_path):
-    from lab2.processes import cgroup_cpu_limit
+    from lab2.ops.processes import cgroup_cpu_limit
     v2 = cgroup_tree(tmp_path / "v2", {"kubepods/cpu.max": "200000 100000\n",
                                        "kubepods/pod1/cpu.max": "max 100000\n",
                                        "kubepods/pod1/box/cpu.max": "350000 100000\n"})
@@ -934,7 +935,7 @@ def test_the_cpu_quota_is_the_smallest_of_the_group_and_the_groups_above(tmp_pat
 
 
 def test_usable_cpus_rounds_a_quota_up_and_never_exceeds_the_affinity(monkeypatch):
-    from lab2 import processes
+    from lab2.ops import processes
     monkeypatch.setattr(processes.os, "process_cpu_count", lambda: 8, raising=False)
     for limit, expected in ((None, 8), (1.5, 2), (0.5, 1), (64.0, 8)):
         monkeypatch.setattr(processes, "cgroup_cpu_limit", lambda limit=limit: limit)
@@ -950,7 +951,7 @@ def in_subprocess(code: str, prefix=()) -> str:
 @pytest.mark.skipif(not shutil.which("taskset") or (os.cpu_count() or 1) < 2,
                     reason="needs taskset and two cores")
 def test_usable_cpus_follows_the_affinity_of_a_real_process():
-    code = "from lab2.processes import usable_cpus; print(usable_cpus())"
+    code = "from lab2.ops.processes import usable_cpus; print(usable_cpus())"
     assert in_subprocess(code, ["taskset", "-c", "0"]) == "1"
 
 
@@ -980,7 +981,7 @@ def test_usable_cpus_follows_a_real_containers_cpu_quota():
     if group is None:
         pytest.skip("cannot make a cgroup with a CPU quota here (needs root and cgroups)")
     try:
-        code = "from lab2.processes import *; print(usable_cpus(), cgroup_cpu_limit())"
+        code = "from lab2.ops.processes import *; print(usable_cpus(), cgroup_cpu_limit())"
         done = subprocess.run(["sh", "-c", f'echo $$ > "{group}/cgroup.procs" && exec "$0" -c '
                                '"$1"', sys.executable, code], capture_output=True, text=True,
                               cwd=PROJECT)
@@ -997,9 +998,9 @@ def test_pytorch_threads_are_lowered_to_the_usable_cores_unless_omp_num_threads_
     monkeypatch.setenv("OMP_NUM_THREADS", "")
     try:
         torch.set_num_threads(2)
-        step = Step.for_config(profile_config("smoke", device="cpu"))
-        assert torch.get_num_threads() == 1 and step.why["cpu_threads"] == 1
-        assert "lowered" in step.why["cpu_threads_why"]
+        _, why = plan_for(profile_config("smoke", device="cpu"))
+        assert torch.get_num_threads() == 1 and why["cpu_threads"] == 1
+        assert "lowered" in why["cpu_threads_why"]
         torch.set_num_threads(2)
         monkeypatch.setenv("OMP_NUM_THREADS", "2")
         assert machine.fit_cpu_threads() == (2, "OMP_NUM_THREADS")
@@ -1009,8 +1010,8 @@ def test_pytorch_threads_are_lowered_to_the_usable_cores_unless_omp_num_threads_
 
 
 def test_the_cache_build_starts_one_worker_per_usable_core(sample_root, tmp_path, monkeypatch):
-    from lab2.data import build_cache
-    from lab2.data import cache as cache_module
+    from lab2.ops import cache as cache_module
+    from lab2.ops.cache import build_cache
     asked = []
 
     def pool(workers, *args, **kwargs):
@@ -1025,7 +1026,7 @@ def test_the_cache_build_starts_one_worker_per_usable_core(sample_root, tmp_path
 
 
 def test_a_windows_pool_stops_at_61_workers(monkeypatch):
-    from lab2 import processes
+    from lab2.ops import processes
     monkeypatch.setattr(sys, "platform", "win32")
     with processes.worker_pool(128, "test") as pool:
         assert pool._max_workers == processes.WINDOWS_MAX_WORKERS == 61
@@ -1042,8 +1043,8 @@ def test_a_cache_build_whose_worker_is_killed_is_one_line_and_keeps_nothing(samp
                                                                             monkeypatch):
     # the out-of-memory killer's SIGKILL in a worker: the executor's own words said neither
     # what stopped nor what to do
-    from lab2.data import build_cache
-    from lab2.data import cache as cache_module
+    from lab2.ops import cache as cache_module
+    from lab2.ops.cache import build_cache
     monkeypatch.setattr(cache_module, "_fill_row", killed_by_the_system)
     with pytest.raises(RuntimeError) as error:
         build_cache(sample_root, 32, None, cache_root=tmp_path, workers=2, progress=False)
@@ -1137,10 +1138,11 @@ def test_lab2_follows_windows_rules_for_open_files(sample_root, tmp_path, monkey
     sample (each twice where the second replaces files) under Windows' file rules, simulated for
     this process: no flush of a read-only descriptor, no rename or delete of an open or mapped
     file. The cache build used to flush read-only descriptors."""
-    from lab2.data import build_cache, make_sample_dataset
-    from lab2.evaluate import evaluate_checkpoint
-    from lab2.experiment import run_experiment
-    from lab2.predict import predict_files
+    from lab2.ops.cache import build_cache
+    from lab2.ops.evaluation import evaluate_checkpoint
+    from lab2.ops.experiment import run_experiment
+    from lab2.ops.predict import predict_files
+    from lab2.ops.sample import make_sample_dataset
     monkeypatch.setenv("LAB2_CACHE_DIR", str(tmp_path / "cache"))
     assert build_cache(sample_root, 32, None, progress=False, workers=1) is not None
     config = profile_config("smoke", **{**SMOKE, "epochs": 1, "image_size": 32}, num_workers=0)
@@ -1184,7 +1186,7 @@ def test_lab2s_pools_do_not_fork_a_process_running_threads(monkeypatch):
     # that to fork)
     import multiprocessing as mp
 
-    from lab2.processes import pool_context
+    from lab2.ops.processes import pool_context
     mp.RLock()
     assert pool_context().get_start_method() == "forkserver"
     monkeypatch.setattr(sys, "platform", "darwin")
@@ -1210,7 +1212,7 @@ CUDA126_ARCHS = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
     ((7, 0), [], True),                 # a build that does not say
 ])
 def test_which_gpus_a_pytorch_build_has_kernels_for(capability, archs, runs):
-    from lab2.gpus import has_kernels_for
+    from lab2.ops.gpus import has_kernels_for
     assert has_kernels_for(capability, archs) is runs
 
 
@@ -1245,9 +1247,9 @@ def test_a_cpu_only_pytorch_beside_an_nvidia_gpu_is_named_with_the_install_comma
         tmp_path, monkeypatch):
     """pip's PyTorch on Windows is built without CUDA: the auto profile trained `quick` on the
     CPU beside an idle GPU, saying only "NO GPU"."""
-    from lab2 import gpus
-    from lab2.config import resolve_profile
     from lab2.notices import ProfileWarning
+    from lab2.ops import gpus
+    from lab2.ops.machine import resolve_profile
     smi = tmp_path / "nvidia-smi"
     smi.write_text("#!/bin/sh\necho 'NVIDIA GeForce RTX 3060, 8.6'\n", encoding="utf-8")
     smi.chmod(0o755)

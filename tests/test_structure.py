@@ -1,5 +1,6 @@
-"""The shape of the package: imports without cycles, a training core that needs no plotting or
-widget library, and a command line whose help is fast."""
+"""The shape of the package: a core a student reads that imports nothing of the machinery around
+it, imports without cycles, a training core that needs no plotting or widget library, and a
+command line whose help is fast."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from typing import Literal
 
 import pytest
 
-from lab2 import cli
 from lab2.config import TrainConfig, setting
+from lab2.ops import cli
 
 PACKAGE = Path(__file__).resolve().parent.parent / "lab2"
 
@@ -30,22 +31,30 @@ def is_module(name: str) -> bool:
         (PACKAGE.parent / relative / "__init__.py").is_file()
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module → the lab2 modules it imports anywhere in its text (also inside functions)."""
+def import_graph(package: Path = PACKAGE, *, outside: bool = False) -> dict[str, set[str]]:
+    """Module → the lab2 modules it imports anywhere in its text (also inside functions); with
+    ``outside``, the top-level names of the other packages it imports instead."""
     graph: dict[str, set[str]] = {}
-    for path in PACKAGE.rglob("*.py"):
-        name = module_name(path)
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        package_of = name if path.name == "__init__.py" else name.rpartition(".")[0]
         targets = set()
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
-                targets |= {a.name for a in node.names if a.name.startswith("lab2")}
+                names = [a.name for a in node.names]
+                targets |= ({n.partition(".")[0] for n in names if not n.startswith("lab2")}
+                            if outside else {n for n in names if n.startswith("lab2")})
             elif isinstance(node, ast.ImportFrom):
                 if node.level:
-                    base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = package_of.split(".")[:len(package_of.split(".")) - node.level + 1]
                     base = ".".join(base + ([node.module] if node.module else []))
                 else:
                     base = node.module or ""
+                if outside:
+                    if not base.startswith("lab2") and base != "__future__":
+                        targets.add(base.partition(".")[0])
+                    continue
                 if not base.startswith("lab2"):
                     continue
                 for alias in node.names:
@@ -79,10 +88,55 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_sees_real_imports():
     graph = import_graph()
-    assert "lab2.evaluate" in graph["lab2.train"]
-    assert "lab2.data.loaders" in graph["lab2.evaluate"]
-    assert "lab2.atomic" in graph["lab2.data.cache"]        # from .. import atomic
+    assert "lab2.train" in graph["lab2.ops.trainer"]
+    assert "lab2.ops.loaders" in graph["lab2.ops.evaluation"]
+    assert "lab2.ops.atomic" in graph["lab2.ops.cache"]        # from . import atomic
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert "torch" in import_graph(outside=True)["lab2.train"]
+
+
+# ---- the rule: the core imports nothing of the machinery ----------------------------------------
+
+#: The packages of the field the core may import, besides the standard library and itself
+#: (ipywidgets: the notebooks' prediction browser).
+FIELD_PACKAGES = {"torch", "torchvision", "albumentations", "cv2", "numpy", "PIL", "matplotlib",
+                  "tqdm", "ipywidgets"}
+
+
+def is_core(module: str) -> bool:
+    """The core is every module of lab2 but the machinery (``lab2.ops``) and the entry point of
+    ``python -m lab2`` (the command line's)."""
+    return not (module == "lab2.ops" or module.startswith("lab2.ops.")
+                or module == "lab2.__main__")
+
+
+def rule_breaks(graph: dict[str, set[str]], outside: dict[str, set[str]]) -> list[str]:
+    """Each import of a core module that the rule forbids: of the machinery, or of a package
+    that is neither the standard library nor one of :data:`FIELD_PACKAGES`."""
+    allowed = FIELD_PACKAGES | set(sys.stdlib_module_names)
+    return sorted([f"{m} imports {t}" for m, targets in graph.items() if is_core(m)
+                   for t in targets if not is_core(t)]
+                  + [f"{m} imports {t}" for m, targets in outside.items() if is_core(m)
+                     for t in targets if t not in allowed])
+
+
+def test_no_core_module_imports_the_machinery_or_a_package_outside_the_field():
+    assert rule_breaks(import_graph(), import_graph(outside=True)) == []
+
+
+@pytest.mark.parametrize("added", ["from .ops.atomic import write_json",
+                                   "import lab2.ops.locks", "import filelock"])
+def test_the_rule_finds_an_import_that_breaks_it_even_inside_a_function(tmp_path, added):
+    import shutil
+    copy = tmp_path / "lab2"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    metrics = copy / "metrics.py"
+    metrics.write_text(metrics.read_text(encoding="utf-8") + f"\n\ndef later():\n    {added}\n",
+                       encoding="utf-8")
+    target = added.split()[1].replace(".ops", "lab2.ops") if added.startswith("from") \
+        else added.split()[1]
+    assert rule_breaks(import_graph(copy), import_graph(copy, outside=True)) == [
+        f"lab2.metrics imports {target.partition('.')[0] if target == 'filelock' else target}"]
 
 
 def test_no_module_imports_one_that_imports_it_back():
@@ -91,7 +145,7 @@ def test_no_module_imports_one_that_imports_it_back():
 
 def test_evaluation_does_not_depend_on_training():
     graph = import_graph()
-    assert "lab2.train" not in graph["lab2.evaluate"]
+    assert "lab2.ops.trainer" not in graph["lab2.ops.evaluation"]
     assert not any(t.startswith("lab2.report") for t in graph["lab2.data.dataset"])
     assert "lab2.data.summary" not in graph["lab2.data.dataset"]
 
@@ -105,14 +159,15 @@ def loaded_after(imports: str, modules: tuple[str, ...]) -> list[str]:
 
 
 def test_the_training_core_imports_neither_matplotlib_nor_ipywidgets():
-    assert loaded_after("import lab2.cli, lab2.train, lab2.evaluate, lab2.experiment, "
-                        "lab2.predict, lab2.runs, lab2.data.loaders, lab2.report.runner",
+    assert loaded_after("import lab2.ops.cli, lab2.ops.trainer, lab2.ops.evaluation, "
+                        "lab2.ops.experiment, lab2.predict, lab2.ops.runs, lab2.ops.loaders, "
+                        "lab2.ops.runner",
                         ("matplotlib", "ipywidgets")) == []
 
 
 def test_help_does_not_import_torch():
     code = ("import sys\n"
-            "from lab2 import cli\n"
+            "from lab2.ops import cli\n"
             "for command in ([], ['train'], ['experiment']):\n"
             "    try:\n"
             "        cli.main(command + ['--help'])\n"
@@ -127,8 +182,7 @@ def test_help_does_not_import_torch():
 def test_cache_and_audit_workers_import_neither_torch_nor_albumentations():
     """Under spawn (Windows, macOS) each pool worker imports its module afresh: with PyTorch it
     took 436 MiB instead of 42 (benchmarks/worker_memory.py)."""
-    assert loaded_after("import lab2.data.cache, lab2.data.audit\n"
-                        "from lab2.data import build_cache, audit_dataset",
+    assert loaded_after("import lab2.ops.cache, lab2.ops.audit, lab2.data.audit",
                         ("torch", "albumentations")) == []
 
 

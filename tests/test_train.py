@@ -9,16 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from lab2 import cli
-from lab2.checkpoint import load_checkpoint
 from lab2.config import TrainConfig, profile_config
-from lab2.data import OxfordPetSegmentation, fingerprint, make_sample_dataset
-from lab2.evaluate import evaluate_checkpoint, load_trained_model
-from lab2.experiment import REPORTED_DICE, load_results, run_experiment
 from lab2.metrics import DiceMeter
-from lab2.predict import predict_files, predict_probability
-from lab2.runs import read_history
-from lab2.train import LossGuard, NonFiniteLossError, compile_model, train
+from lab2.ops import cli, fingerprint
+from lab2.ops.checkpoint import load_checkpoint
+from lab2.ops.evaluation import evaluate_checkpoint, load_trained_model
+from lab2.ops.experiment import REPORTED_DICE, load_results, run_experiment
+from lab2.ops.loaders import open_dataset
+from lab2.ops.predict import predict_files
+from lab2.ops.runs import read_history
+from lab2.ops.sample import make_sample_dataset
+from lab2.ops.trainer import LossGuard, compile_model, train
+from lab2.predict import predict_probability
+from lab2.train import NonFiniteLossError
 
 SMOKE = dict(image_size=64, base_channels=4, epochs=3, batch_size=4, max_train_samples=12,
              max_eval_samples=6, num_workers=0, device="cpu")   # exact resume is a CPU property
@@ -42,7 +45,7 @@ def trained(tmp_path_factory, sample_root):
 
 def all_foreground_dice(root, size: int) -> float:
     meter = DiceMeter()
-    ds = OxfordPetSegmentation(root, "val", size, progress=False)
+    ds = open_dataset(root, "val", size, progress=False)
     for i in range(len(ds)):
         mask = ds[i][1]
         meter.update(torch.ones_like(mask)[None], mask[None])
@@ -79,7 +82,7 @@ def test_run_folder_holds_config_history_checkpoints_and_provenance(trained):
 
 def test_the_code_stamp_of_a_table_keeps_saying_the_code_was_changed():
     # results.md cut the hash to 12 characters and with it the "+dirty" of uncommitted changes
-    from lab2.runs import short_commit
+    from lab2.ops.runs import short_commit
     commit = "0c7784b01f51" + "a" * 28
     assert short_commit(commit) == "0c7784b01f51"
     assert short_commit(commit + "+dirty") == "0c7784b01f51+dirty"
@@ -92,7 +95,7 @@ def test_re_executed_notebooks_do_not_make_the_code_stamp_dirty(tmp_path, monkey
     import shutil
     import subprocess
 
-    import lab2.runs as runs_module
+    import lab2.ops.runs as runs_module
     if shutil.which("git") is None:
         pytest.skip("needs git")
     for name in ("lab2/train.py", "notebooks/03_training.ipynb"):
@@ -205,7 +208,7 @@ def test_an_existing_run_is_not_overwritten_without_resume(trained):
 def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
         sample_root, tmp_path, monkeypatch, device):
     # on CUDA the guard reads the loss one step late (LossGuard); the outcome is the same
-    import lab2.train as train_module
+    import lab2.ops.trainer as train_module
     built = []
     original = train_module.model_for
     monkeypatch.setattr(train_module, "model_for",
@@ -362,12 +365,12 @@ def test_predict_says_how_to_read_an_iphone_heic_photo(trained, tmp_path):
 
 
 def test_prediction_sees_what_evaluation_sees(trained, sample_root):
-    from lab2.data.loaders import build_datasets
-    from lab2.machine import Step
+    from lab2.ops.loaders import build_datasets
+    from lab2.ops.machine import plan_for
     model, config, _ = load_trained_model(trained / "best.pt")
     dataset = build_datasets(config, sample_root, splits=("test",), progress=False)["test"]
     image, mask, _ = dataset[0]
-    images, _ = Step.for_config(config).inputs(image[None], mask[None])
+    images, _ = plan_for(config)[0].inputs(image[None], mask[None])
     with torch.no_grad():
         expected = model(images).softmax(1)[0, 1].numpy()
     resized = dataset.read_resized(0)[0]                       # already at the training size
@@ -389,7 +392,7 @@ def test_cli_train_evaluate_predict(sample_root, tmp_path, capsys, monkeypatch):
     assert "resnet34_unet_raw: best validation Dice " in printed
     assert "(synthetic sample); run in" in printed and "split of the synthetic sample" in printed
     assert "resnet34_unet_raw (synthetic sample): 100%" in bars and "val_dice=" in bars
-    name = OxfordPetSegmentation(sample_root, "test", None, progress=False).names[0]
+    name = open_dataset(sample_root, "test", None, progress=False).names[0]
     image = sample_root / "oxford-iiit-pet" / "images" / f"{name}.jpg"
     assert cli.main(["predict", "--checkpoint", str(out / "best.pt"), str(image),
                      "--out", str(tmp_path / "p")]) == 0
@@ -438,7 +441,7 @@ def test_experiment_trains_four_models_writes_table_1_and_skips_finished_runs(
     assert len(results) == 4 and len(histories) == 4
     assert all(0 <= r["dice"] <= 1 for r in results)
 
-    import lab2.experiment as experiment_module
+    import lab2.ops.experiment as experiment_module
     monkeypatch.setattr(experiment_module, "train",
                         lambda *a, **k: pytest.fail("a finished run was trained again"))
     again, _ = run_experiment("smoke", sample_root, tmp_path / "exp", progress=False, **tiny)

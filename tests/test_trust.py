@@ -13,8 +13,8 @@ import pytest
 import torch
 from cli_output import one_line_error
 
-from lab2 import atomic, cli
 from lab2.config import profile_config
+from lab2.ops import atomic, cli
 
 SMOKE = dict(image_size=64, base_channels=4, epochs=1, batch_size=4, max_train_samples=8,
              max_eval_samples=4, num_workers=0, device="cpu")
@@ -34,7 +34,7 @@ def train_command(root, out, *extra) -> list[str]:
 def test_a_full_disk_at_the_first_save_does_not_advise_resume(sample_root, tmp_path,
                                                                monkeypatch, capsys):
     """Nothing was saved before the first checkpoint: --resume would be refused."""
-    import lab2.checkpoint as checkpoint_module
+    import lab2.ops.checkpoint as checkpoint_module
 
     def full(state, path):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -92,7 +92,7 @@ def test_a_real_file_size_limit_at_a_checkpoint_save_is_named(tmp_path):
     import sys
     code = ("import resource, sys, torch; "
             "resource.setrlimit(resource.RLIMIT_FSIZE, (100000, 100000)); "
-            "from lab2.checkpoint import save_checkpoint; "
+            "from lab2.ops.checkpoint import save_checkpoint; "
             "save_checkpoint(sys.argv[1], {'model': torch.zeros(100000), 'config': {}, "
             "'epoch': 1})")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "last.pt")],
@@ -106,13 +106,13 @@ def test_a_real_file_size_limit_at_a_checkpoint_save_is_named(tmp_path):
 
 @pytest.fixture
 def small_root(tmp_path):
-    from lab2.data import make_sample_dataset
+    from lab2.ops.sample import make_sample_dataset
     make_sample_dataset(tmp_path / "data", n_trainval=20, n_test=6, size=64, progress=False)
     return tmp_path / "data"
 
 
 def folder_of(root) -> Path:
-    from lab2.paths import dataset_dir
+    from lab2.data.index import dataset_dir
     return dataset_dir(root)
 
 
@@ -135,9 +135,9 @@ def test_an_image_over_the_pixel_limit_is_called_too_large_not_truncated(small_r
                                                                           monkeypatch):
     from PIL import Image
 
-    from lab2.data import audit_dataset
     from lab2.data.index import load_split
     from lab2.data.reading import SKIPPED, check_image
+    from lab2.ops.audit import audit_dataset
     name = load_split(small_root, "train")[0].name
     path = folder_of(small_root) / "images" / f"{name}.jpg"
     Image.new("RGB", (300, 200)).save(path, format="JPEG")
@@ -182,7 +182,7 @@ def test_predict_segments_the_readable_photos_of_a_folder_and_names_the_broken_o
     import numpy as np
     from PIL import Image
 
-    from lab2.train import train
+    from lab2.ops.trainer import train
     train(smoke(), small_root, tmp_path / "run", progress=False)
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -208,8 +208,8 @@ def test_a_broken_results_json_is_one_line_naming_the_command_that_rewrites_it(t
     """Truncated by a copy, or edited by hand: a JSONDecodeError (or KeyError) traceback in
     notebook 04 before; now one line lab2 raises itself (a notebook shows it as that line)."""
 
-    from lab2.experiment import load_experiment
-    from lab2.report.context import raised_by_lab2
+    from lab2.ops.experiment import load_experiment
+    from lab2.ops.notebook import raised_by_lab2
     out = tmp_path / "exp"
     out.mkdir()
     (out / "experiment.json").write_text(json.dumps(
@@ -256,7 +256,7 @@ def damage_weights(path: Path, n: int = 400) -> None:
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, sample_root):
-    from lab2.train import train
+    from lab2.ops.trainer import train
     out = tmp_path_factory.mktemp("damage") / "unet_raw"
     train(smoke(epochs=1), sample_root, out, progress=False)
     return out
@@ -298,7 +298,7 @@ def test_a_damaged_best_pt_that_last_pt_cannot_rebuild_says_to_train_again(run_c
 def test_the_experiment_tests_no_damaged_weights(run_copy, sample_root, tmp_path):
     """Its Table 1 row comes from best.pt rebuilt from last.pt (which holds the best epoch),
     the same numbers as from the intact file."""
-    from lab2.experiment import run_experiment
+    from lab2.ops.experiment import run_experiment
     tiny = dict(epochs=1, base_channels=4, max_train_samples=8, max_eval_samples=4,
                 image_size=64, batch_size=4, num_workers=0, device="cpu")
     intact, _ = run_experiment("smoke", sample_root, run_copy.parent, progress=False,
@@ -321,9 +321,9 @@ def test_resuming_a_damaged_last_pt_is_one_line_with_the_way_back(run_copy, caps
 def test_a_damaged_checkpoint_is_refused_where_a_table_reads_it(run_copy):
     """The notebooks' figures load weights through load_trained_model with the SHA-256 the table
     names: the file checked against it is checked entry by entry too."""
-    from lab2.atomic import file_sha256
-    from lab2.checkpoint import DamagedCheckpoint
-    from lab2.evaluate import load_trained_model
+    from lab2.ops.atomic import file_sha256
+    from lab2.ops.checkpoint import DamagedCheckpoint
+    from lab2.ops.evaluation import load_trained_model
     damage_weights(run_copy / "best.pt")
     with pytest.raises(DamagedCheckpoint):
         load_trained_model(run_copy / "best.pt", sha256=file_sha256(run_copy / "best.pt"))
@@ -339,8 +339,8 @@ def test_the_experiment_refuses_a_folder_named_for_a_run_it_does_not_hold(sample
                                                                           capsys):
     """`train --model unet --out e/unet_preprocessed` without --preprocess filled Table 1's row
     "UNet | yes" with the raw UNet (difference +0.0000)."""
-    from lab2.experiment import run_experiment
-    from lab2.runs import WrongRun
+    from lab2.ops.experiment import run_experiment
+    from lab2.ops.runs import WrongRun
     exp = tmp_path / "e"
     assert cli.main(train_command(sample_root, exp / "unet_preprocessed")) == 0
     with pytest.raises(WrongRun) as caught:
@@ -386,10 +386,10 @@ def test_tables_written_from_a_mislabelled_folder_are_refused_with_the_move_not_
     """A results.json that an earlier lab2 wrote from a mislabelled folder matches its files
     hash for hash: load_experiment (notebook 04) must say what is wrong, not show it, and not
     send the user to the experiment command as if the tables were merely out of date."""
-    import lab2.evaluate as evaluate_module
-    import lab2.experiment as experiment_module
-    from lab2.experiment import ResultsOutOfDate, load_experiment, run_experiment
-    from lab2.runs import WrongRun
+    import lab2.ops.evaluation as evaluate_module
+    import lab2.ops.experiment as experiment_module
+    from lab2.ops.experiment import ResultsOutOfDate, load_experiment, run_experiment
+    from lab2.ops.runs import WrongRun
     exp = tmp_path / "e"
     assert cli.main(train_command(sample_root, exp / "unet_preprocessed")) == 0
     monkeypatch.setattr(experiment_module, "_check_role", lambda *args: None)   # lab2 before
@@ -485,8 +485,8 @@ def test_a_run_resumed_with_another_thread_count_ends_with_the_same_weights(
     """`experiment --parallel 2` trains each run with 1 thread on 2 cores; the same command run
     again after a child was killed resumed it with 2: other sums, other weights. The count is
     now recorded in the checkpoint and restored on resume."""
-    import lab2.train as train_module
-    from lab2.checkpoint import load_checkpoint
+    import lab2.ops.trainer as train_module
+    from lab2.ops.checkpoint import load_checkpoint
     config = smoke(epochs=2, base_channels=8, max_train_samples=16, dropout_kind="element")
     threads(1)
     train_module.train(config, sample_root, tmp_path / "straight", progress=False)
@@ -516,8 +516,8 @@ def test_a_parallel_experiment_with_a_killed_run_resumes_it_to_the_same_weights(
 
     from interrupts import start_until
 
-    from lab2 import locks
-    from lab2.checkpoint import load_checkpoint
+    from lab2.ops import locks
+    from lab2.ops.checkpoint import load_checkpoint
     flags = ["--profile", "smoke", "--parallel", "2", "--epochs", "3", "--base-channels", "8",
              "--max-train-samples", "16", "--max-eval-samples", "4", "--device", "cpu",
              "--dropout-kind", "element"]
@@ -563,7 +563,7 @@ def user_files(folder: Path) -> dict[str, bytes]:
 
 
 def test_a_sample_with_other_settings_is_not_replaced_without_the_flag(tmp_path, capsys):
-    from lab2.data import make_sample_dataset
+    from lab2.ops.sample import make_sample_dataset
     make_sample_dataset(tmp_path, **SAMPLE_A)
     folder = folder_of(tmp_path)
     mine = user_files(folder)
@@ -583,9 +583,8 @@ def test_a_sample_with_other_settings_is_not_replaced_without_the_flag(tmp_path,
 @pytest.mark.parametrize("manifest_lists_files", [True, False])
 def test_overwrite_replaces_the_samples_files_and_keeps_the_users(tmp_path,
                                                                   manifest_lists_files):
-    from lab2.data import make_sample_dataset
     from lab2.data.index import load_split
-    from lab2.data.sample import MANIFEST
+    from lab2.ops.sample import MANIFEST, make_sample_dataset
     make_sample_dataset(tmp_path, **SAMPLE_A)
     folder = folder_of(tmp_path)
     if not manifest_lists_files:       # a sample written before manifests listed its files
@@ -609,8 +608,8 @@ class Killed(BaseException):
 
 def test_a_kill_between_moving_the_old_sample_aside_and_the_new_one_in_loses_nothing(
         tmp_path, monkeypatch):
-    from lab2.data import make_sample_dataset
-    from lab2.data import sample as sample_module
+    from lab2.ops import sample as sample_module
+    from lab2.ops.sample import make_sample_dataset
     make_sample_dataset(tmp_path, **SAMPLE_A)
     folder = folder_of(tmp_path)
     mine = user_files(folder)
@@ -632,8 +631,8 @@ def test_a_kill_between_moving_the_old_sample_aside_and_the_new_one_in_loses_not
 
 
 def test_overwrite_refuses_when_a_users_file_sits_where_the_new_sample_writes(tmp_path):
-    from lab2.data import make_sample_dataset
     from lab2.data.index import load_split
+    from lab2.ops.sample import make_sample_dataset
     make_sample_dataset(tmp_path, **SAMPLE_B)
     names = [r.name for r in load_split(tmp_path, "trainval")]
     make_sample_dataset(tmp_path / "a", **SAMPLE_A)   # which names does sample A not have?

@@ -11,42 +11,29 @@
 And the split lists: an id listed twice, an id of ``test.txt`` also in ``trainval.txt``, and
 listed images with the same bytes under two ids (from the hashes the fingerprint computes
 anyway). A test image also trained or validated on — by its id or by its bytes — would make
-Table 1 measure the network on what it learned: :func:`refuse_leaks` stops ``train`` and
-``experiment`` there.
+Table 1 measure the network on what it learned: :func:`lab2.ops.audit.refuse_leaks` stops
+``train`` and ``experiment`` there.
 
 JPEGs that libjpeg decodes with a warning only ("extraneous bytes before marker") decode to full
 images and count as ok.
 
-The result is cached in the data root's cache folder (``<root>/cache/audit-<fingerprint>.json``,
-or under ``$LAB2_CACHE_DIR``), keyed by the data set's fingerprint (:mod:`lab2.data.fingerprint`,
-the names and contents of its files), so data sets built on the data do not decode every image
-again. Where that folder cannot be written (a read-only data root without ``LAB2_CACHE_DIR``) the
-audit still runs, with a warning that it is not saved.
+The commands keep the result (:func:`lab2.ops.audit.audit_dataset`), so data sets built on the
+data do not decode every image again.
 """
 
 from __future__ import annotations
 
-import json
-import logging
+import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .. import atomic
-from ..notices import shell_word
-from ..paths import cache_dir, dataset_dir
-from ..processes import usable_cpus, worker_pool
-from .download import check_extracted
-from .fingerprint import dataset_fingerprint, file_hashes
 from .index import listed_twice, read_list, shared_names
 from .reading import IGNORED, RECOVERED, SKIPPED, check_image, check_trimap, image_size_of
 
-#: 2: the split lists' faults (ids listed twice or in both lists, images with the same bytes).
-AUDIT_VERSION = 2
-log = logging.getLogger(__name__)
 ACTIONS = {
     RECOVERED: "read and converted to RGB",
     SKIPPED: "excluded from every split",
@@ -185,23 +172,6 @@ def _first_five(items: list[str]) -> str:
     return ", ".join(items[:5]) + (f" and {len(items) - 5} more" if len(items) > 5 else "")
 
 
-class SplitLeak(ValueError):
-    """The split lists put a test image into training or validation."""
-
-
-def refuse_leaks(report: AuditReport, root) -> None:
-    """Raise :class:`SplitLeak` when a test image is also trained or validated on, by its id or
-    by its bytes (Table 1's Dice would be measured on images the network learned): it trained
-    and tested without a word before."""
-    leaks = report.leaks()
-    if leaks:
-        raise SplitLeak(
-            f"the splits of {report.folder} put test images into training or validation: "
-            f"{'; '.join(leaks)}; take each out of one of the lists (the official ones share "
-            f"none: python -m lab2 download restores them), and see them all with: python -m "
-            f"lab2 audit --root {shell_word(root)}")
-
-
 def _list_faults(annotations: Path, hashes: dict, skipped: frozenset[str]) -> dict:
     """The split lists' faults (:attr:`AuditReport.lists`); ``hashes``: name → (size, SHA-256)
     of every file (the fingerprint's, already computed)."""
@@ -279,7 +249,7 @@ def _listed_names(annotations: Path) -> list[str]:
     return list(names)
 
 
-def _check_sample(job: tuple[str, str, str | None]) -> list[tuple[str, str, str]]:
+def check_sample(job: tuple[str, str, str | None]) -> list[tuple[str, str, str]]:
     """Check one image file (and its trimap when the sample is listed) →
     [(file, status, problem)]."""
     folder, image_rel, trimap_rel = job
@@ -293,35 +263,17 @@ def _check_sample(job: tuple[str, str, str | None]) -> list[tuple[str, str, str]
     return found
 
 
-def _run(jobs: list, workers: int, progress: bool) -> Iterable[list]:
-    bar = dict(total=len(jobs), desc="audit", unit="img", disable=not progress, leave=False)
-    if workers <= 1 or len(jobs) < 4 * workers:
-        return tqdm(map(_check_sample, jobs), **bar)
-    with worker_pool(workers, "audit") as pool:
-        return list(tqdm(pool.map(_check_sample, jobs, chunksize=32), **bar))
-
-
-def audit_dataset(root: str | os.PathLike, *, progress: bool = True, workers: int | None = None,
-                  use_cache: bool = True) -> AuditReport:
-    """Classify every file of the data set under ``root``; see the module docstring."""
-    folder = dataset_dir(root)
+def audit_folder(folder: str | os.PathLike, *, fingerprint: str = "",
+                 hashes: dict[str, tuple[int, str]] | None = None,
+                 run: Callable[[list], Iterable[list]] | None = None,
+                 progress: bool = True) -> AuditReport:
+    """Classify every file of a data set folder (``<root>/oxford-iiit-pet``) and check its split
+    lists; see the module docstring. ``hashes``: file name → (size, SHA-256), for the images
+    with the same bytes (computed here when not given); ``run(jobs)``: what checks the images
+    (one after the other here; :func:`lab2.ops.audit.audit_dataset` spreads them over the CPU
+    cores and keeps the result)."""
+    folder = Path(folder)
     images, trimaps = folder / "images", folder / "annotations" / "trimaps"
-    if not images.is_dir() or not (folder / "annotations").is_dir():
-        raise FileNotFoundError(
-            f"no data set in {folder} (expected images/ and annotations/). Run "
-            f"`python -m lab2 download --root {shell_word(root)}` or `python -m lab2 sample "
-            f"--root {shell_word(root)}`.")
-    check_extracted(folder)
-    fingerprint = dataset_fingerprint(root)
-    cache = cache_dir(root) / f"audit-{fingerprint}.json"
-    if use_cache and cache.is_file():
-        try:
-            stored = json.loads(cache.read_text(encoding="utf-8"))
-            if stored.get("version") == AUDIT_VERSION and stored["fingerprint"] == fingerprint:
-                return AuditReport.from_dict(stored)
-        except (ValueError, KeyError):
-            pass  # unreadable cache: audit again
-
     listed = _listed_names(folder / "annotations")
     listed_set = set(listed)
     entries = [*_unusable(images, "images"), *_unusable(trimaps, "annotations/trimaps"),
@@ -347,19 +299,21 @@ def audit_dataset(root: str | os.PathLike, *, progress: bool = True, workers: in
         elif path.stem not in present:
             entries.append(AuditEntry(rel, IGNORED, "trimap without an image"))
 
-    for found in _run(jobs, workers or usable_cpus(), progress):
+    checked = (run or (lambda jobs: tqdm(map(check_sample, jobs), total=len(jobs), desc="audit",
+                                          unit="img", disable=not progress, leave=False)))(jobs)
+    for found in checked:
         entries.extend(AuditEntry(*f) for f in found)
     order = {SKIPPED: 0, RECOVERED: 1, IGNORED: 2}
     entries.sort(key=lambda e: (order[e.status], e.file))
     skipped = frozenset(e.name for e in entries if e.status == SKIPPED)
-    report = AuditReport(str(folder), fingerprint,
-                         sum(not _is_hidden(p.name) for p in image_files), len(listed), entries,
-                         _list_faults(folder / "annotations", file_hashes(root, progress=False),
-                                      skipped))
-    if use_cache:
-        try:
-            atomic.write_json(cache, {"version": AUDIT_VERSION, **report.to_dict()},
-                              fix="set LAB2_CACHE_DIR to a writable folder")
-        except atomic.StorageError as e:
-            log.warning("the audit is not saved and will run again next time: %s", e)
-    return report
+    if hashes is None:
+        hashes = {f"images/{p.name}": (p.stat().st_size,
+                                       hashlib.sha256(p.read_bytes()).hexdigest())
+                  for p in image_files if p.stem in listed_set}
+    return AuditReport(str(folder), fingerprint,
+                       sum(not _is_hidden(p.name) for p in image_files), len(listed), entries,
+                       _list_faults(folder / "annotations", hashes, skipped))
+
+
+__all__ = ["ACTIONS", "REPORTED_PROBLEM_FILES", "AuditEntry", "AuditReport", "audit_folder",
+           "check_sample", "escaped"]

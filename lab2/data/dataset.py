@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ..augment import reseed
-from ..notices import SkippedFilesWarning, shell_word
-from ..paths import dataset_dir
 from ..preprocess import PreprocessParams
 from ..preprocess import preprocess as run_chain
-from .audit import audit_dataset
-from .cache import SampleCache, find_cache
-from .index import Record, load_split
+from .index import Record, dataset_dir, load_split
 from .index import subset as subset_of
 from .masks import trimap_to_mask
 from .reading import read_example, read_trimap, trimap_path
 from .resize import as_hw, resize_pair
-
-#: Skipped samples named in the warning (the real data set has 9; the audit lists them all).
-NAMED_SKIPS = 12
 
 
 def to_tensors(image: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor,
@@ -51,26 +43,27 @@ class OxfordPetSegmentation(Dataset):
         border: what the trimap's border band becomes (see :func:`trimap_to_mask`).
         preprocess: ``False`` for raw images, ``True`` (or a :class:`PreprocessParams`) for the
             report's OpenCV chain, applied after resizing.
-        use_cache: read from the cache built by :func:`lab2.data.build_cache` for these settings
-            when one exists (far faster); otherwise decode, resize and preprocess every time.
+        skip: names of samples to leave out: the ones the audit found unusable (unreadable
+            images, missing or bad trimaps; :attr:`lab2.data.audit.AuditReport.skipped_names`).
+        cache: where the resized (and preprocessed) samples were stored once (far faster than
+            decoding them: :func:`lab2.ops.cache.find_cache`); without it every sample is
+            decoded, resized and preprocessed each time, to the same arrays.
         max_samples: keep only ``max_samples`` usable samples of the split, chosen by ``subset``:
             ``spread`` evenly over the split's list (every breed), ``first`` its first ones
             (see :func:`lab2.data.index.subset`).
-        progress: show a progress bar if the data set has to be audited first.
         uint8: return the image and mask as uint8 tensors, for a transform that leaves them uint8
             (training: :func:`lab2.augment.normalize_images` then runs on the whole batch on the
             device; the loader's workers pass a quarter of the bytes).
 
-    Samples that the audit skips (unreadable images, missing or bad trimaps) are excluded, and
-    their names printed once per data set folder. Items are ``(image, mask, name)``: a float
-    tensor (3, H, W), a long tensor (H, W) and the sample's name (uint8 tensors with ``uint8``).
+    Items are ``(image, mask, name)``: a float tensor (3, H, W), a long tensor (H, W) and the
+    sample's name (uint8 tensors with ``uint8``).
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train",
                  image_size: int | tuple[int, int] | None = 256,
                  transform: Callable | None = None, border: str = "foreground",
-                 preprocess: bool | PreprocessParams = False, use_cache: bool = True,
-                 max_samples: int | None = None, subset: str = "spread", progress: bool = True,
+                 preprocess: bool | PreprocessParams = False, skip: Collection[str] = (),
+                 cache=None, max_samples: int | None = None, subset: str = "spread",
                  uint8: bool = False) -> None:
         self.root = root
         self.uint8 = uint8
@@ -83,21 +76,10 @@ class OxfordPetSegmentation(Dataset):
             preprocess if isinstance(preprocess, PreprocessParams)
             else PreprocessParams() if preprocess else None)
         trimap_to_mask(np.ones((1, 1), np.uint8), border)  # validate `border` early
-        records = load_split(root, split)
-        self.audit = audit_dataset(root, progress=progress)
-        skipped = self.audit.skipped_names
-        self.records: list[Record] = subset_of([r for r in records if r.name not in skipped],
-                                               max_samples, subset)
-        if skipped:   # the same text each time: shown once per process (lab2.notices)
-            names = sorted(skipped)
-            shown = ", ".join(names[:NAMED_SKIPS]) + (
-                f" and {len(names) - NAMED_SKIPS} more" if len(names) > NAMED_SKIPS else "")
-            warnings.warn(f"skipping {len(skipped)} unusable file(s) of {self.folder}: "
-                          f"{shown} (details: python -m lab2 audit --root "
-                          f"{shell_word(root)})", SkippedFilesWarning, stacklevel=1)
-        self.cache: SampleCache | None = None
-        if use_cache and self.image_size is not None:
-            self.cache = find_cache(root, self.image_size, self.preprocess)
+        skipped = frozenset(skip)
+        self.records: list[Record] = subset_of(
+            [r for r in load_split(root, split) if r.name not in skipped], max_samples, subset)
+        self.cache = cache if self.image_size is not None else None
 
     def __len__(self) -> int:
         return len(self.records)

@@ -13,9 +13,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..paths import dataset_dir
-from .download import check_extracted
-
 #: The 37 breeds in class-id order (class id = position + 1). Capitalised names are cats.
 BREEDS: tuple[str, ...] = (
     "Abyssinian", "american_bulldog", "american_pit_bull_terrier", "basset_hound", "beagle",
@@ -139,11 +136,24 @@ def shared_names(trainval: list[Record], test: list[Record]) -> list[str]:
     return list(dict.fromkeys(r.name for r in test if r.name in seen))
 
 
+#: Folder name of the data set inside a data root (torchvision's convention).
+DATASET_FOLDER = "oxford-iiit-pet"
+
+
+def dataset_dir(root: str | os.PathLike) -> Path:
+    """The folder holding ``images/`` and ``annotations/`` under a data root; ValueError when
+    ``root`` is a file (an archive given as ``--root``, say)."""
+    root = Path(root).expanduser()
+    if root.is_file():
+        raise ValueError(f"--root {root} is a file; give the folder that holds {DATASET_FOLDER}/ "
+                         f"(the folder that holds images/ and annotations/)")
+    return root / DATASET_FOLDER
+
+
 def load_split(root: str | os.PathLike, split: str) -> list[Record]:
     """Records of a split of the data set under ``root`` (``root/oxford-iiit-pet/annotations``)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    check_extracted(dataset_dir(root))
     annotations = dataset_dir(root) / "annotations"
     if split == "test":
         return read_list(annotations / "test.txt")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..paths import dataset_dir
+from .index import dataset_dir
 from .masks import trimap_to_mask
 
 OK, RECOVERED, SKIPPED, IGNORED = "ok", "recovered", "skipped", "ignored"

@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 
-from ..paths import dataset_dir
-from .audit import audit_dataset
-from .index import SPLITS, Record, load_split
+from .index import SPLITS, Record, dataset_dir, load_split
 from .reading import image_path, image_size_of
 
 
-def usable_records(root: str | os.PathLike, split: str) -> list[Record]:
-    skipped = audit_dataset(root, progress=False).skipped_names
-    return [r for r in load_split(root, split) if r.name not in skipped]
+def usable_records(root: str | os.PathLike, split: str, skip: Collection[str] = ()
+                   ) -> list[Record]:
+    """The records of ``split`` but the samples in ``skip`` (the audit's skipped names)."""
+    return [r for r in load_split(root, split) if r.name not in skip]
 
 
-def split_sizes(root: str | os.PathLike) -> dict[str, dict[str, int]]:
-    """Per split: images listed and images usable after the audit."""
+def split_sizes(root: str | os.PathLike, skip: Collection[str] = ()) -> dict[str, dict[str, int]]:
+    """Per split: images listed, and images usable once the samples in ``skip`` are left out."""
     return {split: {"listed": len(load_split(root, split)),
-                    "usable": len(usable_records(root, split))} for split in SPLITS}
+                    "usable": len(usable_records(root, split, skip))} for split in SPLITS}
 
 
 def image_sizes(root: str | os.PathLike, records: list[Record]) -> list[tuple[int, int]]:

@@ -27,22 +27,18 @@ under a UNet decoder (Ronneberger et al., 2015), as modified by the lab report.
 
 The stem and ``layer1``–``layer4`` use torchvision's ResNet building blocks with the same parameter
 names and shapes as ``torchvision.models.resnet34``, so its ImageNet weights load into them
-(``encoder_weights="imagenet"`` — off by default: the report trains from scratch).
+(``encoder_weights``, a state dict — none by default: the report trains from scratch).
 
 Inputs must have sides that are multiples of 32 (stem and four stride-2 layers).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from ..checkpoint import unreadable_reason
 from .blocks import (
     DEFAULT_DROPOUT,
     DEFAULT_DROPOUT_KIND,
@@ -57,8 +53,6 @@ __all__ = ["ResNet34UNet", "ResNetEncoder", "ResidualBlock", "RESNET34_LAYERS"]
 
 #: Blocks per encoder layer: ResNet-34's [3, 4, 6, 3] plus the report's fifth layer of 3.
 RESNET34_LAYERS = (3, 4, 6, 3, 3)
-#: torchvision's file name for ``ResNet34_Weights.IMAGENET1K_V1`` in its hub cache.
-IMAGENET_FILE = "resnet34-b627a593.pth"
 
 
 class ResidualBlock(BasicBlock):
@@ -148,35 +142,21 @@ class ResNetEncoder(nn.Module):
         return features
 
 
-def load_imagenet_encoder(encoder: ResNetEncoder, weights: str | os.PathLike) -> None:
-    """Load torchvision's ResNet-34 ImageNet weights into the stem and layers 1–4.
-
-    ``weights`` is ``"imagenet"`` (the file torchvision keeps in its hub cache after
-    ``torchvision.models.resnet34(weights="IMAGENET1K_V1")``) or a path to such a state dict.
-    lab2 never downloads weights itself.
-    """
-    if str(weights) == "imagenet":
-        path = Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILE
-        hint = (f"lab2 does not download weights. On a connected machine run "
-                "`python -c \"import torchvision; "
-                "torchvision.models.resnet34(weights='IMAGENET1K_V1')\"` "
-                f"and copy {IMAGENET_FILE} to {path.parent}, or pass "
-                "encoder_weights='/path/to/file.pth'.")
-    else:
-        path, hint = Path(weights), "Pass encoder_weights='imagenet' or an existing .pth file."
-    if not path.is_file():
-        raise FileNotFoundError(f"ResNet-34 ImageNet weights not found at {path}. {hint}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:   # see load_checkpoint
-        raise ValueError(f"{path} is not readable as ResNet-34 weights: "
-                         f"{unreadable_reason(path, e)}. {hint}") from None
+def load_resnet34_weights(encoder: ResNetEncoder, state: dict, source: str = "the weights"
+                          ) -> None:
+    """Load a torchvision ResNet-34 state dict (its ImageNet weights, say:
+    :func:`lab2.ops.checkpoint.read_resnet34_weights` reads them from a file) into the stem and
+    layers 1–4; its classifier (``fc``) is left out. lab2 never downloads weights itself."""
     if not isinstance(state, dict):
-        raise ValueError(f"{path} is not a torchvision ResNet-34 state dict. {hint}")
+        raise ValueError(f"{source} is not a torchvision ResNet-34 state dict")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = encoder.load_state_dict(state, strict=False)
+    except RuntimeError as e:         # a tensor of another shape
+        raise ValueError(f"{source} is not a torchvision ResNet-34 state dict "
+                         f"({str(e).splitlines()[-1].strip()})") from None
     if unexpected or any(not k.startswith("layer5.") for k in missing):
-        raise ValueError(f"{path} is not a torchvision ResNet-34 state dict "
+        raise ValueError(f"{source} is not a torchvision ResNet-34 state dict "
                          f"(unexpected keys {unexpected[:3]}, missing {missing[:3]})")
 
 
@@ -189,8 +169,8 @@ class ResNet34UNet(nn.Module):
         dropout: probability of every dropout layer (see :data:`DEFAULT_DROPOUT`).
         dropout_kind: ``"element"`` (``nn.Dropout``, the report's) or ``"channel"``
             (``nn.Dropout2d``; see :func:`lab2.models.blocks.dropout_layer`).
-        encoder_weights: ``None`` (train from scratch, as the report), ``"imagenet"`` or a path;
-            see :func:`load_imagenet_encoder`.
+        encoder_weights: ``None`` (train from scratch, as the report) or a torchvision
+            ResNet-34 state dict for the encoder (see :func:`load_resnet34_weights`).
         base_channels: width of the stem and layer 1 (64 in ResNet-34). Smaller values exist for
             quick CPU runs and cannot take ImageNet weights.
     """
@@ -198,7 +178,7 @@ class ResNet34UNet(nn.Module):
     multiple = 32
 
     def __init__(self, in_channels: int = 3, n_classes: int = 2, dropout: float = DEFAULT_DROPOUT,
-                 encoder_weights: str | os.PathLike | None = None, base_channels: int = 64,
+                 encoder_weights: dict | None = None, base_channels: int = 64,
                  dropout_kind: str = DEFAULT_DROPOUT_KIND):
         super().__init__()
         check_model_args(n_classes, base_channels, dropout)
@@ -208,7 +188,7 @@ class ResNet34UNet(nn.Module):
         self.encoder = ResNetEncoder(RESNET34_LAYERS, in_channels, base_channels, dropout,
                                      dropout_kind)
         if encoder_weights is not None:
-            load_imagenet_encoder(self.encoder, encoder_weights)
+            load_resnet34_weights(self.encoder, encoder_weights)
         self.decoder = UNetDecoder(self.encoder.out_channels, dropout, dropout_kind)
         self.head = nn.Conv2d(self.decoder.out_channels, n_classes, kernel_size=1)
 

@@ -1,43 +1,21 @@
-"""Reading an experiment's results: per-image measures (averaged over seeds), the hardest and the
-typical test images, predictions of the four runs for the Table 3 grid, Dice by species and breed
-with intervals, and the numbers behind the written analysis."""
+"""What an experiment's results say: the hardest and the typical test images, predictions of the
+four runs for the Table 3 grid, Dice by species and breed with intervals, and the numbers behind
+the written analysis (the per-image measures and the trained models come from the experiment
+folder: :func:`lab2.ops.notebook.per_image_dice`, :func:`lab2.ops.notebook.load_models`)."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from pathlib import Path
 
 import numpy as np
 
-from ..comparisons import CLAIM_OUTCOMES, claim_outcome, read_per_image, seed_average
+from ..comparisons import CLAIM_OUTCOMES, claim_outcome
 from ..config import run_name
 from ..data.index import species_of
 from ..data.reading import read_example
-from ..evaluate import load_trained_model
 from ..metrics import image_dice
 from ..predict import predict_mask
 from ..stats import bootstrap_mean, mean_and_std
-
-
-def _by_run(runs: Sequence[dict]) -> dict[str, list[dict]]:
-    """Table 1's run name (``unet_raw``) → the rows of its seeds, from ``results.json``'s
-    ``runs`` (the runs the table was made from, not whatever else the folder holds)."""
-    seeds: dict[str, list[dict]] = {}
-    for row in runs:
-        seeds.setdefault(run_name(row["model"], row["preprocess"]), []).append(row)
-    return seeds
-
-
-def per_image_dice(experiment: str | Path, runs: Sequence[dict],
-                   measure: str = "dice") -> dict[str, dict[str, float]]:
-    """run → {image name → ``measure``} on the test split (Dice at the training size by
-    default), each image's value averaged over the run's seeds; ``runs``: ``results.json``'s
-    (checked by :func:`lab2.experiment.load_experiment`). Each file read must be the one the
-    row names (its SHA-256): a run tested again meanwhile raises, one line."""
-    return {name: {image: values[measure] for image, values in seed_average(
-                [read_per_image(Path(experiment) / row["run"], "test", row["per_image_sha256"])
-                 for row in rows]).items()}
-            for name, rows in _by_run(runs).items()}
 
 
 def _mean_over_runs(per_image: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -89,14 +67,6 @@ def dice_by_group(per_image: dict[str, dict[str, float]], by: str = "breed",
     overall = {g: np.mean([r["dice"] for r in rows if r["group"] == g])
                for g in {r["group"] for r in rows}}
     return sorted(rows, key=lambda r: (overall[r["group"]], r["group"], r["run"]))
-
-
-def load_models(experiment: str | Path, runs: Sequence[dict]) -> dict:
-    """run → (model, config) from ``best.pt`` of each run's first seed (``runs``: as in
-    :func:`per_image_dice`), which must still hold the weights its row was tested with."""
-    return {name: load_trained_model(Path(experiment) / rows[0]["run"] / "best.pt",
-                                     sha256=rows[0]["evaluation_key"]["checkpoint_sha256"])[:2]
-            for name, rows in _by_run(runs).items()}
 
 
 def prediction_rows(models: dict, root, names: Sequence[str], notes: Sequence[str]) -> list[dict]:

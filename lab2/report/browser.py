@@ -8,16 +8,15 @@ import ipywidgets as widgets
 import matplotlib.pyplot as plt
 
 from ..data.reading import read_example
-from ..data.sample import dataset_label
 from ..metrics import image_dice
 from ..predict import overlay, predict_mask
 from .figures import RUN_TITLES, mask_rgb, stamp
 
 
-def prediction_browser(models: dict, root, names: Sequence[str]) -> widgets.Widget:
-    """``models``: run → (model, config) (see :func:`lab2.report.analysis.load_models`). Each
-    figure is stamped with the data set and profile, as every other figure of lab2."""
-    label = dataset_label(root)
+def prediction_browser(models: dict, root, names: Sequence[str], label: str) -> widgets.Widget:
+    """``models``: run → (model, config) (see :func:`lab2.ops.notebook.load_models`). Each
+    figure is stamped with ``label`` (the data set: ``synthetic sample`` or ``Oxford-IIIT Pet``)
+    and the profile, as every other figure of lab2."""
     run_picker = widgets.Dropdown(options=[(RUN_TITLES.get(r, r), r) for r in models],
                                   description="model")
     image_picker = widgets.Dropdown(options=list(names), description="image")

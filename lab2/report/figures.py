@@ -1,25 +1,22 @@
-"""The figures of the report, as functions the notebooks call.
+"""The figures of the report, as functions the notebooks call: each takes numbers or arrays and
+returns a matplotlib figure (the notebooks save them to ``figures/``:
+:func:`lab2.ops.notebook.save_figure`).
 
-Every figure is stamped with the data set and profile that produced it and saved to ``figures/``
-as PNG by :func:`save_figure` (atomically). Colours per run are fixed so the four models read the
-same in every figure.
+Every figure is stamped with the data set and profile that produced it. Colours per run are fixed
+so the four models read the same in every figure.
 """
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Collection, Sequence
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from ..atomic import atomic_path
 from ..comparisons import MEASURES
 from ..config import run_name
-from ..paths import figures_dir
 from ..stats import shows_difference
 
 RUN_COLOURS = {"unet_raw": "tab:blue", "unet_preprocessed": "tab:cyan",
@@ -38,14 +35,6 @@ def stamp(fig: plt.Figure, data: str, profile: str | None = None) -> None:
     if data == "synthetic sample":
         text += " — NOT Oxford-IIIT Pet"
     fig.text(0.995, -0.01, text, ha="right", va="top", fontsize=8, color="dimgray")
-
-
-def save_figure(fig: plt.Figure, name: str, folder: str | os.PathLike | None = None) -> None:
-    """Save as ``<folder>/<name>.png`` (default ``figures/``), atomically. Returns nothing, so a
-    notebook cell that ends with it shows the figure and no path."""
-    path = Path(folder or figures_dir()) / f"{name}.png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
 def mask_rgb(mask: np.ndarray) -> np.ndarray:
@@ -125,6 +114,23 @@ def plot_examples(examples: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarr
     for ax, title in zip(axes[0], ("image", "trimap (pet / background / border)",
                                    "binary mask (border → pet)"), strict=True):
         ax.set_title(title, fontsize=9)
+    stamp(fig, data)
+    return fig
+
+
+def plot_batch(images, masks, names: Sequence[str], data: str, title: str) -> plt.Figure:
+    """A batch as a loader yields it: each image (B, 3, H, W), values 0–1, above its mask
+    (B, H, W), named."""
+    images = np.asarray(images).transpose(0, 2, 3, 1)               # (B, H, W, 3)
+    fig, axes = _grid(2, len(images), cell=1.6)
+    for col, (image, mask, name) in enumerate(zip(images, np.asarray(masks), names,
+                                                  strict=True)):
+        axes[0, col].imshow(np.clip(image, 0, 1))
+        axes[0, col].set_title(name, fontsize=6)
+        axes[1, col].imshow(mask_rgb(mask))
+    axes[0, 0].set_ylabel("image")
+    axes[1, 0].set_ylabel("mask")
+    fig.suptitle(title, fontsize=10)
     stamp(fig, data)
     return fig
 

@@ -24,7 +24,7 @@ import subprocess
 import sys
 from functools import cache
 
-from .notices import shell_word
+from .console import shell_word
 
 #: download.pytorch.org's indexes: CUDA 12.6 builds (kernels for compute capability 5.0–9.0) and
 #: CUDA 13.0 builds (7.5 and newer, Blackwell included).

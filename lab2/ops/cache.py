@@ -42,15 +42,15 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import atomic, locks
-from ..paths import CACHE_ENV, cache_dir, dataset_dir
+from ..data.index import dataset_dir, load_split
+from ..data.reading import read_sample
+from ..data.resize import as_hw, resize_pair
 from ..preprocess import PreprocessParams, preprocess
-from ..processes import usable_cpus, worker_pool
+from . import atomic, locks
 from .audit import audit_dataset
 from .fingerprint import dataset_fingerprint
-from .index import load_split
-from .reading import read_sample
-from .resize import as_hw, resize_pair
+from .paths import CACHE_ENV, cache_dir
+from .processes import usable_cpus, worker_pool
 
 CACHE_VERSION = 2
 ARRAYS = ("images.npy", "trimaps.npy")

@@ -35,9 +35,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .. import atomic, locks
-from ..notices import shell_word
-from ..paths import dataset_dir
+from ..data.index import dataset_dir
+from . import atomic, locks
+from .console import shell_word
 
 #: Base URLs holding both archives, tried in this order.
 OFFICIAL_HOSTS: tuple[str, ...] = (

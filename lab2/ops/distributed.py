@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..metrics import DiceMeter
 from .checkpoint import rng_state, set_rng_state
 from .processes import die_with_parent
 
@@ -387,8 +388,37 @@ def wrap(model: nn.Module, device: torch.device, *, synchronised_bn: bool
         **extra)
 
 
+def merged(meters: list[DiceMeter], order: dict[str, int]) -> DiceMeter:
+    """One meter from the ranks' meters: each image once, in the data set's order — what one
+    process evaluating the whole split holds."""
+    rows: dict[str, tuple] = {}
+    for m in meters:
+        counts = m.image_counts
+        for i, name in enumerate(m.names):
+            rows.setdefault(name, (counts[i], m.boundary[i] if m.boundary else None,
+                                   m.fpr[i] if m.fpr else None))
+    names = sorted(rows, key=order.__getitem__)
+    out = DiceMeter(meters[0].ignore_index, meters[0].shape, names=names,
+                    counts=[torch.stack([rows[n][0] for n in names])] if names else [])
+    if meters[0].shape:
+        out.boundary, out.fpr = [rows[n][1] for n in names], [rows[n][2] for n in names]
+    return out
+
+
+def combine_evaluations(meter: DiceMeter, meter_original: DiceMeter, loss_sum: float, count: int,
+                        loader) -> tuple[DiceMeter, DiceMeter, float, int]:
+    """What one process evaluating the whole split holds, from every rank's share (the
+    ``combine`` of :func:`lab2.train.evaluate`): each image once, in the data set's order."""
+    order = {name: i for i, name in enumerate(loader.dataset.names)}
+    parts = gather((meter, meter_original, loss_sum, count))
+    # each image counted once; the loss of a padded repeat is in the sum twice
+    meter = merged([p[0] for p in parts], order)
+    return (meter, merged([p[1] for p in parts], order), sum(p[2] for p in parts),
+            len(meter.names))
+
+
 __all__ = ["BUFFER_SYNC_ARG", "DEFAULT_TIMEOUT_S", "GlobalBatchNorm2d", "World", "backend_for",
-           "current", "disagreement", "gather", "launched", "peer_failure", "process_group",
-           "require_same", "require_same_settings", "restore_rng", "rng_states", "seed_rank",
-           "setting_differences", "several_machines", "synchronise_batchnorm", "timeout_s",
-           "torchrun_command", "torchrun_main", "wrap"]
+           "combine_evaluations", "current", "disagreement", "gather", "launched", "merged",
+           "peer_failure", "process_group", "require_same", "require_same_settings",
+           "restore_rng", "rng_states", "seed_rank", "setting_differences", "several_machines",
+           "synchronise_batchnorm", "timeout_s", "torchrun_command", "torchrun_main", "wrap"]

@@ -7,11 +7,11 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..augment import build_train_transforms
-from ..data.cache import find_cache
+from ..data.index import dataset_dir
 from ..data.reading import image_path, read_rgb, read_sample
 from ..data.resize import as_hw, resize_image
-from ..paths import dataset_dir
 from ..preprocess import PreprocessParams, bilateral, clahe, zscore_minmax
+from .cache import find_cache
 
 
 def ms_per_item(fn: Callable, items: Sequence, repeat: int = 1) -> float:

@@ -34,10 +34,17 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .. import atomic, locks
-from ..paths import DATASET_FOLDER, dataset_dir
-from .index import BREEDS, Record, breed_id_of, read_list, species_of
-from .reading import IGNORED, RECOVERED, SKIPPED
+from ..data.index import (
+    BREEDS,
+    DATASET_FOLDER,
+    Record,
+    breed_id_of,
+    dataset_dir,
+    read_list,
+    species_of,
+)
+from ..data.reading import IGNORED, RECOVERED, SKIPPED
+from . import atomic, locks
 
 SAMPLE_VERSION = 1
 MANIFEST = ".lab2-sample.json"

@@ -19,16 +19,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
-from .. import atomic
 from ..augment import build_train_transforms
 from ..config import TrainConfig
-from ..notices import NoCacheWarning, SharedMemoryWarning
+from ..data.dataset import OxfordPetSegmentation
+from ..data.index import dataset_dir
+from ..data.resize import as_hw
+from ..notices import NoCacheWarning, SharedMemoryWarning, SkippedFilesWarning
 from ..preprocess import PreprocessParams
-from ..processes import cores_each, die_with_parent
-from .cache import build_cache
-from .dataset import OxfordPetSegmentation
+from . import atomic
+from .audit import audit_dataset
+from .cache import build_cache, find_cache
+from .console import shell_word
+from .processes import cores_each, die_with_parent
 
 
 def epoch_seed(seed: int, epoch: int, worker: int = 0) -> int:
@@ -42,12 +45,48 @@ def epoch_seed(seed: int, epoch: int, worker: int = 0) -> int:
 WORKERS_EPOCH = 2**32 - 1
 
 
+#: Skipped samples named in the warning (the real data set has 9; the audit lists them all).
+NAMED_SKIPS = 12
+
+
+def skipped_samples(root, progress: bool = True) -> frozenset[str]:
+    """The samples of the data set under ``root`` that its audit skips, named once per process
+    in a warning (the same text each time: :mod:`warnings` shows it once)."""
+    skipped = audit_dataset(root, progress=progress).skipped_names
+    if skipped:
+        names = sorted(skipped)
+        named = ", ".join(names[:NAMED_SKIPS]) + (
+            f" and {len(names) - NAMED_SKIPS} more" if len(names) > NAMED_SKIPS else "")
+        warnings.warn(f"skipping {len(skipped)} unusable file(s) of {dataset_dir(root)}: {named} "
+                      f"(details: python -m lab2 audit --root {shell_word(root)})",
+                      SkippedFilesWarning, stacklevel=2)
+    return skipped
+
+
+def open_dataset(root, split: str = "train", image_size: int | tuple[int, int] | None = 256, *,
+                 preprocess: bool | PreprocessParams = False, use_cache: bool = True,
+                 progress: bool = True, **options) -> OxfordPetSegmentation:
+    """:class:`lab2.data.dataset.OxfordPetSegmentation` as the commands see a data root: the
+    samples its audit skips left out, read from its cache for these settings when one exists
+    (``use_cache``). ``options`` go to the data set (``transform``, ``max_samples``, ...)."""
+    params = (preprocess if isinstance(preprocess, PreprocessParams)
+              else PreprocessParams() if preprocess else None)
+    cache = (find_cache(root, as_hw(image_size), params)
+             if use_cache and image_size is not None else None)
+    return OxfordPetSegmentation(root, split, image_size, preprocess=preprocess,
+                                 skip=skipped_samples(root, progress),
+                                 cache=cache, **options)
+
+
 def build_datasets(config: TrainConfig, root, splits=("train", "val"), progress: bool = True
                    ) -> dict[str, OxfordPetSegmentation]:
-    """Datasets for ``splits``; builds the cache for the config's size and variant first."""
+    """Datasets for ``splits``, leaving out the samples the audit skips; builds the cache for
+    the config's size and variant first."""
     params = PreprocessParams() if config.preprocess else None
+    skip = skipped_samples(root, progress)
+    cache = None
     try:
-        build_cache(root, config.image_size, params, progress=progress)
+        cache = build_cache(root, config.image_size, params, progress=progress)
     except atomic.StorageError as e:
         if e.errno not in atomic.FULL_DISK:
             raise                  # a read-only folder: the message names LAB2_CACHE_DIR
@@ -58,11 +97,11 @@ def build_datasets(config: TrainConfig, root, splits=("train", "val"), progress:
     datasets = {}
     for split in splits:
         train = split == "train"
-        # uint8 through the loader; Step.inputs normalises the batch on the device
+        # uint8 through the loader; DevicePlan.inputs normalises the batch on the device
         transform = build_train_transforms(normalize=False) if (train and config.augment) else None
         datasets[split] = OxfordPetSegmentation(
             root, split, config.image_size, transform=transform, border=config.border,
-            preprocess=config.preprocess, progress=progress, uint8=True,
+            preprocess=config.preprocess, skip=skip, cache=cache, uint8=True,
             max_samples=config.max_train_samples if train else config.max_eval_samples,
             subset=config.subset)
         if len(datasets[split]) == 0:
@@ -280,16 +319,6 @@ def make_loader(dataset: OxfordPetSegmentation, config: TrainConfig, *, train: b
     return loader
 
 
-def progress_over(loader: DataLoader, **bar) -> tqdm:
-    """A progress bar over ``loader`` (tqdm's arguments in ``bar``) that starts its workers once.
-
-    ``tqdm.auto``'s bar calls ``iter()`` on what it wraps when it is created and again when the
-    loop starts (its asyncio base, also in notebooks; tqdm issue 1598): over a DataLoader, the
-    first iterator started the workers and had them prepare batches that the second one threw
-    away, every epoch. Given one iterator, the bar iterates that one."""
-    return tqdm(iter(loader), total=len(loader), **bar)
-
-
 __all__ = ["RUNS_AT_ONCE_ENV", "SHARED_MEMORY", "SeededSampler", "WORKERS_EPOCH", "build_datasets",
            "epoch_seed", "fit_shared_memory", "fit_workers_to_cores", "init_loader_worker",
-           "make_loader", "processes_sharing_this_machine", "progress_over", "shared_memory_free"]
+           "make_loader", "open_dataset", "processes_sharing_this_machine", "shared_memory_free"]

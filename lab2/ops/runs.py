@@ -20,14 +20,15 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, atomic
+from .. import __version__
+from ..config import RECIPE_FIELDS, RESUMABLE_FIELDS, TrainConfig, run_name, shown
+from . import atomic
 from .checkpoint import DamagedCheckpoint, check_entries, copy_checkpoint, load_checkpoint
-from .config import RECIPE_FIELDS, RESUMABLE_FIELDS, TrainConfig, run_name, shown
-from .data.fingerprint import same_data
-from .data.sample import dataset_label
+from .console import shell_word
 from .distributed import several_machines
-from .notices import shell_word
+from .fingerprint import same_data
 from .paths import source_checkout
+from .sample import dataset_label
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ def folder_role(name: str) -> dict | None:
     """What a run folder's name says its run is, as an experiment names its runs
     (:func:`lab2.config.run_name`): ``{"model", "preprocess", "seed"}``, or None for a name of
     the user's own (``train --out runs/try3``)."""
-    from .models import MODELS
+    from ..models import MODELS
     found = re.fullmatch(r"(.+)_(raw|preprocessed)(?:_seed(\d+))?", name)
     if found is None or found.group(1) not in MODELS:
         return None
@@ -239,7 +240,7 @@ def folder_role(name: str) -> dict | None:
 
 def describe_role(role: dict) -> str:
     """``UNet with preprocessing, seed 2``: a role (:func:`folder_role`) in words."""
-    from .models import TITLES
+    from ..models import TITLES
     name = TITLES.get(role["model"], role["model"])
     return (f"{name} {'with' if role['preprocess'] else 'without'} preprocessing, seed "
             f"{role['seed']}")

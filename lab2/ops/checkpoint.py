@@ -129,7 +129,7 @@ def damage_advice(path: Path) -> str:
     """What to do about a damaged checkpoint of a run folder: ``best.pt`` is rebuilt from
     ``last.pt`` when that holds the best epoch, ``last.pt`` restored from ``best.pt`` when that
     holds the same epoch; otherwise the run is trained again."""
-    from .notices import shell_word
+    from .console import shell_word
     folder = shell_word(path.parent)
     again = f"train the run again (python -m lab2 train --out {folder} --restart ...)"
     other = path.with_name("best.pt" if path.name == "last.pt" else "last.pt")
@@ -202,3 +202,32 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+#: torchvision's file name for ``ResNet34_Weights.IMAGENET1K_V1`` in its hub cache.
+IMAGENET_FILE = "resnet34-b627a593.pth"
+
+
+def read_resnet34_weights(weights: str | os.PathLike) -> dict:
+    """A torchvision ResNet-34 state dict for :class:`lab2.models.resnet34_unet.ResNet34UNet`'s
+    ``encoder_weights``, read without running pickled code: ``"imagenet"`` (the file torchvision
+    keeps in its hub cache after ``torchvision.models.resnet34(weights="IMAGENET1K_V1")``) or a
+    path to such a state dict. lab2 never downloads weights itself."""
+    if str(weights) == "imagenet":
+        path = Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILE
+        hint = (f"lab2 does not download weights. On a connected machine run "
+                "`python -c \"import torchvision; "
+                "torchvision.models.resnet34(weights='IMAGENET1K_V1')\"` "
+                f"and copy {IMAGENET_FILE} to {path.parent}, or pass a path to such a file.")
+    else:
+        path, hint = Path(weights), "Pass 'imagenet' or an existing .pth file."
+    if not path.is_file():
+        raise FileNotFoundError(f"ResNet-34 ImageNet weights not found at {path}. {hint}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:   # see load_checkpoint
+        raise ValueError(f"{path} is not readable as ResNet-34 weights: "
+                         f"{unreadable_reason(path, e)}. {hint}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a torchvision ResNet-34 state dict. {hint}")
+    return state

@@ -1,5 +1,6 @@
-"""Testing a trained checkpoint: Dice (mean per image and pooled) at the training resolution and
-at each image's original resolution; ``metrics.json`` and a per-image CSV beside the checkpoint.
+"""Testing a trained checkpoint (:func:`lab2.train.evaluate` on its test split): Dice (mean per
+image and pooled) at the training resolution and at each image's original resolution;
+``metrics.json`` and a per-image CSV beside the checkpoint.
 
 Stored metrics carry the key of what produced them — the checkpoint's content hash, the data
 set's fingerprint, the split and the evaluation settings — and are reused only when all of it
@@ -17,106 +18,44 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
+from ..config import TrainConfig
+from ..models import model_for
+from ..train import evaluate
 from . import atomic, locks
-from .atomic import file_sha256
+from .atomic import file_sha256, read_exact
 from .checkpoint import load_checkpoint
-from .comparisons import per_image_path
-from .config import TrainConfig
-from .data import OxfordPetSegmentation, dataset_fingerprint
-from .data.loaders import build_datasets, make_loader, progress_over
-from .data.masks import IGNORE_INDEX
-from .data.sample import dataset_label
-from .distributed import current, gather
-from .machine import Step
-from .metrics import DiceMeter
-from .models import model_for
+from .fingerprint import dataset_fingerprint
+from .loaders import build_datasets, make_loader
+from .machine import plan_for
 from .runs import check_role, other_data
+from .sample import dataset_label
 
 log = logging.getLogger(__name__)
 
 #: What to do once a run in a folder named for another is moved aside (lab2.runs.check_role).
 MOVED_THEN = "test it there: python -m lab2 evaluate --checkpoint {aside}/best.pt"
 
-#: Images per batch of the per-batch Dice (the report's batch size), whatever the loader's.
-PER_BATCH = 8
+def per_image_path(run_dir: str | Path, split: str = "test") -> Path:
+    """A run's ``per_image_<split>.csv`` (written by :func:`save_evaluation`)."""
+    return Path(run_dir) / f"per_image_{split}.csv"
+
+
+def read_per_image(run_dir: str | Path, split: str = "test", sha256: str | None = None
+                   ) -> dict[str, dict[str, float]]:
+    """image name → {measure → value} from a run's ``per_image_<split>.csv``; ``sha256``: the
+    file a result was made from (:func:`lab2.ops.atomic.read_exact`)."""
+    path = per_image_path(run_dir, split)
+    data = path.read_bytes() if sha256 is None else read_exact(path, sha256)
+    return {row["name"]: {k: float(v) for k, v in row.items() if k != "name"}
+            for row in csv.DictReader(io.StringIO(data.decode("utf-8")))}
+
 
 #: Columns of ``per_image_<split>.csv``: Dice at the training size and at the photo's own size,
 #: and the shape measures at the photo's own size.
 PER_IMAGE_FIELDS = ("name", "dice", "dice_original", "boundary_iou", "background_fpr")
-
-
-@torch.no_grad()
-def evaluate_model(model: nn.Module, loader: DataLoader, step: Step, *,
-                   original: OxfordPetSegmentation | None = None, progress: bool = True,
-                   desc: str = "eval") -> dict:
-    """Loss and Dice (mean per image, pooled, per batch of 8) at the loader's resolution; with
-    ``original`` (the loader's data set) also at each image's original resolution — logits
-    resized back bilinearly and compared with the original trimap's mask — with each image's
-    Boundary IoU and background false-positive rate there. Restores the model's train/eval
-    mode."""
-    was_training = model.training
-    model.eval()
-    meter, meter_original = DiceMeter(), DiceMeter(shape=True)
-    loss_sum, count = 0.0, 0
-    for images, masks, names in progress_over(loader, desc=desc, unit="batch", leave=False,
-                                              disable=not progress):
-        images, masks = step.inputs(images, masks)
-        with step.autocast():
-            logits = model(images).float()
-        loss_sum += float(F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX,
-                                          reduction="sum")) / masks[0].numel()
-        count += images.shape[0]
-        meter.update(logits.argmax(1), masks, list(names))
-        if original is not None:
-            for logit, name in zip(logits, names, strict=True):
-                mask = torch.from_numpy(original.original_mask(name)).long()
-                resized = F.interpolate(logit[None], size=mask.shape, mode="bilinear",
-                                        align_corners=False)
-                meter_original.update(resized.argmax(1).cpu(), mask[None], [name])
-    model.train(was_training)
-    if current().distributed:      # every rank evaluated its share: the whole split, once each
-        order = {name: i for i, name in enumerate(loader.dataset.names)}
-        parts = gather((meter, meter_original, loss_sum, count))
-        meter = merged([p[0] for p in parts], order)
-        meter_original = merged([p[1] for p in parts], order)
-        # each image counted once; the loss of a padded repeat is in the sum twice
-        loss_sum, count = sum(p[2] for p in parts), len(meter.names)
-    result = {"loss": loss_sum / max(1, count), "dice": meter.mean, "dice_pooled": meter.pooled,
-              "dice_per_batch": meter.per_batch(PER_BATCH), "n_images": count,
-              "per_image": dict(zip(meter.names, meter.per_image.tolist(), strict=True))}
-    if original is not None:
-        result.update(dice_original=meter_original.mean, dice_pooled_original=meter_original.pooled,
-                      boundary_iou=float(np.mean(meter_original.boundary)),
-                      background_fpr=float(np.mean(meter_original.fpr)),
-                      per_image_shape={name: (b, f) for name, b, f in zip(
-                          meter_original.names, meter_original.boundary, meter_original.fpr,
-                          strict=True)},
-                      per_image_original=dict(zip(meter_original.names,
-                                                  meter_original.per_image.tolist(), strict=True)))
-    return result
-
-
-def merged(meters: list[DiceMeter], order: dict[str, int]) -> DiceMeter:
-    """One meter from the ranks' meters: each image once, in the data set's order — what one
-    process evaluating the whole split holds."""
-    rows: dict[str, tuple] = {}
-    for m in meters:
-        counts = m.image_counts
-        for i, name in enumerate(m.names):
-            rows.setdefault(name, (counts[i], m.boundary[i] if m.boundary else None,
-                                   m.fpr[i] if m.fpr else None))
-    names = sorted(rows, key=order.__getitem__)
-    out = DiceMeter(meters[0].ignore_index, meters[0].shape, names=names,
-                    counts=[torch.stack([rows[n][0] for n in names])] if names else [])
-    if meters[0].shape:
-        out.boundary, out.fpr = [rows[n][1] for n in names], [rows[n][2] for n in names]
-    return out
 
 
 def load_trained_model(checkpoint: str | os.PathLike, device: torch.device | str = "cpu", *,
@@ -163,11 +102,11 @@ def measure_checkpoint(checkpoint: str | os.PathLike, root, split: str = "test",
     config = config.replace(device=device)
     if max_samples != -1:
         config = config.replace(max_eval_samples=max_samples)
-    step = Step.for_config(config)
-    step.place(model)
+    plan, _ = plan_for(config)
+    plan.place(model)
     dataset = build_datasets(config, root, splits=(split,), progress=progress)[split]
-    result = evaluate_model(model, make_loader(dataset, config, train=False, device=step.device),
-                            step, original=dataset, progress=progress, desc=f"evaluate {split}")
+    result = evaluate(model, make_loader(dataset, config, train=False, device=plan.device),
+                      plan, original=dataset, progress=progress, desc=f"evaluate {split}")
     metrics = {
         "split": split, "n_images": result["n_images"],
         "dice": result["dice"], "dice_pooled": result["dice_pooled"],

@@ -39,29 +39,18 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..comparisons import COMPARISON_FIELDS, compare, seed_spread
+from ..config import RECIPE_FIELDS, TrainConfig, profile_config, run_name, shown
+from ..notices import SkippedFilesWarning
+from ..stats import ALPHA, N_RESAMPLES, smallest_p
 from . import atomic, locks
 from .atomic import file_sha256, read_exact
-from .comparisons import (
-    COMPARISON_FIELDS,
-    compare,
-    per_image_path,
-    read_per_image,
-    seed_spread,
-)
-from .config import (
-    RECIPE_FIELDS,
-    TrainConfig,
-    profile_config,
-    resolve_profile,
-    run_name,
-    shown,
-)
-from .data import dataset_fingerprint, same_data
-from .data.audit import audit_dataset, refuse_leaks
-from .data.loaders import RUNS_AT_ONCE_ENV
-from .data.sample import dataset_label, is_sample
-from .evaluate import evaluate_checkpoint
-from .notices import QUIET_INTERRUPT_ENV, SkippedFilesWarning, one_line_warnings, shell_word
+from .audit import audit_dataset, refuse_leaks
+from .console import QUIET_INTERRUPT_ENV, one_line_warnings, shell_word
+from .evaluation import evaluate_checkpoint, per_image_path, read_per_image
+from .fingerprint import dataset_fingerprint, same_data
+from .loaders import RUNS_AT_ONCE_ENV
+from .machine import resolve_profile
 from .paths import runs_dir
 from .processes import die_with_parent, signal_name
 from .runs import (
@@ -75,8 +64,8 @@ from .runs import (
     short_commit,
     trained_with,
 )
-from .stats import ALPHA, N_RESAMPLES, smallest_p
-from .train import train
+from .sample import dataset_label, is_sample
+from .trainer import train
 
 log = logging.getLogger(__name__)
 
@@ -523,7 +512,7 @@ def _train_with_torchrun(name: str, root, out: Path, runs, seeds, overrides: dic
             log.info("%s on %d processes through torchrun (%d/%d)", run_dir.name, nproc,
                      done + 1, len(todo))
             config_file = Path(folder) / f"{run_dir.name}.json"
-            config.save(config_file)
+            atomic.write_json(config_file, config.to_dict())
             command = torchrun_command(nproc, ["train", "--root", str(root), "--out",
                                                str(run_dir), "--config", str(config_file),
                                                *(["--resume"] if resume else [])])

@@ -34,8 +34,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .. import atomic
-from ..paths import cache_dir, dataset_dir
+from ..data.index import dataset_dir
+from . import atomic
+from .paths import cache_dir
 
 #: The folders of a data set whose files the fingerprint covers (their own files, not subfolders).
 PARTS = ("images", "annotations/trimaps", "annotations")

@@ -16,7 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
-_PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+_PACKAGE_PARENT = Path(__file__).resolve().parents[2]     # lab2/ops/paths.py → the checkout
 HOME_ENV = "LAB2_HOME"
 
 
@@ -41,8 +41,6 @@ def home() -> Path:
         return Path(env).expanduser()
     return source_checkout() or Path.cwd()
 
-#: Folder name of the data set inside a data root (torchvision's convention).
-DATASET_FOLDER = "oxford-iiit-pet"
 
 
 def default_data_root() -> Path:
@@ -56,16 +54,6 @@ def default_sample_root() -> Path:
     ``<data root>/sample``."""
     env = os.environ.get("LAB2_SAMPLE_DIR")
     return Path(env).expanduser() if env else default_data_root() / "sample"
-
-
-def dataset_dir(root: str | os.PathLike) -> Path:
-    """The folder holding ``images/`` and ``annotations/`` under a data root; ValueError when
-    ``root`` is a file (an archive given as ``--root``, say)."""
-    root = Path(root).expanduser()
-    if root.is_file():
-        raise ValueError(f"--root {root} is a file; give the folder that holds {DATASET_FOLDER}/ "
-                         f"(the folder that holds images/ and annotations/)")
-    return root / DATASET_FOLDER
 
 
 CACHE_ENV = "LAB2_CACHE_DIR"

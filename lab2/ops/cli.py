@@ -14,8 +14,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import __version__, atomic
-from .config import (
+from .. import __version__
+from ..config import (
     PROFILE_OVERRIDES,
     PROFILES,
     RESUMABLE_FIELDS,
@@ -24,7 +24,8 @@ from .config import (
     field_types,
     shown,
 )
-from .notices import EXPECTED_ERRORS, QUIET_INTERRUPT_ENV, one_line_warnings, printable_output
+from . import atomic
+from .console import EXPECTED_ERRORS, QUIET_INTERRUPT_ENV, one_line_warnings, printable_output
 from .paths import CACHE_ENV, default_data_root, default_sample_root
 
 
@@ -58,14 +59,14 @@ class _Parser(argparse.ArgumentParser):
 # --------------------------------------------------------------------------------------------
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from .data import download_oxford_pet
+    from .download import download_oxford_pet
     folder = download_oxford_pet(args.root, mirror=args.mirror)
     print(f"Oxford-IIIT Pet is ready in {folder}")
     return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from .data import audit_dataset
+    from .audit import audit_dataset
     report = audit_dataset(args.root, use_cache=not args.no_cache, workers=args.workers)
     print(report.table())
     if args.json:
@@ -75,7 +76,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from .data import make_sample_dataset
+    from .sample import make_sample_dataset
     info = make_sample_dataset(args.root, seed=args.seed, n_trainval=args.n_trainval,
                                n_test=args.n_test, size=args.size, overwrite=args.overwrite)
     print(f"synthetic sample in {info.folder}: {info.n_trainval} trainval + {info.n_test} test "
@@ -86,8 +87,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_preprocess(args: argparse.Namespace) -> int:
-    from .data import build_cache
-    from .preprocess import PreprocessParams
+    from ..preprocess import PreprocessParams
+    from .cache import build_cache
     cache = build_cache(args.root, args.image_size, None if args.no_chain else PreprocessParams(),
                         workers=args.workers)
     variant = "raw" if args.no_chain else "preprocessed"
@@ -114,10 +115,11 @@ def _config_file(path: Path) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import profile_config, resolve_profile
-    from .data.sample import dataset_label
+    from ..config import profile_config
+    from .machine import resolve_profile
     from .runs import saved_run
-    from .train import train
+    from .sample import dataset_label
+    from .trainer import train
     if args.resume and args.restart:
         raise ValueError("--resume continues the run in --out and --restart deletes it; pass one")
     if args.config and args.profile:
@@ -138,7 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         elif "model" not in overrides:
             raise ValueError("--model is required to start a run (unet or resnet34_unet)")
         else:
-            config = profile_config(args.profile, **overrides)
+            config = profile_config(resolve_profile(args.profile), **overrides)
         root = args.root or default_data_root()
     result = train(config, root, args.out, resume=args.resume, restart=args.restart)
     if not _rank():
@@ -157,7 +159,7 @@ def _run_root(data: dict | None) -> str | Path:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
-    from .evaluate import format_metrics, measure_checkpoint, metrics_path, save_evaluation
+    from .evaluation import format_metrics, measure_checkpoint, metrics_path, save_evaluation
     root = args.root or _run_root(load_checkpoint(args.checkpoint, mmap=True).get("data"))
     metrics, rows = measure_checkpoint(args.checkpoint, root, args.split,
                                        max_samples=None if args.all else -1)
@@ -185,7 +187,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from .data import choose_data_root
+    from .choose import choose_data_root
     from .experiment import run_experiment
     overrides = _overrides(args)
     if "seed" in overrides:
@@ -202,11 +204,12 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """The main job: the audit and the four-model experiment (auto profile), on the real data
     when present or downloadable, else on the synthetic sample; then the notebooks."""
-    from .config import resolve_profile
-    from .data import audit_dataset, choose_data_root
+    from .audit import audit_dataset
+    from .choose import choose_data_root
     from .experiment import run_experiment
+    from .machine import resolve_profile
     from .paths import check_outputs_writable, check_writable, notebooks_dir
-    from .report.runner import notebook_environment, notebook_paths, run_notebooks
+    from .runner import notebook_environment, notebook_paths, run_notebooks
     check_outputs_writable(figures=not args.no_notebooks)     # before hours of work, not after
     if not args.no_notebooks and (notebook_folder := notebooks_dir()) is not None:
         check_writable(notebook_folder, "the notebooks are executed in place: copy the "
@@ -229,7 +232,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_notebooks(args: argparse.Namespace) -> int:
     """Execute the numbered notebooks in place (what the end of `report` does)."""
-    from .report.runner import notebook_paths, run_notebooks
+    from .runner import notebook_paths, run_notebooks
     notebooks = notebook_paths()
     if not notebooks:
         raise FileNotFoundError("no notebooks/ folder: run this from a source checkout of lab2")

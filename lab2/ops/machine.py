@@ -1,4 +1,5 @@
-"""Where a run computes and in which precision: the device, the autocast dtype, the memory layout.
+"""Where a run computes and in which precision: the device, the autocast dtype, the memory layout
+(a :class:`lab2.train.DevicePlan`), and which profile suits the machine.
 
 What ``device="auto"``, ``amp="auto"`` and ``channels_last="auto"`` choose:
 
@@ -37,16 +38,17 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from .augment import normalize_images
-from .config import TrainConfig
+from ..config import PROFILES, TrainConfig
+from ..notices import Lab2Warning, ProfileWarning
+from ..train import DevicePlan
 from .gpus import gpu_without_cuda_build, missing_kernels
-from .notices import Lab2Warning
 from .processes import usable_cpus
+
+#: Where a command or notebook that names no profile looks for one.
+PROFILE_ENV = "LAB2_PROFILE"
 
 #: ``TrainConfig.amp`` values and the autocast dtype each forces.
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}
@@ -154,46 +156,33 @@ def describe(dtype: torch.dtype | None) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[dtype]
 
 
-@dataclass
-class Step:
-    """What a training or evaluation step needs to know about the machine (lab2.machine)."""
+def plan_for(config: TrainConfig) -> tuple[DevicePlan, dict]:
+    """The device, precision and memory layout ``config`` asks for on this machine, and the
+    reason for each choice (recorded in ``run.json``); PyTorch's CPU threads are fitted to the
+    usable cores on the way (:func:`fit_cpu_threads`)."""
+    device = resolve_device(config.device)
+    amp, amp_why = choose_precision(config.amp, device)
+    layout, layout_why = choose_channels_last(config.channels_last, device)
+    threads, threads_why = fit_cpu_threads()
+    return DevicePlan(device, amp, layout), {
+        "precision": describe(amp), "precision_why": amp_why, "channels_last_why": layout_why,
+        "cpu_threads": threads, "cpu_threads_why": threads_why}
 
-    device: torch.device
-    amp: torch.dtype | None
-    channels_last: bool
-    why: dict | None = None        # the reason for each choice, recorded in run.json
 
-    @classmethod
-    def for_config(cls, config: TrainConfig) -> Step:
-        """The step ``config`` asks for on this machine; PyTorch's CPU threads are fitted to the
-        usable cores on the way (:func:`fit_cpu_threads`)."""
-        device = resolve_device(config.device)
-        amp, amp_why = choose_precision(config.amp, device)
-        layout, layout_why = choose_channels_last(config.channels_last, device)
-        threads, threads_why = fit_cpu_threads()
-        return cls(device, amp, layout, {"precision": describe(amp), "precision_why": amp_why,
-                                         "channels_last_why": layout_why,
-                                         "cpu_threads": threads, "cpu_threads_why": threads_why})
-
-    def scaler(self) -> torch.amp.GradScaler:
-        """The loss scaler fp16 needs (a no-op one for bf16 and fp32)."""
-        return torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
-
-    def place(self, model: nn.Module) -> nn.Module:
-        """Move the model to the device, in channels_last when the step uses it."""
-        return model.to(self.device, memory_format=torch.channels_last if self.channels_last
-                        else torch.contiguous_format)
-
-    def inputs(self, images: torch.Tensor, masks: torch.Tensor):
-        """A loader's batch on the device: uint8 images normalised there, masks as long.
-        The layout changes while the images are still uint8, so no float copy is made for it
-        (normalisation keeps the memory format)."""
-        images = images.to(self.device, non_blocking=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        if images.dtype == torch.uint8:
-            images = normalize_images(images)
-        return images, masks.to(self.device, non_blocking=True).long()
-
-    def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None)
+def resolve_profile(profile: str | None = None, *, announce: bool = True) -> str:
+    """``profile`` or ``$LAB2_PROFILE`` or ``auto``; ``auto`` → ``full`` with CUDA, else
+    ``quick`` (said loudly, naming an NVIDIA GPU that this PyTorch cannot use)."""
+    chosen = profile or os.environ.get(PROFILE_ENV) or "auto"
+    if chosen not in PROFILES:
+        source = "argument" if profile else PROFILE_ENV
+        raise ValueError(f"unknown profile {chosen!r} (from {source});"
+                         f" choose one of {', '.join(PROFILES)}")
+    if chosen == "auto":
+        chosen = "full" if torch.cuda.is_available() else "quick"
+        if announce and chosen == "quick":
+            unused = gpu_without_cuda_build()     # a CPU-only PyTorch beside an NVIDIA GPU
+            warnings.warn(f"NO GPU{f' THAT PYTORCH CAN USE ({unused})' if unused else ''}: "
+                          "profile 'quick' (128 px, 15 epochs, quarter-width networks, "
+                          "subsets), NOT the report's setup; set LAB2_PROFILE=full to force it",
+                          ProfileWarning, stacklevel=1)
+    return chosen

@@ -1,4 +1,6 @@
-"""The first cell of every notebook: which data set and profile are in use, and where results go."""
+"""What the notebooks call around the core: the first cell (which data set and profile are in use,
+where results go, errors as one line), figures saved to ``figures/``, and an experiment's
+per-image results and trained models, each checked against the table that names it."""
 
 from __future__ import annotations
 
@@ -6,19 +8,28 @@ import os
 import sys
 import traceback
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from ..config import resolve_profile
-from ..data import choose_data_root
-from ..data.sample import dataset_label
-from ..experiment import default_out
-from ..notices import EXPECTED_ERRORS, ProfileWarning, SyntheticDataWarning
-from ..paths import check_outputs_writable, dataset_dir, home
+import matplotlib.pyplot as plt
+
+from ..comparisons import seed_average
+from ..config import run_name
+from ..data.index import dataset_dir
+from ..notices import Lab2Warning, ProfileWarning, SyntheticDataWarning
+from .atomic import atomic_path
+from .choose import choose_data_root
+from .console import EXPECTED_ERRORS, show_one_line
+from .evaluation import load_trained_model, read_per_image
+from .experiment import default_out
+from .machine import resolve_profile
+from .paths import check_outputs_writable, figures_dir, home
+from .sample import dataset_label
 
 
-def shown(path: str | os.PathLike) -> str:
+def short_path(path: str | os.PathLike) -> str:
     """A path as a reader wants it: relative to the project folder when inside it."""
     path = Path(path).expanduser().resolve()
     try:
@@ -50,9 +61,9 @@ class NotebookContext:
         return "WARNING: " + "; ".join(problems) if problems else None
 
     def banner(self) -> str:
-        lines = [f"data set: {self.data} ({shown(dataset_dir(self.root))})",
+        lines = [f"data set: {self.data} ({short_path(dataset_dir(self.root))})",
                  f"profile:  {self.profile}",
-                 f"results:  {shown(self.experiment)}"]
+                 f"results:  {short_path(self.experiment)}"]
         warning = self.warning()
         return "\n".join(lines + ([warning] if warning else []))
 
@@ -106,6 +117,33 @@ def one_line_errors(shell=None) -> None:
     shell.set_custom_exc((*EXPECTED_ERRORS, KeyboardInterrupt), show)
 
 
+def _one_line_warnings() -> None:
+    """lab2's warnings as one line under a cell (``lab2: ...``), as on the command line, without
+    the file and line that raised them; other warnings as Python shows them."""
+    shown = warnings.showwarning
+    if getattr(shown, "lab2", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, Lab2Warning):
+            show_one_line(message, category, filename, lineno, file, line)
+        else:
+            shown(message, category, filename, lineno, file, line)
+    show.lab2 = True
+    warnings.showwarning = show
+
+
+def _inline_figures() -> None:
+    """Figures below their cell (``%matplotlib inline``), in IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.run_line_magic("matplotlib", "inline")
+
+
 def setup(profile: str | None = None) -> NotebookContext:
     """Pick the data (real if present, else the generated sample) and the profile
     (``profile`` or ``$LAB2_PROFILE`` or auto); print them and where results go, with at most
@@ -113,6 +151,8 @@ def setup(profile: str | None = None) -> NotebookContext:
     figures folder that cannot be written stops here, saying how to move it. From here on, an
     error lab2 raises with its fix shows as one line (:func:`one_line_errors`)."""
     one_line_errors()
+    _one_line_warnings()
+    _inline_figures()
     check_outputs_writable()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SyntheticDataWarning)
@@ -122,3 +162,40 @@ def setup(profile: str | None = None) -> NotebookContext:
     context = NotebookContext(root, dataset_label(root), chosen, default_out(chosen, root))
     print(context.banner())
     return context
+
+
+def save_figure(fig: plt.Figure, name: str, folder: str | os.PathLike | None = None) -> None:
+    """Save as ``<folder>/<name>.png`` (default ``figures/``), atomically. Returns nothing, so a
+    notebook cell that ends with it shows the figure and no path."""
+    path = Path(folder or figures_dir()) / f"{name}.png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+
+
+def _by_run(runs: Sequence[dict]) -> dict[str, list[dict]]:
+    """Table 1's run name (``unet_raw``) → the rows of its seeds, from ``results.json``'s
+    ``runs`` (the runs the table was made from, not whatever else the folder holds)."""
+    seeds: dict[str, list[dict]] = {}
+    for row in runs:
+        seeds.setdefault(run_name(row["model"], row["preprocess"]), []).append(row)
+    return seeds
+
+
+def per_image_dice(experiment: str | Path, runs: Sequence[dict],
+                   measure: str = "dice") -> dict[str, dict[str, float]]:
+    """run → {image name → ``measure``} on the test split (Dice at the training size by
+    default), each image's value averaged over the run's seeds; ``runs``: ``results.json``'s
+    (checked by :func:`lab2.experiment.load_experiment`). Each file read must be the one the
+    row names (its SHA-256): a run tested again meanwhile raises, one line."""
+    return {name: {image: values[measure] for image, values in seed_average(
+                [read_per_image(Path(experiment) / row["run"], "test", row["per_image_sha256"])
+                 for row in rows]).items()}
+            for name, rows in _by_run(runs).items()}
+
+
+def load_models(experiment: str | Path, runs: Sequence[dict]) -> dict:
+    """run → (model, config) from ``best.pt`` of each run's first seed (``runs``: as in
+    :func:`per_image_dice`), which must still hold the weights its row was tested with."""
+    return {name: load_trained_model(Path(experiment) / rows[0]["run"] / "best.pt",
+                                     sha256=rows[0]["evaluation_key"]["checkpoint_sha256"])[:2]
+            for name, rows in _by_run(runs).items()}

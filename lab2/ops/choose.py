@@ -6,9 +6,10 @@ import os
 import warnings
 from pathlib import Path
 
+from ..data.index import dataset_dir
 from ..notices import SyntheticDataWarning
-from ..paths import dataset_dir, default_data_root, default_sample_root
 from .download import DownloadError, UnfinishedDownload, check_extracted, download_oxford_pet
+from .paths import default_data_root, default_sample_root
 from .sample import is_sample, make_sample_dataset
 
 

@@ -9,8 +9,8 @@ import os
 import time
 from pathlib import Path
 
-from .. import atomic
-from ..paths import notebooks_dir
+from . import atomic
+from .paths import notebooks_dir
 
 
 def notebook_paths() -> list[Path]:
@@ -92,7 +92,9 @@ def run_notebooks(paths: list[Path], *, timeout_s: int | None = None) -> list[fl
         # the widgets of an earlier run (its progress bars): nbclient saves this run's, if any,
         # and would otherwise keep those forever beside outputs that no longer show them
         notebook.metadata.pop("widgets", None)
+        # no per-cell timestamps: a rerun's diff shows what changed in the outputs, not the clock
         client = NotebookClient(notebook, timeout=timeout_s, kernel_name="python3",
+                                record_timing=False,
                                 kernel_manager_class=this_python_kernel(),
                                 resources={"metadata": {"path": str(path.parent)}})
         try:
