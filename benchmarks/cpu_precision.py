@@ -3,7 +3,7 @@
 What ``amp="auto"`` and ``channels_last="auto"`` choose on a CPU (``lab2.ops.machine``) follows
 this measurement: bf16 where the CPU computes bf16 natively (AVX512-BF16 or AMX), fp32 elsewhere.
 channels_last is faster on both kinds, but lab2 keeps the CPU contiguous: oneDNN's 1x1 stride-2
-convolution backward crashes or hangs in channels_last for some shapes (lab2/machine.py), which
+convolution backward crashes or hangs in channels_last for some shapes (lab2/ops/machine.py), which
 this benchmark's shapes do not reach. For lab2's networks at the ``quick`` profile's width (16)
 and at the report's width (64, UNet), 128 px, batch 8, fused Adam, one process: training images/s
 of each variant, timed round-robin (median), side by side with what lab2 picks on this CPU and

@@ -7,7 +7,7 @@ interpolation, so it keeps its labels ({0, 1}, or {0, 1, 255} with the ignore co
 
 Pipelines are deterministic for a seed (``seed=`` here, or :func:`reseed` later; training reseeds
 the pipeline for every sample from (run seed, epoch, sample), see
-:class:`lab2.data.loaders.SeededSampler`).
+:class:`lab2.ops.loaders.SeededSampler`).
 Each transform of a pipeline gets its own seed: albumentations' ``Compose(seed=s)`` gives every
 transform the same stream, so that the flip, the affine, the blur, the colour shift and the
 brightness change all drew the same number and were applied together or not at all.

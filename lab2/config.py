@@ -58,8 +58,8 @@ class TrainConfig:
     """Everything one training run depends on; the defaults are the report's settings.
 
     Every field is also a command-line flag of ``train`` and ``experiment`` (``--batch-size`` for
-    ``batch_size``; ``Literal`` annotations give the choices), built by :func:`lab2.cli` from this
-    class: a new field needs no second edit there."""
+    ``batch_size``; ``Literal`` annotations give the choices), built by :mod:`lab2.ops.cli` from
+    this class: a new field needs no second edit there."""
 
     # --- what is trained
     model: Literal["unet", "resnet34_unet"] = setting(
@@ -110,10 +110,11 @@ class TrainConfig:
         "auto", "auto: CUDA, else Apple MPS, else the CPU", resumable=True, machine=True)
     amp: Literal["auto", "bf16", "fp16", "off"] = setting(
         "auto", "mixed precision; auto: bf16 where the GPU or CPU computes it natively, fp16 "
-        "with loss scaling on older NVIDIA GPUs, else off (lab2.machine)", resumable=True,
+        "with loss scaling on older NVIDIA GPUs, else off (lab2.ops.machine)", resumable=True,
         machine=True)
     channels_last: Literal["auto", "on", "off"] = setting(
-        "auto", "channels_last memory layout (auto: lab2.machine)", resumable=True, machine=True)
+        "auto", "channels_last memory layout (auto: lab2.ops.machine)", resumable=True,
+        machine=True)
     compile: bool = setting(False, "torch.compile the model (CUDA; off by default: whole "
                             "epochs on an H200 were not faster, benchmarks/README.md)",
                             resumable=True, machine=True)
@@ -247,7 +248,8 @@ def field_choices(name: str, cls: type = TrainConfig) -> tuple | None:
 RESUMABLE_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.metadata["resumable"])
 #: Fields that define how a run learns: every field but the ones the runs of one experiment
 #: differ in by design (network, preprocessing, seed), the ``machine`` ones and the profile's
-#: label. Runs compared in one Table 1 should agree on all of them (:func:`lab2.runs.trained_with`).
+#: label. Runs compared in one Table 1 should agree on all of them
+#: (:func:`lab2.ops.runs.trained_with`).
 RECIPE_FIELDS = tuple(f.name for f in fields(TrainConfig)
                       if f.metadata["flag"] and not f.metadata["per_run"]
                       and not f.metadata["machine"] and f.name != "seed")

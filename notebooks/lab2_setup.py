@@ -12,5 +12,5 @@ def setup(profile: str | None = None):
         from lab2.ops.notebook import setup as notebook_setup
     except ModuleNotFoundError as e:    # this kernel's Python is not the one lab2 is installed in
         raise RuntimeError(f"{e} in {sys.executable}: choose lab2's environment as the kernel "
-                           "(Kernel > Change Kernel; README: 'Open the notebooks')") from None
+                           "(Kernel > Change Kernel; README: 'The notebooks')") from None
     return notebook_setup(profile)

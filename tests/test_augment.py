@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -20,6 +16,8 @@ from lab2.augment import (
 )
 from lab2.data.masks import IGNORE_INDEX
 from lab2.ops.loaders import open_dataset
+
+pytestmark = pytest.mark.core
 
 GEOMETRY_ONLY = AugmentParams(p_hflip=0.5, p_affine=1.0, p_blur=0, p_color=0,
                               p_brightness_contrast=0)
@@ -113,20 +111,6 @@ def test_training_batches_travel_as_uint8_and_arrive_normalised(sample_root):
         assert masks.dtype == torch.long and torch.equal(masks[0], plain[0][1])
         assert torch.allclose(images[0], plain[0][0], atol=1e-5)
         assert images.is_contiguous(memory_format=torch.channels_last) == channels_last
-
-
-def test_importing_lab2_opens_no_network_connection():
-    # albumentations checks pypi.org for updates on import unless told not to (lab2/__init__.py).
-    code = ("import sys\n"
-            "calls = []\n"
-            "sys.addaudithook(lambda event, args: calls.append(event) if event in "
-            "('socket.connect', 'socket.getaddrinfo') else None)\n"
-            "import lab2.augment, lab2.ops.trainer, lab2.ops.cli\n"
-            "print(calls)")
-    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True, timeout=120)
-    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_each_transform_of_a_seeded_pipeline_draws_its_own_numbers():

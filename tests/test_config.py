@@ -12,6 +12,8 @@ from lab2.models import MODELS
 from lab2.ops.machine import resolve_profile
 from lab2.train import build_optimizer, build_scheduler, lr_at_epoch
 
+pytestmark = pytest.mark.core
+
 
 def test_defaults_are_the_reports_settings():
     c = TrainConfig()
@@ -86,10 +88,16 @@ def test_profile_env_and_overrides(monkeypatch):
         profile_config("auto")
 
 
-def test_every_profile_builds_a_valid_config_for_both_models():
+def test_every_profile_gives_both_networks_a_size_they_take():
+    from lab2.models import build_model
     for profile in ("full", "quick", "smoke"):
         for model in MODELS:
-            profile_config(profile, model=model)
+            config = profile_config(profile, model=model)
+            assert (config.profile, config.model) == (profile, model)
+            with torch.device("meta"):      # shapes only: no memory, no arithmetic
+                network = build_model(model, base_channels=config.base_channels)
+                logits = network(torch.empty(1, 3, config.image_size, config.image_size))
+            assert tuple(logits.shape) == (1, 2, config.image_size, config.image_size)
 
 
 def test_config_choices_match_the_registries():

@@ -21,6 +21,8 @@ from lab2.ops.audit import audit_dataset
 from lab2.ops.loaders import open_dataset
 from lab2.ops.sample import make_sample_dataset
 
+pytestmark = pytest.mark.core
+
 # ---- index and splits -------------------------------------------------------------------------
 
 def test_breeds_are_the_37_real_ones_with_12_cats():

@@ -573,8 +573,9 @@ def test_a_process_that_never_joins_is_one_line_after_the_timeout(monkeypatch):
 
 def _machines(roots: list[Path], args: list, tmp_path, flags: tuple[list, list] = ([], [])
               ) -> list[tuple[int, str, str]]:
-    """One run on two simulated machines: on each, the README's command (torchrun with c10d
-    rendezvous, here at 127.0.0.1, one process per machine), machine i reading ``roots[i]``.
+    """One run on two simulated machines: on each, the command of docs/multi-gpu.md (torchrun
+    with c10d rendezvous, here at 127.0.0.1, one process per machine), machine i reading
+    ``roots[i]``.
     and adding ``flags[i]`` to its command. Returns each machine's (exit code, stdout, stderr):
     what its terminal shows. Which machine's process becomes rank 0 is the rendezvous's
     choice."""

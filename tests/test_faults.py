@@ -1,7 +1,7 @@
 """What survives what: kills at unlucky moments, two commands at once, full disks, read-only
 folders, odd inputs. Each test simulates one fault at the exact instant it bites (by raising
 there, or with a second real process) and checks that the user gets one clear line and a state
-the next command continues from. The numbers refer to the defects of issue 11."""
+the next command continues from. docs/reliability.md lists what the user gets for each."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def hold_lock(path: Path) -> subprocess.Popen:
     return proc
 
 
-# ---- 1. a run counted finished that is not -------------------------------------------------
+# ---- a run counted finished that is not -------------------------------------------------
 
 def test_a_kill_while_the_final_checkpoint_is_written_leaves_the_run_unfinished(
         sample_root, tmp_path, monkeypatch, caplog):
@@ -144,7 +144,7 @@ def test_ctrl_c_during_a_checkpoint_write_names_the_epoch_last_pt_holds(
     assert "holds epoch 1" in caplog.text and "holds epoch 2" not in caplog.text
 
 
-# ---- 2. two cache builds at once ----------------------------------------------------------
+# ---- two cache builds at once ----------------------------------------------------------
 
 @pytest.fixture
 def small_root(tmp_path):
@@ -208,7 +208,7 @@ def test_a_cache_without_its_completion_marker_is_not_used(small_root):
     assert find_cache(small_root, 32, None) is None
 
 
-# ---- 3. stale Table 1 numbers -------------------------------------------------------------
+# ---- stale Table 1 numbers -------------------------------------------------------------
 
 def test_an_experiment_folder_refuses_runs_of_another_data_set(sample_root, tmp_path, capsys):
     exp = tmp_path / "exp"
@@ -488,7 +488,7 @@ def test_the_figures_refuse_a_file_changed_after_results_json_was_checked(sample
     with pytest.raises(ChangedSince, match="unet_raw/best.pt changed after"):
         load_models(out, runs)
 
-# ---- 4. one owner per run folder ----------------------------------------------------------
+# ---- one owner per run folder ----------------------------------------------------------
 
 def test_a_second_train_on_a_busy_run_folder_stops_naming_the_owner(sample_root, tmp_path,
                                                                       capsys):
@@ -537,7 +537,7 @@ def test_a_file_system_that_cannot_lock_files_is_named_with_the_fix(sample_root,
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-# ---- 5. an interrupted sample generation ---------------------------------------------------
+# ---- an interrupted sample generation ---------------------------------------------------
 
 def test_an_interrupted_sample_leaves_nothing_that_blocks_the_next_call(tmp_path, monkeypatch):
     calls = []
@@ -565,7 +565,7 @@ def test_a_partial_sample_left_by_a_killed_call_is_removed(tmp_path):
     assert not leftover.exists()
 
 
-# ---- 6. predict reports only files it wrote -------------------------------------------------
+# ---- predict reports only files it wrote -------------------------------------------------
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, sample_root):
@@ -652,7 +652,7 @@ def test_predict_on_a_full_disk_says_so(trained, tmp_path, monkeypatch, capsys):
     assert not list((tmp_path / "p").glob("*.png"))
 
 
-# ---- 7. resume with changed settings ------------------------------------------------------
+# ---- resume with changed settings ------------------------------------------------------
 
 def test_resume_applies_a_new_learning_rate_and_records_it(sample_root, tmp_path):
     out = tmp_path / "run"
@@ -718,7 +718,7 @@ def test_a_non_finite_loss_before_any_epoch_says_to_start_again_not_to_resume(
     assert "--resume" not in str(caught.value) and not (out / "last.pt").exists()
 
 
-# ---- 8. disk and permission errors --------------------------------------------------------
+# ---- disk and permission errors --------------------------------------------------------
 
 def test_a_cache_build_without_room_is_one_line_naming_the_fix(small_root, monkeypatch, capsys):
     class Usage:
@@ -902,7 +902,7 @@ def test_evaluate_does_not_write_into_a_run_folder_another_command_is_writing(
                     "the numbers above were not saved; evaluate again once it has finished")
     assert not (run / "metrics.json").exists() and not (run / "per_image_test.csv").exists()
 
-# ---- 9. leftovers -------------------------------------------------------------------------
+# ---- leftovers -------------------------------------------------------------------------
 
 def test_stale_temporaries_are_removed_when_a_run_resumes(sample_root, tmp_path):
     out = tmp_path / "run"
@@ -998,7 +998,7 @@ def test_forkserver_loader_workers_die_with_their_killed_run(sample_root, tmp_pa
     assert not left
 
 
-# ---- 10. files other users can read -------------------------------------------------------
+# ---- files other users can read -------------------------------------------------------
 
 def test_atomic_writes_get_the_mode_of_a_normal_write(tmp_path):
     old = os.umask(0o022)
@@ -1019,7 +1019,7 @@ def test_cache_and_sample_folders_get_the_mode_of_a_normal_mkdir(small_root):
     assert (cache.folder / "meta.json").stat().st_mode & 0o777 == atomic.file_mode()
 
 
-# ---- 11. smaller --------------------------------------------------------------------------
+# ---- more odd inputs --------------------------------------------------------------------------
 
 def test_16_bit_greyscale_images_are_scaled_not_saturated(tmp_path):
     ramp = np.linspace(0, 61420, 64 * 64).reshape(64, 64).astype(np.uint16)

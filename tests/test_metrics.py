@@ -9,6 +9,8 @@ import torch
 from lab2.data.masks import IGNORE_INDEX
 from lab2.metrics import DiceMeter, dice_per_image, pooled_dice
 
+pytestmark = pytest.mark.core
+
 
 def t(rows) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.long)

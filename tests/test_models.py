@@ -1,5 +1,5 @@
-"""UNet and ResNet34-UNet: shapes, structure point by point against docs/report.md, weights,
-numerics."""
+"""UNet and ResNet34-UNet: shapes, structure point by point against the report's description
+(docs/report.md), parameter counts worked out from it, weights, numerics."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from lab2.models import DEFAULT_DROPOUT, MODELS, ResNet34UNet, UNet, build_model
 from lab2.models.resnet34_unet import ResidualBlock
 from lab2.ops.checkpoint import read_resnet34_weights
 
+pytestmark = pytest.mark.core
+
 #: Parameter counts at the report's widths (n_classes=2); the README prints the same numbers.
-PARAMS = {"unet": 31_038_722, "resnet34_unet": 85_918_338}
-
-
 def count(model: nn.Module, kind: type) -> int:
     return sum(isinstance(m, kind) for m in model.modules())
 
@@ -58,9 +57,37 @@ def test_unknown_model_name_lists_the_valid_ones():
         build_model("segformer")
 
 
-def test_parameter_counts_are_pinned(full):
-    for name, model in full.items():
-        assert sum(p.numel() for p in model.parameters()) == PARAMS[name]
+def double_conv(c_in: int, c_out: int) -> int:
+    """Parameters of the report's double convolution: two bias-free 3×3 convs, two BatchNorms."""
+    return 9 * c_in * c_out + 9 * c_out * c_out + 2 * 2 * c_out
+
+
+def basic_block(c_in: int, c_out: int) -> int:
+    """A ResNet basic block, with a 1×1 projection (and its BatchNorm) when the width changes."""
+    projection = c_in * c_out + 2 * c_out if c_in != c_out else 0
+    return 9 * c_in * c_out + 9 * c_out * c_out + 2 * 2 * c_out + projection
+
+
+def unet_decoder(channels: list[int]) -> int:
+    """Per stage, deepest first: a 2×2 transposed conv with bias, then a double conv of the
+    concatenation (skip + upsampled)."""
+    return sum(4 * channels[i + 1] * channels[i] + channels[i] + double_conv(2 * channels[i],
+                                                                              channels[i])
+               for i in range(len(channels) - 1))
+
+
+def test_parameter_counts_follow_from_the_reports_specification(full):
+    """Counted from the report's description (docs/report.md), not from lab2's code."""
+    widths = [64, 128, 256, 512, 1024]
+    encoder = sum(double_conv(c_in, c_out)
+                  for c_in, c_out in zip([3, *widths[:-1]], widths, strict=True))
+    unet = encoder + unet_decoder(widths) + 9 * 64 * 2 + 2            # head: 3×3 conv, bias
+    stem_to_layer4 = sum(p.numel() for n, p in resnet34(weights=None).named_parameters()
+                         if not n.startswith("fc."))                   # torchvision's own
+    layer5 = basic_block(512, 1024) + 2 * basic_block(1024, 1024)
+    resnet34_unet = stem_to_layer4 + layer5 + unet_decoder(widths) + 64 * 2 + 2   # head: 1×1
+    assert sum(p.numel() for p in full["unet"].parameters()) == unet == 31_038_722
+    assert sum(p.numel() for p in full["resnet34_unet"].parameters()) == resnet34_unet
 
 
 # ---- UNet structure -----------------------------------------------------------------------------
@@ -194,11 +221,18 @@ def test_backward_reaches_every_parameter(full, name):
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_eval_output_is_deterministic(full, name):
-    model = full[name].eval()
-    x = torch.randn(1, 3, 64, 64)
+def test_dropout_and_batch_statistics_act_in_training_only(full, name):
+    """Training draws new dropout masks and normalises by the batch; evaluation does neither:
+    the same image gives the same logits, alone or in a batch."""
+    model = full[name]
+    x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
-        assert torch.equal(model(x), model(x))
+        model.train()
+        assert not torch.equal(model(x[:1]), model(x[:1]))
+        model.eval()
+        alone, batched = model(x[:1]), model(x)
+    assert torch.equal(alone, model(x[:1]).detach())
+    assert torch.allclose(alone, batched[:1], atol=1e-5)
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -796,8 +796,8 @@ def test_each_notebook_says_which_python_its_kernel_is_when_lab2_is_not_there(tm
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         f"RuntimeError: No module named 'lab2' in {sys.executable}: choose lab2's environment "
-        "as the kernel (Kernel > Change Kernel; README: 'Open the notebooks')")
-    assert "\n## Open the notebooks\n" in (PROJECT / "README.md").read_text(encoding="utf-8")
+        "as the kernel (Kernel > Change Kernel; README: 'The notebooks')")
+    assert "\n## The notebooks\n" in (PROJECT / "README.md").read_text(encoding="utf-8")
 
 
 class _Terminal(io.TextIOWrapper):

@@ -18,6 +18,8 @@ from lab2.preprocess import (
     zscore_minmax,
 )
 
+pytestmark = pytest.mark.core
+
 rng = np.random.default_rng(0)
 IMAGES = [rng.integers(0, 256, (40, 56, 3), dtype=np.uint8),
           rng.integers(60, 120, (33, 17, 3), dtype=np.uint8),      # low contrast

@@ -17,6 +17,8 @@ from lab2.stats import (
     verdict,
 )
 
+pytestmark = pytest.mark.core
+
 
 def test_the_interval_covers_a_known_difference_at_about_the_nominal_rate():
     # synthetic per-image Dice of two models with a true mean difference of 0.01

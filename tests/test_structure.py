@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+@pytest.mark.core
 def test_the_graph_sees_real_imports():
     graph = import_graph()
     assert "lab2.train" in graph["lab2.ops.trainer"]
@@ -120,10 +122,12 @@ def rule_breaks(graph: dict[str, set[str]], outside: dict[str, set[str]]) -> lis
                      for t in targets if t not in allowed])
 
 
+@pytest.mark.core
 def test_no_core_module_imports_the_machinery_or_a_package_outside_the_field():
     assert rule_breaks(import_graph(), import_graph(outside=True)) == []
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("added", ["from .ops.atomic import write_json",
                                    "import lab2.ops.locks", "import filelock"])
 def test_the_rule_finds_an_import_that_breaks_it_even_inside_a_function(tmp_path, added):
@@ -139,6 +143,7 @@ def test_the_rule_finds_an_import_that_breaks_it_even_inside_a_function(tmp_path
         f"lab2.metrics imports {target.partition('.')[0] if target == 'filelock' else target}"]
 
 
+@pytest.mark.core
 def test_no_module_imports_one_that_imports_it_back():
     assert find_cycle(import_graph()) is None
 
@@ -226,16 +231,32 @@ def test_environment_yml_parses_and_installs_this_package():
     assert wanted >= tuple(int(x) for x in re.findall(r"\d+", minimum)[:2])
     pip = next(d["pip"] for d in deps if isinstance(d, dict) and "pip" in d)
     assert "-e .[dev]" in pip and "pip" in deps
+    # the locked versions, which pin the Python they were made with
+    assert "-c requirements-lock.txt" in pip and wanted == (3, 11)
+    locked = (root / "requirements-lock.txt").read_text(encoding="utf-8").splitlines()
+    pins = dict(line.split("==") for line in locked if line and not line.startswith("#"))
+    assert {"torch", "torchvision", "albumentations", "nbval"} <= set(pins)
 
 
-def test_nothing_in_the_repository_points_outside_it():
+def test_every_link_of_the_docs_leads_to_a_file_of_the_repository():
+    """The project stands alone: each relative link of its Markdown pages (README, docs/,
+    benchmarks/) and notebooks names a file that a clone holds, not one beside the clone."""
+    import re
     import subprocess as sp
     root = PACKAGE.parent
     files = sp.run(["git", "ls-files"], cwd=root, capture_output=True, text=True).stdout.split()
+    checked = 0
     for name in files:
-        path = root / name
-        if path.suffix in {".py", ".md", ".ipynb", ".toml", ".yml", ".cfg"} or name == "Makefile":
-            assert "../" + "shared" not in path.read_text(errors="replace", encoding="utf-8"), name
+        if not name.endswith((".md", ".ipynb")):
+            continue
+        text = (root / name).read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)#\s]+)", text):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            path = ((root / name).parent / target).resolve()
+            assert path.is_relative_to(root) and path.exists(), (name, target)
+            checked += 1
+    assert checked >= 5           # the README links to docs/ and benchmarks/
 
 
 def binary_mode(mode: ast.expr | None) -> bool:
@@ -287,3 +308,17 @@ def test_text_files_are_read_and_written_as_utf8():
     found = [f"{path.relative_to(root)}:{line}" for path, source in sources.items()
              for line in text_calls_without_encoding(source)]
     assert not found, f"add encoding=\"utf-8\" to: {', '.join(found)}"
+
+
+def test_importing_lab2_opens_no_network_connection():
+    # albumentations checks pypi.org for updates on import unless told not to (lab2/__init__.py).
+    code = ("import sys\n"
+            "calls = []\n"
+            "sys.addaudithook(lambda event, args: calls.append(event) if event in "
+            "('socket.connect', 'socket.getaddrinfo') else None)\n"
+            "import lab2.augment, lab2.ops.trainer, lab2.ops.cli\n"
+            "print(calls)")
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -113,7 +113,7 @@ class OxfordPetSegmentation(Dataset):
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, str]:
         """Item ``index``; an index ``(seed, i)`` (from
-        :class:`lab2.data.loaders.SeededSampler`) first reseeds the transform with ``seed``, so a
+        :class:`lab2.ops.loaders.SeededSampler`) first reseeds the transform with ``seed``, so a
         sample's augmentation does not depend on which worker or in which order it is read."""
         if isinstance(index, tuple):
             seed, index = index

@@ -263,7 +263,7 @@ def write_json(path: str | os.PathLike, obj: Any, fix: str = "") -> None:
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Remove the ``.<name>.*.tmp`` files a killed writer left in ``folder``; return them.
 
-    Call it only while holding the folder's lock (:mod:`lab2.locks`): a live writer's temporary
+    Call it only while holding the folder's lock (:mod:`lab2.ops.locks`): a live writer's temporary
     file has the same shape.
     """
     removed = []

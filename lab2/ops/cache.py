@@ -12,21 +12,12 @@ reading, so one cache serves every convention) — plus ``meta.json`` listing th
 A memory-map row read is a copy of contiguous bytes; ``benchmarks/data_pipeline.py`` measured it
 against per-sample PNG and ``.npy`` files (see ``benchmarks/RESULTS.md``).
 
-Building is safe against the faults met in practice:
-
-* **two builds at once** (two ``preprocess``/``train``/``experiment`` commands): one build per
-  fingerprint at a time, under a lock that dies with its process (:mod:`lab2.locks`); the second
-  waits with a message, then uses the finished cache;
-* **a kill at any moment**: each build writes in its own private ``<fingerprint>.partial-XXXX/``
-  folder, renamed into place only when complete; ``meta.json`` is written last and records the
-  row count and file sizes, and a cache is used only after they are checked, so a truncated
-  ``images.npy`` is rebuilt rather than failing later with "mmap length is greater than file
-  size". Partial folders of dead builds (of any variant) are removed by the next build;
-* **a full disk**: the size of a cache is known before it is built; the free space is checked and
-  the arrays are allocated on disk up front (``posix_fallocate`` where the OS has it) — writing
-  into a sparse memory map on a full disk once ended in ``Bus error``;
-* **a read-only data root**: ``LAB2_CACHE_DIR`` (or ``--cache-dir``) puts the caches elsewhere, and
-  the error says so.
+Building is safe against the faults met in practice (docs/reliability.md): two builds at once
+(one per fingerprint at a time, under a lock; the second waits and uses the first's), a kill at any
+moment (each build writes a private ``<fingerprint>.partial-XXXX/`` folder renamed into place when
+complete; ``meta.json``, written last, records the row count and file sizes, checked before use),
+a full disk (the size is known up front: free space checked, arrays allocated on disk), and a
+read-only data root (``LAB2_CACHE_DIR`` or ``--cache-dir`` moves the caches).
 """
 
 from __future__ import annotations

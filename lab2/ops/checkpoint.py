@@ -29,7 +29,7 @@ REQUIRED_KEYS = ("model", "config", "epoch")
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """``torch.save`` to a temporary file, then rename: a crash never leaves half a checkpoint,
-    and a full disk is one :class:`lab2.atomic.StorageError` naming the file."""
+    and a full disk is one :class:`lab2.ops.atomic.StorageError` naming the file."""
     fix = (f"free space on that disk; {Path(path).name} before this save is intact, so --resume "
            "continues from it" if Path(path).is_file() else
            "free space on that disk; nothing was saved yet, so run the same command again")
@@ -54,8 +54,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     ``.pt``, a pickle with code in it — raises ``ValueError`` naming the file. ``mmap=True`` maps
     the tensors instead of reading them, and checks every entry but theirs: for what a
     checkpoint records (its epoch, config, history), never for its weights. ``sha256``: the
-    weights a result was made from; other content raises :class:`lab2.atomic.ChangedSince`
-    (the bytes are hashed, checked and loaded in one read: :func:`lab2.atomic.read_exact`).
+    weights a result was made from; other content raises :class:`lab2.ops.atomic.ChangedSince`
+    (the bytes are hashed, checked and loaded in one read: :func:`lab2.ops.atomic.read_exact`).
     """
     path = Path(path)
     if not path.is_file():

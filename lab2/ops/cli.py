@@ -490,7 +490,7 @@ def _one_line(error: BaseException) -> str:
     return text
 
 
-def _again(args: argparse.Namespace) -> str:
+def _after_interrupt(args: argparse.Namespace) -> str:
     """What continues an interrupted command: the same one, or for a new ``train`` the same one
     with ``--resume`` once an epoch was saved (before that, ``--resume`` would be refused)."""
     if args.command != "train" or args.resume:
@@ -540,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING, format="lab2: %(message)s")
         logging.getLogger("lab2").setLevel(logging.INFO)
     if getattr(args, "cache_dir", None) is not None:
-        os.environ[CACHE_ENV] = str(args.cache_dir)   # read by lab2.paths.cache_dir everywhere
+        os.environ[CACHE_ENV] = str(args.cache_dir)   # read by lab2.ops.paths.cache_dir everywhere
     rank = _rank()              # under torchrun the first rank tells progress and warnings
     if rank:
         logging.getLogger("lab2").setLevel(logging.ERROR)
@@ -558,5 +558,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         except KeyboardInterrupt:
             if _speaks_for_its_machine() and not os.environ.get(QUIET_INTERRUPT_ENV):
-                print(f"interrupted; {_again(args)}", file=sys.stderr)
+                print(f"interrupted; {_after_interrupt(args)}", file=sys.stderr)
             return 130

@@ -4,7 +4,7 @@
 ``WORLD_SIZE`` and ``LOCAL_RANK`` in their environment; :func:`process_group` joins them (NCCL on
 CUDA, gloo on the CPU and on GPUs where PyTorch has no NCCL, as on Windows; with a timeout so that
 a rank that died cannot leave the others waiting forever). Each rank takes its slice of every
-global batch (:class:`lab2.data.loaders.SeededSampler`); ``TrainConfig.batch_size`` stays the
+global batch (:class:`lab2.ops.loaders.SeededSampler`); ``TrainConfig.batch_size`` stays the
 global batch.
 
 BatchNorm under DDP: with a global batch of 8 on 4 GPUs, each GPU would normalise over 2 images.
@@ -15,7 +15,7 @@ same with PyTorch's differentiable ``all_reduce``.
 
 On several machines (``torchrun --nnodes``) each machine reads its own ``--root``: the ranks
 compare their data sets before training (:func:`require_same`), and every machine's first process
-tells errors on that machine's terminal (:func:`lab2.cli.main`).
+tells errors on that machine's terminal (:func:`lab2.ops.cli.main`).
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def process_group(device: torch.device):
 
 
 #: ``python -c`` code that runs torchrun (see :func:`torchrun_command`).
-_LAUNCHER = "import sys; from lab2.distributed import torchrun_main; sys.exit(torchrun_main())"
+_LAUNCHER = "import sys; from lab2.ops.distributed import torchrun_main; sys.exit(torchrun_main())"
 
 
 def torchrun_command(nproc: int, args: list[str]) -> list[str]:

@@ -1,23 +1,15 @@
 """Fetch, verify and safely extract the Oxford-IIIT Pet archives.
 
 ``download_oxford_pet(root)`` puts the data set in ``root/oxford-iiit-pet/`` (torchvision's layout):
-
-* hosts are tried in order — the official VGG address, then the second host — or only the mirror
-  given as an argument or in ``LAB2_PET_MIRROR`` (a base URL that holds both archives);
-* bytes go to ``<archive>.part``; an interrupted transfer resumes there with an HTTP Range request,
-  and transient errors are retried with exponential back-off;
-* the md5 is checked before anything is extracted; a mismatch renames the bad file to
-  ``<archive>.md5-mismatch`` (so nothing can pass as complete) and raises :class:`ChecksumError`;
-* extraction auto-detects the compression and refuses the whole archive if any member would land
-  outside the target folder, or is a link or a device file;
-* a ``.<archive>.extracting`` marker is written before an archive is extracted and removed once a
-  ``.<archive>.extracted`` marker follows it, which makes a second call a no-op. An extraction
-  that was killed leaves the first marker alone, beside files missing or cut short (the list
-  files can be there while trimaps are not, and the folder looked whole: training went on with
-  the trimaps it found, under the real data set's name); :func:`check_extracted` refuses such a
-  folder, with the command that finishes it, wherever the data set is read;
-* one download into a folder at a time: a second one (another terminal) waits for the first, then
-  finds its work done.
+hosts are tried in order (the official VGG address, then the second host, or only the mirror given
+as an argument or in ``LAB2_PET_MIRROR``); bytes go to ``<archive>.part``, resumed with an HTTP
+Range request and retried with back-off; the md5 is checked before anything is extracted (a
+mismatch renames the file ``<archive>.md5-mismatch`` and raises :class:`ChecksumError`); an
+archive with a member that would land outside the folder, a link or a device file is refused
+whole. A ``.<archive>.extracting`` marker is written before an archive is extracted and replaced
+by ``.<archive>.extracted`` after: :func:`check_extracted` refuses a folder a killed extraction
+left (the list files can be there while trimaps are not), with the command that finishes it. One
+download into a folder at a time; a second waits, then finds the work done (docs/data.md).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from .sample import dataset_label
 
 log = logging.getLogger(__name__)
 
-#: What to do once a run in a folder named for another is moved aside (lab2.runs.check_role).
+#: What to do once a run in a folder named for another is moved aside (lab2.ops.runs.check_role).
 MOVED_THEN = "test it there: python -m lab2 evaluate --checkpoint {aside}/best.pt"
 
 def per_image_path(run_dir: str | Path, split: str = "test") -> Path:
@@ -61,7 +61,7 @@ PER_IMAGE_FIELDS = ("name", "dice", "dice_original", "boundary_iou", "background
 def load_trained_model(checkpoint: str | os.PathLike, device: torch.device | str = "cpu", *,
                        sha256: str | None = None) -> tuple[nn.Module, TrainConfig, dict]:
     """Rebuild the network from a checkpoint's config and load its weights (eval mode);
-    ``sha256``: the weights it must hold (:func:`lab2.checkpoint.load_checkpoint`)."""
+    ``sha256``: the weights it must hold (:func:`lab2.ops.checkpoint.load_checkpoint`)."""
     state = load_checkpoint(checkpoint, sha256=sha256)
     config = TrainConfig.from_dict(state["config"])
     model = model_for(config)

@@ -9,20 +9,11 @@ epoch of every run, for the loss curves), and ``experiment.json`` (the data set 
 folder belongs to). Finished runs are skipped and an interrupted one resumes, so the command can
 simply be run again.
 
-What makes a row of Table 1 trustworthy:
-
-* a run counts as finished only when its ``last.pt`` holds the final epoch; its epochs, best
-  validation Dice and history are read from that checkpoint, never from a file written beside it;
-* test metrics are reused only when the content hash of ``best.pt``, the data set's fingerprint,
-  the split and the evaluation settings all match (:func:`lab2.evaluate.evaluation_key`), and
-  the per-image file beside them is the one they summarise;
-* ``results.json`` is checked against its runs whenever it is read (:func:`load_experiment`): a
-  run trained on or tested again after the tables were written makes it refuse, in one line;
-* a folder belongs to one data set and one profile: running it on another refuses, in one line;
-* runs not trained alike (one resumed on its own with a new ``--lr``, a later ``--seeds`` with
-  other settings) are named at the top of Table 1, setting by setting
-  (:func:`training_differences`);
-* one process owns the folder at a time (:mod:`lab2.locks`).
+What makes a row of Table 1 trustworthy — a run finished only when its ``last.pt`` says so, test
+metrics reused only for the same weights, data and settings, ``results.json`` checked against its
+runs whenever it is read (:func:`load_experiment`), every run folder holding the run its row
+needs, one data set and profile per folder, runs not trained alike named at the top of the table,
+one process per folder — is listed, fault by fault, in docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -51,7 +42,7 @@ from .evaluation import evaluate_checkpoint, per_image_path, read_per_image
 from .fingerprint import dataset_fingerprint, same_data
 from .loaders import RUNS_AT_ONCE_ENV
 from .machine import resolve_profile
-from .paths import runs_dir
+from .paths import default_data_root, runs_dir
 from .processes import die_with_parent, signal_name
 from .runs import (
     ROLE_FIELDS,
@@ -98,7 +89,7 @@ def default_out(profile: str, root) -> Path:
 def _check_folder_data(out: Path, root, profile: str) -> None:
     """Record (first time) or check (later) which data set and profile ``out`` belongs to."""
     record = {"dataset_fingerprint": dataset_fingerprint(root), "data": dataset_label(root),
-              "root": str(Path(root).expanduser().resolve()), "profile": profile}
+              "root": str(root), "profile": profile}
     path = out / "experiment.json"
     if not path.is_file():
         atomic.write_json(path, record)
@@ -157,6 +148,8 @@ def run_experiment(profile: str | None = None, root=None, out=None, *, progress:
     ``ddp`` = N trains each run that needs it on N processes through torchrun
     (DistributedDataParallel, :func:`_train_with_torchrun`), one run after the other."""
     name = resolve_profile(profile)
+    # once: every record and message names it so
+    root = Path(root if root is not None else default_data_root()).expanduser().resolve()
     seeds = tuple(dict.fromkeys(int(s) for s in seeds))
     if not seeds:
         raise ValueError("--seeds needs at least one seed")
@@ -248,7 +241,7 @@ def _warn_unapplied(config: TrainConfig, summary: dict) -> None:
 def training_differences(rows: list[dict]) -> dict[str, str]:
     """The training settings (and precisions) in which the runs of a table differ, each with a
     line that says how (``lr`` → ``lr: 0.001 in unet_raw, unet_preprocessed; 0.01 in
-    resnet34_unet_raw``), from each row's ``trained_with`` (:func:`lab2.runs.trained_with`);
+    resnet34_unet_raw``), from each row's ``trained_with`` (:func:`lab2.ops.runs.trained_with`);
     empty when all were trained alike.
 
     The runs of one experiment folder start with the same settings, but a run may be resumed
@@ -298,7 +291,7 @@ def _role(config: TrainConfig | dict) -> dict:
 
 def _check_role(run_dir: Path, summary: dict | None, wanted: TrainConfig) -> None:
     """The run in ``run_dir`` (``summary``: its last.pt's, None before it has one) is the one
-    Table 1's row ``wanted`` needs, by its own settings (:func:`lab2.runs.check_role`)."""
+    Table 1's row ``wanted`` needs, by its own settings (:func:`lab2.ops.runs.check_role`)."""
     if summary is not None:
         check_role(run_dir, summary["config"], _role(wanted))
 
@@ -484,7 +477,7 @@ def _train_in_parallel(name: str, root, out: Path, runs, seeds, overrides: dict,
 def _train_with_torchrun(name: str, root, out: Path, runs, seeds, overrides: dict, nproc: int,
                          progress: bool = True) -> None:
     """Train the pending runs one after the other, each on ``nproc`` processes through torchrun
-    (:mod:`lab2.distributed`): ``python -m lab2 train --config`` with the run's config, resumed
+    (:mod:`lab2.ops.distributed`): ``python -m lab2 train --config`` with the run's config, resumed
     when the run has epochs already. The ranks print their own one-line errors; a failure stops
     the experiment here, the run resumable by the same command. A Ctrl-C stops torchrun, which
     stops its ranks."""

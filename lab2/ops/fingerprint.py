@@ -2,21 +2,17 @@
 
 The fingerprint hashes the name, size and **content** (SHA-256) of every file of the data set:
 ``images/``, ``annotations/trimaps/`` and ``annotations/`` (the split lists). Every result records
-it, and every command that continues or shows a result checks it, so a result never meets data
-other than its own. Names and sizes alone (what lab2 hashed before) miss an edit that keeps a
-file's size: ``sort trainval.txt`` moves images between training and validation (every 10th line
-is validation), and a trimap corrected in an editor can keep its byte count; a run then resumed,
-and a cache was reused, on data they were not made from.
+it, and every command that continues or shows a result checks it. Names and sizes alone miss an
+edit that keeps a file's size (``sort trainval.txt`` moves images between training and validation).
 
 Reading the whole data set (800 MB for Oxford-IIIT Pet) at every command would cost seconds, so
 each file's hash is remembered, as git's index does, in the cache folder
 (``<root>/cache/file-hashes-<folder>.json``, or under ``$LAB2_CACHE_DIR``) beside its size,
 modification time, status-change time (which no program can set back) and inode: a file whose
 four are unchanged is not read again. A file changed in the last :data:`RECENT_S` seconds is not
-remembered, since two writes within one tick of a file system's clock leave the same times. A
-data set copied to another machine is read once there and gets the same fingerprint, which is
-what lets several machines of one run check that they hold the same data. Where the cache folder
-cannot be written, the hashes are computed each time.
+remembered, since two writes within one tick of a file system's clock leave the same times. A copy
+on another machine gets the same fingerprint (what lets the machines of one run compare their
+data). Where the cache folder cannot be written, the hashes are computed each time.
 
 Runs, tables and folders recorded by the earlier lab2 hold the names-and-sizes fingerprint. They
 are still accepted (:func:`same_data`), with the guarantee they were made with, and recorded by
@@ -45,9 +41,7 @@ PARTS = ("images", "annotations/trimaps", "annotations")
 RECENT_S = 3.0
 #: Hashing more bytes than this shows a progress bar (the first command on the real data).
 BAR_BYTES = 256 * 2**20
-#: Threads that hash files at once (hashlib lets go of the GIL). ``benchmarks/fingerprint.py``,
-#: 775 MiB in 14,780 files on 2 cores: 2.4 s from disk and 0.84 s from memory with 2 threads,
-#: 3.7 / 1.2 s with 1, 1.9 / 1.1 s with 4.
+#: Threads that hash files at once (hashlib lets go of the GIL; ``benchmarks/fingerprint.py``).
 THREADS = 2
 MEMO_VERSION = 1
 

@@ -1,20 +1,11 @@
 """Whether the installed PyTorch can use this machine's NVIDIA GPU, and what to install if not.
 
-``pip install`` does not always give a PyTorch that can, and the GPU then goes unused or fails
-at the first step:
-
-* **Windows**: PyPI's torch is built without CUDA (the 2.15.0 wheel is 121 MiB; the CUDA builds
-  of download.pytorch.org are gigabytes). ``torch.cuda.is_available()`` is False, and the
-  ``auto`` profile trains the small ``quick`` one on the CPU beside an idle GPU.
-* **Older GPUs**: PyPI's Linux torch is built with CUDA 13 (2.15.0), whose kernels run on
-  compute capability 7.5 and newer (T4, RTX 20xx and later). A V100 (7.0), P100 (6.0) or GTX 10xx
-  (6.1) is found, and the first convolution fails with "no kernel image is available for
-  execution on the device". PyTorch's CUDA 12.6 builds still have kernels for 5.0 to 9.0.
-
-:func:`missing_kernels` (a GPU PyTorch has no kernels for: :func:`lab2.machine.resolve_device`
-stops with it) and :func:`gpu_without_cuda_build` (a CPU-only PyTorch beside an NVIDIA GPU:
-the ``auto`` profile's warning says it) name the GPU and the command that installs a PyTorch
-for it into this environment. Kept free of PyTorch at import, like :mod:`lab2.config`.
+``pip install`` does not always give a PyTorch that can (docs/platforms.md): on Windows PyPI's
+torch is built without CUDA, and on Linux its CUDA 13 build has no kernels for a V100, P100 or
+GTX 10xx ("no kernel image is available" at the first convolution). :func:`missing_kernels`
+(:func:`lab2.ops.machine.resolve_device` stops with it) and :func:`gpu_without_cuda_build` (the
+``auto`` profile's warning says it) name the GPU and the command that installs a PyTorch for it.
+Kept free of PyTorch at import, like :mod:`lab2.config`.
 """
 
 from __future__ import annotations

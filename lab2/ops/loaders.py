@@ -180,7 +180,7 @@ def init_loader_worker(seed: int, worker_id: int, *, owner: int | None = None) -
     default from Python 3.14) has the server as its parent, which lives as long as its children
     do: after a ``kill -9`` of the run (the out-of-memory killer, a job's time limit) the workers
     and the server stayed forever, each worker holding its memory. Such a worker watches the owner
-    itself (:func:`lab2.processes.die_with_parent`)."""
+    itself (:func:`lab2.ops.processes.die_with_parent`)."""
     if owner is not None and os.getppid() != owner:
         die_with_parent(parent=owner)
     s = epoch_seed(seed, WORKERS_EPOCH, worker_id + 1)
@@ -257,12 +257,8 @@ def processes_sharing_this_machine() -> int:
 
 def fit_workers_to_cores(workers: int, cores: int) -> tuple[int, str | None]:
     """At most one loader worker per CPU core the run may use, and why they were lowered (None
-    if not). The batches, and the results, are the same (each sample carries its own seed).
-
-    Measured (``benchmarks/epoch.py`` on an H200 machine held to 2 cores with ``taskset``, as on
-    Colab's 2 vCPUs): 2 workers fed 167 (UNet) and 158 (ResNet34-UNet) training images/s, 4
-    workers 162 and 148; more workers than cores only add processes, memory, and PyTorch's
-    warning about them."""
+    if not): more only add processes and memory (``benchmarks/epoch.py``). The batches, and the
+    results, are the same (each sample carries its own seed)."""
     if workers <= cores:
         return workers, None
     return cores, (f"{workers} asked for, lowered to the {cores} CPU core(s) this run may use "
@@ -276,21 +272,12 @@ def make_loader(dataset: OxfordPetSegmentation, config: TrainConfig, *, train: b
     pass. Works under any multiprocessing start method.
 
     Evaluation loaders of a cached data set read in the main process: a cache row is a memory
-    copy (8,477 rows/s on this 2-core CPU, ``benchmarks/data_pipeline.py``) and there is no
-    augmentation to spread, so workers would only add processes.
-
-    Workers are lowered to the CPU cores the run may use (:func:`fit_workers_to_cores`), then
-    workers and batches ahead, with a warning, to what the shared memory holds
-    (:func:`fit_shared_memory`); ``loader.plan`` says what was used and why.
-
+    copy and there is no augmentation to spread. Workers are lowered to the CPU cores the run may
+    use (:func:`fit_workers_to_cores`), then workers and batches ahead, with a warning, to what the
+    shared memory holds (:func:`fit_shared_memory`); ``loader.plan`` says what was used and why.
     The workers start by the program's start method (PyTorch's default), not by lab2's pools'
-    ``forkserver`` (:func:`lab2.processes.pool_context`): a forked worker shares the PyTorch its
-    parent has loaded, where a ``forkserver`` or ``spawn`` worker loads its own. Measured with
-    ``benchmarks/loader_start.py`` (the ``full`` profile's 4 workers, on this 2-core CPU): ``fork``
-    0.17 s to the first batch and 572 MiB for the four workers, ``forkserver`` 5.7 s and 1,595
-    MiB, ``spawn`` the same; the epochs after it take the same time. The pools' workers load no
-    PyTorch, so ``forkserver`` costs them only 0.2 s per build. ``fork`` is Linux's default up to
-    Python 3.13, ``forkserver`` from 3.14; both are tested, and ``spawn`` (macOS, Windows)."""
+    ``forkserver``: a forked worker shares the PyTorch its parent has loaded, where the others
+    load their own (``benchmarks/loader_start.py``)."""
     workers = config.num_workers if (train or dataset.cache is None) else 0
     batch_size, prefetch, notes = config.batch_size // world_size, config.prefetch_factor, []
     if workers:

@@ -77,7 +77,7 @@ def owned(lock_path: str | os.PathLike, what: str, *, wait: bool = False,
     ``what`` names the thing locked for the messages (``"run folder runs/x"``). Without ``wait`` a
     lock held by a live process raises :class:`BusyError` at once; with ``wait`` a message says who
     is being waited for, and the block runs once they are done. A folder where the lock cannot
-    be created raises :class:`lab2.atomic.StorageError` with ``fix``.
+    be created raises :class:`lab2.ops.atomic.StorageError` with ``fix``.
     """
     lock_path = Path(lock_path)
     key = (str(lock_path.resolve()), threading.get_ident())
@@ -116,19 +116,6 @@ def owned(lock_path: str | os.PathLike, what: str, *, wait: bool = False,
     finally:
         _held.discard(key)
         lock.release()
-
-
-def is_locked(lock_path: str | os.PathLike) -> bool:
-    """Whether a live process holds ``lock_path`` now (takes and releases it if free)."""
-    lock = _file_lock(Path(lock_path))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        return True
-    except OSError:
-        return False
-    lock.release()
-    return False
 
 
 def folder_lock(folder: str | os.PathLike) -> Path:

@@ -13,25 +13,20 @@ What ``device="auto"``, ``amp="auto"`` and ``channels_last="auto"`` choose:
 
 A GPU the installed PyTorch has no kernels for (a V100 or older with PyPI's CUDA 13 build), or a
 CPU-only PyTorch beside an NVIDIA GPU (PyPI's build on Windows), is named with the command that
-installs a PyTorch for it (:mod:`lab2.gpus`).
+installs a PyTorch for it (:mod:`lab2.ops.gpus`).
 
 bf16 has fp32's exponent range and needs no loss scaling; fp16 does, so fp16 training goes through
 ``torch.amp.GradScaler``, whose state is saved in every checkpoint. On a CPU without native bf16,
-autocast emulates it: ``benchmarks/cpu_precision.py`` measured it an order of magnitude slower
-than fp32 on such a CPU (``benchmarks/RESULTS.md``). On the CPU lab2 keeps activations contiguous,
-although channels_last measured faster there (fp32 3-13 % on an AVX2 CPU; bf16 8-22 % on an
-AVX512-BF16 one), because oneDNN's 1x1-convolution weight gradient — ResNet34-UNet's stride-2
-shortcut — is broken for it: on that AVX2 CPU it spun forever in one of the test runs
-(``jit_avx2_1x1_convolution_bwd_weights``), and on an AVX512 CPU with torch 2.14.1 (oneDNN 3.12)
-it crashes the process with a segmentation fault or "free(): invalid next size" for some shapes
-(fp32: 8 → 16 channels at 64 px; bf16: a batch of 3 at 8 → 16 channels and 16 px), after it may
-already have written outside its buffers. ``--channels-last on`` still asks for it. Every choice
-comes with the reason, which ``run.json`` records.
+autocast emulates it, an order of magnitude slower than fp32 (``benchmarks/cpu_precision.py``). On
+the CPU lab2 keeps activations contiguous, although channels_last measured faster there, because
+oneDNN's 1x1-convolution weight gradient — ResNet34-UNet's stride-2 shortcut — hangs or crashes
+the process in channels_last for some shapes (``tests/test_platforms.py`` runs them);
+``--channels-last on`` still asks for it. Every choice comes with the reason, which ``run.json``
+records.
 
 CPU threads: PyTorch starts one per core of the process's affinity, but ignores a container's CPU
-quota (``docker --cpus``, a JupyterHub or Kubernetes pod): 64 threads throttled to 2 cores.
-:func:`fit_cpu_threads` lowers them to the usable cores (``lab2.processes.usable_cpus``) unless
-``OMP_NUM_THREADS`` says otherwise; ``benchmarks/cpu_threads.py`` measured the gain.
+quota (``docker --cpus``, a JupyterHub pod); :func:`fit_cpu_threads` lowers them to the usable
+cores unless ``OMP_NUM_THREADS`` says otherwise (``benchmarks/cpu_threads.py``).
 """
 
 from __future__ import annotations
@@ -88,7 +83,7 @@ def mps_available() -> bool:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` → CUDA if present, else Apple MPS, else the CPU; an unavailable device → error,
-    and so is a GPU the installed PyTorch has no kernels for (:mod:`lab2.gpus`), with the
+    and so is a GPU the installed PyTorch has no kernels for (:mod:`lab2.ops.gpus`), with the
     command that installs one that has."""
     if name == "cuda" and not torch.cuda.is_available():
         unused = gpu_without_cuda_build()
@@ -148,7 +143,7 @@ def choose_channels_last(setting: str, device: torch.device) -> tuple[bool, str]
         return True, "CUDA: tensor-core convolutions want channels_last"
     if device.type == "cpu":
         return False, ("CPU: contiguous (in channels_last oneDNN's 1x1 stride-2 convolution "
-                       "backward crashes or hangs for some shapes; see lab2/machine.py)")
+                       "backward crashes or hangs for some shapes; see lab2/ops/machine.py)")
     return False, f"{device.type}: contiguous layout (channels_last not measured there)"
 
 

@@ -185,7 +185,7 @@ def per_image_dice(experiment: str | Path, runs: Sequence[dict],
                    measure: str = "dice") -> dict[str, dict[str, float]]:
     """run → {image name → ``measure``} on the test split (Dice at the training size by
     default), each image's value averaged over the run's seeds; ``runs``: ``results.json``'s
-    (checked by :func:`lab2.experiment.load_experiment`). Each file read must be the one the
+    (checked by :func:`lab2.ops.experiment.load_experiment`). Each file read must be the one the
     row names (its SHA-256): a run tested again meanwhile raises, one line."""
     return {name: {image: values[measure] for image, values in seed_average(
                 [read_per_image(Path(experiment) / row["run"], "test", row["per_image_sha256"])

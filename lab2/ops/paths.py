@@ -94,7 +94,7 @@ def _moved_by(setting: str) -> str:
 
 def check_writable(folder: Path, fix: str) -> None:
     """Make sure ``folder`` (created if missing) can be written, before any work starts; else
-    raise :class:`lab2.atomic.StorageError` naming it and ``fix``.
+    raise :class:`lab2.ops.atomic.StorageError` naming it and ``fix``.
 
     A project opened from a read-only place (a course folder shared on a JupyterHub, a mounted
     disk) otherwise got as far as its first write, and then named a command-line flag that a

@@ -335,6 +335,7 @@ def train(config: TrainConfig, root, out, *, resume: bool = False, restart: bool
     (:mod:`lab2.ops.distributed`): rank 0 owns the folder, writes every file and shows progress.
     """
     out = Path(out)
+    root = Path(root).expanduser().resolve()     # once: every record and message names it so
     with distributed.process_group(resolve_device(config.device)) as world:
         try:
             owner = (locks.owned(locks.folder_lock(out), f"the run folder {out}",
@@ -372,11 +373,10 @@ def train(config: TrainConfig, root, out, *, resume: bool = False, restart: bool
 _PER_MACHINE_FIELDS = ("num_workers", "prefetch_factor")
 
 
-def _data_description(root, fingerprint: str) -> str:
-    where = Path(root).expanduser().resolve()
+def _data_description(root: Path, fingerprint: str) -> str:
     if not dataset_dir(root).is_dir():
-        return f"no data set at {where}"
-    return f"the {dataset_label(root)} at {where} (fingerprint {fingerprint})"
+        return f"no data set at {root}"
+    return f"the {dataset_label(root)} at {root} (fingerprint {fingerprint})"
 
 
 def _restore_cpu_threads(checkpoint: dict, plan: DevicePlan, why: dict,
@@ -404,7 +404,7 @@ def best_so_far(history: list[dict]) -> tuple[float, int | None]:
     return best, epoch
 
 
-def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
+def _train(config: TrainConfig, root: Path, out: Path, resume: bool, progress: bool,
            on_batch: Callable[[int, int], None] | None,
            world: distributed.World | None = None) -> dict:
     world = world or distributed.World()
@@ -464,7 +464,7 @@ def _train(config: TrainConfig, root, out: Path, resume: bool, progress: bool,
     start_epoch = 0
     run = {"run_id": uuid.uuid4().hex, "changes": [], "precision": precision,
            "data": {"fingerprint": fingerprint, "label": dataset_label(root),
-                    "root": str(Path(root).expanduser().resolve())}}
+                    "root": str(root)}}
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..comparisons import CLAIM_OUTCOMES, claim_outcome
 from ..config import run_name
-from ..data.index import species_of
+from ..data.index import breed_of, species_of
 from ..data.reading import read_example
 from ..metrics import image_dice
 from ..predict import predict_mask
@@ -36,11 +36,6 @@ def typical_images(per_image: dict[str, dict[str, float]], n: int,
     mean = {k: v for k, v in _mean_over_runs(per_image).items() if k not in set(exclude)}
     median = float(np.median(list(mean.values())))
     return sorted(mean, key=lambda name: (abs(mean[name] - median), name))[:n]
-
-
-def breed_of(name: str) -> str:
-    """``Abyssinian_100`` → ``Abyssinian`` (capitalised breeds are cats)."""
-    return name.rsplit("_", 1)[0]
 
 
 def species_name(breed: str) -> str:
@@ -109,7 +104,7 @@ def analysis_text(results: Sequence[dict], histories: Sequence[dict],
     """The written analysis, every number taken from ``results`` (Table 1's rows),
     ``histories`` and ``comparisons`` (:func:`lab2.comparisons.compare`). ``differences``, the
     settings the runs were not trained alike in (the keys of
-    :func:`lab2.experiment.training_differences`), come first: each verdict below then compares
+    :func:`lab2.ops.experiment.training_differences`), come first: each verdict below then compares
     more than the network or the preprocessing. Then what the comparisons say of each of the
     report's claimed Dice differences (:func:`lab2.comparisons.claim_outcome`), then the other
     comparisons' verdicts, convergence and the validation loss's roughness."""

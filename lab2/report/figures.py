@@ -260,7 +260,7 @@ def plot_dice_table(results: Sequence[dict], data: str, profile: str,
     """Table 1 as bars: lab2's average test Dice beside the report's, per model; with several
     seeds, lab2's bar is their mean and its error bar ± one standard deviation. ``differences``,
     the settings the runs were not trained alike in (the keys of
-    :func:`lab2.experiment.training_differences`), are named under the bars: a figure travels
+    :func:`lab2.ops.experiment.training_differences`), are named under the bars: a figure travels
     without its table."""
     fig, ax = plt.subplots(figsize=(8, 3.5))
     names = [RUN_TITLES[run_name(r["model"], r["preprocess"])] for r in results]
