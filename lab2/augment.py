@@ -25,6 +25,12 @@ import torch
 #: ImageNet statistics, albumentations' default; applied to every split.
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+#: By the channels an input has (lab2.preprocess.network_input): RGB; the luminance, with
+#: ImageNet's mean luminance and the channels' mean spread; RGB and an edge map of 0 and 255,
+#: centred on ±1.
+CHANNEL_STATS = {3: (MEAN, STD), 1: ((0.299 * MEAN[0] + 0.587 * MEAN[1] + 0.114 * MEAN[2],),
+                                     (sum(STD) / 3,)),
+                 4: ((*MEAN, 0.5), (*STD, 0.5))}
 
 
 @dataclass(frozen=True)
@@ -54,12 +60,12 @@ def _normalize() -> A.Normalize:
 
 
 def normalize_images(images: torch.Tensor) -> torch.Tensor:
-    """A batch of uint8 images (B, 3, H, W) → float32, normalised as :func:`build_eval_transforms`
-    does one image (``(x / 255 - MEAN) / STD``), on the batch's device and in its memory format.
-    Training feeds uint8 through the data loader and normalises here: on this 2-core CPU the cached
-    loader with 2 workers then passed 1.4–1.6× more samples per second (benchmarks/RESULTS.md)."""
-    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
+    """A batch of uint8 images (B, C, H, W) → float32, normalised as :func:`build_eval_transforms`
+    does one RGB image (``(x / 255 - MEAN) / STD``, :data:`CHANNEL_STATS` for 1 and 4 channels),
+    on the batch's device and in its memory format. Training feeds uint8 through the data loader
+    and normalises here: the loader passes a quarter of the bytes (benchmarks/RESULTS.md)."""
+    mean, std = (torch.tensor(v, device=images.device).view(1, -1, 1, 1)
+                 for v in CHANNEL_STATS[images.shape[1]])
     return images.float().div_(255).sub_(mean).div_(std)
 
 

@@ -19,7 +19,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from .config import run_name
-from .stats import bootstrap_difference, holm, mean_and_std, shows_difference, verdict
+from .stats import (
+    bootstrap_difference,
+    holm,
+    mean_and_std,
+    over_seeds,
+    shows_difference,
+    verdict,
+)
 
 #: (comparison, model a, model b): each a (network, preprocessing) pair; the difference is b − a.
 COMPARISONS = (
@@ -49,18 +56,21 @@ def seed_average(per_seed: Sequence[dict[str, dict[str, float]]]) -> dict[str, d
             for name in images_of_every_seed(per_seed)}
 
 
-def compare(per_image: dict[tuple[str, bool], Sequence[dict]], reported: dict | None = None,
-            measures: dict = MEASURES) -> list[dict]:
-    """Every comparison of :data:`COMPARISONS` whose two models are present, for every measure.
+def compare(per_image: dict, reported: dict | None = None, measures: dict = MEASURES,
+            pairs=COMPARISONS, name_of=None) -> list[dict]:
+    """Every comparison of ``pairs`` (default :data:`COMPARISONS`) whose two models are present,
+    for every measure.
 
-    ``per_image``: (network, preprocessing) → one per-image table per seed. Each row has the
+    ``per_image``: model → one per-image table per seed; a model is a (network, preprocessing)
+    pair, named by :func:`lab2.config.run_name`, or what ``name_of`` names. Each row has the
     columns of :data:`COMPARISON_FIELDS` plus ``measure`` and, for Dice, ``reported_difference``
     (the report's claim; None for the other measures). ``p_holm`` and ``verdict`` treat the rows
     returned as one family (:func:`lab2.stats.holm`)."""
+    name_of = name_of or (lambda key: run_name(*key))
     common = {key: images_of_every_seed(tables) for key, tables in per_image.items() if tables}
     rows, intervals = [], []
     for measure, (label, higher_is_better) in measures.items():
-        for title, a, b in COMPARISONS:
+        for title, a, b in pairs:
             if a not in common or b not in common:
                 continue
             names = sorted(set(common[a]) & set(common[b]))
@@ -68,7 +78,7 @@ def compare(per_image: dict[tuple[str, bool], Sequence[dict]], reported: dict | 
                 continue
             interval = bootstrap_difference(*([[table[n][measure] for n in names]
                                                 for table in per_image[key]] for key in (a, b)))
-            name_a, name_b = run_name(*a), run_name(*b)
+            name_a, name_b = name_of(a), name_of(b)
             rows.append({
                 "comparison": f"{label}: {title}", "model_a": name_a, "model_b": name_b,
                 "n_images": interval.n, "n_seeds": min(len(per_image[a]), len(per_image[b])),
@@ -84,6 +94,21 @@ def compare(per_image: dict[tuple[str, bool], Sequence[dict]], reported: dict | 
         row["verdict"] = verdict(interval, row["model_a"], row["model_b"], higher_is_better,
                                  adjusted, len(rows))
     return rows
+
+
+def seeds_to_decide(per_seed_a: Sequence[dict], per_seed_b: Sequence[dict], measure: str
+                    ) -> int | None:
+    """About how many seeds (training runs of each model) would show a difference in
+    ``measure`` of the size seen, with the seed-to-seed spread seen, four times out of five:
+    :func:`lab2.stats.over_seeds` of each seed's mean over the test images both tables hold,
+    seed k of a paired with seed k of b. None with one seed, or no difference seen. From a few
+    seeds this is a rough estimate; on other data both the difference and the spread differ."""
+    means = [[], []]
+    for table_a, table_b in zip(per_seed_a, per_seed_b, strict=False):
+        names = sorted(set(table_a) & set(table_b))
+        for out, table in zip(means, (table_a, table_b), strict=True):
+            out.append(float(np.mean([table[n][measure] for n in names])))
+    return over_seeds(*means)["seeds_needed"]
 
 
 #: What a comparison says of the report's claimed difference (:func:`claim_outcome`): a count's
@@ -117,4 +142,5 @@ def seed_spread(values: Sequence[float]) -> dict:
 
 
 __all__ = ["CLAIM_OUTCOMES", "COMPARISONS", "COMPARISON_FIELDS", "MEASURES", "claim_outcome",
+           "seeds_to_decide",
            "compare", "images_of_every_seed", "seed_average", "seed_spread"]

@@ -47,10 +47,12 @@ def setting(default: Any, help: str, *, minimum: float | None = None, resumable:
                                             "machine": machine, "flag": flag})
 
 
-def run_name(model: str, preprocess: bool, seed: int = 0) -> str:
+def run_name(model: str, preprocess: bool, seed: int = 0, input: str = "rgb") -> str:
     """Name of a run folder: ``unet_raw``, ``resnet34_unet_preprocessed``, … for seed 0 (the
-    report's single run), ``unet_raw_seed1`` … for the other seeds."""
-    return f"{model}_{'preprocessed' if preprocess else 'raw'}" + (f"_seed{seed}" if seed else "")
+    report's single run), ``unet_raw_seed1`` … for the other seeds; ``unet_raw_gray`` … for an
+    input other than RGB."""
+    return (f"{model}_{'preprocessed' if preprocess else 'raw'}"
+            + (f"_{input}" if input != "rgb" else "") + (f"_seed{seed}" if seed else ""))
 
 
 @dataclass
@@ -62,13 +64,17 @@ class TrainConfig:
     this class: a new field needs no second edit there."""
 
     # --- what is trained
-    model: Literal["unet", "resnet34_unet"] = setting(
-        "unet", "the network (lab2.models)", per_run=True)
+    model: Literal["unet", "resnet34_unet", "levit_unet"] = setting(
+        "unet", "the network (lab2.models; levit_unet: the report's future work)", per_run=True)
     preprocess: bool = setting(
         False, "the report's OpenCV chain (CLAHE, bilateral filter, z-score + min-max)",
         per_run=True)
+    input: Literal["rgb", "gray", "edges"] = setting(
+        "rgb", "what the network sees: the RGB image (the report's), its luminance, or RGB and a "
+        "Canny edge map (the report's future work; lab2.preprocess.network_input)")
     image_size: int = setting(
-        512, "square side in pixels; a multiple of 16 (UNet) or 32 (ResNet34-UNet)", minimum=1)
+        512, "square side in pixels; a multiple of 16 (UNet), 32 (ResNet34-UNet) or 64 "
+        "(LeViT-UNet)", minimum=1)
     base_channels: int = setting(
         64, "network width: channels of the first stage (64 = the report's networks)", minimum=1)
     dropout: float = setting(0.1, "probability of every dropout layer, in [0, 1)")
@@ -202,7 +208,7 @@ class TrainConfig:
 
     @property
     def run_name(self) -> str:
-        return run_name(self.model, self.preprocess, self.seed)
+        return run_name(self.model, self.preprocess, self.seed, self.input)
 
 
 #: Field changes of each profile relative to the report's settings.

@@ -13,7 +13,7 @@ from torch import nn
 from .augment import normalize_images
 from .config import TrainConfig
 from .data.resize import resize_image
-from .preprocess import PreprocessParams, preprocess
+from .preprocess import PreprocessParams, network_input, preprocess
 
 PET_COLOUR = (255, 64, 32)  # RGB
 
@@ -33,9 +33,10 @@ def predict_margin(model: nn.Module, config: TrainConfig, image: np.ndarray) -> 
     x = resize_image(image, (config.image_size, config.image_size))
     if config.preprocess:
         x = preprocess(x, PreprocessParams())
+    x = network_input(x, config.input)                             # (S, S, C)
     device = next(model.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(device)
-    batch = normalize_images(x)                                    # (1, 3, S, S), as in training
+    batch = normalize_images(x)                                    # (1, C, S, S), as in training
     logits = model.eval()(batch).float()                          # (1, 2, S, S)
     margin = logits[:, 1:] - logits[:, :1]                        # (1, 1, S, S)
     margin = F.interpolate(margin, size=(h, w), mode="bilinear", align_corners=False)

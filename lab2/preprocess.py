@@ -89,3 +89,46 @@ def preprocess_steps(image: np.ndarray, params: PreprocessParams = PreprocessPar
 def preprocess(image: np.ndarray, params: PreprocessParams = PreprocessParams()) -> np.ndarray:
     """The whole chain in the report's order; uint8 RGB in, uint8 RGB of the same shape out."""
     return preprocess_steps(image, params)["clahe"]
+
+
+# ---- what the network sees: the report's future work proposes grayscale and an edge channel --
+
+#: ``TrainConfig.input``: ``rgb`` (the report's), ``gray`` (one channel: the luminance) or
+#: ``edges`` (RGB and a fourth channel, the image's Canny edges).
+INPUTS = ("rgb", "gray", "edges")
+
+#: Canny's thresholds around the median intensity (the common "automatic Canny" rule): the lower
+#: at (1 − σ)·median, the upper at (1 + σ)·median, so edges are found relative to the image's
+#: own brightness and contrast rather than at fixed levels.
+CANNY_SIGMA = 0.33
+
+
+def canny_thresholds(gray: np.ndarray, sigma: float = CANNY_SIGMA) -> tuple[int, int]:
+    """(lower, upper) hysteresis thresholds for ``cv2.Canny`` from a uint8 image's median."""
+    median = float(np.median(gray))
+    return int(max(0.0, (1 - sigma) * median)), int(min(255.0, (1 + sigma) * median))
+
+
+def edge_map(image: np.ndarray, sigma: float = CANNY_SIGMA) -> np.ndarray:
+    """Canny edges (H, W) uint8, 255 on an edge, of an RGB image's luminance."""
+    _check_rgb(image)
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return cv2.Canny(gray, *canny_thresholds(gray, sigma))
+
+
+def network_input(image: np.ndarray, kind: str = "rgb") -> np.ndarray:
+    """What the network sees of a uint8 RGB image (H, W, 3), as uint8 (H, W, C): ``rgb`` as it
+    is, ``gray`` its luminance (C = 1), ``edges`` RGB and its Canny edge map (C = 4).
+
+    It is taken last, after resizing, the report's chain and the augmentation: the chain needs
+    colour (its CLAHE equalises the L of LAB and keeps the hue), and so do the colour shift and
+    the brightness change, so a gray input is the luminance of the image the chain and the
+    augmentation made, and the edges are found on it."""
+    if kind == "rgb":
+        return image
+    _check_rgb(image)
+    if kind == "gray":
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None]
+    if kind == "edges":
+        return np.concatenate([image, edge_map(image)[..., None]], axis=2)
+    raise ValueError(f"unknown input {kind!r}; choose one of {', '.join(INPUTS)}")

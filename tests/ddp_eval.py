@@ -25,7 +25,8 @@ def main(checkpoint: str, root: str, max_samples: str, out: str) -> None:
         dataset = build_datasets(config, root, splits=("test",), progress=False)["test"]
         loader = make_loader(dataset, config, train=False, rank=world.rank,
                              world_size=world.size)
-        result = evaluate(model, loader, step, original=dataset, progress=False)
+        result = evaluate(model, loader, step, original=dataset, progress=False,
+                          combine=distributed.combine_evaluations if world.distributed else None)
         if world.main:
             with open(out, "w", encoding="utf-8") as f:
                 json.dump(result, f)

@@ -156,7 +156,7 @@ def test_convergence_and_roughness_are_given_over_every_seed():
     histories = (curve("unet_raw", 0, [0.5, 0.3, 0.4, 0.2], [0.2, 0.5, 0.6, 0.9])
                  + curve("unet_raw_seed1", 1, [0.5, 0.4, 0.3, 0.2], [0.2, 0.95, 0.9, 0.95])
                  + curve("unet_preprocessed", 0, [0.5, 0.4, 0.3, 0.2], [0.2, 0.4, 0.9, 0.9]))
-    convergence, rough = analysis_text([], histories).splitlines()
+    convergence, rough, table2, smoother = analysis_text([], histories).splitlines()
     # seed 0 reaches 95 % of its best at epoch 4, seed 1 at epoch 2; one seed of preprocessed
     assert convergence.startswith("- **Convergence** (mean ± sd over 2 seeds;")
     assert convergence.endswith(f"unet_raw 3.0 ± {np.std([4, 2], ddof=1):.1f}, "
@@ -164,6 +164,10 @@ def test_convergence_and_roughness_are_given_over_every_seed():
     # roughness: seed 0 (0.2 + 0.1 + 0.2) / 3, seed 1 0.1
     assert rough.endswith(f"unet_raw {np.mean([0.5 / 3, 0.1]):.4f} ± "
                           f"{np.std([0.5 / 3, 0.1], ddof=1):.4f}, unet_preprocessed 0.1000.")
+    # Table 2's claim pairs seed 0 with seed 0 only: 0.1 − 0.5 / 3, with no interval from one seed
+    assert table2.startswith("- **The report's Table 2 claims")
+    assert f"{0.1 - 0.5 / 3:+.4g} over 1 seed(s)" in smoother
+    assert "nothing can be shown" in smoother
 
 
 def test_table_1_is_the_mean_and_spread_over_seeds():

@@ -88,14 +88,14 @@ def test_profile_env_and_overrides(monkeypatch):
         profile_config("auto")
 
 
-def test_every_profile_gives_both_networks_a_size_they_take():
-    from lab2.models import build_model
+def test_every_profile_gives_every_network_a_size_it_takes():
+    from lab2.models import model_for
     for profile in ("full", "quick", "smoke"):
         for model in MODELS:
             config = profile_config(profile, model=model)
             assert (config.profile, config.model) == (profile, model)
             with torch.device("meta"):      # shapes only: no memory, no arithmetic
-                network = build_model(model, base_channels=config.base_channels)
+                network = model_for(config)
                 logits = network(torch.empty(1, 3, config.image_size, config.image_size))
             assert tuple(logits.shape) == (1, 2, config.image_size, config.image_size)
 

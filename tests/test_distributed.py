@@ -97,13 +97,16 @@ def test_two_gloo_processes_train_what_one_process_trains(sample_root, tmp_path)
     assert two.stderr.count("unusable file(s)") == 1, two.stderr[-3000:]
     assert two.stdout.count("best validation Dice") == 1
     a, b = (load_checkpoint(tmp_path / run / "last.pt") for run in ("one", "two"))
+    # two ranks sum a batch's gradient in another order than one process: float noise, larger
+    # on CPUs whose kernels block the sums otherwise (AVX2 against AVX-512); a wrong shard or a
+    # missing average is a difference of a whole step (lr 0.05 × a gradient)
     for name, weight in a["model"].items():
         if weight.is_floating_point():
-            assert torch.allclose(weight, b["model"][name], rtol=1e-4, atol=5e-5), name
+            assert torch.allclose(weight, b["model"][name], rtol=1e-4, atol=3e-4), name
     for row_a, row_b in zip(a["history"], b["history"], strict=True):
-        assert row_b["train_loss"] == pytest.approx(row_a["train_loss"], rel=1e-5)
-        assert row_b["val_loss"] == pytest.approx(row_a["val_loss"], rel=1e-5)
-        assert row_b["val_dice"] == pytest.approx(row_a["val_dice"], abs=1e-6)
+        assert row_b["train_loss"] == pytest.approx(row_a["train_loss"], rel=1e-4)
+        assert row_b["val_loss"] == pytest.approx(row_a["val_loss"], rel=1e-4)
+        assert row_b["val_dice"] == pytest.approx(row_a["val_dice"], abs=1e-3)
     run = json.loads((tmp_path / "two" / "run.json").read_text(encoding="utf-8"))
     assert (run["world_size"], run["backend"]) == (2, "gloo")
     # torchrun with one process is a DDP run of one rank: exactly what the plain run trains

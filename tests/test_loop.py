@@ -91,3 +91,30 @@ def test_a_non_finite_loss_stops_the_epoch():
     with pytest.raises(NonFiniteLossError, match="epoch 1, batch 1"):
         train_one_epoch(model, squares(), build_optimizer(model, TrainConfig()), PLAN, epoch=0,
                         progress=False)
+
+
+@pytest.mark.parametrize("model,input", [("levit_unet", "rgb"), ("resnet34_unet", "gray"),
+                                         ("resnet34_unet", "edges")])
+def test_the_future_work_options_train_a_step_and_repeat_it_exactly(model, input):
+    """LeViT-UNet, a gray input and an edge channel (the report's future work) through the same
+    loop: one epoch on tiny tensors, the same numbers twice from the same seed."""
+    from lab2.augment import normalize_images
+    from lab2.models import model_for
+    from lab2.preprocess import network_input
+    config = TrainConfig(model=model, input=input, image_size=64, base_channels=8)
+    images, masks, names = next(iter(squares(n=4, size=64)))
+    uint8 = (images * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()        # (B, H, W, 3)
+    inputs = torch.stack([torch.from_numpy(network_input(i, input)).permute(2, 0, 1)
+                          for i in uint8])                                     # (B, C, H, W)
+    assert inputs.shape[1] == {"rgb": 3, "gray": 1, "edges": 4}[input]
+    loader = [(inputs, masks, names)]
+    losses, weights = [], []
+    for _ in range(2):
+        torch.manual_seed(0)
+        network = model_for(config)
+        loss = train_one_epoch(network, loader, build_optimizer(network, config), PLAN, epoch=0,
+                               progress=False)
+        losses.append(loss)
+        weights.append(next(network.parameters()).detach().clone())
+    assert losses[0] == losses[1] and torch.equal(*weights)
+    assert normalize_images(inputs).shape == inputs.shape

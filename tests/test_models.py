@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -14,19 +16,25 @@ from lab2.ops.checkpoint import read_resnet34_weights
 
 pytestmark = pytest.mark.core
 
-#: Parameter counts at the report's widths (n_classes=2); the README prints the same numbers.
 def count(model: nn.Module, kind: type) -> int:
     return sum(isinstance(m, kind) for m in model.modules())
 
 
 @pytest.fixture(scope="module")
 def full():
+    """Each network at the report's width; LeViT-UNet built for the 64×64 inputs of these tests
+    (its attention biases are learned for one grid)."""
     torch.manual_seed(0)
-    return {name: build_model(name) for name in MODELS}
+    return {name: build_model(name, **({"image_size": 64} if name == "levit_unet" else {}))
+            for name in MODELS}
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-@pytest.mark.parametrize("size", [(64, 64), (96, 128)])
+#: Input sizes each network takes (LeViT-UNet: the one it was built for).
+SIZES = [(name, size) for name in MODELS
+         for size in ([(64, 64)] if name == "levit_unet" else [(64, 64), (96, 128)])]
+
+
+@pytest.mark.parametrize("name,size", SIZES)
 def test_output_has_n_classes_and_the_input_size(full, name, size):
     x = torch.randn(2, 3, *size)
     assert full[name](x).shape == (2, 2, *size)
@@ -35,8 +43,9 @@ def test_output_has_n_classes_and_the_input_size(full, name, size):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(MODELS))
 def test_output_shape_at_the_reports_512(full, name):
+    model = build_model(name, image_size=512) if name == "levit_unet" else full[name]
     with torch.no_grad():
-        assert full[name].eval()(torch.randn(1, 3, 512, 512)).shape == (1, 2, 512, 512)
+        assert model.eval()(torch.randn(1, 3, 512, 512)).shape == (1, 2, 512, 512)
 
 
 def test_n_classes_sets_the_output_channels():
@@ -53,8 +62,44 @@ def test_invalid_input_size_names_the_nearest_valid_size(full, name, bad, neares
 
 
 def test_unknown_model_name_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="unet, resnet34_unet"):
+    with pytest.raises(ValueError, match="unet, resnet34_unet, levit_unet"):
         build_model("segformer")
+
+
+# ---- LeViT-UNet (the report's future work) ----------------------------------------------------
+
+def test_the_levit_encoder_has_the_authors_parameter_count_at_their_settings():
+    """The authors' LeViT-UNet-128s (github.com/apple1986/LeViT-UNet), built with timm 0.6.13 at
+    224 px, 1 input channel and 2 classes, has 15,895,636 parameters, 7,005,234 of them in its
+    encoder (cnn_b1 to cnn_b4, block_1 to block_3): counted once outside lab2 (the docstring of
+    lab2/models/levit_unet.py). lab2's encoder is theirs; its decoder is lab2's own."""
+    from lab2.models.levit_unet import LeViTEncoder
+    encoder = LeViTEncoder(in_channels=1, image_size=224)
+    assert sum(p.numel() for p in encoder.parameters()) == 7_005_234
+
+
+def test_levit_unet_at_the_profiles_sizes_and_widths():
+    for size, width in ((512, 64), (128, 16), (64, 8)):
+        with torch.device("meta"):
+            model = build_model("levit_unet", image_size=size, base_channels=width).eval()
+            assert model(torch.empty(1, 3, size, size)).shape == (1, 2, size, size)
+        assert model.encoder.out_channels[3:] == [2 * width, 4 * width, 6 * width]
+
+
+def test_levit_unet_refuses_a_size_its_attention_grid_cannot_take_naming_the_nearest():
+    with pytest.raises(ValueError, match="multiple of 64.*the nearest is 128"):
+        build_model("levit_unet", image_size=120)
+    model = build_model("levit_unet", image_size=64, base_channels=8)
+    with pytest.raises(ValueError, match="built for 64x64 inputs"):
+        model(torch.randn(1, 3, 128, 128))
+
+
+def test_the_attention_bias_is_shared_by_pairs_at_the_same_offset():
+    from lab2.models.levit_unet import grid, offset_index
+    index, offsets = offset_index(grid(3), grid(3))
+    assert offsets == 9 and index.shape == (9, 9)       # |dy|, |dx| in 0..2 each
+    assert index[0, 4] == index[4, 8] == index[8, 4]    # (1, 1) apart, both ways
+    assert index[0, 0] == index[5, 5] != index[0, 1]
 
 
 def double_conv(c_in: int, c_out: int) -> int:
@@ -213,9 +258,16 @@ def test_missing_imagenet_weights_fail_with_a_clear_message(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_backward_reaches_every_parameter(full, name):
-    model = full[name].train()
+    # LeViT-UNet at 128 px: at 64 its last grid is one position, whose attention bias (a softmax
+    # over one key) has no gradient; its residual branches start at 0 (the BatchNorms' weight)
+    size = 128 if name == "levit_unet" else 64
+    model = (build_model(name, image_size=size) if name == "levit_unet"
+             else copy.deepcopy(full[name])).train()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm1d):
+            nn.init.ones_(module.weight)
     model.zero_grad()
-    model(torch.randn(2, 3, 64, 64)).logsumexp(1).mean().backward()
+    model(torch.randn(2, 3, size, size)).logsumexp(1).mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
     assert missing == []
 

@@ -684,7 +684,8 @@ def test_report_uses_several_gpus_as_experiment_does(tmp_path, monkeypatch):
 def test_notebooks_are_executed_and_saved_in_place(tmp_path, monkeypatch):
     from lab2.ops.runner import run_notebooks
     notebook = tmp_path / "01_data_inspection.ipynb"
-    shutil.copy(PROJECT / "notebooks" / "01_data_inspection.ipynb", notebook)
+    for name in ("01_data_inspection.ipynb", "lab2_setup.py"):    # its first cell's helper too
+        shutil.copy(PROJECT / "notebooks" / name, tmp_path / name)
     monkeypatch.setenv("LAB2_PROFILE", "smoke")
     monkeypatch.setenv("LAB2_FIGURES_DIR", str(tmp_path / "figures"))
     monkeypatch.setenv("LAB2_DATA_DIR", str(tmp_path / "data"))
@@ -774,7 +775,7 @@ def test_a_failing_notebook_is_one_line_naming_its_cell_and_is_left_as_it_was(tm
     import lab2.ops.runner as runner
     notebook = small_notebook(tmp_path / "n.ipynb", "x = 1", "def f():\n    return x / 0\nf()")
     before = notebook.read_bytes()
-    monkeypatch.setattr(runner, "notebook_paths", lambda: [notebook])
+    monkeypatch.setattr(runner, "notebook_paths", lambda names: [notebook])
     assert cli.main(["notebooks"]) == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error == (f"error: {notebook} stopped at cell [2] (ZeroDivisionError: division by "

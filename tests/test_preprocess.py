@@ -102,3 +102,41 @@ def test_non_rgb_input_is_refused_with_the_expected_shape():
         preprocess(np.zeros((8, 8), np.uint8))
     with pytest.raises(ValueError, match="uint8"):
         zscore_minmax(np.zeros((8, 8, 3), np.float32))
+
+
+# ---- what the network sees (the report's future work) -----------------------------------------
+
+def test_canny_thresholds_follow_the_images_median():
+    from lab2.preprocess import canny_thresholds
+    gray = np.full((10, 10), 100, np.uint8)
+    assert canny_thresholds(gray) == (67, 133)
+    assert canny_thresholds(np.full((4, 4), 250, np.uint8)) == (167, 255)   # capped at 255
+    assert canny_thresholds(np.zeros((4, 4), np.uint8)) == (0, 0)
+
+
+def test_the_network_input_is_rgb_its_luminance_or_rgb_and_edges():
+    from lab2.preprocess import network_input
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[8:24, 8:24] = (200, 100, 50)                    # an orange square on black
+    assert network_input(image, "rgb") is image
+    gray = network_input(image, "gray")
+    assert gray.shape == (32, 32, 1) and gray.dtype == np.uint8
+    assert gray[16, 16, 0] == round(0.299 * 200 + 0.587 * 100 + 0.114 * 50)
+    edges = network_input(image, "edges")
+    assert edges.shape == (32, 32, 4) and np.array_equal(edges[..., :3], image)
+    assert set(np.unique(edges[..., 3])) == {0, 255}
+    assert edges[16, 16, 3] == 0 and edges[8:24, 7:9, 3].any()   # the square's rim, not its inside
+    with pytest.raises(ValueError, match="rgb, gray, edges"):
+        network_input(image, "depth")
+
+
+def test_every_input_is_normalised_channel_by_channel():
+    import torch
+
+    from lab2.augment import CHANNEL_STATS, normalize_images
+    for channels, (mean, std) in CHANNEL_STATS.items():
+        batch = torch.full((2, channels, 4, 4), 255, dtype=torch.uint8)
+        out = normalize_images(batch)
+        expected = (1 - torch.tensor(mean)) / torch.tensor(std)
+        assert out.shape == batch.shape
+        assert torch.allclose(out[0, :, 0, 0], expected.float())

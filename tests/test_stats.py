@@ -158,3 +158,39 @@ def test_mean_and_std_over_seeds():
     assert mean_and_std([0.8]) == (0.8, 0.0)
     mean, std = mean_and_std([0.8, 0.9])
     assert mean == pytest.approx(0.85) and std == pytest.approx(np.std([0.8, 0.9], ddof=1))
+
+
+# ---- comparisons over training runs (the report's Table 2 claims) ------------------------------
+
+def test_over_seeds_is_a_t_interval_of_the_paired_differences():
+    from lab2.stats import over_seeds, t_975
+    a, b = [10, 12, 11], [8, 11, 8]                       # differences -2, -1, -3
+    result = over_seeds(a, b)
+    half = t_975(2) * 1.0 / np.sqrt(3)                    # sd of (-2, -1, -3) is 1
+    assert result["mean"] == pytest.approx(-2.0)
+    assert (result["low"], result["high"]) == pytest.approx((-2 - half, -2 + half))
+    assert result["n_seeds"] == 3 and t_975(2) == 4.303 and t_975(100) == 1.96
+
+
+def test_the_seeds_needed_show_a_difference_of_the_size_seen_four_times_out_of_five():
+    from lab2.stats import Z_POWER, over_seeds, t_975
+    result = over_seeds([0.0, 0.0, 0.0], [0.1, -0.05, 0.2])   # mean 0.0833, sd 0.126
+    n = result["seeds_needed"]
+    sd = float(np.std([0.1, -0.05, 0.2], ddof=1))
+    assert (t_975(n - 1) + Z_POWER) * sd / np.sqrt(n) <= abs(result["mean"])
+    assert (t_975(n - 2) + Z_POWER) * sd / np.sqrt(n - 1) > abs(result["mean"])
+    # with one seed nothing is measured, and no difference at all needs no number of seeds
+    assert over_seeds([1.0], [2.0])["low"] is None
+    assert over_seeds([1.0, 2.0], [1.0, 2.0])["seeds_needed"] is None
+
+
+def test_the_t_interval_covers_at_about_the_nominal_rate_with_three_seeds():
+    from lab2.stats import over_seeds
+    rng = np.random.default_rng(5)
+    covered = 0
+    for _ in range(2000):
+        a = rng.normal(0, 1, 3)
+        b = a + 0.5 + rng.normal(0, 1, 3)                 # a true difference of 0.5
+        r = over_seeds(a, b)
+        covered += r["low"] <= 0.5 <= r["high"]
+    assert 0.93 <= covered / 2000 <= 0.97

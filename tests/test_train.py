@@ -446,3 +446,23 @@ def test_experiment_trains_four_models_writes_table_1_and_skips_finished_runs(
                         lambda *a, **k: pytest.fail("a finished run was trained again"))
     again, _ = run_experiment("smoke", sample_root, tmp_path / "exp", progress=False, **tiny)
     assert [r["dice"] for r in again] == [r["dice"] for r in rows]
+
+
+@pytest.mark.parametrize("options", [["--model", "levit_unet"],
+                                     ["--model", "unet", "--input", "gray"],
+                                     ["--model", "unet", "--input", "edges"]])
+def test_the_future_work_options_train_resume_exactly_and_evaluate(sample_root, tmp_path,
+                                                                   options):
+    base = ["train", "--root", str(sample_root), "--profile", "smoke", "--base-channels", "4",
+            "--max-train-samples", "8", "--max-eval-samples", "4", "--device", "cpu", *options]
+    assert cli.main([*base, "--epochs", "2", "--out", str(tmp_path / "straight")]) == 0
+    assert cli.main([*base, "--epochs", "1", "--out", str(tmp_path / "resumed")]) == 0
+    assert cli.main(["train", "--out", str(tmp_path / "resumed"), "--resume", "--epochs",
+                     "2"]) == 0
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "resumed" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert cli.main(["evaluate", "--checkpoint", str(tmp_path / "resumed" / "best.pt")]) == 0
+    metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text(encoding="utf-8"))
+    input_kind = options[options.index("--input") + 1] if "--input" in options else "rgb"
+    assert metrics["test"]["key"].get("input", "rgb") == input_kind

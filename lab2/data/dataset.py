@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..augment import reseed
-from ..preprocess import PreprocessParams
+from ..preprocess import PreprocessParams, network_input
 from ..preprocess import preprocess as run_chain
 from .index import Record, dataset_dir, load_split
 from .index import subset as subset_of
@@ -51,6 +51,9 @@ class OxfordPetSegmentation(Dataset):
         max_samples: keep only ``max_samples`` usable samples of the split, chosen by ``subset``:
             ``spread`` evenly over the split's list (every breed), ``first`` its first ones
             (see :func:`lab2.data.index.subset`).
+        input: what the network sees (:func:`lab2.preprocess.network_input`): ``rgb``, ``gray``
+            (one channel) or ``edges`` (RGB and a Canny edge map), taken after ``transform``,
+            which then must leave the image uint8 (``build_train_transforms(normalize=False)``).
         uint8: return the image and mask as uint8 tensors, for a transform that leaves them uint8
             (training: :func:`lab2.augment.normalize_images` then runs on the whole batch on the
             device; the loader's workers pass a quarter of the bytes).
@@ -64,9 +67,11 @@ class OxfordPetSegmentation(Dataset):
                  transform: Callable | None = None, border: str = "foreground",
                  preprocess: bool | PreprocessParams = False, skip: Collection[str] = (),
                  cache=None, max_samples: int | None = None, subset: str = "spread",
-                 uint8: bool = False) -> None:
+                 input: str = "rgb", uint8: bool = False) -> None:
         self.root = root
         self.uint8 = uint8
+        self.input = input
+        network_input(np.zeros((1, 1, 3), np.uint8), input)     # validate ``input`` early
         self.folder = dataset_dir(root)
         self.split = split
         self.image_size = None if image_size is None else as_hw(image_size)
@@ -122,5 +127,6 @@ class OxfordPetSegmentation(Dataset):
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
+        image = network_input(image, self.input)                     # (H, W, C)
         image_t, mask_t = to_tensors(image, mask, self.uint8)
         return image_t, mask_t, self.records[index].name

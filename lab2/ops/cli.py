@@ -195,6 +195,14 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             raise ValueError("give the seeds with --seeds alone (--seed is one of them)")
         args.seeds = [overrides.pop("seed")]
     root = Path(args.root) if args.root else choose_data_root(try_download=False)
+    if args.study:
+        from .study import STUDY_SEEDS, run_study, study_markdown
+        if args.parallel or args.gpus or args.ddp:
+            raise ValueError("--study trains its runs one after the other; drop --parallel, "
+                             "--gpus and --ddp")
+        print(study_markdown(run_study(args.profile, root, args.out,
+                                       seeds=args.seeds or STUDY_SEEDS, **overrides)))
+        return 0
     _, out = run_experiment(args.profile, root, args.out, seeds=args.seeds or (0,),
                             parallel=args.parallel, gpus=args.gpus, ddp=args.ddp, **overrides)
     print((out / "results.md").read_text(encoding="utf-8"))
@@ -231,11 +239,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_notebooks(args: argparse.Namespace) -> int:
-    """Execute the numbered notebooks in place (what the end of `report` does)."""
-    from .runner import notebook_paths, run_notebooks
-    notebooks = notebook_paths()
+    """Execute notebooks in place (what the end of `report` does with the report's four)."""
+    from .runner import REPORT_NOTEBOOKS, notebook_paths, run_notebooks
+    notebooks = notebook_paths(args.names or REPORT_NOTEBOOKS)
     if not notebooks:
-        raise FileNotFoundError("no notebooks/ folder: run this from a source checkout of lab2")
+        raise FileNotFoundError("no such notebook in notebooks/ (or no notebooks/ folder: run "
+                                "this from a source checkout of lab2)")
     run_notebooks(notebooks)
     return 0
 
@@ -443,7 +452,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "one; writes results.csv, results.md and histories.csv.")
     _add_root(p, None, "data root (default: the real set if present, else the sample)")
     p.add_argument("--out", type=Path, default=None,
-                   help="experiment folder (default runs/<profile>-<real|sample>)")
+                   help="experiment folder (default runs/<profile>-<real|sample>, and "
+                        "runs/<profile>-<real|sample>-future-work for --study)")
+    p.add_argument("--study", choices=("future-work",), default=None,
+                   help="instead of the four models: the report's future work, measured: its "
+                        "best model and one arm per proposal (LeViT-UNet, gray input, an edge "
+                        "channel, twice the epochs), 3 seeds each unless --seeds says otherwise, "
+                        "each arm against the best model with intervals (docs/statistics.md)")
     p.add_argument("--seeds", type=_at_least(int, 0), nargs="+", default=None, metavar="SEED",
                    help="train each model once per seed (default: 0, the report's single run); "
                         "seed k > 0 runs in <model>_<raw|preprocessed>_seed<k>. Several seeds "
@@ -476,7 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("notebooks", help="re-run the four notebooks in place",
                        description="Execute notebooks/01_... to 04_... top to bottom and save "
                                    "them with their new outputs and figures (the last step of "
-                                   "`report`).")
+                                   "`report`); or the notebooks named.")
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="notebooks to run instead, e.g. 05_future_work (after `experiment "
+                        "--study future-work`)")
     p.set_defaults(func=cmd_notebooks)
     return parser
 

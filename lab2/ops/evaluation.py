@@ -85,6 +85,7 @@ def evaluation_key(checkpoint: str | os.PathLike, root, split: str, config: Trai
             # and their stored metrics keep the key they were written with
             **({"subset": config.subset}
                if config.max_eval_samples is not None and config.subset != "first" else {}),
+            **({"input": config.input} if config.input != "rgb" else {}),
             "version": EVALUATION_VERSION}
 
 

@@ -203,6 +203,7 @@ def _run_all(name: str, root, out: Path, progress: bool, runs, seeds: tuple[int,
                        "seed": seed, **h} for h in summary["history"]]
         rows.append({
             "run": run_dir.name, "model": model, "preprocess": preprocess, "seed": seed,
+            "input": config.input,
             **{m: metrics[m] for m in TABLE_MEASURES},
             "reported_dice": REPORTED_DICE[(model, preprocess)],
             "n_test": metrics["n_images"], "epochs": summary["epoch"],
@@ -286,7 +287,7 @@ def _current(run_dir: Path, wanted: TrainConfig, overrides: dict, fingerprint: s
 def _role(config: TrainConfig | dict) -> dict:
     """The network, preprocessing and seed of a config: which row of Table 1 it fills."""
     values = config if isinstance(config, dict) else config.to_dict()
-    return {name: values[name] for name in ROLE_FIELDS}
+    return {name: values.get(name, "rgb") for name in ROLE_FIELDS}
 
 
 def _check_role(run_dir: Path, summary: dict | None, wanted: TrainConfig) -> None:
@@ -721,8 +722,9 @@ def out_of_date(out: Path, results: dict, root=None) -> str | None:
                     "interrupted, or the file was edited since)")
     fingerprint = dataset_fingerprint(root) if root is not None else None
     for row in results["runs"]:
-        run_dir, key = out / run_name(row["model"], row["preprocess"], row["seed"]), \
-            row["evaluation_key"]
+        run_dir = out / run_name(row["model"], row["preprocess"], row["seed"],
+                                 row.get("input", "rgb"))
+        key = row["evaluation_key"]
         summary = run_summary(run_dir)
         # the run's own settings say what it is, whatever the table or the folder's name say:
         # refused here with the move that mends it (rewriting the tables would not)

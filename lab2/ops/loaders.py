@@ -47,13 +47,16 @@ WORKERS_EPOCH = 2**32 - 1
 
 #: Skipped samples named in the warning (the real data set has 9; the audit lists them all).
 NAMED_SKIPS = 12
+#: The data sets whose skipped samples this process has named already (once is enough).
+_told: set[tuple[str, frozenset]] = set()
 
 
 def skipped_samples(root, progress: bool = True) -> frozenset[str]:
     """The samples of the data set under ``root`` that its audit skips, named once per process
-    in a warning (the same text each time: :mod:`warnings` shows it once)."""
+    in a warning."""
     skipped = audit_dataset(root, progress=progress).skipped_names
-    if skipped:
+    if skipped and (str(root), skipped) not in _told:
+        _told.add((str(root), skipped))
         names = sorted(skipped)
         named = ", ".join(names[:NAMED_SKIPS]) + (
             f" and {len(names) - NAMED_SKIPS} more" if len(names) > NAMED_SKIPS else "")
@@ -101,7 +104,7 @@ def build_datasets(config: TrainConfig, root, splits=("train", "val"), progress:
         transform = build_train_transforms(normalize=False) if (train and config.augment) else None
         datasets[split] = OxfordPetSegmentation(
             root, split, config.image_size, transform=transform, border=config.border,
-            preprocess=config.preprocess, skip=skip, cache=cache, uint8=True,
+            preprocess=config.preprocess, skip=skip, cache=cache, input=config.input, uint8=True,
             max_samples=config.max_train_samples if train else config.max_eval_samples,
             subset=config.subset)
         if len(datasets[split]) == 0:

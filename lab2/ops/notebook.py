@@ -173,11 +173,13 @@ def save_figure(fig: plt.Figure, name: str, folder: str | os.PathLike | None = N
 
 
 def _by_run(runs: Sequence[dict]) -> dict[str, list[dict]]:
-    """Table 1's run name (``unet_raw``) → the rows of its seeds, from ``results.json``'s
-    ``runs`` (the runs the table was made from, not whatever else the folder holds)."""
+    """Table 1's run name (``unet_raw``), or a study's arm, → the rows of its seeds, from
+    ``results.json``'s (or ``study.json``'s) ``runs``: the runs the table was made from, not
+    whatever else the folder holds."""
     seeds: dict[str, list[dict]] = {}
     for row in runs:
-        seeds.setdefault(run_name(row["model"], row["preprocess"]), []).append(row)
+        seeds.setdefault(row.get("arm") or run_name(row["model"], row["preprocess"]),
+                         []).append(row)
     return seeds
 
 

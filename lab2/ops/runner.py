@@ -12,11 +12,18 @@ from pathlib import Path
 from . import atomic
 from .paths import notebooks_dir
 
+#: The notebooks the main job re-runs: the report's. ``05_future_work`` reads the study, which
+#: is a command of its own (``experiment --study future-work``), and is left out of it.
+REPORT_NOTEBOOKS = ("01_data_inspection", "02_preprocessing", "03_training", "04_results")
 
-def notebook_paths() -> list[Path]:
-    """The numbered notebooks of the source checkout, in reading order (none when installed)."""
+
+def notebook_paths(names=REPORT_NOTEBOOKS) -> list[Path]:
+    """The report's notebooks of the source checkout (or those ``names``), in reading order
+    (none when installed)."""
     folder = notebooks_dir()
-    return sorted(folder.glob("0*.ipynb")) if folder is not None else []
+    if folder is None:
+        return []
+    return [folder / f"{name}.ipynb" for name in names if (folder / f"{name}.ipynb").is_file()]
 
 
 class NotebookFailed(RuntimeError):

@@ -223,7 +223,7 @@ def check_same_data(run_dir: Path, data: dict | None, fingerprint: str, root) ->
 
 
 #: What an experiment's run folder is for: the fields its name gives (``unet_preprocessed_seed2``).
-ROLE_FIELDS = ("model", "preprocess", "seed")
+ROLE_FIELDS = ("model", "preprocess", "input", "seed")
 
 
 def folder_role(name: str) -> dict | None:
@@ -231,19 +231,20 @@ def folder_role(name: str) -> dict | None:
     (:func:`lab2.config.run_name`): ``{"model", "preprocess", "seed"}``, or None for a name of
     the user's own (``train --out runs/try3``)."""
     from ..models import MODELS
-    found = re.fullmatch(r"(.+)_(raw|preprocessed)(?:_seed(\d+))?", name)
+    found = re.fullmatch(r"(.+)_(raw|preprocessed)(?:_(gray|edges))?(?:_seed(\d+))?", name)
     if found is None or found.group(1) not in MODELS:
         return None
     return {"model": found.group(1), "preprocess": found.group(2) == "preprocessed",
-            "seed": int(found.group(3) or 0)}
+            "input": found.group(3) or "rgb", "seed": int(found.group(4) or 0)}
 
 
 def describe_role(role: dict) -> str:
     """``UNet with preprocessing, seed 2``: a role (:func:`folder_role`) in words."""
     from ..models import TITLES
     name = TITLES.get(role["model"], role["model"])
-    return (f"{name} {'with' if role['preprocess'] else 'without'} preprocessing, seed "
-            f"{role['seed']}")
+    kind = role.get("input", "rgb")
+    return (f"{name} {'with' if role['preprocess'] else 'without'} preprocessing"
+            + (f", {kind} input" if kind != "rgb" else "") + f", seed {role['seed']}")
 
 
 class WrongRun(ValueError):
@@ -266,10 +267,11 @@ def check_role(run_dir: str | Path, config: dict, wanted: dict | None = None, *,
     wanted = wanted or folder_role(run_dir.name)
     if wanted is None:
         return
-    held = {name: config[name] for name in ROLE_FIELDS}
-    if all(held[name] == wanted[name] for name in ROLE_FIELDS):
+    held = {name: config.get(name, "rgb") for name in ROLE_FIELDS}
+    if all(held[name] == wanted.get(name, "rgb") for name in ROLE_FIELDS):
         return
-    own = run_dir.with_name(run_name(held["model"], held["preprocess"], held["seed"]))
+    own = run_dir.with_name(run_name(held["model"], held["preprocess"], held["seed"],
+                                     held["input"]))
     aside = own if not own.exists() else run_dir.with_name(run_dir.name + ".other")
     raise WrongRun(f"{run_dir} holds {describe_role(held)} (its {what}'s settings), but that "
                    f"folder is for {describe_role(wanted)}; move it out of the way (mv "

@@ -15,7 +15,7 @@ from ..data.index import breed_of, species_of
 from ..data.reading import read_example
 from ..metrics import image_dice
 from ..predict import predict_mask
-from ..stats import bootstrap_mean, mean_and_std
+from ..stats import bootstrap_mean, mean_and_std, over_seeds
 
 
 def _mean_over_runs(per_image: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -87,6 +87,65 @@ def epochs_to_reach(history: Sequence[dict], fraction: float = 0.95) -> int:
 def roughness(losses: Sequence[float]) -> float:
     """Mean absolute change of a loss from one epoch to the next."""
     return float(np.mean(np.abs(np.diff(losses))))
+
+
+#: The report's Table 2 claims, each a per-run statistic compared over seeds
+#: (:func:`table2_claims`):
+#: (claim, statistic, which run is a and which b, the sign the claim gives b − a).
+TABLE2_CLAIMS = (
+    ("preprocessing smooths the validation loss, UNet", "roughness",
+     ("unet", False), ("unet", True), -1),
+    ("preprocessing smooths the validation loss, ResNet34-UNet", "roughness",
+     ("resnet34_unet", False), ("resnet34_unet", True), -1),
+    ("ResNet34-UNet converges faster, no preprocessing", "epochs to 95 %",
+     ("unet", False), ("resnet34_unet", False), -1),
+    ("ResNet34-UNet converges faster, with preprocessing", "epochs to 95 %",
+     ("unet", True), ("resnet34_unet", True), -1),
+    ("ResNet34-UNet reaches a lower validation loss, no preprocessing", "lowest validation loss",
+     ("unet", False), ("resnet34_unet", False), -1),
+    ("ResNet34-UNet reaches a lower validation loss, with preprocessing",
+     "lowest validation loss", ("unet", True), ("resnet34_unet", True), -1),
+)
+
+#: How each statistic is read off one run's history rows.
+RUN_STATISTICS = {
+    "roughness": lambda rows: roughness([h["val_loss"] for h in rows]),
+    "epochs to 95 %": epochs_to_reach,
+    "lowest validation loss": lambda rows: min(h["val_loss"] for h in rows),
+}
+
+
+def table2_claims(histories: Sequence[dict]) -> list[dict]:
+    """The report's training claims (its Table 2: preprocessing smooths the validation loss;
+    ResNet34-UNet converges faster and to a lower loss), each as a paired comparison over the
+    seeds both runs have (:func:`lab2.stats.over_seeds`): the statistic's b − a, its 95 %
+    interval over seeds, whether it shows the claim, and the seeds a decision would take."""
+    runs: dict[tuple, dict[int, list[dict]]] = {}
+    for h in histories:
+        runs.setdefault((h["model"], h["preprocess"]), {}).setdefault(
+            h.get("seed", 0), []).append(h)
+    rows = []
+    for claim, statistic, a, b, sign in TABLE2_CLAIMS:
+        seeds = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
+        if not seeds or (statistic == "roughness"
+                         and min(len(runs[k][s]) for k in (a, b) for s in seeds) < 3):
+            continue
+        values = [[RUN_STATISTICS[statistic](runs[key][s]) for s in seeds] for key in (a, b)]
+        row = {"claim": claim, "statistic": statistic, "model_a": run_name(*a),
+               "model_b": run_name(*b), **over_seeds(*values)}
+        if row["low"] is None:
+            row["outcome"] = ("one training run each: no spread between runs is measured, so "
+                              "nothing can be shown; `--seeds 0 1 2` gives an interval")
+        elif row["low"] > 0 or row["high"] < 0:
+            agrees = (row["mean"] > 0) == (sign > 0)
+            row["outcome"] = "confirmed" if agrees else "contradicted"
+        else:
+            row["outcome"] = ("not shown: the interval holds 0" + (
+                f"; about {row['seeds_needed']} seeds would show a difference of this size "
+                f"with this spread (estimated from {row['n_seeds']} seeds)"
+                if row["seeds_needed"] else ""))
+        rows.append(row)
+    return rows
 
 
 def _mean_sd(values: Sequence[float], digits: int) -> str:
@@ -167,4 +226,14 @@ def analysis_text(results: Sequence[dict], histories: Sequence[dict],
                          f"change ({spread}; the report: preprocessing smooths it) — "
                          + ", ".join(f"{run} {_mean_sd(r, 4)}" for run, r in rough.items()
                                      if r) + ".")
+    claims = table2_claims(histories)
+    if claims:
+        lines.append("- **The report's Table 2 claims, tested over training runs** (b − a of "
+                     "each run's statistic, paired by seed, 95 % t-interval over the seeds):")
+        for c in claims:
+            interval = ("" if c["low"] is None else
+                        f" [{c['low']:+.4g}, {c['high']:+.4g}]")
+            lines.append(f"  - {c['claim']} ({c['statistic']}, {c['model_b']} − "
+                         f"{c['model_a']}): {c['mean']:+.4g}{interval} over {c['n_seeds']} "
+                         f"seed(s) — {c['outcome']}.")
     return "\n".join(lines)

@@ -1,5 +1,5 @@
-"""The two architectures as lists of stages, read from the modules themselves (the report's
-Figures 1 and 2): a forward pass on PyTorch's ``meta`` device — shapes only, no memory, no
+"""The architectures as lists of stages, read from the modules themselves (the report's Figures 1
+and 2, and LeViT-UNet): a forward pass on PyTorch's ``meta`` device — shapes only, no memory, no
 arithmetic — records every stage's output channels and spatial size, so a change to a model
 changes its figure (:func:`lab2.report.figures.plot_architecture`)."""
 
@@ -11,16 +11,23 @@ import torch
 
 from ..models import build_model
 
-#: Modules that are one stage of the diagram: encoder stages (UNet) or stem and layers
-#: (ResNet34-UNet), decoder blocks, the output convolution.
-STAGE_PATTERN = re.compile(r"encoder\.(stages\.\d+|relu|layer\d+)|decoder\.blocks\.\d+|head")
+#: Modules that are one stage of the diagram: encoder stages (UNet, LeViT-UNet's attention
+#: stages), stem and layers (ResNet34-UNet), stem convolutions (LeViT-UNet), decoder blocks, the
+#: output convolution.
+STAGE_PATTERN = re.compile(r"encoder\.(stages\.\d+|relu|layer\d+|stem\.convs\.\d+)"
+                           r"|decoder\.blocks\.\d+|head")
 
 
-def _label(name: str) -> str:
+def _label(name: str, model: str) -> str:
     if name == "encoder.relu":
         return "stem 7×7/2"
+    if name.startswith("encoder.stem.convs."):
+        return f"conv 3×3/2 {int(name.rsplit('.', 1)[1]) + 1}"
     if name.startswith("encoder.stages."):
         index = int(name.rsplit(".", 1)[1])
+        if model == "levit_unet":
+            return f"attention stage {index + 1}" if index == 0 else \
+                f"shrinking attention,\nattention stage {index + 1}"
         return "double conv" if index == 0 else f"pool + double conv {index}"
     if name.startswith("encoder.layer"):
         return f"layer {name[len('encoder.layer'):]}"
@@ -48,13 +55,17 @@ def architecture_stages(model: str, size: int = 512, **kwargs) -> list[dict]:
             hook.remove()
     stages = []
     for n in sorted(names, key=list(shapes).index):     # the order the forward pass ran them
-        _, channels, height, width = shapes[n]
+        if len(shapes[n]) == 3:                          # tokens (B, N, C) of a square grid
+            _, tokens, channels = shapes[n]
+            height = width = int(round(tokens ** 0.5))
+        else:
+            _, channels, height, width = shapes[n]
         part = n.split(".")[0] if n != "head" else "head"
         own = 0 if n == "encoder.relu" else sum(p.numel() for p in modules[n].parameters())
         if n == "encoder.relu":   # the stem: conv1 + bn1 before this ReLU
             own = sum(p.numel() for m in ("encoder.conv1", "encoder.bn1")
                       for p in modules[m].parameters())
-        stages.append({"name": n, "label": _label(n), "part": part, "channels": channels,
+        stages.append({"name": n, "label": _label(n, model), "part": part, "channels": channels,
                        "height": height, "width": width, "parameters": own})
     if tuple(output.shape[-2:]) != (stages[-1]["height"], stages[-1]["width"]):
         stages.append({"name": "output", "label": "bilinear upsampling", "part": "output",

@@ -156,6 +156,23 @@ def plot_preprocessing_steps(rows: Sequence[tuple[str, dict[str, np.ndarray]]],
     return fig
 
 
+def plot_network_inputs(rows: Sequence[tuple[str, np.ndarray]], data: str) -> plt.Figure:
+    """What the network sees of each (title, RGB image) row: the image (``rgb``), its luminance
+    (``gray``) and the Canny edge map that ``edges`` adds as a fourth channel."""
+    from ..preprocess import edge_map, network_input
+    fig, axes = _grid(len(rows), 3, cell=2.6)
+    for row, (title, image) in zip(axes, rows, strict=True):
+        row[0].imshow(image)
+        row[0].set_ylabel(title, fontsize=8)
+        row[1].imshow(network_input(image, "gray")[..., 0], cmap="gray", vmin=0, vmax=255)
+        row[2].imshow(edge_map(image), cmap="gray", vmin=0, vmax=255)
+    for ax, title in zip(axes[0], ("rgb (the report's input)", "gray: 1 channel",
+                                   "edges: Canny, the 4th channel"), strict=True):
+        ax.set_title(title, fontsize=9)
+    stamp(fig, data)
+    return fig
+
+
 def plot_channel_histograms(before: np.ndarray, after: np.ndarray, data: str) -> plt.Figure:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3), sharey=True)
     titles = ("before the chain", "after the chain")
@@ -201,23 +218,35 @@ def plot_costs(costs: dict[str, float], title: str, data: str) -> plt.Figure:
 
 # ---- 03: training --------------------------------------------------------------------------------
 
+def curve_group(row: dict) -> str:
+    """The model a history row belongs to, whatever its seed: a study's arm, or the run's name
+    without the seed (``unet_raw``)."""
+    return row.get("arm") or run_name(row["model"], row["preprocess"])
+
+
 def plot_training_curves(histories: Sequence[dict], data: str, profile: str) -> plt.Figure:
-    """The report's Table 2: train and validation loss, and validation Dice, per epoch per run
-    (the runs of other seeds thinner, in their model's colour)."""
+    """The report's Table 2: train and validation loss, and validation Dice, per epoch per model:
+    with several seeds, the mean over the seeds and a band from their lowest to their highest."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    runs = list(dict.fromkeys(h["run"] for h in histories))
-    for run in runs:
-        rows = [h for h in histories if h["run"] == run]
-        epochs = [h["epoch"] for h in rows]
-        base = run_name(rows[0]["model"], rows[0]["preprocess"]) if "model" in rows[0] else run
-        first_seed = base == run
-        style = dict(color=RUN_COLOURS.get(base), linewidth=1.6 if first_seed else 0.8,
-                     linestyle=PREPROCESSED_LINE if base.endswith("_preprocessed") else "-",
-                     alpha=1.0 if first_seed else 0.6,
-                     label=RUN_TITLES.get(base, base) if first_seed else None)
-        axes[0].plot(epochs, [h["train_loss"] for h in rows], **style)
-        axes[1].plot(epochs, [h["val_loss"] for h in rows], **style)
-        axes[2].plot(epochs, [h["val_dice"] for h in rows], **style)
+    groups = list(dict.fromkeys(curve_group(h) for h in histories))
+    palette = plt.get_cmap("tab10")
+    for i, group in enumerate(groups):
+        rows = [h for h in histories if curve_group(h) == group]
+        seeds = sorted({h.get("seed", 0) for h in rows})
+        epochs = sorted({h["epoch"] for h in rows})
+        colour = RUN_COLOURS.get(group, palette(i % 10))
+        style = dict(color=colour, linewidth=1.6,
+                     linestyle=PREPROCESSED_LINE if group.endswith("_preprocessed") else "-",
+                     label=RUN_TITLES.get(group, group.replace("_", " "))
+                     + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else ""))
+        for ax, key in zip(axes, ("train_loss", "val_loss", "val_dice"), strict=True):
+            values = np.array([[next((h[key] for h in rows if h["epoch"] == e
+                                      and h.get("seed", 0) == seed), np.nan) for e in epochs]
+                               for seed in seeds])                      # (seeds, epochs)
+            ax.plot(epochs, np.nanmean(values, axis=0), **style)
+            if len(seeds) > 1:
+                ax.fill_between(epochs, np.nanmin(values, axis=0), np.nanmax(values, axis=0),
+                                color=colour, alpha=0.18, linewidth=0)
     for ax, title, ylabel in zip(axes, ("training loss", "validation loss",
                                         "validation Dice (mean per image)"),
                                  ("cross-entropy", "cross-entropy", "Dice"), strict=True):
