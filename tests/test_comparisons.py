@@ -423,46 +423,6 @@ def test_a_run_process_that_dies_without_a_word_is_reported_not_a_crash():
         "memory runs out: try fewer --parallel processes)")
 
 
-@pytest.mark.slow
-def test_a_parallel_experiment_whose_workers_are_killed_finishes_the_others_and_resumes(
-        sample_root, tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-    out = tmp_path / "exp"
-    command = [sys.executable, "-m", "lab2", "experiment", "--root", str(sample_root), "--out",
-               str(out), "--profile", "smoke", "--parallel", "2", "--epochs", "4",
-               "--base-channels", "4", "--max-train-samples", "8", "--max-eval-samples", "4",
-               "--device", "cpu"]
-    proc = start_until(command, lambda: any(out.glob("*/last.pt")))
-
-    def workers() -> list[int]:           # the spawned run processes, not the resource tracker
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text(
-            encoding="utf-8").split()
-        return [int(pid) for pid in children
-                if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
-    killed = workers()
-    assert len(killed) == 2
-    for pid in killed:                    # what the out-of-memory killer does
-        os.kill(pid, signal.SIGKILL)
-    err = proc.communicate(timeout=300)[1]
-    # (Python's resource tracker may still report the semaphores of a killed run's cache-build
-    # pool, which it then removes: a warning after lab2's line, not a traceback)
-    assert proc.returncode == 1 and "Traceback" not in err, err
-    [line] = [line for line in err.splitlines() if line.startswith("error:")]
-    assert line.startswith("error: parallel training failed for ") and \
-        line.count("killed by SIGKILL") == 2 and line.endswith("run the same command again to "
-                                                              "resume"), line
-    assert len(list(out.glob("*/last.pt"))) >= 3     # the queued runs were trained meanwhile
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    table, _ = load_results(out)
-    assert all(r["epochs"] == 4 for r in table)
-    # one bar counts the epochs of the runs that were left, from where they had got to
-    assert "2 runs: 100%" in done.stderr and "| 8/8 [" in done.stderr
-
 
 def test_the_epochs_a_run_has_trained_are_read_from_its_history(tmp_path):
     from lab2.ops.experiment import _epochs_trained

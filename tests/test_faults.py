@@ -1092,7 +1092,7 @@ def test_sigkill_at_random_moments_never_leaves_a_wrong_or_stuck_run(sample_root
                     "--epochs", "6", "--base-channels", "4", "--max-train-samples", "8",
                     "--max-eval-samples", "4"]
     rng = np.random.default_rng(0)
-    for _ in range(6):
+    for _ in range(5):
         command = base + ["--resume"] if (out / "last.pt").exists() else start
         proc = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)

@@ -53,11 +53,15 @@ def all_foreground_dice(root, size: int) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["unet", "resnet34_unet"])
-def test_a_short_run_beats_the_all_foreground_predictor(learn_root, tmp_path, model):
-    # UNet predicts all background for the first ~5 epochs at this size, then learns: 12 epochs.
-    config = profile_config("smoke", model=model, image_size=64, base_channels=8, epochs=12,
-                            batch_size=4, lr=3e-3, max_train_samples=200, max_eval_samples=None)
+@pytest.mark.parametrize("model,samples,epochs,lr", [
+    # at this size UNet predicts all background for 8 epochs, then learns (val Dice 0.58 at
+    # epoch 9, 0.64 at 12); ResNet34-UNet learns from epoch 2 (0.56 at epoch 4)
+    ("unet", 160, 12, 3e-3), ("resnet34_unet", 120, 6, 1e-3)])
+def test_a_short_run_beats_the_all_foreground_predictor(learn_root, tmp_path, model, samples,
+                                                        epochs, lr):
+    config = profile_config("smoke", model=model, image_size=64, base_channels=8, epochs=epochs,
+                            batch_size=4, lr=lr, max_train_samples=samples,
+                            max_eval_samples=None)
     result = train(config, learn_root, tmp_path / model, progress=False)
     trivial = all_foreground_dice(learn_root, 64)
     best = result["best_dice"]

@@ -24,7 +24,6 @@ import csv
 import datetime as dt
 import io
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -95,7 +94,8 @@ def run_name_of(arm: str, seed: int) -> str:
 def model_facts(config: TrainConfig, plan_device: str = "cpu") -> dict:
     """A network's parameters, forward GFLOPs for one image at the config's size (counted on the
     meta device: no arithmetic) and inference images per second on this machine's CPU (a batch
-    of 4, the best of 3)."""
+    of 4, the median of ``torch.utils.benchmark``'s adaptive repeats)."""
+    from torch.utils import benchmark
     from torch.utils.flop_counter import FlopCounterMode
     size = config.image_size
     channels = {"rgb": 3, "gray": 1, "edges": 4}[config.input]
@@ -105,16 +105,28 @@ def model_facts(config: TrainConfig, plan_device: str = "cpu") -> dict:
             meta(torch.empty(1, channels, size, size))
     model = model_for(config).eval()
     x = torch.randn(4, channels, size, size)
-    times = []
     with torch.no_grad():
         model(x)                                           # warm-up
-        for _ in range(3):
-            started = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - started)
+        timer = benchmark.Timer("model(x)", globals={"model": model, "x": x},
+                                num_threads=torch.get_num_threads())
+        seconds = timer.blocked_autorange(min_run_time=1.0).median
     return {"parameters": sum(p.numel() for p in model.parameters()),
-            "gflops": counter.get_total_flops() / 1e9, "images_per_s": 4 / min(times),
+            "gflops": counter.get_total_flops() / 1e9, "images_per_s": 4 / seconds,
             "measured_on": plan_device}
+
+
+def _facts_per_network(configs: dict[str, TrainConfig]) -> dict[str, dict]:
+    """:func:`model_facts` of each arm, measured once per distinct network (arms that differ only
+    in training, such as twice the epochs, share the baseline's numbers rather than showing
+    two timings of one network that differ by noise)."""
+    measured: dict[tuple, dict] = {}
+    facts = {}
+    for arm, config in configs.items():
+        key = (config.model, config.input, config.image_size, config.base_channels)
+        if key not in measured:
+            measured[key] = model_facts(config)
+        facts[arm] = measured[key]
+    return facts
 
 
 def run_study(profile: str | None = None, root=None, out=None, *,
@@ -170,7 +182,7 @@ def run_study(profile: str | None = None, root=None, out=None, *,
     for c in comparisons:
         c["seeds_needed"] = seeds_to_decide(per_image[c["model_a"]], per_image[c["model_b"]],
                                             c["measure"])
-    facts = {arm: model_facts(arm_config(name, arm, 0, **overrides)) for arm in arms}
+    facts = _facts_per_network({arm: arm_config(name, arm, 0, **overrides) for arm in arms})
     results = {"version": STUDY_VERSION, "study": STUDY, "profile": name,
                "data": dataset_label(root), "seeds": list(seeds), "arms": list(arms),
                "date": dt.date.today().isoformat(), "git_commit": git_commit(),
@@ -219,7 +231,8 @@ def study_markdown(results: dict) -> str:
     comparisons = results["comparisons"]
     lines += ["", f"Means over {n_seeds} seed(s) of the test images. Parameters and GFLOPs at the "
               f"profile's size and width; images per second measured on this machine's CPU "
-              "(a batch of 4).", "",
+              "(a batch of 4, the median of repeated timings; arms with the same network share one "
+              "measurement).", "",
               "## Each arm against the baseline (b − a, 95 % interval over test images"
               f"{' and seeds' if n_seeds > 1 else ''})", "",
               f"A verdict says \"better\" only when the interval excludes 0 and the Holm-adjusted "

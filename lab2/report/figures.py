@@ -235,7 +235,8 @@ def plot_training_curves(histories: Sequence[dict], data: str, profile: str) -> 
         seeds = sorted({h.get("seed", 0) for h in rows})
         epochs = sorted({h["epoch"] for h in rows})
         colour = RUN_COLOURS.get(group, palette(i % 10))
-        style = dict(color=colour, linewidth=1.6,
+        # the first group (a baseline) on top: a later one repeating its epochs must not hide it
+        style = dict(color=colour, linewidth=1.6, zorder=3 + len(groups) - i,
                      linestyle=PREPROCESSED_LINE if group.endswith("_preprocessed") else "-",
                      label=RUN_TITLES.get(group, group.replace("_", " "))
                      + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else ""))
