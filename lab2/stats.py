@@ -224,4 +224,4 @@ def mean_and_std(values) -> tuple[float, float]:
 
 __all__ = ["ALPHA", "BOOTSTRAP_SEED", "Interval", "N_RESAMPLES", "T_975", "bootstrap_difference",
            "bootstrap_mean", "holm", "mean_and_std", "over_seeds", "paired_difference",
-           "shows_difference", "smallest_p", "t_975", "verdict"]
+           "shows_difference", "smallest_p", "t_975", "verdict", "Z_POWER"]

@@ -80,6 +80,24 @@ def test_seeds_to_decide_pairs_seeds_and_grows_with_the_spread():
     assert comparisons.seeds_to_decide(base[:1], noisy[:1], "dice") is None
 
 
+def test_seeds_do_not_decide_what_the_test_images_spread_hides():
+    # +0.01 on average at every seed, but +0.31 on one image and -0.29 on the other: the
+    # table's interval over the images stays wide however many seeds are trained
+    def tables(shift_1, shift_2):
+        return [{"i1": {"dice": 0.5 + shift_1}, "i2": {"dice": 0.5 + shift_2}} for _ in range(3)]
+    base, split = tables(0.0, 0.0), tables(0.31, -0.29)
+    assert comparisons.seeds_to_decide(base, split, "dice") is None
+    # the same mean difference, the images agreeing: decided with few seeds
+    assert comparisons.seeds_to_decide(base, tables(0.01, 0.01), "dice") == 2
+    # seeds spread (+0.01, +0.02, 0.00): some seeds decide it; images that spread too need more
+    def runs(diffs, image_spread):
+        return [{"i1": {"dice": 0.5 + d + image_spread}, "i2": {"dice": 0.5 + d - image_spread}}
+                for d in diffs]
+    plain = comparisons.seeds_to_decide(base, runs((0.01, 0.02, 0.0), 0.0), "dice")
+    spread = comparisons.seeds_to_decide(base, runs((0.01, 0.02, 0.0), 0.002), "dice")
+    assert 2 < plain < spread
+
+
 def test_the_study_table_gives_seeds_to_decide_and_labels_the_sample():
     runs = [{"arm": arm, "seed": s, "dice": 0.5, "boundary_iou": 0.3, "background_fpr": 0.1,
              "epochs": 2} for arm in ("baseline", "gray") for s in (0, 1)]

@@ -249,8 +249,10 @@ def study_markdown(results: dict) -> str:
                      f" {c['p_value']:.4f} | {c['p_holm']:.4f} | {c['verdict']} | "
                      f"{'—' if needed is None else needed} |")
     lines += ["", "Seeds to decide: about how many seeds of each arm would show a difference of "
-              "the size seen, with the seed-to-seed spread seen, four times out of five (80 % "
-              "power; `lab2.comparisons.seeds_to_decide`). "
+              "the size seen, with the seed-to-seed spread seen, on these test images, four "
+              "times out of five (80 % power; `lab2.comparisons.seeds_to_decide`); — where the "
+              "test images' own spread is wider than the difference, so that no number of seeds "
+              "would show it, only more test images. "
               + ("It needs two seeds or more to be estimated. " if n_seeds == 1 else
                  f"Estimated from {n_seeds} seeds, so rough. ")
               + ("Estimated on the synthetic sample: on Oxford-IIIT Pet the differences and "
