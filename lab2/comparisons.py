@@ -20,12 +20,11 @@ import numpy as np
 
 from .config import run_name
 from .stats import (
-    Z_POWER,
     bootstrap_difference,
     holm,
     mean_and_std,
+    seeds_needed,
     shows_difference,
-    t_975,
     verdict,
 )
 
@@ -100,11 +99,11 @@ def compare(per_image: dict, reported: dict | None = None, measures: dict = MEAS
 def seeds_to_decide(per_seed_a: Sequence[dict], per_seed_b: Sequence[dict], measure: str
                     ) -> int | None:
     """About how many seeds (training runs of each model) would show a difference in
-    ``measure`` of the size seen, four times out of five, on the same test images: the smallest
-    n with (t + z) · √(v_images + v_seeds / n) ≤ |mean difference|, where v_seeds is the
-    variance over seeds of each seed's mean difference (seed k of a paired with seed k of b)
-    and v_images the variance of the per-image differences (averaged over the seeds) over the
-    number of images — the part of the table's interval that more seeds do not shrink.
+    ``measure`` of the size seen, four times out of five, on the same test images
+    (:func:`lab2.stats.seeds_needed`), where v_seeds is the variance over seeds of each seed's
+    mean difference (seed k of a paired with seed k of b) and v_images the variance of the
+    per-image differences (averaged over the seeds) over the number of images — the part of the
+    table's interval that more seeds do not shrink.
 
     None with one seed, with no difference seen, or when the images' part alone is wider than
     the difference: then no number of seeds decides it, only more test images. From a few
@@ -114,15 +113,9 @@ def seeds_to_decide(per_seed_a: Sequence[dict], per_seed_b: Sequence[dict], meas
     if len(pairs) < 2 or not names:
         return None
     d = np.array([[b[n][measure] - a[n][measure] for n in names] for a, b in pairs])
-    mean = float(d.mean())
     v_seeds = float(d.mean(axis=1).var(ddof=1))             # (seeds,): the runs' own spread
     v_images = float(d.mean(axis=0).var(ddof=1)) / len(names) if len(names) > 1 else 0.0
-    if mean == 0 or (1.96 + Z_POWER) * np.sqrt(v_images) >= abs(mean):
-        return None
-    n = 2
-    while (t_975(n - 1) + Z_POWER) * np.sqrt(v_images + v_seeds / n) > abs(mean):
-        n += 1
-    return n
+    return seeds_needed(float(d.mean()), v_seeds, v_images)
 
 
 #: What a comparison says of the report's claimed difference (:func:`claim_outcome`): a count's

@@ -31,7 +31,7 @@ def build_model(name: str, n_classes: int = 2, **kwargs) -> nn.Module:
     return MODELS[name](n_classes=n_classes, **kwargs)
 
 
-#: Image channels the network sees for each ``TrainConfig.input`` (lab2.augment.input_channels).
+#: Image channels the network sees for each ``TrainConfig.input`` (lab2.preprocess.network_input).
 INPUT_CHANNELS = {"rgb": 3, "gray": 1, "edges": 4}
 
 

@@ -45,12 +45,12 @@ from .machine import resolve_profile
 from .paths import default_data_root, runs_dir
 from .processes import die_with_parent, signal_name
 from .runs import (
-    ROLE_FIELDS,
     check_role,
     check_same_data,
     git_commit,
     read_history,
     reconcile_run,
+    role_of,
     run_summary,
     short_commit,
     trained_with,
@@ -286,8 +286,7 @@ def _current(run_dir: Path, wanted: TrainConfig, overrides: dict, fingerprint: s
 
 def _role(config: TrainConfig | dict) -> dict:
     """The network, preprocessing and seed of a config: which row of Table 1 it fills."""
-    values = config if isinstance(config, dict) else config.to_dict()
-    return {name: values.get(name, "rgb") for name in ROLE_FIELDS}
+    return role_of(config if isinstance(config, dict) else config.to_dict())
 
 
 def _check_role(run_dir: Path, summary: dict | None, wanted: TrainConfig) -> None:

@@ -226,6 +226,13 @@ def check_same_data(run_dir: Path, data: dict | None, fingerprint: str, root) ->
 ROLE_FIELDS = ("model", "preprocess", "input", "seed")
 
 
+def role_of(config: dict) -> dict:
+    """The :data:`ROLE_FIELDS` of a config (``TrainConfig.to_dict()``); ``input`` is ``rgb`` in
+    the configs of runs trained before it existed."""
+    return {name: config.get(name, "rgb") if name == "input" else config[name]
+            for name in ROLE_FIELDS}
+
+
 def folder_role(name: str) -> dict | None:
     """What a run folder's name says its run is, as an experiment names its runs
     (:func:`lab2.config.run_name`): ``{"model", "preprocess", "seed"}``, or None for a name of
@@ -267,8 +274,8 @@ def check_role(run_dir: str | Path, config: dict, wanted: dict | None = None, *,
     wanted = wanted or folder_role(run_dir.name)
     if wanted is None:
         return
-    held = {name: config.get(name, "rgb") for name in ROLE_FIELDS}
-    if all(held[name] == wanted.get(name, "rgb") for name in ROLE_FIELDS):
+    held = role_of(config)
+    if held == role_of(wanted):
         return
     own = run_dir.with_name(run_name(held["model"], held["preprocess"], held["seed"],
                                      held["input"]))
@@ -333,5 +340,5 @@ def _epochs(first: int, last: int) -> str:
 __all__ = ["HISTORY_FIELDS", "ROLE_FIELDS", "RUN_FILES", "WrongRun", "check_role",
            "check_same_data", "describe_role", "folder_role", "device_name", "git_commit",
            "is_finished", "no_run_to_resume", "other_data", "read_history", "reconcile_run",
-           "run_summary", "saved_config", "saved_run", "trained_with", "write_history",
+           "role_of", "run_summary", "saved_config", "saved_run", "trained_with", "write_history",
            "write_run_record"]

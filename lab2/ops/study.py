@@ -31,7 +31,7 @@ import torch
 
 from ..comparisons import COMPARISON_FIELDS, compare, seeds_to_decide
 from ..config import TrainConfig, profile_config
-from ..models import model_for
+from ..models import INPUT_CHANNELS, model_for
 from ..stats import ALPHA, N_RESAMPLES
 from . import atomic, locks
 from .audit import audit_dataset, refuse_leaks
@@ -98,7 +98,7 @@ def model_facts(config: TrainConfig, plan_device: str = "cpu") -> dict:
     from torch.utils import benchmark
     from torch.utils.flop_counter import FlopCounterMode
     size = config.image_size
-    channels = {"rgb": 3, "gray": 1, "edges": 4}[config.input]
+    channels = INPUT_CHANNELS[config.input]
     with torch.device("meta"):
         meta = model_for(config).eval()
         with FlopCounterMode(display=False) as counter:
