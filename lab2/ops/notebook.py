@@ -16,9 +16,9 @@ from types import TracebackType
 import matplotlib.pyplot as plt
 
 from ..comparisons import seed_average
-from ..config import run_name
 from ..data.index import dataset_dir
 from ..notices import Lab2Warning, ProfileWarning, SyntheticDataWarning
+from ..report.figures import curve_group
 from .atomic import atomic_path
 from .choose import choose_data_root
 from .console import EXPECTED_ERRORS, show_one_line
@@ -178,8 +178,7 @@ def _by_run(runs: Sequence[dict]) -> dict[str, list[dict]]:
     whatever else the folder holds."""
     seeds: dict[str, list[dict]] = {}
     for row in runs:
-        seeds.setdefault(row.get("arm") or run_name(row["model"], row["preprocess"]),
-                         []).append(row)
+        seeds.setdefault(curve_group(row), []).append(row)
     return seeds
 
 
