@@ -189,23 +189,6 @@ class TrainConfig:
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
-    def changes_from(self, saved: TrainConfig, fix: str = "pass --restart to train the run "
-                     "again from scratch with the new settings, or use another --out"
-                     ) -> dict[str, tuple]:
-        """``{field: (saved value, this value)}`` for the fields this config changes in ``saved``.
-
-        Raises ValueError if a field outside :data:`RESUMABLE_FIELDS` differs (a run cannot
-        resume as another model, image size, preprocessing, ...).
-        """
-        changes = {f.name: (getattr(saved, f.name), getattr(self, f.name)) for f in fields(self)
-                   if getattr(saved, f.name) != getattr(self, f.name)}
-        fixed = [f"{name} {old!r} -> {new!r}" for name, (old, new) in changes.items()
-                 if name not in RESUMABLE_FIELDS]
-        if fixed:
-            raise ValueError(f"cannot change {', '.join(fixed)} when resuming (only "
-                             f"{', '.join(RESUMABLE_FIELDS)} may change); {fix}")
-        return changes
-
     @property
     def run_name(self) -> str:
         return run_name(self.model, self.preprocess, self.seed, self.input)

@@ -125,7 +125,14 @@ def background_fpr(pred: np.ndarray, target: np.ndarray,
     return 0.0 if n == 0 else np.count_nonzero((pred == 1) & background) / n
 
 
+#: The per-image measures Table 1 compares: column of ``per_image_test.csv`` → (label, higher is
+#: better).
+MEASURES = {"dice": ("Dice", True), "boundary_iou": ("Boundary IoU", True),
+            "background_fpr": ("background false-positive rate", False)}
+
+
 @dataclass
+
 class DiceMeter:
     """Accumulates per-image counts over batches; reports mean per-image, pooled and per-batch
     Dice, and with ``shape=True`` each image's Boundary IoU and background false-positive rate."""

@@ -23,6 +23,7 @@ valid whatever the dependence between the comparisons).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -219,9 +220,20 @@ def seeds_needed(mean: float, v_seeds: float, v_fixed: float = 0.0) -> int | Non
     ((1.96 + z) · √v_fixed ≥ |mean|: no number of seeds would show it)."""
     if mean == 0 or (1.96 + Z_POWER) * np.sqrt(v_fixed) >= abs(mean):
         return None
-    n = 2                                            # t's wider tails at few seeds
-    while (t_975(n - 1) + Z_POWER) * np.sqrt(v_fixed + v_seeds / n) > abs(mean):
+
+    def shows(n: int) -> bool:
+        return (t_975(n - 1) + Z_POWER) * np.sqrt(v_fixed + v_seeds / n) <= abs(mean)
+
+    for n in range(2, len(T_975) + 2):               # t's wider tails at few seeds
+        if shows(n):
+            return n
+    # beyond the table t is 1.96: solve for n instead of counting up to it (millions of steps
+    # for a difference far smaller than the spread), then settle the rounding
+    n = max(len(T_975) + 2, math.ceil(v_seeds / ((mean / (1.96 + Z_POWER)) ** 2 - v_fixed)))
+    while not shows(n):
         n += 1
+    while n > len(T_975) + 2 and shows(n - 1):
+        n -= 1
     return n
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from interrupts import start_until
 
-from lab2.comparisons import COMPARISON_FIELDS, MEASURES, claim_outcome, compare, seed_average
 from lab2.config import RECIPE_FIELDS, profile_config, run_name
 from lab2.ops import cli
+from lab2.ops.comparisons import COMPARISON_FIELDS, MEASURES, claim_outcome, compare, seed_average
 from lab2.ops.experiment import (
     load_experiment,
     load_results,
@@ -21,7 +21,8 @@ from lab2.ops.experiment import (
     training_differences,
 )
 from lab2.ops.runs import trained_with
-from lab2.report.analysis import analysis_text, dice_by_group, typical_images
+from lab2.ops.writeup import analysis_text
+from lab2.report.analysis import dice_by_group, typical_images
 from lab2.report.figures import plot_comparisons, plot_dice_table
 
 TINY = dict(epochs=1, base_channels=4, max_train_samples=8, max_eval_samples=6, num_workers=0,

@@ -67,7 +67,7 @@ def test_unknown_field_in_json_is_refused():
 
 
 def test_auto_profile_is_quick_without_cuda_and_says_so(monkeypatch):
-    from lab2.notices import ProfileWarning
+    from lab2.ops.notices import ProfileWarning
     monkeypatch.delenv("LAB2_PROFILE", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.warns(ProfileWarning, match="NO GPU"):

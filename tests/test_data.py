@@ -380,7 +380,7 @@ def test_a_dataset_cut_to_a_profile_size_spreads_over_the_split(tmp_path):
 
 
 def test_dataset_excludes_skipped_samples_and_says_so_once(tmp_path):
-    from lab2.notices import SkippedFilesWarning
+    from lab2.ops.notices import SkippedFilesWarning
     make_sample_dataset(tmp_path, n_trainval=10, n_test=5, size=64, progress=False)
     report = audit_dataset(tmp_path, progress=False)
     with warnings.catch_warnings(record=True) as caught:
@@ -398,8 +398,8 @@ def test_dataset_excludes_skipped_samples_and_says_so_once(tmp_path):
 def test_the_skipped_files_warning_names_a_dozen_and_counts_the_rest(tmp_path):
     """A data set with many unusable files (trimaps lost) gave one warning line with every name
     in it: thousands for a damaged copy of the real data set."""
-    from lab2.notices import SkippedFilesWarning
     from lab2.ops.loaders import NAMED_SKIPS
+    from lab2.ops.notices import SkippedFilesWarning
     make_sample_dataset(tmp_path, n_trainval=40, n_test=5, size=64, progress=False)
     trimaps = sorted((dataset_dir(tmp_path) / "annotations" / "trimaps").glob("[!.]*.png"))
     for path in trimaps[:30]:

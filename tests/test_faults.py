@@ -28,11 +28,12 @@ import lab2.ops.runs as runs_module
 import lab2.ops.trainer as train_module
 from lab2.config import profile_config
 from lab2.data.index import dataset_dir
-from lab2.data.reading import OK, RECOVERED, check_image, read_rgb
+from lab2.data.reading import read_rgb
 from lab2.ops import atomic, cli, locks
 from lab2.ops import cache as cache_module
 from lab2.ops import sample as sample_module
 from lab2.ops.atomic import file_sha256
+from lab2.ops.audit import OK, RECOVERED, check_image
 from lab2.ops.cache import build_cache, find_cache
 from lab2.ops.checkpoint import load_checkpoint, save_checkpoint
 from lab2.ops.evaluation import evaluate_checkpoint
@@ -735,7 +736,7 @@ def test_a_run_without_room_for_the_cache_trains_without_it_to_the_same_weights(
     """The cache only saves time (a 512 px experiment's caches take 14 GiB): a run whose disk
     has no room for it (a home folder's quota on a cluster) stopped; it now reads the images
     each time, says so once, and trains to the weights a run with the cache reaches."""
-    from lab2.notices import NoCacheWarning
+    from lab2.ops.notices import NoCacheWarning
     config = profile_config("smoke", epochs=1, base_channels=4, num_workers=0, device="cpu",
                             preprocess=True)
     train(config, sample_root, tmp_path / "cached", progress=False)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lab2.notices import Lab2Warning, SyntheticDataWarning
 from lab2.ops import cli
 from lab2.ops import notebook as context
+from lab2.ops.notices import Lab2Warning, SyntheticDataWarning
 from lab2.ops.sample import make_sample_dataset
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -140,7 +140,7 @@ def test_the_prediction_browser_says_which_data_set_its_figures_come_from(sample
     from lab2.config import profile_config
     from lab2.data.index import load_split
     from lab2.models import model_for
-    from lab2.report.browser import prediction_browser
+    from lab2.ops.browser import prediction_browser
     config = profile_config("smoke", base_channels=4)
     name = load_split(sample_root, "test")[0].name
     plt.close("all")

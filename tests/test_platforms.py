@@ -129,7 +129,7 @@ def test_loader_workers_are_fitted_to_the_shared_memory_there_is():
 def test_a_loader_in_little_shared_memory_prepares_fewer_batches_the_same_ones(
         sample_root, monkeypatch):
     import lab2.ops.loaders as loaders
-    from lab2.notices import SharedMemoryWarning
+    from lab2.ops.notices import SharedMemoryWarning
     config = profile_config("smoke", **{**SMOKE, "image_size": 256}, num_workers=2)
     dataset = loaders.build_datasets(config, sample_root, progress=False)["train"]
     batch = 4 * (3 + 1) * 256 * 256                 # uint8 images and masks, batch 4
@@ -1248,9 +1248,9 @@ def test_a_cpu_only_pytorch_beside_an_nvidia_gpu_is_named_with_the_install_comma
         tmp_path, monkeypatch):
     """pip's PyTorch on Windows is built without CUDA: the auto profile trained `quick` on the
     CPU beside an idle GPU, saying only "NO GPU"."""
-    from lab2.notices import ProfileWarning
     from lab2.ops import gpus
     from lab2.ops.machine import resolve_profile
+    from lab2.ops.notices import ProfileWarning
     smi = tmp_path / "nvidia-smi"
     smi.write_text("#!/bin/sh\necho 'NVIDIA GeForce RTX 3060, 8.6'\n", encoding="utf-8")
     smi.chmod(0o755)

@@ -194,3 +194,20 @@ def test_the_t_interval_covers_at_about_the_nominal_rate_with_three_seeds():
         r = over_seeds(a, b)
         covered += r["low"] <= 0.5 <= r["high"]
     assert 0.93 <= covered / 2000 <= 0.97
+
+
+def test_seeds_needed_is_the_fewest_that_show_a_difference_far_below_the_spread():
+    """Beyond the t table the count is solved for, not counted up to (a difference 10,000 times
+    smaller than its spread needs hundreds of millions of seeds); it is still the fewest."""
+    from lab2.stats import T_975, Z_POWER, seeds_needed, t_975
+
+    def shows(n, mean, v_seeds, v_fixed):
+        return (t_975(n - 1) + Z_POWER) * np.sqrt(v_fixed + v_seeds / n) <= abs(mean)
+
+    for mean, v_seeds, v_fixed in [(1e-4, 1.0, 0.0), (-0.05, 0.9, 1e-4), (0.3, 0.5, 0.001),
+                                   (0.2, 0.3, 0.0)]:
+        n = seeds_needed(mean, v_seeds, v_fixed)
+        assert shows(n, mean, v_seeds, v_fixed) and not shows(n - 1, mean, v_seeds, v_fixed)
+        assert n > len(T_975) + 1 or all(not shows(k, mean, v_seeds, v_fixed)
+                                         for k in range(2, n))
+    assert seeds_needed(1e-4, 1.0) == 784_896_256

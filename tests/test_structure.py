@@ -99,10 +99,9 @@ def test_the_graph_sees_real_imports():
 
 # ---- the rule: the core imports nothing of the machinery ----------------------------------------
 
-#: The packages of the field the core may import, besides the standard library and itself
-#: (ipywidgets: the notebooks' prediction browser).
+#: The packages of the field the core may import, besides the standard library and itself.
 FIELD_PACKAGES = {"torch", "torchvision", "albumentations", "cv2", "numpy", "PIL", "matplotlib",
-                  "tqdm", "ipywidgets"}
+                  "tqdm"}
 
 
 def is_core(module: str) -> bool:
@@ -187,7 +186,7 @@ def test_help_does_not_import_torch():
 def test_cache_and_audit_workers_import_neither_torch_nor_albumentations():
     """Under spawn (Windows, macOS) each pool worker imports its module afresh: with PyTorch it
     took 436 MiB instead of 42 (benchmarks/worker_memory.py)."""
-    assert loaded_after("import lab2.ops.cache, lab2.ops.audit, lab2.data.audit",
+    assert loaded_after("import lab2.ops.cache, lab2.ops.audit",
                         ("torch", "albumentations")) == []
 
 

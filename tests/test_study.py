@@ -8,10 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from lab2 import comparisons
-from lab2.ops import cli
+from lab2.ops import cli, comparisons
 from lab2.ops.study import ARMS, arm_config, load_study, run_study, study_markdown
-from lab2.report.analysis import analysis_text, table2_claims
+from lab2.ops.writeup import analysis_text, table2_claims
 
 
 def history(model: str, preprocess: bool, seed: int, val_losses, val_dice) -> list[dict]:

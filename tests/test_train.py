@@ -294,7 +294,7 @@ def test_evaluate_reports_both_dice_figures_at_both_resolutions(trained, sample_
 def test_predict_writes_mask_and_overlay_at_the_photos_own_size(trained, tmp_path):
     photo = tmp_path / "odd_size.png"
     cv2.imwrite(str(photo), np.random.default_rng(0).integers(0, 256, (77, 123, 3), np.uint8))
-    from lab2.notices import SyntheticDataWarning
+    from lab2.ops.notices import SyntheticDataWarning
     with pytest.warns(SyntheticDataWarning, match="trained on the SYNTHETIC sample"):
         [(_, mask_path, overlay_path)], _ = predict_files(trained / "best.pt", [photo],
                                                            tmp_path / "pred")

@@ -136,8 +136,7 @@ def test_an_image_over_the_pixel_limit_is_called_too_large_not_truncated(small_r
     from PIL import Image
 
     from lab2.data.index import load_split
-    from lab2.data.reading import SKIPPED, check_image
-    from lab2.ops.audit import audit_dataset
+    from lab2.ops.audit import SKIPPED, audit_dataset, check_image
     name = load_split(small_root, "train")[0].name
     path = folder_of(small_root) / "images" / f"{name}.jpg"
     Image.new("RGB", (300, 200)).save(path, format="JPEG")
@@ -164,7 +163,8 @@ def test_a_16_bit_trimap_reports_the_values_it_holds(small_root):
     from PIL import Image
 
     from lab2.data.index import load_split
-    from lab2.data.reading import SKIPPED, check_trimap, read_trimap
+    from lab2.data.reading import read_trimap
+    from lab2.ops.audit import SKIPPED, check_trimap
     name = load_split(small_root, "train")[0].name
     path = folder_of(small_root) / "annotations" / "trimaps" / f"{name}.png"
     trimap = read_trimap(path)
@@ -408,7 +408,8 @@ def test_tables_written_from_a_mislabelled_folder_are_refused_with_the_move_not_
 # ---- leaks between the splits ---------------------------------------------------------------
 
 def test_the_list_checks_are_pure_functions_of_the_records():
-    from lab2.data.index import listed_twice, parse_list, shared_names
+    from lab2.data.index import parse_list
+    from lab2.ops.audit import listed_twice, shared_names
     trainval = parse_list("a_1 1 1 1\nb_1 2 2 1\na_1 1 1 1\nc_1 1 1 1\nb_1 2 2 1\n")
     test = parse_list("d_1 1 1 1\nc_1 1 1 1\nb_1 2 2 1\n")
     assert listed_twice(trainval) == ["a_1", "b_1"]

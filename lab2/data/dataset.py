@@ -44,7 +44,7 @@ class OxfordPetSegmentation(Dataset):
         preprocess: ``False`` for raw images, ``True`` (or a :class:`PreprocessParams`) for the
             report's OpenCV chain, applied after resizing.
         skip: names of samples to leave out: the ones the audit found unusable (unreadable
-            images, missing or bad trimaps; :attr:`lab2.data.audit.AuditReport.skipped_names`).
+            images, missing or bad trimaps; :attr:`lab2.ops.audit.AuditReport.skipped_names`).
         cache: where the resized (and preprocessed) samples were stored once (far faster than
             decoding them: :func:`lab2.ops.cache.find_cache`); without it every sample is
             decoded, resized and preprocessed each time, to the same arrays.

@@ -122,20 +122,6 @@ def subset(items: list, n: int | None, how: str = "spread") -> list:
     return [items[i * len(items) // n] for i in range(n)]
 
 
-def listed_twice(records: list[Record]) -> list[str]:
-    """The names a list file gives more than once, in the order of their second line."""
-    seen: set[str] = set()
-    twice = [r.name for r in records if r.name in seen or seen.add(r.name)]
-    return list(dict.fromkeys(twice))
-
-
-def shared_names(trainval: list[Record], test: list[Record]) -> list[str]:
-    """The names of ``test.txt`` that ``trainval.txt`` lists too (in test's order): images
-    the network would be tested on after training or validating on them."""
-    seen = {r.name for r in trainval}
-    return list(dict.fromkeys(r.name for r in test if r.name in seen))
-
-
 #: Folder name of the data set inside a data root (torchvision's convention).
 DATASET_FOLDER = "oxford-iiit-pet"
 

@@ -1,9 +1,9 @@
-"""Robust reading of the data set's files, and the classification the audit reports.
+"""Reading the data set's files: an image as RGB, a trimap as its values.
 
 The real archive holds files that a plain ``cv2.imread`` cannot read (docs/report.md lists them):
-MATLAB files in ``images/``, GIF or RGBA PNG data saved as ``.jpg``, grayscale and CMYK JPEGs, a
-truncated JPEG. Pillow decodes every container and mode, so lab2 reads with it, converts what it can
-to RGB (*recovered*) and refuses only what has no usable pixels (*skipped*).
+GIF or RGBA PNG data saved as ``.jpg``, grayscale and CMYK JPEGs. Pillow decodes every container
+and mode, so lab2 reads with it and converts to RGB; the files with no usable pixels are found by
+the audit (:mod:`lab2.ops.audit`) and left out of every split.
 """
 
 from __future__ import annotations
@@ -16,80 +16,6 @@ from PIL import Image, ImageOps
 
 from .index import dataset_dir
 from .masks import trimap_to_mask
-
-OK, RECOVERED, SKIPPED, IGNORED = "ok", "recovered", "skipped", "ignored"
-
-_SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF",
-               b"GIF89a": "GIF"}
-_EXPECTED_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".gif": "GIF"}
-_MODE_NAMES = {"RGBA": "RGBA", "P": "palette", "L": "grayscale", "LA": "grayscale+alpha",
-               "CMYK": "CMYK", "1": "1-bit", "I;16": "16-bit grayscale", "I": "32-bit integer"}
-
-
-def sniff_format(head: bytes) -> str | None:
-    """Image format from a file's first bytes (JPEG, PNG, GIF), or None."""
-    for signature, name in _SIGNATURES.items():
-        if head.startswith(signature):
-            return name
-    return None
-
-
-def pillow_format(path: str | os.PathLike) -> str | None:
-    """The format Pillow identifies from a file's header (WebP, BMP, TIFF, ...), or None."""
-    try:
-        with Image.open(path) as image:
-            return image.format
-    except Exception:  # UnidentifiedImageError, OSError, ...
-        return None
-
-
-def image_format(path: str | os.PathLike) -> str | None:
-    """A file's image format by its first bytes or by Pillow's reading of its header (nothing is
-    decoded), or None: not an image."""
-    with open(path, "rb") as f:
-        head = f.read(16)
-    return sniff_format(head) or pillow_format(path)
-
-
-def check_image(path: str | os.PathLike) -> tuple[str, str]:
-    """Classify an image file: (OK | RECOVERED | SKIPPED, problem description or '').
-
-    Any format Pillow reads counts as an image (JPEG, PNG and GIF are recognised by their
-    signature, the rest — WebP, BMP, TIFF, ... — by Pillow itself)."""
-    path = Path(path)
-    fmt = image_format(path)
-    if fmt is None:
-        expected = path.suffix.lower() in _EXPECTED_FORMAT
-        what = "unknown data" if expected else f"a {path.suffix} file"
-        return SKIPPED, f"not an image ({what})"
-    try:
-        with Image.open(path) as image:
-            image.load()
-            mode = image.mode
-    except Image.DecompressionBombError:
-        return SKIPPED, too_large(path)
-    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError... on bad data
-        return SKIPPED, f"truncated or corrupt {fmt} data ({e})"
-    problems = []
-    expected = _EXPECTED_FORMAT.get(path.suffix.lower())
-    if expected and fmt != expected:
-        problems.append(f"{fmt} data saved as {path.suffix}")
-    if mode != "RGB":
-        problems.append(f"{_MODE_NAMES.get(mode, mode)} image, converted to RGB")
-    return (RECOVERED, "; ".join(problems)) if problems else (OK, "")
-
-
-def too_large(path: str | os.PathLike) -> str:
-    """Why an image over Pillow's pixel limit is not decoded: its size, read from its header
-    (which Pillow reads without the limit: nothing is decoded), and the limit."""
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
-    return (f"too large to decode: {width}x{height} = {width * height:,} pixels, over Pillow's "
-            f"limit of {2 * limit:,} (a guard against decompression bombs)")
 
 
 def image_path(folder: str | os.PathLike, name: str) -> Path:
@@ -148,28 +74,6 @@ def read_trimap(path: str | os.PathLike) -> np.ndarray:
         if image.mode not in ("L", "P"):
             image = image.convert("L")
         return np.asarray(image).copy()
-
-
-def check_trimap(path: str | os.PathLike, image_size: tuple[int, int] | None) -> tuple[str, str]:
-    """Classify a trimap: SKIPPED if missing, unreadable, off-values or of another size than the
-    image ((width, height) as Pillow gives it); OK otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        return SKIPPED, "trimap missing"
-    try:
-        trimap = read_trimap(path)
-    except Exception as e:
-        return SKIPPED, f"trimap unreadable ({e})"
-    values = set(np.unique(trimap).tolist())
-    if not values <= {1, 2, 3}:
-        scaled = values <= {257, 514, 771}
-        return SKIPPED, (f"trimap values {sorted(values - {1, 2, 3})} outside {{1, 2, 3}}"
-                         + (" (1, 2, 3 scaled by 257: a 16-bit copy of the trimap?)"
-                            if scaled else ""))
-    if image_size is not None and (trimap.shape[1], trimap.shape[0]) != tuple(image_size):
-        return SKIPPED, (f"trimap size {trimap.shape[1]}x{trimap.shape[0]} differs from the "
-                         f"image's {image_size[0]}x{image_size[1]}")
-    return OK, ""
 
 
 def image_size_of(path: str | os.PathLike) -> tuple[int, int]:

@@ -7,8 +7,8 @@ import warnings
 from pathlib import Path
 
 from ..data.index import dataset_dir
-from ..notices import SyntheticDataWarning
 from .download import DownloadError, UnfinishedDownload, check_extracted, download_oxford_pet
+from .notices import SyntheticDataWarning
 from .paths import default_data_root, default_sample_root
 from .sample import is_sample, make_sample_dataset
 

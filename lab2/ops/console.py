@@ -10,7 +10,7 @@ import subprocess
 import sys
 import warnings
 
-from ..notices import Lab2Warning
+from .notices import Lab2Warning
 
 #: Errors whose message is the whole story (lab2 raises them with a fix): one line on the command
 #: line (exit code 1) and in a notebook. OSError covers lab2's StorageError (full disk,

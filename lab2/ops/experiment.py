@@ -4,7 +4,7 @@ tested by Dice, and tabulated beside the report's numbers (its Table 1).
 An experiment folder holds one run folder per model and seed (``unet_raw``, ``unet_preprocessed``,
 … for seed 0; ``unet_raw_seed1`` … for the others), ``results.json`` (every number, typed: what the
 notebooks read), and for people ``results.csv`` (one row per run), ``results.md`` (Table 1 and the
-paired comparisons), ``comparisons.csv`` (:mod:`lab2.comparisons`) and ``histories.csv`` (every
+paired comparisons), ``comparisons.csv`` (:mod:`lab2.ops.comparisons`) and ``histories.csv`` (every
 epoch of every run, for the loss curves), and ``experiment.json`` (the data set and profile the
 folder belongs to). Finished runs are skipped and an interrupted one resumes, so the command can
 simply be run again.
@@ -18,6 +18,7 @@ one process per folder — is listed, fault by fault, in docs/reliability.md.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -30,18 +31,18 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..comparisons import COMPARISON_FIELDS, compare, seed_spread
 from ..config import RECIPE_FIELDS, TrainConfig, profile_config, run_name, shown
-from ..notices import SkippedFilesWarning
 from ..stats import ALPHA, N_RESAMPLES, smallest_p
 from . import atomic, locks
 from .atomic import file_sha256, read_exact
 from .audit import audit_dataset, refuse_leaks
+from .comparisons import COMPARISON_FIELDS, compare, seed_spread
 from .console import QUIET_INTERRUPT_ENV, one_line_warnings, shell_word
 from .evaluation import evaluate_checkpoint, per_image_path, read_per_image
 from .fingerprint import dataset_fingerprint, same_data
 from .loaders import RUNS_AT_ONCE_ENV
 from .machine import resolve_profile
+from .notices import SkippedFilesWarning
 from .paths import default_data_root, runs_dir
 from .processes import die_with_parent, signal_name
 from .runs import (
@@ -50,6 +51,7 @@ from .runs import (
     git_commit,
     read_history,
     reconcile_run,
+    resume_changes,
     role_of,
     run_summary,
     short_commit,
@@ -125,7 +127,7 @@ def _run_config(run_dir: Path, summary: dict | None, wanted: TrainConfig, overri
         raise ValueError(f"{run_dir} was trained with profile {saved.profile!r}, not "
                          f"{wanted.profile!r}; use another --out, or the same --profile")
     config = saved.replace(**{k: v for k, v in overrides.items() if v is not None})
-    config.changes_from(saved, fix=f"{run_dir} holds a run with the former; use another --out "
+    resume_changes(config, saved, fix=f"{run_dir} holds a run with the former; use another --out "
                         "for an experiment with the new settings")   # raises if it cannot change
     return config
 
@@ -147,12 +149,7 @@ def run_experiment(profile: str | None = None, root=None, out=None, *, progress:
 
     ``ddp`` = N trains each run that needs it on N processes through torchrun
     (DistributedDataParallel, :func:`_train_with_torchrun`), one run after the other."""
-    name = resolve_profile(profile)
-    # once: every record and message names it so
-    root = Path(root if root is not None else default_data_root()).expanduser().resolve()
-    seeds = tuple(dict.fromkeys(int(s) for s in seeds))
-    if not seeds:
-        raise ValueError("--seeds needs at least one seed")
+    name, root, seeds = settle(profile, root, seeds)
     if "seed" in overrides:
         raise ValueError("give the experiment's seeds with --seeds, not --seed")
     if ddp and (parallel or gpus):
@@ -164,16 +161,55 @@ def run_experiment(profile: str | None = None, root=None, out=None, *, progress:
     # existing run folder holds the run its row needs
     for *_, wanted, run_dir in _planned(name, out, runs, seeds, overrides):
         _check_role(run_dir, run_summary(run_dir), wanted)
-    with locks.owned(locks.folder_lock(out), f"the experiment folder {out}",
-                     fix="choose a writable --out folder"):
-        _check_folder_data(out, root, name)
-        refuse_leaks(audit_dataset(root, progress=progress), root)   # finished runs too
+    with open_folder(out, "experiment", root, name, progress):
         if parallel > 1 or gpus:
             _train_in_parallel(name, root, out, runs, seeds, overrides, parallel, gpus,
                                progress)
         if ddp:
             _train_with_torchrun(name, root, out, runs, seeds, overrides, ddp, progress)
         return _run_all(name, root, out, progress, runs, seeds, overrides)
+
+
+def settle(profile: str | None, root, seeds: Sequence[int]) -> tuple[str, Path, tuple[int, ...]]:
+    """The profile resolved, the data root resolved once (every record and message names it so)
+    and the seeds without repeats, for an experiment or a study."""
+    root = Path(root if root is not None else default_data_root()).expanduser().resolve()
+    seeds = tuple(dict.fromkeys(int(s) for s in seeds))
+    if not seeds:
+        raise ValueError("--seeds needs at least one seed")
+    return resolve_profile(profile), root, seeds
+
+
+@contextlib.contextmanager
+def open_folder(out: Path, what: str, root: Path, profile: str, progress: bool):
+    """Own the folder of an experiment (or study), check it belongs to this data set and profile,
+    and refuse splits that leak test images into training (finished runs too)."""
+    with locks.owned(locks.folder_lock(out), f"the {what} folder {out}",
+                     fix="choose a writable --out folder"):
+        _check_folder_data(out, root, profile)
+        refuse_leaks(audit_dataset(root, progress=progress), root)
+        yield
+
+
+def train_and_test(run_dir: Path, wanted: TrainConfig, overrides: dict, fingerprint: str, root,
+                   progress: bool) -> tuple[dict, TrainConfig, dict, dict]:
+    """Train the run in ``run_dir`` (or resume it, or skip it when finished) and test its
+    ``best.pt``, holding the folder's lock: what its last.pt says, the config it ran with, the
+    test metrics and the per-image measures (read while the folder is ours: the file these
+    metrics summarise, not one that an evaluate command writes a moment later)."""
+    with _run_lock(run_dir):
+        summary, config = _current(run_dir, wanted, overrides, fingerprint, root)
+        if summary is not None and summary["epoch"] >= config.epochs:
+            log.info("%s: finished earlier (last.pt holds epoch %d), skipping training",
+                     run_dir.name, summary["epoch"])
+            _warn_unapplied(config, summary)
+            summary = reconcile_run(run_dir)
+        else:
+            train(config, root, run_dir, resume=summary is not None, progress=progress)
+            summary = run_summary(run_dir)
+        metrics = evaluate_checkpoint(run_dir / "best.pt", root, "test", progress=progress,
+                                      reuse=True)
+        return summary, config, metrics, read_per_image(run_dir)
 
 
 def _run_all(name: str, root, out: Path, progress: bool, runs, seeds: tuple[int, ...],
@@ -183,21 +219,9 @@ def _run_all(name: str, root, out: Path, progress: bool, runs, seeds: tuple[int,
     rows, histories = [], []
     per_image: dict[tuple, list] = {run: [] for run in runs}
     for seed, model, preprocess, wanted, run_dir in _planned(name, out, runs, seeds, overrides):
-        with _run_lock(run_dir):
-            summary, config = _current(run_dir, wanted, overrides, fingerprint, root)
-            if summary is not None and summary["epoch"] >= config.epochs:
-                log.info("%s: finished earlier (last.pt holds epoch %d), skipping training",
-                         config.run_name, summary["epoch"])
-                _warn_unapplied(config, summary)
-                summary = reconcile_run(run_dir)
-            else:
-                train(config, root, run_dir, resume=summary is not None, progress=progress)
-                summary = run_summary(run_dir)
-            metrics = evaluate_checkpoint(run_dir / "best.pt", root, "test",
-                                          progress=progress, reuse=True)
-            # read while the folder is ours: the file these metrics summarise, not one that
-            # an evaluate command writes a moment later
-            per_image[(model, preprocess)].append(read_per_image(run_dir))
+        summary, config, metrics, measures = train_and_test(run_dir, wanted, overrides,
+                                                            fingerprint, root, progress)
+        per_image[(model, preprocess)].append(measures)
         how = trained_with(summary)
         histories += [{"run": config.run_name, "model": model, "preprocess": preprocess,
                        "seed": seed, **h} for h in summary["history"]]
@@ -230,7 +254,7 @@ def _warn_unapplied(config: TrainConfig, summary: dict) -> None:
     left to train, so they change nothing in it (``--epochs`` above its epochs would)."""
     saved = TrainConfig.from_dict(summary["config"])
     unapplied = [f"{name} {shown(new)} (it was trained with {shown(old)})"
-                 for name, (old, new) in config.changes_from(saved).items()
+                 for name, (old, new) in resume_changes(config, saved).items()
                  if name in RECIPE_FIELDS and name != "epochs"]
     if config.epochs < summary["epoch"]:
         unapplied.append(f"epochs {config.epochs} (it has trained {summary['epoch']})")

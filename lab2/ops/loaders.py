@@ -25,12 +25,12 @@ from ..config import TrainConfig
 from ..data.dataset import OxfordPetSegmentation
 from ..data.index import dataset_dir
 from ..data.resize import as_hw
-from ..notices import NoCacheWarning, SharedMemoryWarning, SkippedFilesWarning
 from ..preprocess import PreprocessParams
 from . import atomic
 from .audit import audit_dataset
 from .cache import build_cache, find_cache
 from .console import shell_word
+from .notices import NoCacheWarning, SharedMemoryWarning, SkippedFilesWarning
 from .processes import cores_each, die_with_parent
 
 

@@ -37,9 +37,9 @@ import warnings
 import torch
 
 from ..config import PROFILES, TrainConfig
-from ..notices import Lab2Warning, ProfileWarning
 from ..train import DevicePlan
 from .gpus import gpu_without_cuda_build, missing_kernels
+from .notices import Lab2Warning, ProfileWarning
 from .processes import usable_cpus
 
 #: Where a command or notebook that names no profile looks for one.

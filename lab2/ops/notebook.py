@@ -15,16 +15,16 @@ from types import TracebackType
 
 import matplotlib.pyplot as plt
 
-from ..comparisons import seed_average
 from ..data.index import dataset_dir
-from ..notices import Lab2Warning, ProfileWarning, SyntheticDataWarning
 from ..report.figures import curve_group
 from .atomic import atomic_path
 from .choose import choose_data_root
+from .comparisons import seed_average
 from .console import EXPECTED_ERRORS, show_one_line
 from .evaluation import load_trained_model, read_per_image
 from .experiment import default_out
 from .machine import resolve_profile
+from .notices import Lab2Warning, ProfileWarning, SyntheticDataWarning
 from .paths import check_outputs_writable, figures_dir, home
 from .sample import dataset_label
 

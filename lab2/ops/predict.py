@@ -15,11 +15,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..data.reading import SKIPPED, check_image, image_format, read_rgb
-from ..notices import SyntheticDataWarning
+from ..data.reading import read_rgb
 from ..predict import overlay, png_bytes, predict_mask
 from . import atomic
+from .audit import SKIPPED, check_image, image_format
 from .evaluation import load_trained_model
+from .notices import SyntheticDataWarning
 
 
 def output_stems(images: list[Path]) -> list[str]:
@@ -110,7 +111,7 @@ def predict_files(checkpoint: str | os.PathLike, images: list[str | os.PathLike]
     written checked), and one
     problem per image that cannot be read (missing, truncated, too large, not an image): those
     are left out and the others segmented. ``ValueError`` when none can be read. A checkpoint
-    trained on the synthetic sample says so (:class:`lab2.notices.SyntheticDataWarning`)."""
+    trained on the synthetic sample says so (:class:`lab2.ops.notices.SyntheticDataWarning`)."""
     model, config, state = load_trained_model(checkpoint)
     if (state.get("data") or {}).get("label") == "synthetic sample":
         warnings.warn(f"{checkpoint} was trained on the SYNTHETIC sample: its masks of real "

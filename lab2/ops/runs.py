@@ -16,6 +16,7 @@ import platform
 import re
 import subprocess
 from collections.abc import Iterable
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -258,6 +259,23 @@ class WrongRun(ValueError):
     """A run folder holds another run than the one its name, or a table's row, says."""
 
 
+def resume_changes(config: TrainConfig, saved: TrainConfig,
+                   fix: str = "pass --restart to train the run again from scratch with the new "
+                              "settings, or use another --out") -> dict[str, tuple]:
+    """``{field: (saved value, this value)}`` for the fields ``config`` changes in ``saved``, the
+    settings a run was trained with so far. Raises ValueError if a field outside
+    :data:`lab2.config.RESUMABLE_FIELDS` differs (a run cannot resume as another model, image
+    size, preprocessing, ...)."""
+    changes = {f.name: (getattr(saved, f.name), getattr(config, f.name))
+               for f in fields(config) if getattr(saved, f.name) != getattr(config, f.name)}
+    fixed = [f"{name} {old!r} -> {new!r}" for name, (old, new) in changes.items()
+             if name not in RESUMABLE_FIELDS]
+    if fixed:
+        raise ValueError(f"cannot change {', '.join(fixed)} when resuming (only "
+                         f"{', '.join(RESUMABLE_FIELDS)} may change); {fix}")
+    return changes
+
+
 def check_role(run_dir: str | Path, config: dict, wanted: dict | None = None, *,
                what: str = "last.pt",
                then: str = "run the same command again, which trains the run that belongs there"
@@ -338,7 +356,7 @@ def _epochs(first: int, last: int) -> str:
 
 
 __all__ = ["HISTORY_FIELDS", "ROLE_FIELDS", "RUN_FILES", "WrongRun", "check_role",
-           "check_same_data", "describe_role", "folder_role", "device_name", "git_commit",
+           "check_same_data", "describe_role", "device_name", "folder_role", "git_commit",
            "is_finished", "no_run_to_resume", "other_data", "read_history", "reconcile_run",
-           "role_of", "run_summary", "saved_config", "saved_run", "trained_with", "write_history",
-           "write_run_record"]
+           "resume_changes", "role_of", "run_summary", "saved_config", "saved_run", "trained_with",
+           "write_history", "write_run_record"]

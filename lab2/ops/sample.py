@@ -43,8 +43,8 @@ from ..data.index import (
     read_list,
     species_of,
 )
-from ..data.reading import IGNORED, RECOVERED, SKIPPED
 from . import atomic, locks
+from .audit import IGNORED, RECOVERED, SKIPPED
 
 SAMPLE_VERSION = 1
 MANIFEST = ".lab2-sample.json"

@@ -29,27 +29,16 @@ from pathlib import Path
 
 import torch
 
-from ..comparisons import COMPARISON_FIELDS, compare, seeds_to_decide
 from ..config import TrainConfig, profile_config
 from ..models import INPUT_CHANNELS, model_for
 from ..stats import ALPHA, N_RESAMPLES
-from . import atomic, locks
-from .audit import audit_dataset, refuse_leaks
-from .evaluation import evaluate_checkpoint, read_per_image
-from .experiment import (
-    TABLE_MEASURES,
-    _check_folder_data,
-    _check_role,
-    _role,
-    _run_config,
-    _run_lock,
-)
+from . import atomic
+from .comparisons import COMPARISON_FIELDS, compare, seeds_to_decide
+from .experiment import TABLE_MEASURES, _check_role, _role, open_folder, settle, train_and_test
 from .fingerprint import dataset_fingerprint
-from .machine import resolve_profile
-from .paths import default_data_root, runs_dir
-from .runs import check_same_data, git_commit, reconcile_run, run_summary, short_commit
+from .paths import runs_dir
+from .runs import git_commit, run_summary, short_commit
 from .sample import dataset_label, is_sample
-from .trainer import train
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +123,7 @@ def run_study(profile: str | None = None, root=None, out=None, *,
               progress: bool = True, **overrides) -> dict:
     """Train (or resume, or skip) and test every arm once per seed; write ``study.json``,
     ``study.md`` and ``study.csv``; return what ``study.json`` holds."""
-    name = resolve_profile(profile)
-    root = Path(root if root is not None else default_data_root()).expanduser().resolve()
-    seeds = tuple(dict.fromkeys(int(s) for s in seeds))
-    if not seeds:
-        raise ValueError("--seeds needs at least one seed")
+    name, root, seeds = settle(profile, root, seeds)
     if "baseline" not in arms:
         raise ValueError("a study compares its arms with the baseline: keep it among the arms")
     out = Path(out) if out is not None else study_folder(name, root)
@@ -146,29 +131,15 @@ def run_study(profile: str | None = None, root=None, out=None, *,
                for seed in seeds for arm in arms]
     for _, _, wanted, run_dir in planned:       # every run folder holds its arm's run
         _check_role(run_dir, run_summary(run_dir), wanted)
-    with locks.owned(locks.folder_lock(out), f"the study folder {out}",
-                     fix="choose a writable --out folder"):
-        _check_folder_data(out, root, name)
-        refuse_leaks(audit_dataset(root, progress=progress), root)
+    with open_folder(out, "study", root, name, progress):
         fingerprint = dataset_fingerprint(root)
         per_image: dict[str, list[dict]] = {arm: [] for arm in arms}
         rows, histories = [], []
         for arm, seed, wanted, run_dir in planned:
-            with _run_lock(run_dir):
-                summary = run_summary(run_dir)
-                _check_role(run_dir, summary, wanted)
-                config = _run_config(run_dir, summary, wanted, overrides)
-                if summary is not None:
-                    check_same_data(run_dir, summary["data"], fingerprint, root)
-                if summary is not None and summary["epoch"] >= config.epochs:
-                    summary = reconcile_run(run_dir)
-                else:
-                    log.info("%s: %s, seed %d", out.name, arm, seed)
-                    train(config, root, run_dir, resume=summary is not None, progress=progress)
-                    summary = run_summary(run_dir)
-                metrics = evaluate_checkpoint(run_dir / "best.pt", root, "test",
-                                              progress=progress, reuse=True)
-                per_image[arm].append(read_per_image(run_dir))
+            log.info("%s: %s, seed %d", out.name, arm, seed)
+            summary, config, metrics, measures = train_and_test(run_dir, wanted, overrides,
+                                                                fingerprint, root, progress)
+            per_image[arm].append(measures)
             histories += [{"run": run_dir.name, "arm": arm, "seed": seed, **h}
                           for h in summary["history"]]
             rows.append({"run": run_dir.name, "arm": arm, "seed": seed, **_role(config),
@@ -250,7 +221,7 @@ def study_markdown(results: dict) -> str:
                      f"{'—' if needed is None else needed} |")
     lines += ["", "Seeds to decide: about how many seeds of each arm would show a difference of "
               "the size seen, with the seed-to-seed spread seen, on these test images, four "
-              "times out of five (80 % power; `lab2.comparisons.seeds_to_decide`); — where the "
+              "times out of five (80 % power; `lab2.ops.comparisons.seeds_to_decide`); — where the "
               "test images' own spread is wider than the difference, so that no number of seeds "
               "would show it, only more test images. "
               + ("It needs two seeds or more to be estimated. " if n_seeds == 1 else

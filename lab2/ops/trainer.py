@@ -67,6 +67,7 @@ from .runs import (
     edited_config,
     no_run_to_resume,
     reconcile_run,
+    resume_changes,
     write_history,
     write_run_record,
 )
@@ -325,8 +326,9 @@ def train(config: TrainConfig, root, out, *, resume: bool = False, restart: bool
     With ``resume`` the run continues from ``out/last.pt``. ``config`` is what the run should be
     from now on: fields in :data:`lab2.config.RESUMABLE_FIELDS` that differ from the checkpoint's
     (learning rate, precision, batch size, epochs, ...) apply from the next epoch and are recorded
-    in ``run.json``; any other difference raises ValueError (:meth:`TrainConfig.changes_from`), as
-    does a data set other than the one the run was trained on. Build it with
+    in ``run.json``; any other difference raises ValueError
+    (:func:`lab2.ops.runs.resume_changes`), as does a data set other than the one the run was
+    trained on. Build it with
     ``saved_config(out).replace(...)`` to change only some fields. ``restart`` deletes the run
     in ``out`` and trains from scratch. ``on_batch(epoch, batch)`` is called after every step
     (tests use it to interrupt a run).
@@ -434,7 +436,7 @@ def _train(config: TrainConfig, root: Path, out: Path, resume: bool, progress: b
         if world.distributed:
             dist.barrier()
         checkpoint = load_checkpoint(last)
-        changes = config.changes_from(TrainConfig.from_dict(checkpoint["config"]))
+        changes = resume_changes(config, TrainConfig.from_dict(checkpoint["config"]))
         check_same_data(out, checkpoint.get("data"), fingerprint, root)
         if config.epochs < checkpoint["epoch"]:
             raise ValueError(f"--epochs {config.epochs} is fewer than the {checkpoint['epoch']} "

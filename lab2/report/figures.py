@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from ..comparisons import MEASURES
 from ..config import run_name
+from ..metrics import MEASURES
 from ..stats import shows_difference
 
 RUN_COLOURS = {"unet_raw": "tab:blue", "unet_preprocessed": "tab:cyan",
@@ -318,7 +318,7 @@ def plot_dice_table(results: Sequence[dict], data: str, profile: str,
 
 def plot_comparisons(comparisons: Sequence[dict], data: str, profile: str,
                      differences: Collection[str] = ()) -> plt.Figure:
-    """The paired comparisons (rows of :func:`lab2.comparisons.compare`) as intervals: one panel
+    """The paired comparisons (rows of :func:`lab2.ops.comparisons.compare`) as intervals: one panel
     per measure, one line per pair of models (b − a), the 95 % interval as a bar, the mean
     difference filled where the verdict shows a difference (interval and Holm-adjusted p-value,
     :func:`lab2.stats.shows_difference`) and hollow where it does not, and the report's claimed

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 from ..data.reading import read_example
 from ..metrics import image_dice
 from ..predict import overlay, predict_mask
-from .figures import RUN_TITLES, mask_rgb, stamp
+from ..report.figures import RUN_TITLES, mask_rgb, stamp
 
 
 def prediction_browser(models: dict, root, names: Sequence[str], label: str) -> widgets.Widget:

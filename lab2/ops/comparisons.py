@@ -18,8 +18,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .config import run_name
-from .stats import (
+from ..config import run_name
+from ..metrics import MEASURES
+from ..stats import (
     bootstrap_difference,
     holm,
     mean_and_std,
@@ -35,10 +36,6 @@ COMPARISONS = (
     ("ResNet34-UNet vs UNet, no preprocessing", ("unet", False), ("resnet34_unet", False)),
     ("ResNet34-UNet vs UNet, with preprocessing", ("unet", True), ("resnet34_unet", True)),
 )
-
-#: Per-image measures compared: column of ``per_image_test.csv`` → (label, higher is better).
-MEASURES = {"dice": ("Dice", True), "boundary_iou": ("Boundary IoU", True),
-            "background_fpr": ("background false-positive rate", False)}
 
 #: The columns of ``comparisons.csv``, exactly.
 COMPARISON_FIELDS = ("comparison", "model_a", "model_b", "n_images", "n_seeds",
