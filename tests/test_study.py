@@ -137,7 +137,7 @@ def test_the_study_refuses_parallel_training_in_one_line(sample_root, capsys):
 def test_the_smallest_study_runs_end_to_end_and_resumes(sample_root, tmp_path):
     """Smoke profile, one seed: every arm trains, is tested and compared with the baseline; the
     same call again trains nothing."""
-    import lab2.ops.study as study_module
+    import lab2.ops.experiment as experiment_module
     out = tmp_path / "study"
     results = run_study("smoke", sample_root, out, seeds=(0,), progress=False,
                         max_train_samples=8, max_eval_samples=4, epochs=1)
@@ -150,11 +150,11 @@ def test_the_smallest_study_runs_end_to_end_and_resumes(sample_root, tmp_path):
         "markdown"]
     assert json.loads((out / "study.json").read_text(encoding="utf-8"))["files"]["study.md"]
     trained = []
-    original = study_module.train
-    study_module.train = lambda *a, **k: trained.append(a) or original(*a, **k)
+    original = experiment_module.train          # what train_and_test calls for every arm
+    experiment_module.train = lambda *a, **k: trained.append(a) or original(*a, **k)
     try:
         run_study("smoke", sample_root, out, seeds=(0,), progress=False,
                   max_train_samples=8, max_eval_samples=4, epochs=1)
     finally:
-        study_module.train = original
+        experiment_module.train = original
     assert trained == []
