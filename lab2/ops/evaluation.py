@@ -69,6 +69,10 @@ def load_trained_model(checkpoint: str | os.PathLike, device: torch.device | str
     return model.to(device).eval(), config, state
 
 
+#: What ``metrics.json`` keeps of :func:`lab2.train.evaluate`'s result, per split.
+MEASURED = ("n_images", "dice", "dice_pooled", "dice_per_batch", "dice_original",
+            "dice_pooled_original", "boundary_iou", "background_fpr", "loss")
+
 #: Bumped when the way metrics are computed changes (stored metrics are then recomputed).
 #: 2: per-batch Dice, Boundary IoU and background false-positive rate added.
 #: 3: ``metrics.json`` names the content of the per-image file it summarises.
@@ -109,13 +113,7 @@ def measure_checkpoint(checkpoint: str | os.PathLike, root, split: str = "test",
     result = evaluate(model, make_loader(dataset, config, train=False, device=plan.device),
                       plan, original=dataset, progress=progress, desc=f"evaluate {split}")
     metrics = {
-        "split": split, "n_images": result["n_images"],
-        "dice": result["dice"], "dice_pooled": result["dice_pooled"],
-        "dice_per_batch": result["dice_per_batch"],
-        "dice_original": result["dice_original"],
-        "dice_pooled_original": result["dice_pooled_original"],
-        "boundary_iou": result["boundary_iou"], "background_fpr": result["background_fpr"],
-        "loss": result["loss"], "image_size": config.image_size,
+        "split": split, **{k: result[k] for k in MEASURED}, "image_size": config.image_size,
         "model": config.model, "preprocess": config.preprocess, "profile": config.profile,
         "data": dataset_label(root), "checkpoint": checkpoint.name, "epoch": state["epoch"],
         "key": evaluation_key(checkpoint, root, split, config),
@@ -159,7 +157,7 @@ def save_evaluation(checkpoint: str | os.PathLike, metrics: dict, rows: list[lis
     # evaluations writing at once could leave one's per-image file beside the other's metrics
     folder = path.parent
     try:
-        with locks.owned(locks.folder_lock(folder), f"the run folder {folder}", fix=fix):
+        with locks.own_folder(folder, fix=fix):
             try:
                 stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
             except ValueError:

@@ -184,8 +184,7 @@ def settle(profile: str | None, root, seeds: Sequence[int]) -> tuple[str, Path, 
 def open_folder(out: Path, what: str, root: Path, profile: str, progress: bool):
     """Own the folder of an experiment (or study), check it belongs to this data set and profile,
     and refuse splits that leak test images into training (finished runs too)."""
-    with locks.owned(locks.folder_lock(out), f"the {what} folder {out}",
-                     fix="choose a writable --out folder"):
+    with locks.own_folder(out, f"{what} folder"):
         _check_folder_data(out, root, profile)
         refuse_leaks(audit_dataset(root, progress=progress), root)
         yield
@@ -197,7 +196,7 @@ def train_and_test(run_dir: Path, wanted: TrainConfig, overrides: dict, fingerpr
     ``best.pt``, holding the folder's lock: what its last.pt says, the config it ran with, the
     test metrics and the per-image measures (read while the folder is ours: the file these
     metrics summarise, not one that an evaluate command writes a moment later)."""
-    with _run_lock(run_dir):
+    with locks.own_folder(run_dir):
         summary, config = _current(run_dir, wanted, overrides, fingerprint, root)
         if summary is not None and summary["epoch"] >= config.epochs:
             log.info("%s: finished earlier (last.pt holds epoch %d), skipping training",
@@ -292,11 +291,6 @@ def _planned(name: str, out: Path, runs, seeds, overrides: dict):
             yield seed, model, preprocess, wanted, out / wanted.run_name
 
 
-def _run_lock(run_dir: Path):
-    return locks.owned(locks.folder_lock(run_dir), f"the run folder {run_dir}",
-                       fix="choose a writable --out folder")
-
-
 def _current(run_dir: Path, wanted: TrainConfig, overrides: dict, fingerprint: str, root
              ) -> tuple[dict | None, TrainConfig]:
     """What ``last.pt`` of a run says, and the config the run continues with (hold its lock)."""
@@ -325,7 +319,7 @@ def _pending(name: str, root, out: Path, runs, seeds, overrides: dict) -> list[t
     fingerprint = dataset_fingerprint(root)
     todo = []
     for *_, wanted, run_dir in _planned(name, out, runs, seeds, overrides):
-        with _run_lock(run_dir):
+        with locks.own_folder(run_dir):
             summary, config = _current(run_dir, wanted, overrides, fingerprint, root)
         if summary is None or summary["epoch"] < config.epochs:
             todo.append((config, run_dir, summary is not None))

@@ -121,3 +121,9 @@ def owned(lock_path: str | os.PathLike, what: str, *, wait: bool = False,
 def folder_lock(folder: str | os.PathLike) -> Path:
     """The lock file of a run or experiment folder."""
     return Path(folder) / LOCK_NAME
+
+
+def own_folder(folder: str | os.PathLike, what: str = "run folder",
+               fix: str = "choose a writable --out folder"):
+    """:func:`owned` for a run, experiment or study folder (``what``)."""
+    return owned(folder_lock(folder), f"the {what} {folder}", fix=fix)

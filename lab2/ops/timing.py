@@ -33,21 +33,20 @@ def step_costs(root: str | os.PathLike, names: Sequence[str], image_size: int,
     size = as_hw(image_size)
     images = {n: read_rgb(image_path(folder, n)) for n in names}
     resized = {n: resize_image(images[n], size) for n in names}
-    normalised = {n: zscore_minmax(resized[n], params.eps) for n in names}
-    filtered = {n: bilateral(normalised[n], params.bilateral_d, params.bilateral_sigma_color,
-                             params.bilateral_sigma_space) for n in names}
+    costs = {"decode JPEG + trimap PNG": ms_per_item(lambda n: read_sample(folder, n), names),
+             "resize": ms_per_item(lambda n: resize_image(images[n], size), names)}
+    chain = {"z-score + min-max": lambda image: zscore_minmax(image, params.eps),
+             "bilateral filter": lambda image: bilateral(
+                 image, params.bilateral_d, params.bilateral_sigma_color,
+                 params.bilateral_sigma_space),
+             "CLAHE": lambda image: clahe(image, params.clahe_clip_limit,
+                                          params.clahe_tile_grid_size)}
+    inputs = resized
+    for step, apply in chain.items():       # each step on what the one before made
+        costs[step] = ms_per_item(lambda n, apply=apply, inputs=inputs: apply(inputs[n]), names)
+        inputs = {n: apply(inputs[n]) for n in names}
     augment = build_train_transforms(seed=0)
-    costs = {
-        "decode JPEG + trimap PNG": ms_per_item(lambda n: read_sample(folder, n), names),
-        "resize": ms_per_item(lambda n: resize_image(images[n], size), names),
-        "z-score + min-max": ms_per_item(lambda n: zscore_minmax(resized[n], params.eps), names),
-        "bilateral filter": ms_per_item(
-            lambda n: bilateral(normalised[n], params.bilateral_d, params.bilateral_sigma_color,
-                                params.bilateral_sigma_space), names),
-        "CLAHE": ms_per_item(lambda n: clahe(filtered[n], params.clahe_clip_limit,
-                                             params.clahe_tile_grid_size), names),
-        "train augmentation": ms_per_item(lambda n: augment(image=resized[n]), names),
-    }
+    costs["train augmentation"] = ms_per_item(lambda n: augment(image=resized[n]), names)
     cache = find_cache(root, size, params)
     if cache is not None:
         costs["read from the cache"] = ms_per_item(cache.read, [n for n in names if n in cache],

@@ -340,9 +340,7 @@ def train(config: TrainConfig, root, out, *, resume: bool = False, restart: bool
     root = Path(root).expanduser().resolve()     # once: every record and message names it so
     with distributed.process_group(resolve_device(config.device)) as world:
         try:
-            owner = (locks.owned(locks.folder_lock(out), f"the run folder {out}",
-                                 fix="choose a writable --out folder")
-                     if world.main else nullcontext())
+            owner = locks.own_folder(out) if world.main else nullcontext()
             with owner:
                 if world.main:
                     atomic.remove_stale_temporaries(out)
