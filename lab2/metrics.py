@@ -132,7 +132,6 @@ MEASURES = {"dice": ("Dice", True), "boundary_iou": ("Boundary IoU", True),
 
 
 @dataclass
-
 class DiceMeter:
     """Accumulates per-image counts over batches; reports mean per-image, pooled and per-batch
     Dice, and with ``shape=True`` each image's Boundary IoU and background false-positive rate."""

@@ -127,8 +127,8 @@ def _run_config(run_dir: Path, summary: dict | None, wanted: TrainConfig, overri
         raise ValueError(f"{run_dir} was trained with profile {saved.profile!r}, not "
                          f"{wanted.profile!r}; use another --out, or the same --profile")
     config = saved.replace(**{k: v for k, v in overrides.items() if v is not None})
-    resume_changes(config, saved, fix=f"{run_dir} holds a run with the former; use another --out "
-                        "for an experiment with the new settings")   # raises if it cannot change
+    resume_changes(config, saved, fix=f"{run_dir} holds a run with the former; use another "
+                   "--out for an experiment with the new settings")   # raises if it cannot change
     return config
 
 

@@ -328,10 +328,9 @@ def train(config: TrainConfig, root, out, *, resume: bool = False, restart: bool
     (learning rate, precision, batch size, epochs, ...) apply from the next epoch and are recorded
     in ``run.json``; any other difference raises ValueError
     (:func:`lab2.ops.runs.resume_changes`), as does a data set other than the one the run was
-    trained on. Build it with
-    ``saved_config(out).replace(...)`` to change only some fields. ``restart`` deletes the run
-    in ``out`` and trains from scratch. ``on_batch(epoch, batch)`` is called after every step
-    (tests use it to interrupt a run).
+    trained on. Build it with ``saved_config(out).replace(...)`` to change only some fields.
+    ``restart`` deletes the run in ``out`` and trains from scratch. ``on_batch(epoch, batch)`` is
+    called after every step (tests use it to interrupt a run).
 
     Started by ``torchrun`` with several ranks, the run is one DistributedDataParallel run
     (:mod:`lab2.ops.distributed`): rank 0 owns the folder, writes every file and shows progress.

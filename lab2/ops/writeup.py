@@ -49,15 +49,21 @@ RUN_STATISTICS = {
 }
 
 
+def runs_by_seed(histories: Sequence[dict]) -> dict[tuple, dict[int, list[dict]]]:
+    """History rows grouped by run, (network, preprocessing), then by seed, in order."""
+    runs: dict[tuple, dict[int, list[dict]]] = {}
+    for h in histories:
+        runs.setdefault((h["model"], h["preprocess"]), {}).setdefault(
+            h.get("seed", 0), []).append(h)
+    return runs
+
+
 def table2_claims(histories: Sequence[dict]) -> list[dict]:
     """The report's training claims (its Table 2: preprocessing smooths the validation loss;
     ResNet34-UNet converges faster and to a lower loss), each as a paired comparison over the
     seeds both runs have (:func:`lab2.stats.over_seeds`): the statistic's b − a, its 95 %
     interval over seeds, whether it shows the claim, and the seeds a decision would take."""
-    runs: dict[tuple, dict[int, list[dict]]] = {}
-    for h in histories:
-        runs.setdefault((h["model"], h["preprocess"]), {}).setdefault(
-            h.get("seed", 0), []).append(h)
+    runs = runs_by_seed(histories)
     rows = []
     for claim, statistic, a, b, sign in TABLE2_CLAIMS:
         seeds = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
@@ -139,10 +145,7 @@ def analysis_text(results: Sequence[dict], histories: Sequence[dict],
                 reported = by[(model, True)]["reported_dice"] - by[(model, False)]["reported_dice"]
                 lines.append(f"- **Preprocessing, {title}:** average test Dice {raw:.4f} → "
                              f"{pre:.4f} ({pre - raw:+.4f}; the report saw {reported:+.4f}).")
-    curves: dict[str, dict[int, list[dict]]] = {}      # run → seed → its history rows
-    for h in histories:
-        curves.setdefault(run_name(h["model"], h["preprocess"]), {}).setdefault(
-            h.get("seed", 0), []).append(h)
+    curves = {run_name(*run): by_seed for run, by_seed in runs_by_seed(histories).items()}
     if curves:
         seeds = max(len(by_seed) for by_seed in curves.values())
         spread = (f"mean ± sd over {seeds} seeds" if seeds > 1 else
