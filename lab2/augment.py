@@ -15,7 +15,7 @@ brightness change all drew the same number and were applied together or not at a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import albumentations as A
 import cv2
@@ -50,9 +50,6 @@ class AugmentParams:
     brightness: float = 0.2
     contrast: float = 0.2
     fill_mask: int = 0                          # mask value of pixels moved in from outside
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _normalize() -> A.Normalize:
@@ -94,13 +91,10 @@ def build_train_transforms(params: AugmentParams = AugmentParams(), seed: int | 
     return compose
 
 
-def build_eval_transforms(seed: int | None = None) -> A.Compose:
+def build_eval_transforms() -> A.Compose:
     """Normalisation only, per image (the reference :func:`normalize_images` is tested against;
     lab2's evaluation and prediction normalise whole batches with that function)."""
-    compose = A.Compose([_normalize()], strict=True)
-    if seed is not None:
-        reseed(compose, seed)
-    return compose
+    return A.Compose([_normalize()], strict=True)
 
 
 def reseed(transform, seed: int) -> None:

@@ -43,11 +43,6 @@ def predict_margin(model: nn.Module, config: TrainConfig, image: np.ndarray) -> 
     return margin[0, 0].cpu().numpy()                              # (H, W)
 
 
-def predict_probability(model: nn.Module, config: TrainConfig, image: np.ndarray) -> np.ndarray:
-    """Pet probability (H, W) float32 for a uint8 RGB image of any size, at its own size."""
-    return torch.sigmoid(torch.from_numpy(predict_margin(model, config, image))).numpy()
-
-
 def predict_mask(model: nn.Module, config: TrainConfig, image: np.ndarray) -> np.ndarray:
     """Predicted pet mask (H, W) uint8 0/1 at the image's own size (probability > 0.5)."""
     return (predict_margin(model, config, image) > 0).astype(np.uint8)
@@ -63,13 +58,3 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndar
     contours, _ = cv2.findContours(pet, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(out, contours, -1, (255, 255, 0), max(1, min(image.shape[:2]) // 200))
     return out
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """PNG encoding of a uint8 grey (H, W) or RGB (H, W, 3) array."""
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".png", image)
-    if not ok:
-        raise ValueError(f"OpenCV could not encode a {image.shape} {image.dtype} image as PNG")
-    return buf.tobytes()

@@ -8,11 +8,8 @@ resamples from a fixed seed so the interval is reproducible (:func:`bootstrap_di
 * with one training run per model, the test images are resampled with replacement: the images
   are the only spread the interval can see, so it says nothing about seed-to-seed variation;
 * with several seeds, each resample also draws each model's seeds with replacement (a two-level
-  bootstrap), so the interval covers how much a model moves between training runs as well. Seed
-  averages alone would not: in ``tests/test_stats.py``'s simulation, with a seed-to-seed spread of
-  0.01 Dice, intervals over the images alone held the truth 36 % of the time with three seeds,
-  two-level ones 87 % (81 % with 2 seeds, 93 % with 5: resampling a few values underestimates
-  their spread, so few seeds stay under 95 %).
+  bootstrap), so the interval covers how much a model moves between training runs as well, which
+  seed averages alone would not (how often each holds the truth: docs/statistics.md).
 
 The same resamples give a two-sided p-value for "the mean difference is 0" (:func:`bootstrap_mean`),
 and :func:`holm` adjusts the p-values of several comparisons made at once: with twelve 95 %
@@ -130,12 +127,6 @@ def smallest_p(n_resamples: int = N_RESAMPLES) -> float:
     return 2 / (n_resamples + 1)
 
 
-def paired_difference(a: dict[str, float], b: dict[str, float], **kwargs) -> Interval:
-    """Mean over the images both dicts hold of (b − a), with its bootstrap interval."""
-    names = sorted(set(a) & set(b))
-    return bootstrap_mean([b[name] - a[name] for name in names], **kwargs)
-
-
 def holm(p_values) -> list[float]:
     """Holm's step-down adjustment of ``p_values`` (one per comparison of a family), in their
     order: the k-th smallest is multiplied by (m − k + 1), kept at least its predecessor's and at
@@ -244,5 +235,5 @@ def mean_and_std(values) -> tuple[float, float]:
 
 
 __all__ = ["ALPHA", "BOOTSTRAP_SEED", "Interval", "N_RESAMPLES", "T_975", "bootstrap_difference",
-           "bootstrap_mean", "holm", "mean_and_std", "over_seeds", "paired_difference",
+           "bootstrap_mean", "holm", "mean_and_std", "over_seeds",
            "seeds_needed", "shows_difference", "smallest_p", "t_975", "verdict"]

@@ -232,8 +232,8 @@ def settled(monkeypatch):
 
 def count_reads(monkeypatch) -> list:
     read = []
-    original = fingerprint.atomic.file_sha256
-    monkeypatch.setattr(fingerprint.atomic, "file_sha256",
+    original = fingerprint.atomic.file_digest
+    monkeypatch.setattr(fingerprint.atomic, "file_digest",
                         lambda path: read.append(path) or original(path))
     return read
 
@@ -297,13 +297,13 @@ def test_a_file_that_cannot_be_read_is_left_to_the_audit(tiny_root, monkeypatch)
     # names and sizes needed no read: a photo without read permission must not turn every
     # command into a traceback (the audit names it and skips its sample)
     photo = sorted((dataset_dir(tiny_root) / "images").iterdir())[0]
-    original = fingerprint.atomic.file_sha256
+    original = fingerprint.atomic.file_digest
 
     def no_permission(path):
         if path == photo:
             raise PermissionError(13, "Permission denied", str(path))
         return original(path)
-    monkeypatch.setattr(fingerprint.atomic, "file_sha256", no_permission)
+    monkeypatch.setattr(fingerprint.atomic, "file_digest", no_permission)
     first = fingerprint.dataset_fingerprint(tiny_root)
     monkeypatch.undo()
     fingerprint._seen.clear()

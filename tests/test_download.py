@@ -19,7 +19,7 @@ from lab2.ops import choose as choose_module
 from lab2.ops import cli
 from lab2.ops import download as download_module
 from lab2.ops.audit import audit_dataset
-from lab2.ops.choose import choose_data_root, has_dataset
+from lab2.ops.choose import choose_data_root, missing_dataset
 from lab2.ops.download import (
     ChecksumError,
     DownloadError,
@@ -148,7 +148,7 @@ def test_extraction_killed_half_way_is_refused_until_the_download_finishes(
     assert (folder / "annotations" / "trainval.txt").is_file()
     assert not any((folder / "annotations" / "trimaps").glob("[!.]*.png"))
 
-    assert not has_dataset(tmp_path)
+    assert missing_dataset(tmp_path) is not None
     for read in (lambda: open_dataset(tmp_path, "train"), lambda: audit_dataset(tmp_path)):
         with pytest.raises(UnfinishedDownload, match="extraction of annotations.tar.gz was "
                            "interrupted.*python -m lab2 download --root"):
@@ -161,7 +161,7 @@ def test_extraction_killed_half_way_is_refused_until_the_download_finishes(
         assert choose_data_root(tmp_path, tmp_path / "sample") == tmp_path / "sample"
 
     download_oxford_pet(tmp_path, **kwargs)  # finishes: the archive is checked, extracted again
-    assert has_dataset(tmp_path) and not list(folder.glob(".*.extracting"))
+    assert missing_dataset(tmp_path) is None and not list(folder.glob(".*.extracting"))
     assert len(load_split(tmp_path, "trainval")) == 10
     whole = download_oxford_pet(tmp_path / "whole", **kwargs)
     assert dataset_fingerprint(tmp_path) == dataset_fingerprint(whole.parent)
@@ -172,7 +172,7 @@ def test_a_kill_between_the_two_markers_leaves_a_finished_extraction(tmp_path, s
     folder = download_oxford_pet(tmp_path, **kwargs)
     started = folder / ".annotations.tar.gz.extracting"
     started.write_text(archives[1][2] + "\n", encoding="utf-8")  # ".extracted" written, then killed
-    assert has_dataset(tmp_path)
+    assert missing_dataset(tmp_path) is None
     n = len(server.state.requests)
     download_oxford_pet(tmp_path, **kwargs)
     assert not started.exists() and len(server.state.requests) == n
@@ -199,7 +199,7 @@ def test_a_second_download_into_the_folder_waits_and_fetches_nothing(
     download_oxford_pet(tmp_path, **kwargs)
     first.join()
     assert set(fetched_by) == {first.ident} and len(fetched_by) == 2
-    assert has_dataset(tmp_path)
+    assert missing_dataset(tmp_path) is None
 
 
 def _error_line(capsys) -> str:
@@ -265,7 +265,7 @@ def test_a_disk_filling_up_during_a_transfer_or_an_extraction_is_said_in_one_lin
     assert cli.main(["download", "--root", str(tmp_path)]) == 1
     err = _error_line(capsys)
     assert "extracting images.tar.gz needs" in err, err
-    assert not has_dataset(tmp_path)
+    assert missing_dataset(tmp_path) is not None
 
 
 def test_a_login_page_instead_of_the_archive_is_named_as_such(tmp_path, server, archives):

@@ -32,7 +32,7 @@ from lab2.data.reading import read_rgb
 from lab2.ops import atomic, cli, locks
 from lab2.ops import cache as cache_module
 from lab2.ops import sample as sample_module
-from lab2.ops.atomic import file_sha256
+from lab2.ops.atomic import file_digest
 from lab2.ops.audit import OK, RECOVERED, check_image
 from lab2.ops.cache import build_cache, find_cache
 from lab2.ops.checkpoint import load_checkpoint, save_checkpoint
@@ -459,7 +459,7 @@ def test_the_figures_read_the_runs_table_1_was_made_from(tmp_path):
         (tmp_path / folder / "per_image_test.csv").write_text(
             f"name,dice\nAbyssinian_1,{dice}\n", encoding="utf-8")
     runs = [{"run": folder, "model": "unet", "preprocess": False, "seed": seed,
-             "per_image_sha256": file_sha256(tmp_path / folder / "per_image_test.csv")}
+             "per_image_sha256": file_digest(tmp_path / folder / "per_image_test.csv")}
             for seed, folder in enumerate(("unet_raw", "unet_raw_seed1"))]
     assert per_image_dice(tmp_path, runs) == {"unet_raw": {"Abyssinian_1": pytest.approx(0.7)}}
     assert per_image_dice(tmp_path, runs[:1]) == {"unet_raw": {"Abyssinian_1": 0.5}}

@@ -20,7 +20,7 @@ from lab2.ops.predict import predict_files
 from lab2.ops.runs import read_history
 from lab2.ops.sample import make_sample_dataset
 from lab2.ops.trainer import LossGuard, compile_model, train
-from lab2.predict import predict_probability
+from lab2.predict import predict_margin
 from lab2.train import NonFiniteLossError
 
 SMOKE = dict(image_size=64, base_channels=4, epochs=3, batch_size=4, max_train_samples=12,
@@ -378,7 +378,8 @@ def test_prediction_sees_what_evaluation_sees(trained, sample_root):
     with torch.no_grad():
         expected = model(images).softmax(1)[0, 1].numpy()
     resized = dataset.read_resized(0)[0]                       # already at the training size
-    assert np.allclose(predict_probability(model, config, resized), expected, atol=1e-5)
+    probability = torch.sigmoid(torch.from_numpy(predict_margin(model, config, resized)))
+    assert np.allclose(probability.numpy(), expected, atol=1e-5)
 
 
 def test_cli_train_evaluate_predict(sample_root, tmp_path, capsys, monkeypatch):

@@ -321,12 +321,12 @@ def test_resuming_a_damaged_last_pt_is_one_line_with_the_way_back(run_copy, caps
 def test_a_damaged_checkpoint_is_refused_where_a_table_reads_it(run_copy):
     """The notebooks' figures load weights through load_trained_model with the SHA-256 the table
     names: the file checked against it is checked entry by entry too."""
-    from lab2.ops.atomic import file_sha256
+    from lab2.ops.atomic import file_digest
     from lab2.ops.checkpoint import DamagedCheckpoint
     from lab2.ops.evaluation import load_trained_model
     damage_weights(run_copy / "best.pt")
     with pytest.raises(DamagedCheckpoint):
-        load_trained_model(run_copy / "best.pt", sha256=file_sha256(run_copy / "best.pt"))
+        load_trained_model(run_copy / "best.pt", sha256=file_digest(run_copy / "best.pt"))
 
 
 # ---- a run folder's role ----------------------------------------------------------------------
@@ -392,7 +392,6 @@ def test_tables_written_from_a_mislabelled_folder_are_refused_with_the_move_not_
     from lab2.ops.runs import WrongRun
     exp = tmp_path / "e"
     assert cli.main(train_command(sample_root, exp / "unet_preprocessed")) == 0
-    monkeypatch.setattr(experiment_module, "_check_role", lambda *args: None)   # lab2 before
     monkeypatch.setattr(experiment_module, "check_role", lambda *args, **kwargs: None)
     monkeypatch.setattr(evaluate_module, "check_role", lambda *args, **kwargs: None)
     run_experiment("smoke", sample_root, exp, progress=False, runs=[("unet", True)],

@@ -21,14 +21,16 @@ checks and returns the bytes of the version a result names.
 
 from __future__ import annotations
 
+import csv
 import errno
 import hashlib
+import io
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -204,9 +206,10 @@ def replace(source: str | os.PathLike, target: str | os.PathLike) -> None:
         _sleep(IN_USE_WAIT_S)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Content hash of a file (identifies exactly which weights or data a result belongs to)."""
-    digest = hashlib.sha256()
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Content hash of a file, SHA-256 unless another of hashlib's ``algorithm`` is asked for (an
+    archive's published md5): identifies exactly which weights or data a result belongs to."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
@@ -258,6 +261,15 @@ def write_text(path: str | os.PathLike, text: str, fix: str = "") -> None:
 
 def write_json(path: str | os.PathLike, obj: Any, fix: str = "") -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", fix)
+
+
+def write_csv(path: str | os.PathLike, rows: Iterable[dict], fields: Iterable[str]) -> None:
+    """``rows`` as a CSV file with the columns ``fields`` (a row's other keys are left out)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:

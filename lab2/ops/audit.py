@@ -272,14 +272,9 @@ class AuditReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {
-            "folder": self.folder,
-            "fingerprint": self.fingerprint,
-            "n_image_files": self.n_image_files,
-            "n_listed": self.n_listed,
-            "entries": [dict(asdict(e), action=e.action) for e in self.entries],
-            "lists": self.lists,
-        }
+        d = asdict(self)
+        d["entries"] = [dict(e, action=ACTIONS[e["status"]]) for e in d["entries"]]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> AuditReport:
@@ -401,7 +396,7 @@ def audit_folder(folder: str | os.PathLike, *, fingerprint: str = "",
     entries = [*_unusable(images, "images"), *_unusable(trimaps, "annotations/trimaps"),
                *_unusable(folder / "annotations", "annotations")]
     told = {e.file for e in entries}
-    image_files = [p for p in _files(images)]
+    image_files = _files(images)
     present = {p.stem for p in image_files if p.suffix.lower() == ".jpg"}
     jobs = []
     for path in image_files:

@@ -13,14 +13,9 @@ from .paths import default_data_root, default_sample_root
 from .sample import is_sample, make_sample_dataset
 
 
-def has_dataset(root: str | os.PathLike) -> bool:
-    """Whether ``root`` holds the data set, whole: its list of training images, and no archive
-    whose extraction was interrupted."""
-    return _missing(root) is None
-
-
-def _missing(root: str | os.PathLike) -> str | None:
-    """Why ``root`` holds no usable data set, or None."""
+def missing_dataset(root: str | os.PathLike) -> str | None:
+    """Why ``root`` does not hold the data set whole (its list of training images, and no archive
+    whose extraction was interrupted), or None when it does."""
     if not (dataset_dir(root) / "annotations" / "trainval.txt").is_file():
         return f"no real data set in {dataset_dir(root)}"
     try:
@@ -39,7 +34,7 @@ def choose_data_root(root: str | os.PathLike | None = None,
     would delete what is there), or the default one, generated."""
     root = Path(root or default_data_root())
     sample_root = Path(sample_root or default_sample_root())
-    missing = _missing(root)
+    missing = missing_dataset(root)
     if missing is None:
         return root
     why = ""

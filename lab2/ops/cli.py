@@ -463,9 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train each model once per seed (default: 0, the report's single run); "
                         "seed k > 0 runs in <model>_<raw|preprocessed>_seed<k>. Several seeds "
                         "measure the seed-to-seed spread (Table 1's ±; the comparisons' "
-                        "intervals resample the seeds too, and hold a true difference 81 %%, 87 %% "
-                        "and 93 %% of the time with 2, 3 and 5 seeds in tests/test_stats.py's "
-                        "simulation) and multiply the time")
+                        "intervals resample the seeds too: docs/statistics.md) and multiply the "
+                        "time")
     _add_several_gpus(p)
     _add_config_flags(p, per_run=False)
     p.set_defaults(func=cmd_experiment)

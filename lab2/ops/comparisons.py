@@ -23,7 +23,6 @@ from ..metrics import MEASURES
 from ..stats import (
     bootstrap_difference,
     holm,
-    mean_and_std,
     seeds_needed,
     shows_difference,
     verdict,
@@ -139,12 +138,5 @@ def claim_outcome(row: dict) -> str | None:
     return "undecided" if row["ci_low"] <= claim <= row["ci_high"] else "excluded"
 
 
-def seed_spread(values: Sequence[float]) -> dict:
-    """Mean and standard deviation over seeds of a model's test average."""
-    mean, std = mean_and_std(values)
-    return {"mean": mean, "std": std, "n_seeds": len(values)}
-
-
 __all__ = ["CLAIM_OUTCOMES", "COMPARISONS", "COMPARISON_FIELDS", "MEASURES", "claim_outcome",
-           "seeds_to_decide",
-           "compare", "images_of_every_seed", "seed_average", "seed_spread"]
+           "compare", "images_of_every_seed", "seed_average", "seeds_to_decide"]

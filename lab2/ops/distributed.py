@@ -375,13 +375,9 @@ def wrap(model: nn.Module, device: torch.device, *, synchronised_bn: bool
     every forward pass: without synchronised BatchNorm each rank's statistics would drift apart.
     With it (``synchronised_bn``, :func:`synchronise_batchnorm`) every rank computes the same
     statistics from the global batch, so that copy is redundant work: one collective and a
-    flatten/unflatten of every buffer per step (153 buffers in ResNet34-UNet, 54 in UNet).
-    Measured side by side (``benchmarks/ddp_step.py --dry-run --rounds 15``, three runs: one gloo
-    process on this 2-core CPU, 64 px): ResNet34-UNet's step ran at 0.908-0.926x of a plain step
-    with the copy and 0.927-0.958x without, UNet's at 0.941-0.962x and 0.969-0.999x. On an H200,
-    one NCCL process ran whole epochs at 0.85x (ResNet34-UNet) and 0.94x (UNet) of a plain run
-    with the copy (``benchmarks/ddp.py``); not yet re-measured there without it. The copy stays
-    on without synchronised BatchNorm."""
+    flatten/unflatten of every buffer per step (153 buffers in ResNet34-UNet), measured side by
+    side with ``benchmarks/ddp_step.py`` (benchmarks/RESULTS.md, "DDP cost per training step").
+    The copy stays on without synchronised BatchNorm."""
     extra = {} if not synchronised_bn else {BUFFER_SYNC_ARG: False}
     return nn.parallel.DistributedDataParallel(
         model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None,

@@ -14,7 +14,6 @@ download into a folder at a time; a second waits, then finds the work done (docs
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import socket
@@ -94,14 +93,6 @@ def check_extracted(folder: str | os.PathLike) -> None:
             f"(it checks the archive and extracts it again)")
 
 
-def md5sum(path: str | os.PathLike, chunk: int = _CHUNK) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_oxford_pet(
     root: str | os.PathLike,
     mirror: str | None = None,
@@ -154,7 +145,7 @@ def _fetch_and_extract(folder: Path, filename: str, md5: str, bases: Sequence[st
 
 
 def _verify(archive: Path, expected: str) -> None:
-    actual = md5sum(archive)
+    actual = atomic.file_digest(archive, "md5")
     if actual != expected:
         with open(archive, "rb") as f:
             head = f.read(512).lstrip().lower()

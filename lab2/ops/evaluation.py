@@ -25,7 +25,7 @@ from ..config import TrainConfig
 from ..models import model_for
 from ..train import evaluate
 from . import atomic, locks
-from .atomic import file_sha256, read_exact
+from .atomic import file_digest, read_exact
 from .checkpoint import load_checkpoint
 from .fingerprint import dataset_fingerprint
 from .loaders import build_datasets, make_loader
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 #: What to do once a run in a folder named for another is moved aside (lab2.ops.runs.check_role).
 MOVED_THEN = "test it there: python -m lab2 evaluate --checkpoint {aside}/best.pt"
+
 
 def per_image_path(run_dir: str | Path, split: str = "test") -> Path:
     """A run's ``per_image_<split>.csv`` (written by :func:`save_evaluation`)."""
@@ -81,7 +82,7 @@ EVALUATION_VERSION = 3
 
 def evaluation_key(checkpoint: str | os.PathLike, root, split: str, config: TrainConfig) -> dict:
     """Everything a stored metric depends on: weights (content hash), data set, split, settings."""
-    return {"checkpoint_sha256": file_sha256(checkpoint),
+    return {"checkpoint_sha256": file_digest(checkpoint),
             "dataset_fingerprint": dataset_fingerprint(root), "split": split,
             "image_size": config.image_size, "border": config.border,
             "preprocess": config.preprocess, "max_samples": config.max_eval_samples,
@@ -103,7 +104,7 @@ def measure_checkpoint(checkpoint: str | os.PathLike, root, split: str = "test",
     """
     checkpoint = Path(checkpoint)
     model, config, state = load_trained_model(checkpoint)
-    check_role(checkpoint.parent, config.to_dict(), what=checkpoint.name, then=MOVED_THEN)
+    check_role(checkpoint.parent, config, what=checkpoint.name, then=MOVED_THEN)
     config = config.replace(device=device)
     if max_samples != -1:
         config = config.replace(max_eval_samples=max_samples)
@@ -132,12 +133,13 @@ def metrics_path(checkpoint: str | os.PathLike) -> Path:
     return Path(checkpoint).parent / "metrics.json"
 
 
-def stored_metrics(checkpoint: str | os.PathLike, split: str) -> dict | None:
-    path = metrics_path(checkpoint)
+def stored_metrics(path: Path) -> dict:
+    """What a ``metrics.json`` holds, split → entry ({} when it is missing or not lab2's)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get(split)
-    except (OSError, ValueError, AttributeError):
-        return None
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return stored if isinstance(stored, dict) else {}
 
 
 def save_evaluation(checkpoint: str | os.PathLike, metrics: dict, rows: list[list]) -> dict:
@@ -158,10 +160,7 @@ def save_evaluation(checkpoint: str | os.PathLike, metrics: dict, rows: list[lis
     folder = path.parent
     try:
         with locks.own_folder(folder, fix=fix):
-            try:
-                stored = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-            except ValueError:
-                stored = {}
+            stored = stored_metrics(path)
             stored[metrics["split"]] = entry
             atomic.write_text(per_image_path(folder, metrics["split"]), text, fix=fix)
             atomic.write_json(path, stored, fix=fix)   # last: the per-image file it summarises
@@ -182,22 +181,21 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, root, split: str = "test"
     one they summarise.
     """
     if reuse:
-        stored = stored_metrics(checkpoint, split)
+        stored = stored_metrics(metrics_path(checkpoint)).get(split)
         if stored is not None:
             config = TrainConfig.from_dict(load_checkpoint(checkpoint, mmap=True)["config"])
-            check_role(Path(checkpoint).parent, config.to_dict(), what=Path(checkpoint).name,
+            check_role(Path(checkpoint).parent, config, what=Path(checkpoint).name,
                        then=MOVED_THEN)
             if max_samples != -1:
                 config = config.replace(max_eval_samples=max_samples)
             per_image = per_image_path(Path(checkpoint).parent, split)
             if (stored.get("key") == evaluation_key(checkpoint, root, split, config)
                     and per_image.is_file()
-                    and stored.get("per_image_sha256") == file_sha256(per_image)):
+                    and stored.get("per_image_sha256") == file_digest(per_image)):
                 return stored
     metrics, rows = measure_checkpoint(checkpoint, root, split, device=device,
                                        progress=progress, max_samples=max_samples)
     return save_evaluation(checkpoint, metrics, rows)
-
 
 
 def format_metrics(m: dict) -> str:

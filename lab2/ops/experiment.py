@@ -19,9 +19,7 @@ one process per folder — is listed, fault by fault, in docs/reliability.md.
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime as dt
-import io
 import json
 import logging
 import os
@@ -32,11 +30,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..config import RECIPE_FIELDS, TrainConfig, profile_config, run_name, shown
-from ..stats import ALPHA, N_RESAMPLES, smallest_p
+from ..stats import ALPHA, N_RESAMPLES, mean_and_std, smallest_p
 from . import atomic, locks
-from .atomic import file_sha256, read_exact
+from .atomic import file_digest, read_exact
 from .audit import audit_dataset, refuse_leaks
-from .comparisons import COMPARISON_FIELDS, compare, seed_spread
+from .comparisons import COMPARISON_FIELDS, compare
 from .console import QUIET_INTERRUPT_ENV, one_line_warnings, shell_word
 from .evaluation import evaluate_checkpoint, per_image_path, read_per_image
 from .fingerprint import dataset_fingerprint, same_data
@@ -52,7 +50,6 @@ from .runs import (
     read_history,
     reconcile_run,
     resume_changes,
-    role_of,
     run_summary,
     short_commit,
     trained_with,
@@ -160,7 +157,7 @@ def run_experiment(profile: str | None = None, root=None, out=None, *, progress:
     # 16) but not ResNet34-UNet (of 32) used to fail after the UNet runs had trained; and every
     # existing run folder holds the run its row needs
     for *_, wanted, run_dir in _planned(name, out, runs, seeds, overrides):
-        _check_role(run_dir, run_summary(run_dir), wanted)
+        check_role(run_dir, (run_summary(run_dir) or {}).get("config"), wanted)
     with open_folder(out, "experiment", root, name, progress):
         if parallel > 1 or gpus:
             _train_in_parallel(name, root, out, runs, seeds, overrides, parallel, gpus,
@@ -295,23 +292,11 @@ def _current(run_dir: Path, wanted: TrainConfig, overrides: dict, fingerprint: s
              ) -> tuple[dict | None, TrainConfig]:
     """What ``last.pt`` of a run says, and the config the run continues with (hold its lock)."""
     summary = run_summary(run_dir)
-    _check_role(run_dir, summary, wanted)
+    check_role(run_dir, summary and summary["config"], wanted)
     config = _run_config(run_dir, summary, wanted, overrides)
     if summary is not None:
         check_same_data(run_dir, summary["data"], fingerprint, root)
     return summary, config
-
-
-def _role(config: TrainConfig | dict) -> dict:
-    """The network, preprocessing and seed of a config: which row of Table 1 it fills."""
-    return role_of(config if isinstance(config, dict) else config.to_dict())
-
-
-def _check_role(run_dir: Path, summary: dict | None, wanted: TrainConfig) -> None:
-    """The run in ``run_dir`` (``summary``: its last.pt's, None before it has one) is the one
-    Table 1's row ``wanted`` needs, by its own settings (:func:`lab2.ops.runs.check_role`)."""
-    if summary is not None:
-        check_role(run_dir, summary["config"], _role(wanted))
 
 
 def _pending(name: str, root, out: Path, runs, seeds, overrides: dict) -> list[tuple]:
@@ -558,27 +543,18 @@ def table_rows(rows: list[dict]) -> list[dict]:
         entry = {"model": key[0], "preprocess": key[1], "n_seeds": len(runs),
                  "seeds": [r["seed"] for r in runs]}
         for measure in TABLE_MEASURES:
-            spread = seed_spread([r[measure] for r in runs])
-            entry[measure], entry[f"{measure}_std"] = spread["mean"], spread["std"]
+            entry[measure], entry[f"{measure}_std"] = mean_and_std([r[measure] for r in runs])
         first = runs[0]
         entry.update(reported_dice=first["reported_dice"], n_test=first["n_test"],
                      epochs=min(r["epochs"] for r in runs),
                      best_epoch=first["best_epoch"],          # of the first seed's run
-                     best_val_dice=seed_spread([r["best_val_dice"] for r in runs])["mean"],
+                     best_val_dice=mean_and_std([r["best_val_dice"] for r in runs])[0],
                      dropout_kind="/".join(sorted({r.get("dropout_kind", "?") for r in runs})),
                      precision="/".join(sorted({r.get("precision", "?") for r in runs})),
                      image_size=first["image_size"], profile=first["profile"],
                      data=first["data"])
         table.append(entry)
     return table
-
-
-def _csv(rows: list[dict], fields) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def _spread(row: dict, measure: str) -> str:
@@ -674,24 +650,27 @@ def write_tables(out: Path, rows: list[dict], table: list[dict], comparisons: li
     ``histories.csv``. ``results.json`` comes last and names the SHA-256 of each of the others:
     a kill between the writes leaves tables that :func:`out_of_date` tells from the ones it
     was written with (notebook 04 shows ``results.md`` beside figures drawn from the JSON)."""
-    tables = {
-        "results.csv": _csv(rows, RESULT_FIELDS),
-        # each row says which data and profile it comes from, as results.csv's do: a CSV copied
-        # into a spreadsheet or a thesis keeps "synthetic sample" with its numbers
-        "comparisons.csv": _csv([dict(c, profile=profile, data=label) for c in comparisons],
-                                (*COMPARISON_FIELDS, "profile", "data")),
-        "histories.csv": _csv([dict(h, profile=profile, data=label) for h in histories],
-                              (*HISTORY_FIELDS, "profile", "data")),
-        "results.md": results_markdown(table, comparisons, profile, label, seeds, differences),
-    }
-    for name, text in tables.items():
-        atomic.write_text(out / name, text)
+    atomic.write_csv(out / "results.csv", rows, RESULT_FIELDS)
+    # each row says which data and profile it comes from, as results.csv's do: a CSV copied
+    # into a spreadsheet or a thesis keeps "synthetic sample" with its numbers
+    for name, entries, fields in (("comparisons.csv", comparisons, COMPARISON_FIELDS),
+                                  ("histories.csv", histories, HISTORY_FIELDS)):
+        atomic.write_csv(out / name, [dict(e, profile=profile, data=label) for e in entries],
+                         (*fields, "profile", "data"))
+    atomic.write_text(out / "results.md",
+                      results_markdown(table, comparisons, profile, label, seeds, differences))
     atomic.write_json(out / "results.json", {
         "version": RESULTS_VERSION, "profile": profile, "data": label, "seeds": list(seeds),
         "date": dt.date.today().isoformat(), "git_commit": git_commit(),
-        "files": {name: file_sha256(out / name) for name in tables},
+        "files": hashes(out, ("results.csv", "comparisons.csv", "histories.csv", "results.md")),
         "differences": differences or {},
         "table": table, "runs": rows, "comparisons": comparisons, "histories": histories})
+
+
+def hashes(out: Path, names: Sequence[str]) -> dict[str, str]:
+    """The SHA-256 of each file ``names`` in ``out``: a record written after its tables names
+    them, so a reader tells them from tables an interrupted rewrite left (:func:`out_of_date`)."""
+    return {name: file_digest(out / name) for name in names}
 
 
 class ResultsOutOfDate(ValueError):
@@ -734,7 +713,7 @@ def out_of_date(out: Path, results: dict, root=None) -> str | None:
     if results.get("version") != RESULTS_VERSION:
         return "an older lab2 wrote it"
     for name, digest in results["files"].items():
-        if not (out / name).is_file() or file_sha256(out / name) != digest:
+        if not (out / name).is_file() or file_digest(out / name) != digest:
             return (f"{name} beside it is not the one it was written with (its writing was "
                     "interrupted, or the file was edited since)")
     fingerprint = dataset_fingerprint(root) if root is not None else None
@@ -746,7 +725,7 @@ def out_of_date(out: Path, results: dict, root=None) -> str | None:
         # the run's own settings say what it is, whatever the table or the folder's name say:
         # refused here with the move that mends it (rewriting the tables would not)
         if summary is not None:
-            check_role(run_dir, summary["config"], _role(row),
+            check_role(run_dir, summary["config"], row,
                        then=f"run {_refresh_command(out, results)}, which trains the run that "
                             "belongs there and rewrites the tables")
         if row["run"] != run_dir.name:
@@ -756,10 +735,10 @@ def out_of_date(out: Path, results: dict, root=None) -> str | None:
         if summary["epoch"] != row["epochs"]:
             return (f"{row['run']} was trained on after it (last.pt holds epoch "
                     f"{summary['epoch']}, the table epoch {row['epochs']})")
-        if file_sha256(run_dir / "best.pt") != key["checkpoint_sha256"]:
+        if file_digest(run_dir / "best.pt") != key["checkpoint_sha256"]:
             return f"{row['run']}/best.pt is not the checkpoint it tested (trained again since?)"
         per_image = per_image_path(run_dir, "test")
-        if not per_image.is_file() or file_sha256(per_image) != row["per_image_sha256"]:
+        if not per_image.is_file() or file_digest(per_image) != row["per_image_sha256"]:
             return (f"{per_image.relative_to(out)} is not the file it was made from (tested "
                     "again with other settings since?)")
         if fingerprint is not None and not same_data(key["dataset_fingerprint"], fingerprint,

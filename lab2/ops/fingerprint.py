@@ -147,7 +147,7 @@ def file_hashes(root: str | os.PathLike, *, threads: int = THREADS, remember: bo
                 done = []
                 for name, path in part:
                     try:
-                        done.append((name, atomic.file_sha256(path)))
+                        done.append((name, atomic.file_digest(path)))
                     except OSError as e:   # the audit names it and skips its sample
                         done.append((name, f"unreadable: {e.strerror or e}"))
                     bar.update(keys[name][0])

@@ -42,7 +42,6 @@ def home() -> Path:
     return source_checkout() or Path.cwd()
 
 
-
 def default_data_root() -> Path:
     """Root of the real data set: ``$LAB2_DATA_DIR`` if set, else ``<home>/data``."""
     env = os.environ.get("LAB2_DATA_DIR")

@@ -13,14 +13,26 @@ import warnings
 from functools import cache
 from pathlib import Path
 
+import cv2
+import numpy as np
 from PIL import Image
 
 from ..data.reading import read_rgb
-from ..predict import overlay, png_bytes, predict_mask
+from ..predict import overlay, predict_mask
 from . import atomic
 from .audit import SKIPPED, check_image, image_format
 from .evaluation import load_trained_model
 from .notices import SyntheticDataWarning
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG encoding of a uint8 grey (H, W) or RGB (H, W, 3) array."""
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {image.shape} {image.dtype} image as PNG")
+    return buf.tobytes()
 
 
 def output_stems(images: list[Path]) -> list[str]:

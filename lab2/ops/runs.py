@@ -10,7 +10,6 @@ it after a kill between the end-of-epoch writes, and :func:`is_finished` trusts 
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import platform
 import re
@@ -63,11 +62,7 @@ def short_commit(commit: str) -> str:
 
 
 def write_history(path: Path, history: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS)
-    writer.writeheader()
-    writer.writerows({k: row[k] for k in HISTORY_FIELDS} for row in history)
-    atomic.write_text(path, buf.getvalue())
+    atomic.write_csv(path, history, HISTORY_FIELDS)
 
 
 def read_history(path: str | Path) -> list[dict]:
@@ -227,9 +222,10 @@ def check_same_data(run_dir: Path, data: dict | None, fingerprint: str, root) ->
 ROLE_FIELDS = ("model", "preprocess", "input", "seed")
 
 
-def role_of(config: dict) -> dict:
-    """The :data:`ROLE_FIELDS` of a config (``TrainConfig.to_dict()``); ``input`` is ``rgb`` in
-    the configs of runs trained before it existed."""
+def role_of(config: TrainConfig | dict) -> dict:
+    """The :data:`ROLE_FIELDS` of a config (or of its ``to_dict()``, or a table's row); ``input``
+    is ``rgb`` in the configs of runs trained before it existed."""
+    config = config if isinstance(config, dict) else config.to_dict()
     return {name: config.get(name, "rgb") if name == "input" else config[name]
             for name in ROLE_FIELDS}
 
@@ -276,24 +272,25 @@ def resume_changes(config: TrainConfig, saved: TrainConfig,
     return changes
 
 
-def check_role(run_dir: str | Path, config: dict, wanted: dict | None = None, *,
+def check_role(run_dir: str | Path, config: TrainConfig | dict | None,
+               wanted: TrainConfig | dict | None = None, *,
                what: str = "last.pt",
                then: str = "run the same command again, which trains the run that belongs there"
                ) -> None:
     """Raise :class:`WrongRun` when the run in ``run_dir`` — ``config``, its checkpoint's own
-    settings, which alone say what it is — is not the network, preprocessing and seed that
-    ``wanted`` (a Table 1 row's) or, without it, the folder's name says (nothing for a name of
-    the user's own). An experiment took ``unet_preprocessed/`` for UNet with preprocessing by
-    its name alone: a UNet trained there without ``--preprocess``, or a ResNet34-UNet's
-    ``last.pt`` copied in, filled that row of Table 1 with another run's Dice. The message
-    says to move the run aside, to the folder its settings name when that is free, and
-    ``then`` (``{aside}``: where it went)."""
+    settings, which alone say what it is; None while the folder holds no run — is not the
+    network, preprocessing, input and seed that ``wanted`` (the config of a Table 1 row's run, or
+    the row) or, without it, the folder's name says (nothing for a name of the user's own). An
+    experiment took ``unet_preprocessed/`` for UNet with preprocessing by its name alone: a UNet
+    trained there without ``--preprocess``, or a ResNet34-UNet's ``last.pt`` copied in, filled
+    that row of Table 1 with another run's Dice. The message says to move the run aside, to the
+    folder its settings name when that is free, and ``then`` (``{aside}``: where it went)."""
     run_dir = Path(run_dir)
     wanted = wanted or folder_role(run_dir.name)
-    if wanted is None:
+    if config is None or wanted is None:
         return
-    held = role_of(config)
-    if held == role_of(wanted):
+    held, wanted = role_of(config), role_of(wanted)
+    if held == wanted:
         return
     own = run_dir.with_name(run_name(held["model"], held["preprocess"], held["seed"],
                                      held["input"]))

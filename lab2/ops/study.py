@@ -20,9 +20,7 @@ folder belongs to one data set and profile.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,11 +32,10 @@ from ..models import INPUT_CHANNELS, model_for
 from ..stats import ALPHA, N_RESAMPLES
 from . import atomic
 from .comparisons import COMPARISON_FIELDS, compare, seeds_to_decide
-from .experiment import TABLE_MEASURES, _check_role, _role, open_folder, settle, train_and_test
+from .experiment import TABLE_MEASURES, default_out, hashes, open_folder, settle, train_and_test
 from .fingerprint import dataset_fingerprint
-from .paths import runs_dir
-from .runs import git_commit, run_summary, short_commit
-from .sample import dataset_label, is_sample
+from .runs import check_role, git_commit, role_of, run_summary, short_commit
+from .sample import dataset_label
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +59,7 @@ STUDY_VERSION = 1
 
 
 def study_folder(profile: str, root) -> Path:
-    return runs_dir() / f"{profile}-{'sample' if is_sample(root) else 'real'}-{STUDY}"
+    return Path(f"{default_out(profile, root)}-{STUDY}")
 
 
 def arm_config(profile: str, arm: str, seed: int, **overrides) -> TrainConfig:
@@ -130,7 +127,7 @@ def run_study(profile: str | None = None, root=None, out=None, *,
     planned = [(arm, seed, arm_config(name, arm, seed, **overrides), out / run_name_of(arm, seed))
                for seed in seeds for arm in arms]
     for _, _, wanted, run_dir in planned:       # every run folder holds its arm's run
-        _check_role(run_dir, run_summary(run_dir), wanted)
+        check_role(run_dir, (run_summary(run_dir) or {}).get("config"), wanted)
     with open_folder(out, "study", root, name, progress):
         fingerprint = dataset_fingerprint(root)
         per_image: dict[str, list[dict]] = {arm: [] for arm in arms}
@@ -142,7 +139,7 @@ def run_study(profile: str | None = None, root=None, out=None, *,
             per_image[arm].append(measures)
             histories += [{"run": run_dir.name, "arm": arm, "seed": seed, **h}
                           for h in summary["history"]]
-            rows.append({"run": run_dir.name, "arm": arm, "seed": seed, **_role(config),
+            rows.append({"run": run_dir.name, "arm": arm, "seed": seed, **role_of(config),
                          "epochs": summary["epoch"], **{m: metrics[m] for m in TABLE_MEASURES},
                          "n_test": metrics["n_images"], "best_val_dice": summary["best_dice"],
                          "evaluation_key": metrics["key"],
@@ -236,16 +233,11 @@ def study_markdown(results: dict) -> str:
 def write_study(out: Path, results: dict) -> None:
     """``study.md`` and ``study.csv`` for people, then ``study.json`` (last: it names the others'
     SHA-256, as ``results.json`` does)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(STUDY_FIELDS), extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(dict(c, profile=results["profile"], data=results["data"])
-                     for c in results["comparisons"])
-    tables = {"study.md": study_markdown(results), "study.csv": buf.getvalue()}
-    for name, text in tables.items():
-        atomic.write_text(out / name, text)
-    atomic.write_json(out / "study.json", {**results, "files": {
-        name: atomic.file_sha256(out / name) for name in tables}})
+    atomic.write_text(out / "study.md", study_markdown(results))
+    atomic.write_csv(out / "study.csv", [dict(c, profile=results["profile"], data=results["data"])
+                                         for c in results["comparisons"]], STUDY_FIELDS)
+    atomic.write_json(out / "study.json", {**results, "files": hashes(out, ("study.md",
+                                                                            "study.csv"))})
 
 
 def load_study(out) -> dict:

@@ -3,16 +3,14 @@ resume exactly, one owner per folder, several processes (torchrun), and a clear 
 command that goes on — for a non-finite loss, out of memory, a lost loader worker, full shared
 memory or a failed compile.
 
-A run folder holds ``last.pt`` (every epoch) and ``best.pt`` (best validation Dice) and, derived
-from them, ``config.json``, ``run.json`` and ``history.csv`` (:mod:`lab2.ops.runs`).
-
-``last.pt`` is the single source of truth. Each epoch ends by writing it (atomically), then
-copying it to ``best.pt`` when the epoch is the best so far, then rewriting ``history.csv`` from
-it. A kill between any two of these writes is repaired on the next start by
-:func:`lab2.ops.runs.reconcile_run`: ``best.pt`` is copied again from ``last.pt`` when ``last.pt``
-names its own epoch as the best, and ``history.csv`` is rewritten from ``last.pt``'s history, so
-it is never an epoch ahead of the weights. A run is finished when ``last.pt`` says its final
-epoch is done. One process owns a run folder at a time (:mod:`lab2.ops.locks`).
+``last.pt`` is a run folder's single source of truth (:mod:`lab2.ops.runs`: the folder's files).
+Each epoch ends by writing it (atomically), then copying it to ``best.pt`` when the epoch is the
+best so far, then rewriting ``history.csv`` from it. A kill between any two of these writes is
+repaired on the next start by :func:`lab2.ops.runs.reconcile_run`: ``best.pt`` is copied again
+from ``last.pt`` when ``last.pt`` names its own epoch as the best, and ``history.csv`` is
+rewritten from ``last.pt``'s history, so it is never an epoch ahead of the weights. A run is
+finished when ``last.pt`` says its final epoch is done. One process owns a run folder at a time
+(:mod:`lab2.ops.locks`).
 
 Determinism: the shuffling order and the augmentation of each sample are seeded from
 ``(config.seed, epoch, sample)`` (:class:`lab2.ops.loaders.SeededSampler`), whatever the number
@@ -150,9 +148,8 @@ def compile_model(module: nn.Module, **options) -> nn.Module:
     A run feeds the network a few shapes: full training batches, the last, shorter one, and the
     same two for validation (without gradients). By default Dynamo meets the second shape by
     compiling a graph whose batch size is symbolic, and from then on that dynamic graph serves
-    every batch, the full ones too (checked with a counting backend in ``tests/test_train.py``).
-    The speed-up measured for ``--compile`` (``benchmarks/gpu.py``) is that of a static graph,
-    and whole epochs through the dynamic one were slower (``benchmarks/epoch.py``; both in
+    every batch, the full ones too (checked with a counting backend in ``tests/test_train.py``),
+    and whole epochs through it were slower than through static graphs (``benchmarks/epoch.py``,
     benchmarks/RESULTS.md). Static graphs cost a compile per shape instead: four at most, within
     Dynamo's limit of eight. ``options`` go to ``torch.compile`` (the tests pass a backend)."""
     return torch.compile(module, dynamic=False, **options)

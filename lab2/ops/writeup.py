@@ -110,9 +110,8 @@ def analysis_text(results: Sequence[dict], histories: Sequence[dict],
     lines = []
     if differences:
         lines.append(f"- **Not trained alike:** the runs differ in {', '.join(differences)} "
-                     "(Table 1 lists how), "
-                     "so a verdict below may reflect those settings rather than the network or "
-                     "the preprocessing.")
+                     "(Table 1 lists how), so a verdict below may reflect those settings rather "
+                     "than the network or the preprocessing.")
     outcomes = [claim_outcome(c) for c in comparisons]     # None for a row without a claim
     claims = [(c, outcome) for c, outcome in zip(comparisons, outcomes, strict=True)
               if outcome is not None]
@@ -137,14 +136,6 @@ def analysis_text(results: Sequence[dict], histories: Sequence[dict],
                      f"{c['mean_difference']:+.4f}, 95 % interval [{c['ci_low']:+.4f}, "
                      f"{c['ci_high']:+.4f}] over {c['n_images']} test images, "
                      f"{c['n_seeds']} seed(s): {c['verdict']}.")
-    if not comparisons:
-        by = {(r["model"], r["preprocess"]): r for r in results}
-        for model, title in (("unet", "UNet"), ("resnet34_unet", "ResNet34-UNet")):
-            if (model, False) in by and (model, True) in by:
-                raw, pre = by[(model, False)]["dice"], by[(model, True)]["dice"]
-                reported = by[(model, True)]["reported_dice"] - by[(model, False)]["reported_dice"]
-                lines.append(f"- **Preprocessing, {title}:** average test Dice {raw:.4f} → "
-                             f"{pre:.4f} ({pre - raw:+.4f}; the report saw {reported:+.4f}).")
     curves = {run_name(*run): by_seed for run, by_seed in runs_by_seed(histories).items()}
     if curves:
         seeds = max(len(by_seed) for by_seed in curves.values())

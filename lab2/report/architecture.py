@@ -61,10 +61,9 @@ def architecture_stages(model: str, size: int = 512, **kwargs) -> list[dict]:
         else:
             _, channels, height, width = shapes[n]
         part = n.split(".")[0] if n != "head" else "head"
-        own = 0 if n == "encoder.relu" else sum(p.numel() for p in modules[n].parameters())
-        if n == "encoder.relu":   # the stem: conv1 + bn1 before this ReLU
-            own = sum(p.numel() for m in ("encoder.conv1", "encoder.bn1")
-                      for p in modules[m].parameters())
+        # the stem's parameters are conv1's and bn1's, before this ReLU
+        owners = ("encoder.conv1", "encoder.bn1") if n == "encoder.relu" else (n,)
+        own = sum(p.numel() for m in owners for p in modules[m].parameters())
         stages.append({"name": n, "label": _label(n, model), "part": part, "channels": channels,
                        "height": height, "width": width, "parameters": own})
     if tuple(output.shape[-2:]) != (stages[-1]["height"], stages[-1]["width"]):

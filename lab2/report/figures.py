@@ -29,12 +29,18 @@ RUN_TITLES = {"unet_raw": "UNet", "unet_preprocessed": "UNet + preprocessing",
               "resnet34_unet_preprocessed": "ResNet34-UNet + preprocessing"}
 
 
-def stamp(fig: plt.Figure, data: str, profile: str | None = None) -> None:
-    """Write which data set (and profile) produced the figure in its bottom-right corner."""
+def stamp(fig: plt.Figure, data: str, profile: str | None = None,
+          differences: Collection[str] = ()) -> None:
+    """Write which data set (and profile) produced the figure in its bottom-right corner and, in
+    the bottom-left, the settings its runs were not trained alike in (``differences``: a figure
+    travels without its table)."""
     text = f"data: {data}" + (f" · profile: {profile}" if profile else "")
     if data == "synthetic sample":
         text += " — NOT Oxford-IIIT Pet"
     fig.text(0.995, -0.01, text, ha="right", va="top", fontsize=8, color="dimgray")
+    if differences:
+        fig.text(0.005, -0.01, f"NOT TRAINED ALIKE: the runs differ in {', '.join(differences)}",
+                 ha="left", va="top", fontsize=8, color="firebrick", fontweight="bold")
 
 
 def mask_rgb(mask: np.ndarray) -> np.ndarray:
@@ -290,8 +296,7 @@ def plot_dice_table(results: Sequence[dict], data: str, profile: str,
     """Table 1 as bars: lab2's average test Dice beside the report's, per model; with several
     seeds, lab2's bar is their mean and its error bar ± one standard deviation. ``differences``,
     the settings the runs were not trained alike in (the keys of
-    :func:`lab2.ops.experiment.training_differences`), are named under the bars: a figure travels
-    without its table."""
+    :func:`lab2.ops.experiment.training_differences`), are named under the bars."""
     fig, ax = plt.subplots(figsize=(8, 3.5))
     names = [RUN_TITLES[run_name(r["model"], r["preprocess"])] for r in results]
     x = np.arange(len(results))
@@ -309,10 +314,7 @@ def plot_dice_table(results: Sequence[dict], data: str, profile: str,
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("Test Dice per model (Table 1)")
-    stamp(fig, data, profile)
-    if differences:
-        fig.text(0.005, -0.01, f"NOT TRAINED ALIKE: the runs differ in {', '.join(differences)}",
-                 ha="left", va="top", fontsize=8, color="firebrick", fontweight="bold")
+    stamp(fig, data, profile, differences)
     return fig
 
 
@@ -361,10 +363,7 @@ def plot_comparisons(comparisons: Sequence[dict], data: str, profile: str,
                  + ("\n× (red): the difference the report claims, from single runs on "
                     "Oxford-IIIT Pet" if claims else ""), fontsize=9)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    stamp(fig, data, profile)
-    if differences:
-        fig.text(0.005, -0.01, f"NOT TRAINED ALIKE: the runs differ in {', '.join(differences)}",
-                 ha="left", va="top", fontsize=8, color="firebrick", fontweight="bold")
+    stamp(fig, data, profile, differences)
     return fig
 
 
