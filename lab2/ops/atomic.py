@@ -263,13 +263,25 @@ def write_json(path: str | os.PathLike, obj: Any, fix: str = "") -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", fix)
 
 
-def write_csv(path: str | os.PathLike, rows: Iterable[dict], fields: Iterable[str]) -> None:
-    """``rows`` as a CSV file with the columns ``fields`` (a row's other keys are left out)."""
+def csv_text(rows: Iterable[dict], fields: Iterable[str]) -> str:
+    """``rows`` as CSV text with the columns ``fields`` (a row's other keys are left out)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    write_text(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_texts(folder: str | os.PathLike, texts: dict[str, str], fix: str = "") -> dict[str, str]:
+    """Write each text of ``texts`` to ``folder/<name>``; return each name's SHA-256, of the
+    bytes written, for the record that names them (written after them: a reader then tells
+    them from files an interrupted rewrite left)."""
+    digests = {}
+    for name, text in texts.items():
+        data = text.encode("utf-8")
+        write_bytes(Path(folder) / name, data, fix)
+        digests[name] = hashlib.sha256(data).hexdigest()
+    return digests
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:

@@ -11,7 +11,6 @@ names.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -152,17 +151,18 @@ def save_evaluation(checkpoint: str | os.PathLike, metrics: dict, rows: list[lis
     writer.writerow(PER_IMAGE_FIELDS)
     writer.writerows(rows)
     text = buf.getvalue()
-    # the pair is written one file after the other: a kill between the two leaves a per-image
-    # file that metrics.json does not name, which is then never reused (nor read as its own)
-    entry = {**metrics, "per_image_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
     # under the run folder's lock (the experiment, which holds it, tests its runs here): two
     # evaluations writing at once could leave one's per-image file beside the other's metrics
     folder = path.parent
+    name = per_image_path(folder, metrics["split"]).name
     try:
         with locks.own_folder(folder, fix=fix):
             stored = stored_metrics(path)
-            stored[metrics["split"]] = entry
-            atomic.write_text(per_image_path(folder, metrics["split"]), text, fix=fix)
+            # the pair is written one file after the other: a kill between the two leaves a
+            # per-image file that metrics.json does not name, which is then never reused (nor
+            # read as its own)
+            digest = atomic.write_texts(folder, {name: text}, fix)[name]
+            entry = stored[metrics["split"]] = {**metrics, "per_image_sha256": digest}
             atomic.write_json(path, stored, fix=fix)   # last: the per-image file it summarises
     except locks.BusyError:
         raise locks.BusyError(f"{folder} is in use by {locks.owner_of(locks.folder_lock(folder))}"

@@ -650,27 +650,21 @@ def write_tables(out: Path, rows: list[dict], table: list[dict], comparisons: li
     ``histories.csv``. ``results.json`` comes last and names the SHA-256 of each of the others:
     a kill between the writes leaves tables that :func:`out_of_date` tells from the ones it
     was written with (notebook 04 shows ``results.md`` beside figures drawn from the JSON)."""
-    atomic.write_csv(out / "results.csv", rows, RESULT_FIELDS)
     # each row says which data and profile it comes from, as results.csv's do: a CSV copied
     # into a spreadsheet or a thesis keeps "synthetic sample" with its numbers
-    for name, entries, fields in (("comparisons.csv", comparisons, COMPARISON_FIELDS),
-                                  ("histories.csv", histories, HISTORY_FIELDS)):
-        atomic.write_csv(out / name, [dict(e, profile=profile, data=label) for e in entries],
-                         (*fields, "profile", "data"))
-    atomic.write_text(out / "results.md",
-                      results_markdown(table, comparisons, profile, label, seeds, differences))
+    tag = {"profile": profile, "data": label}
+    files = atomic.write_texts(out, {
+        "results.csv": atomic.csv_text(rows, RESULT_FIELDS),
+        "comparisons.csv": atomic.csv_text([{**c, **tag} for c in comparisons],
+                                           (*COMPARISON_FIELDS, *tag)),
+        "histories.csv": atomic.csv_text([{**h, **tag} for h in histories],
+                                         (*HISTORY_FIELDS, *tag)),
+        "results.md": results_markdown(table, comparisons, profile, label, seeds, differences)})
     atomic.write_json(out / "results.json", {
         "version": RESULTS_VERSION, "profile": profile, "data": label, "seeds": list(seeds),
-        "date": dt.date.today().isoformat(), "git_commit": git_commit(),
-        "files": hashes(out, ("results.csv", "comparisons.csv", "histories.csv", "results.md")),
+        "date": dt.date.today().isoformat(), "git_commit": git_commit(), "files": files,
         "differences": differences or {},
         "table": table, "runs": rows, "comparisons": comparisons, "histories": histories})
-
-
-def hashes(out: Path, names: Sequence[str]) -> dict[str, str]:
-    """The SHA-256 of each file ``names`` in ``out``: a record written after its tables names
-    them, so a reader tells them from tables an interrupted rewrite left (:func:`out_of_date`)."""
-    return {name: file_digest(out / name) for name in names}
 
 
 class ResultsOutOfDate(ValueError):

@@ -62,7 +62,7 @@ def short_commit(commit: str) -> str:
 
 
 def write_history(path: Path, history: list[dict]) -> None:
-    atomic.write_csv(path, history, HISTORY_FIELDS)
+    atomic.write_text(path, atomic.csv_text(history, HISTORY_FIELDS))
 
 
 def read_history(path: str | Path) -> list[dict]:

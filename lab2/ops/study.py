@@ -32,7 +32,7 @@ from ..models import INPUT_CHANNELS, model_for
 from ..stats import ALPHA, N_RESAMPLES
 from . import atomic
 from .comparisons import COMPARISON_FIELDS, compare, seeds_to_decide
-from .experiment import TABLE_MEASURES, default_out, hashes, open_folder, settle, train_and_test
+from .experiment import TABLE_MEASURES, default_out, open_folder, settle, train_and_test
 from .fingerprint import dataset_fingerprint
 from .runs import check_role, git_commit, role_of, run_summary, short_commit
 from .sample import dataset_label
@@ -233,11 +233,11 @@ def study_markdown(results: dict) -> str:
 def write_study(out: Path, results: dict) -> None:
     """``study.md`` and ``study.csv`` for people, then ``study.json`` (last: it names the others'
     SHA-256, as ``results.json`` does)."""
-    atomic.write_text(out / "study.md", study_markdown(results))
-    atomic.write_csv(out / "study.csv", [dict(c, profile=results["profile"], data=results["data"])
-                                         for c in results["comparisons"]], STUDY_FIELDS)
-    atomic.write_json(out / "study.json", {**results, "files": hashes(out, ("study.md",
-                                                                            "study.csv"))})
+    files = atomic.write_texts(out, {
+        "study.md": study_markdown(results),
+        "study.csv": atomic.csv_text([dict(c, profile=results["profile"], data=results["data"])
+                                      for c in results["comparisons"]], STUDY_FIELDS)})
+    atomic.write_json(out / "study.json", {**results, "files": files})
 
 
 def load_study(out) -> dict:
